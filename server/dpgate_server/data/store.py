@@ -1,0 +1,321 @@
+"""The dataset store: immutable versions of Parquet files and an atomic current pointer.
+
+Layout under the store root::
+
+    <dataset_id>/
+        CURRENT                      name of the current version (swapped with os.replace)
+        versions/v000001/
+            manifest.json            files, hashes, the verified contribution bound
+            metadata.json            public policy (DatasetMetadata)
+            appointments/2024-12.parquet ...   one file a month, rows sorted by practice
+            public/<table>.parquet   public tables (practices, calendar, category sets)
+        staging/<random>/            a version being built; never read by queries
+
+A version folder is never modified once its name is in CURRENT, so a query that opened
+version N keeps reading consistent files while N+1 is published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dpgate_server.data.metadata import DatasetMetadata
+
+APPOINTMENTS_DIR = "appointments"
+PUBLIC_DIR = "public"
+MANIFEST_FILE = "manifest.json"
+METADATA_FILE = "metadata.json"
+CURRENT_FILE = "CURRENT"
+
+
+class DatasetNotFoundError(LookupError):
+    """No dataset (or no published version of it) has that id."""
+
+
+class ManifestError(ValueError):
+    """A version's files do not match its manifest."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One file of a version: its path relative to the version folder and its digest."""
+
+    path: str
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContributionBound:
+    """The publish-time contribution bound of a version and whether it was verified.
+
+    Only a version whose bound is `verified` may be queried with a row-level privacy
+    unit; the engine reads this record, never a guess about the files.
+    """
+
+    max_contributions: int
+    verified: bool
+    method: str
+    """How the bound was enforced, e.g. "random-k-per-patient"."""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionManifest:
+    """What a version holds, as recorded when it was published."""
+
+    dataset_id: str
+    version: str
+    created_at: str
+    appointment_files: tuple[FileRecord, ...]
+    public_files: tuple[FileRecord, ...]
+    bound: ContributionBound | None
+    source: dict[str, Any]
+    """How the rows were produced (generator seed and scale, or the ingest batch)."""
+
+    def to_json(self) -> str:
+        return json.dumps(_manifest_to_dict(self), sort_keys=True, indent=1)
+
+    @staticmethod
+    def from_json(text: str) -> VersionManifest:
+        return _manifest_from_dict(json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetVersion:
+    """An opened, immutable dataset version."""
+
+    path: Path
+    manifest: VersionManifest
+    metadata: DatasetMetadata
+
+    @property
+    def dataset_id(self) -> str:
+        return self.manifest.dataset_id
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def appointment_paths(self) -> list[Path]:
+        """The month files, in month order."""
+        return [self.path / rec.path for rec in self.manifest.appointment_files]
+
+    def scan_appointments(self) -> pl.LazyFrame:
+        """A lazy scan of the private table (a path-based plan, cheap to serialize)."""
+        return pl.scan_parquet([str(p) for p in self.appointment_paths()])
+
+    def public_table_path(self, name: str) -> Path:
+        """Path of a public table's Parquet file; raises KeyError if the version has none."""
+        for rec in self.manifest.public_files:
+            if Path(rec.path).stem == name:
+                return self.path / rec.path
+        raise KeyError(f"version {self.version} has no public table {name!r}")
+
+    def scan_public_table(self, name: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.public_table_path(name))
+
+    def verify_files(self) -> None:
+        """Recompute every file's digest; raise ManifestError on the first mismatch."""
+        for rec in (*self.manifest.appointment_files, *self.manifest.public_files):
+            actual = sha256_of(self.path / rec.path)
+            if actual != rec.sha256:
+                raise ManifestError(f"{rec.path}: digest {actual} does not match the manifest")
+
+
+class VersionBuilder:
+    """Collects a new version's files in a staging folder until `DatasetStore.publish`."""
+
+    def __init__(self, staging: Path, dataset_id: str, metadata: DatasetMetadata) -> None:
+        self.staging = staging
+        self.dataset_id = dataset_id
+        self.metadata = metadata
+        (staging / APPOINTMENTS_DIR).mkdir(parents=True)
+        (staging / PUBLIC_DIR).mkdir()
+
+    def appointments_path(self, month: str) -> Path:
+        """Where to write the appointments of `month` ("YYYY-MM")."""
+        dt.date.fromisoformat(f"{month}-01")  # refuses anything that is not a month
+        return self.staging / APPOINTMENTS_DIR / f"{month}.parquet"
+
+    def public_table_path(self, name: str) -> Path:
+        """Where to write the public table `name`."""
+        if not name.isidentifier():
+            raise ValueError(f"public table name {name!r} must be an identifier")
+        return self.staging / PUBLIC_DIR / f"{name}.parquet"
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class DatasetStore:
+    """Versions of every dataset under one root folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def dataset_ids(self) -> list[str]:
+        """Ids of datasets that have a current version, sorted."""
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / CURRENT_FILE).is_file())
+
+    def current(self, dataset_id: str) -> DatasetVersion:
+        """Open the current version of `dataset_id`."""
+        if not _is_safe_name(dataset_id):
+            raise DatasetNotFoundError(dataset_id)
+        pointer = self.root / dataset_id / CURRENT_FILE
+        try:
+            version = pointer.read_text().strip()
+        except FileNotFoundError:
+            raise DatasetNotFoundError(dataset_id) from None
+        return self.open_version(dataset_id, version)
+
+    def open_version(self, dataset_id: str, version: str) -> DatasetVersion:
+        """Open a specific version (for a query that must keep reading it)."""
+        if not (_is_safe_name(dataset_id) and _is_safe_name(version)):
+            raise DatasetNotFoundError(f"{dataset_id}/{version}")
+        path = self.root / dataset_id / "versions" / version
+        try:
+            manifest = VersionManifest.from_json((path / MANIFEST_FILE).read_text())
+            metadata = DatasetMetadata.from_json((path / METADATA_FILE).read_text())
+        except FileNotFoundError:
+            raise DatasetNotFoundError(f"{dataset_id}/{version}") from None
+        return DatasetVersion(path=path, manifest=manifest, metadata=metadata)
+
+    def versions(self, dataset_id: str) -> list[str]:
+        folder = self.root / dataset_id / "versions"
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    def begin_version(self, metadata: DatasetMetadata) -> VersionBuilder:
+        """Start building the next version of `metadata.dataset_id` in a staging folder."""
+        if not _is_safe_name(metadata.dataset_id):
+            raise ValueError(f"dataset id {metadata.dataset_id!r} must be a plain name")
+        staging = self.root / metadata.dataset_id / "staging" / secrets.token_hex(8)
+        return VersionBuilder(staging, metadata.dataset_id, metadata)
+
+    def publish(
+        self,
+        builder: VersionBuilder,
+        bound: ContributionBound | None,
+        source: dict[str, Any],
+    ) -> DatasetVersion:
+        """Seal the staged files into a new version and make it current, atomically.
+
+        The manifest (with every file's digest) and metadata are written and fsynced,
+        the staging folder is renamed into `versions/`, then CURRENT is replaced in one
+        `os.replace`. A crash at any point leaves the previous version current.
+        """
+        dataset_dir = self.root / builder.dataset_id
+        (dataset_dir / "versions").mkdir(parents=True, exist_ok=True)
+        version = _next_version_name(self.versions(builder.dataset_id))
+        manifest = VersionManifest(
+            dataset_id=builder.dataset_id,
+            version=version,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            appointment_files=tuple(_records(builder.staging, APPOINTMENTS_DIR)),
+            public_files=tuple(_records(builder.staging, PUBLIC_DIR)),
+            bound=bound,
+            source=source,
+        )
+        _write_durably(builder.staging / METADATA_FILE, builder.metadata.to_json())
+        _write_durably(builder.staging / MANIFEST_FILE, manifest.to_json())
+        final = dataset_dir / "versions" / version
+        os.replace(builder.staging, final)
+        _fsync_dir(final.parent)
+        _write_durably(dataset_dir / f"{CURRENT_FILE}.tmp", version)
+        os.replace(dataset_dir / f"{CURRENT_FILE}.tmp", dataset_dir / CURRENT_FILE)
+        _fsync_dir(dataset_dir)
+        return self.open_version(builder.dataset_id, version)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _records(staging: Path, sub: str) -> Iterator[FileRecord]:
+    for file in sorted((staging / sub).glob("*.parquet")):
+        rows = pl.scan_parquet(file).select(pl.len()).collect().item()
+        yield FileRecord(path=f"{sub}/{file.name}", sha256=sha256_of(file), rows=int(rows))
+
+
+def _next_version_name(existing: list[str]) -> str:
+    numbers = [int(v[1:]) for v in existing if v.startswith("v") and v[1:].isdigit()]
+    return f"v{max(numbers, default=0) + 1:06d}"
+
+
+def _is_safe_name(name: str) -> bool:
+    """Ids become folder names: allow letters, digits, '_' and '-' only."""
+    return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "_-" for c in name)
+
+
+def _write_durably(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _manifest_to_dict(m: VersionManifest) -> dict[str, Any]:
+    def files(records: tuple[FileRecord, ...]) -> list[dict[str, Any]]:
+        return [{"path": r.path, "sha256": r.sha256, "rows": r.rows} for r in records]
+
+    return {
+        "dataset_id": m.dataset_id,
+        "version": m.version,
+        "created_at": m.created_at,
+        "appointment_files": files(m.appointment_files),
+        "public_files": files(m.public_files),
+        "bound": None
+        if m.bound is None
+        else {
+            "max_contributions": m.bound.max_contributions,
+            "verified": m.bound.verified,
+            "method": m.bound.method,
+        },
+        "source": m.source,
+    }
+
+
+def _manifest_from_dict(raw: dict[str, Any]) -> VersionManifest:
+    def files(items: list[dict[str, Any]]) -> tuple[FileRecord, ...]:
+        return tuple(FileRecord(i["path"], i["sha256"], int(i["rows"])) for i in items)
+
+    bound = raw.get("bound")
+    return VersionManifest(
+        dataset_id=raw["dataset_id"],
+        version=raw["version"],
+        created_at=raw["created_at"],
+        appointment_files=files(raw["appointment_files"]),
+        public_files=files(raw["public_files"]),
+        bound=None
+        if bound is None
+        else ContributionBound(
+            max_contributions=int(bound["max_contributions"]),
+            verified=bool(bound["verified"]),
+            method=str(bound["method"]),
+        ),
+        source=dict(raw.get("source", {})),
+    )
