@@ -1,0 +1,166 @@
+"""Server settings: one TOML file, overridden by environment variables, validated once.
+
+Environment variables override the file with the prefix ``DPGATE_`` and ``__`` between a
+section and its key, e.g. ``DPGATE_SERVER__ADDRESS=127.0.0.1:0`` or
+``DPGATE_STORAGE__DATA_DIR=/srv/dpgate/data``. A bad value is refused at start-up with
+a message naming the key (``server.workers: Input should be greater than 0``), so a
+typo never starts a server with a default the operator did not choose.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names every bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Section):
+    """Where and how the gRPC server listens."""
+
+    address: str = "127.0.0.1:50051"
+    """host:port to bind; port 0 picks a free port (tests)."""
+    rpc_threads: int = Field(default=16, ge=1, le=1024)
+    """Threads serving RPCs (cheap RPCs and health never wait behind query workers)."""
+    workers: int = Field(default=2, ge=1, le=256)
+    """Query worker processes."""
+    grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    """How long in-flight RPCs may finish after SIGTERM before they are cancelled."""
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    """Largest message accepted or sent."""
+
+    @field_validator("address")
+    @classmethod
+    def _address_has_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("must be host:port with a port from 0 to 65535")
+        return value
+
+
+class StorageSettings(_Section):
+    """Where state lives. Relative paths are resolved against the config file's folder."""
+
+    data_dir: Path = Path("var/data")
+    """The dataset store (immutable versions of Parquet files)."""
+    ledger_path: Path = Path("var/ledger.sqlite")
+    """The SQLite privacy ledger."""
+    key_file: Path = Path("var/keys/pseudonym.key")
+    """The server's pseudonymisation key; keep it outside data_dir, owner-only."""
+
+
+class DemoSettings(_Section):
+    """The embedded default: a synthetic England-like dataset generated on first start."""
+
+    enabled: bool = True
+    """Generate the synthetic dataset if the store has none."""
+    practices: int = Field(default=150, ge=1, le=7000)
+    """Whole practices to simulate (~150 is about one ICB)."""
+    seed: int = Field(default=2025, ge=0)
+    """Seed of the deterministic generator."""
+
+
+class TlsSettings(_Section):
+    """TLS; all empty means plaintext, which is allowed only on a loopback address."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+    """If set, clients must present a certificate signed by this CA (mutual TLS)."""
+
+
+class Settings(BaseSettings):
+    """All server settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DPGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    demo: DemoSettings = DemoSettings()
+    tls: TlsSettings = TlsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first so it overrides the file's values passed as init arguments.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read `path` (TOML; None for defaults only), apply environment overrides, validate.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or a key is unknown or invalid.
+    """
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        base = path.resolve().parent
+    try:
+        settings = Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    return _resolve_paths(settings, base)
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    source = f"{path} or " if path is not None else ""
+    where = f"in {source}the DPGATE_ environment variables"
+    lines = [f"invalid configuration {where}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p)
+
+    storage = settings.storage.model_copy(
+        update={
+            "data_dir": resolve(settings.storage.data_dir),
+            "ledger_path": resolve(settings.storage.ledger_path),
+            "key_file": resolve(settings.storage.key_file),
+        }
+    )
+    tls = settings.tls.model_copy(
+        update={
+            "cert_file": resolve(settings.tls.cert_file),
+            "key_file": resolve(settings.tls.key_file),
+            "client_ca_file": resolve(settings.tls.client_ca_file),
+        }
+    )
+    return settings.model_copy(update={"storage": storage, "tls": tls})
