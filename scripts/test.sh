@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One command: set everything up and run every check: format, lint, types, proto lint,
+# generated-code freshness, then the whole pytest suite.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+run() { "$UV" run --frozen --no-sync "$@"; }
+start=$(date +%s)
+echo "== ruff format --check"; run ruff format --check .
+echo "== ruff check";          run ruff check .
+echo "== mypy --strict";       run mypy
+echo "== buf lint";            run buf lint
+echo "== generated code";      run python scripts/gen_proto.py --check
+echo "== pytest";              run pytest "$@"
+echo "== all checks passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,31 @@
+"""The client installs and imports without the server's dependencies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_base_dependencies_exclude_the_server_stack() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"])
+    for server_only in ("opendp", "numpy", "grpcio-health-checking", "grpcio-reflection"):
+        assert server_only not in base
+    server = " ".join(project["optional-dependencies"]["server"])
+    assert "opendp[polars]==0.16.0" in server
+    assert "polars==1.36.1" in server
+
+
+def test_importing_the_client_and_its_stubs_loads_no_server_code() -> None:
+    code = (
+        "import sys, dpgate\n"
+        "from dpgate._proto.dpgate.v1 import query_pb2_grpc\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('opendp', 'dpgate_server')]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
