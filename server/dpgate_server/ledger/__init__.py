@@ -1,0 +1,108 @@
+"""The privacy ledger: budgets that cannot be overspent, free repeats, a tamper-evident log.
+
+Only the ledger spends. It never imports grpc nor the query engine: a release is an opaque
+payload stored under the engine's canonical key, and amounts are integers of ledger units
+(`dpgate_server.spend`). Start with `Ledger.open_sqlite(path)`; errors are in
+`dpgate_server.ledger.errors`.
+"""
+
+from dpgate_server.ledger._audit import UnauthenticatedPolicy
+from dpgate_server.ledger.admin import LedgerAdmin
+from dpgate_server.ledger.errors import (
+    AllocationBelowSpent,
+    AllocationNotFound,
+    AlreadyExists,
+    BudgetExhausted,
+    CapBelowSpent,
+    DatasetNotFound,
+    IdempotencyConflict,
+    InvalidAmount,
+    InvalidTokenRequest,
+    LedgerBusy,
+    LedgerError,
+    LedgerSchemaError,
+    MissingReason,
+    NotFound,
+    ReleaseKeyConflict,
+    ReleaseNotFound,
+    RequesterDisabled,
+    RequesterNotFound,
+    SelfGrantForbidden,
+    TokenNotFound,
+)
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import (
+    Allocation,
+    AuditEvent,
+    Budget,
+    CapChange,
+    ChainHead,
+    ChainVerification,
+    Dataset,
+    DatasetSpending,
+    DebitResult,
+    IssuedToken,
+    Outcome,
+    Principal,
+    Reconciliation,
+    Release,
+    Requester,
+    RequestInfo,
+    Role,
+    SpendingLine,
+    SpendingReport,
+    TokenInfo,
+)
+from dpgate_server.ledger.sqlite import SqliteStorage
+from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
+from dpgate_server.ledger.transparency import TransparencyReport
+
+__all__ = [
+    "Allocation",
+    "AllocationBelowSpent",
+    "AllocationNotFound",
+    "AlreadyExists",
+    "AuditEvent",
+    "Budget",
+    "BudgetExhausted",
+    "CapBelowSpent",
+    "CapChange",
+    "ChainHead",
+    "ChainVerification",
+    "Dataset",
+    "DatasetNotFound",
+    "DatasetSpending",
+    "DebitResult",
+    "IdempotencyConflict",
+    "InvalidAmount",
+    "InvalidTokenRequest",
+    "IssuedToken",
+    "Ledger",
+    "LedgerAdmin",
+    "LedgerBusy",
+    "LedgerError",
+    "LedgerSchemaError",
+    "LedgerStorage",
+    "MissingReason",
+    "NotFound",
+    "Outcome",
+    "Principal",
+    "Reconciliation",
+    "Release",
+    "ReleaseKeyConflict",
+    "ReleaseNotFound",
+    "RequestInfo",
+    "Requester",
+    "RequesterDisabled",
+    "RequesterNotFound",
+    "Role",
+    "SelfGrantForbidden",
+    "SpendingLine",
+    "SpendingReport",
+    "SqliteStorage",
+    "StorageTransaction",
+    "TokenInfo",
+    "TokenNotFound",
+    "TransparencyReport",
+    "UnauthenticatedPolicy",
+]

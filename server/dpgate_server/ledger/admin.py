@@ -1,0 +1,401 @@
+"""Administrative operations: requesters, tokens, datasets and caps, allocations, reports.
+
+Every change runs in one write transaction together with its audit event (outcome
+`answered`, a canonical description of the change in `detail`), so the chain shows who
+granted what, when. A change that fails raises and records nothing; the API layer then
+records the failed request with `Ledger.record_event`.
+
+Allocations may add up to more than a dataset's cap (over-subscription is allowed): the
+cap is what bounds the total, whoever spends it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from dpgate_server.data.metadata import Accounting
+from dpgate_server.ledger._audit import UnauthenticatedPolicy, append_event, flush_unauthenticated
+from dpgate_server.ledger._time import format_optional, utc_now
+from dpgate_server.ledger.errors import (
+    AllocationBelowSpent,
+    AllocationNotFound,
+    AlreadyExists,
+    CapBelowSpent,
+    DatasetNotFound,
+    InvalidAmount,
+    InvalidTokenRequest,
+    MissingReason,
+    RequesterNotFound,
+    SelfGrantForbidden,
+    TokenNotFound,
+)
+from dpgate_server.ledger.model import (
+    Allocation,
+    CapChange,
+    Dataset,
+    DatasetSpending,
+    IssuedToken,
+    Outcome,
+    Release,
+    Requester,
+    RequestInfo,
+    Role,
+    SpendingLine,
+    SpendingReport,
+    TokenInfo,
+)
+from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
+from dpgate_server.ledger.tokens import hash_token, mint_token, mint_token_id
+
+
+class LedgerAdmin:
+    """The budget administrator's operations (reached as `Ledger.admin`)."""
+
+    def __init__(
+        self,
+        storage: LedgerStorage,
+        *,
+        clock: Callable[[], dt.datetime] = utc_now,
+        unauthenticated_policy: UnauthenticatedPolicy | None = None,
+    ) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._policy = unauthenticated_policy or UnauthenticatedPolicy()
+
+    # requesters
+
+    def create_requester(
+        self,
+        requester_id: str,
+        *,
+        name: str,
+        organisation: str,
+        agreement: str,
+        request: RequestInfo,
+    ) -> Requester:
+        """Register a requester (enabled) under the agreement that allows them to ask."""
+        if not requester_id:
+            raise ValueError("a requester id cannot be empty")
+        with self._write(request) as (tx, now, audit):
+            requester = Requester(requester_id, name, organisation, agreement, True, now)
+            tx.insert_requester(requester)
+            audit(f"create requester {requester_id} ({organisation}; agreement {agreement})")
+        return requester
+
+    def set_requester_enabled(
+        self, requester_id: str, enabled: bool, *, request: RequestInfo
+    ) -> Requester:
+        """Enable or disable a requester; a disabled one cannot authenticate or spend."""
+        with self._write(request) as (tx, _, audit):
+            requester = _requester(tx, requester_id)
+            tx.set_requester_enabled(requester_id, enabled)
+            audit(f"{'enable' if enabled else 'disable'} requester {requester_id}")
+        return replace(requester, enabled=enabled)
+
+    def list_requesters(self) -> list[Requester]:
+        """Every requester, by id."""
+        with self._storage.read() as tx:
+            return tx.list_requesters()
+
+    # tokens
+
+    def issue_token(
+        self,
+        requester_id: str,
+        role: Role,
+        *,
+        request: RequestInfo,
+        expires_at: dt.datetime | None = None,
+        practice_codes: Iterable[str] = (),
+    ) -> IssuedToken:
+        """Issue a token with exactly one role; its secret is in the result and nowhere else.
+
+        Raises:
+            InvalidTokenRequest: a provider token without practice codes, or practice
+                codes on any other role.
+        """
+        codes = frozenset(practice_codes)
+        if role is Role.PROVIDER and not codes:
+            raise InvalidTokenRequest("a provider token must name its practice codes")
+        if role is not Role.PROVIDER and codes:
+            raise InvalidTokenRequest("only provider tokens are bound to practice codes")
+        secret = mint_token()
+        with self._write(request) as (tx, now, audit):
+            _requester(tx, requester_id)
+            info = TokenInfo(mint_token_id(), requester_id, role, codes, now, expires_at, None)
+            tx.insert_token(info, hash_token(secret))
+            audit(
+                f"issue {role.value} token {info.token_id} to {requester_id}"
+                f" expires {format_optional(expires_at)} practices {sorted(codes)}"
+            )
+        return IssuedToken(token=secret, info=info)
+
+    def revoke_token(self, token_id: str, *, request: RequestInfo) -> TokenInfo:
+        """Revoke a token from now on (idempotent: the first revocation time is kept)."""
+        with self._write(request) as (tx, now, audit):
+            info = tx.get_token(token_id)
+            if info is None:
+                raise TokenNotFound(f"no token {token_id!r}")
+            if info.revoked_at is None:
+                tx.set_token_revoked(token_id, now)
+                info = replace(info, revoked_at=now)
+            audit(f"revoke token {token_id}")
+        return info
+
+    def list_tokens(self, requester_id: str | None = None) -> list[TokenInfo]:
+        """Token records (never secrets, never hashes), optionally of one requester."""
+        with self._storage.read() as tx:
+            return tx.list_tokens(requester_id)
+
+    # datasets and caps
+
+    def create_dataset(
+        self,
+        dataset_id: str,
+        *,
+        accounting: Accounting,
+        cap_units: int,
+        reason: str,
+        request: RequestInfo,
+        share_releases: bool = True,
+    ) -> Dataset:
+        """Register a dataset's global cap (the initial cap is recorded as a change)."""
+        _check_amount(cap_units, "a cap", allow_zero=True)
+        _check_reason(reason)
+        with self._write(request) as (tx, now, audit):
+            dataset = Dataset(dataset_id, accounting, cap_units, 0, share_releases)
+            tx.insert_dataset(dataset)
+            tx.insert_cap_change(CapChange(dataset_id, 0, cap_units, reason, _actor(request), now))
+            audit(f"create dataset {dataset_id} cap {cap_units} units: {reason}")
+        return dataset
+
+    def set_dataset_cap(
+        self, dataset_id: str, cap_units: int, *, reason: str, request: RequestInfo
+    ) -> CapChange:
+        """Raise or lower a dataset's cap, with the reason recorded.
+
+        Raises:
+            CapBelowSpent: the new cap is below what has been spent already.
+            MissingReason: no reason was given.
+        """
+        _check_amount(cap_units, "a cap", allow_zero=True)
+        _check_reason(reason)
+        with self._write(request) as (tx, now, audit):
+            dataset = _dataset(tx, dataset_id)
+            if cap_units < dataset.spent_units:
+                raise CapBelowSpent(
+                    f"{dataset_id} has spent {dataset.spent_units} units; "
+                    f"the cap cannot go down to {cap_units}"
+                )
+            change = CapChange(
+                dataset_id, dataset.cap_units, cap_units, reason, _actor(request), now
+            )
+            tx.set_dataset_cap(dataset_id, cap_units)
+            tx.insert_cap_change(change)
+            audit(f"set cap of {dataset_id} from {dataset.cap_units} to {cap_units}: {reason}")
+        return change
+
+    def set_release_sharing(
+        self, dataset_id: str, share_releases: bool, *, request: RequestInfo
+    ) -> Dataset:
+        """Whether a release is served free to other requesters asking the same query."""
+        with self._write(request) as (tx, _, audit):
+            dataset = _dataset(tx, dataset_id)
+            tx.set_dataset_sharing(dataset_id, share_releases)
+            audit(f"set release sharing of {dataset_id} to {share_releases}")
+        return replace(dataset, share_releases=share_releases)
+
+    def list_datasets(self) -> list[Dataset]:
+        """Every dataset the ledger knows, with cap and spent."""
+        with self._storage.read() as tx:
+            return tx.list_datasets()
+
+    def cap_history(self, dataset_id: str) -> list[CapChange]:
+        """Every change of a dataset's cap, oldest first, with reasons."""
+        with self._storage.read() as tx:
+            _dataset(tx, dataset_id)
+            return tx.list_cap_changes(dataset_id)
+
+    # allocations
+
+    def grant_allocation(
+        self,
+        requester_id: str,
+        dataset_id: str,
+        granted_units: int,
+        *,
+        request: RequestInfo,
+        expires_at: dt.datetime | None = None,
+    ) -> Allocation:
+        """Create a requester's allocation on a dataset (use top up / reduce afterwards).
+
+        Raises:
+            AlreadyExists: the allocation exists.
+            SelfGrantForbidden: the administrator is granting to their own requester.
+        """
+        _check_amount(granted_units, "a grant", allow_zero=True)
+        _check_not_self(request, requester_id)
+        with self._write(request) as (tx, _, audit):
+            _requester(tx, requester_id)
+            _dataset(tx, dataset_id)
+            if tx.get_allocation(requester_id, dataset_id) is not None:
+                raise AlreadyExists(f"{requester_id} already has an allocation on {dataset_id}")
+            allocation = Allocation(requester_id, dataset_id, granted_units, 0, expires_at)
+            tx.put_allocation(allocation)
+            audit(
+                f"grant {granted_units} units on {dataset_id} to {requester_id}"
+                f" expires {format_optional(expires_at)}"
+            )
+        return allocation
+
+    def top_up_allocation(
+        self, requester_id: str, dataset_id: str, units: int, *, request: RequestInfo
+    ) -> Allocation:
+        """Add `units` to an allocation."""
+        _check_amount(units, "a top-up", allow_zero=False)
+        _check_not_self(request, requester_id)
+        with self._write(request) as (tx, _, audit):
+            allocation = _allocation(tx, requester_id, dataset_id)
+            updated = replace(allocation, granted_units=allocation.granted_units + units)
+            tx.put_allocation(updated)
+            audit(
+                f"top up {requester_id} on {dataset_id} by {units} units to {updated.granted_units}"
+            )
+        return updated
+
+    def reduce_allocation(
+        self, requester_id: str, dataset_id: str, units: int, *, request: RequestInfo
+    ) -> Allocation:
+        """Take `units` back from an allocation, never below what was spent.
+
+        Raises:
+            AllocationBelowSpent: the reduced grant would be below the spent amount.
+        """
+        _check_amount(units, "a reduction", allow_zero=False)
+        with self._write(request) as (tx, _, audit):
+            allocation = _allocation(tx, requester_id, dataset_id)
+            granted = allocation.granted_units - units
+            if granted < allocation.spent_units:
+                raise AllocationBelowSpent(
+                    f"{requester_id} has spent {allocation.spent_units} units on {dataset_id};"
+                    f" the grant cannot go down to {granted}"
+                )
+            updated = replace(allocation, granted_units=granted)
+            tx.put_allocation(updated)
+            audit(f"reduce {requester_id} on {dataset_id} by {units} units to {granted}")
+        return updated
+
+    def set_allocation_expiry(
+        self,
+        requester_id: str,
+        dataset_id: str,
+        expires_at: dt.datetime | None,
+        *,
+        request: RequestInfo,
+    ) -> Allocation:
+        """Set or clear the time after which the allocation can no longer be spent."""
+        with self._write(request) as (tx, _, audit):
+            updated = replace(_allocation(tx, requester_id, dataset_id), expires_at=expires_at)
+            tx.put_allocation(updated)
+            audit(f"set expiry of {requester_id} on {dataset_id} to {format_optional(expires_at)}")
+        return updated
+
+    # reports
+
+    def spending_report(self) -> SpendingReport:
+        """Every allocation with its spending, and every dataset's totals."""
+        with self._storage.read() as tx:
+            requesters = {r.requester_id: r for r in tx.list_requesters()}
+            counts = {(t.requester_id, t.dataset_id): t.releases for t in tx.release_totals()}
+            allocations = tx.list_allocations()
+            datasets = tx.list_datasets()
+        lines = tuple(
+            SpendingLine(
+                requester_id=a.requester_id,
+                name=requesters[a.requester_id].name,
+                organisation=requesters[a.requester_id].organisation,
+                dataset_id=a.dataset_id,
+                granted_units=a.granted_units,
+                spent_units=a.spent_units,
+                expires_at=a.expires_at,
+                releases=counts.get((a.requester_id, a.dataset_id), 0),
+            )
+            for a in allocations
+        )
+        totals = tuple(
+            DatasetSpending(
+                dataset_id=d.dataset_id,
+                accounting=d.accounting,
+                cap_units=d.cap_units,
+                spent_units=d.spent_units,
+                releases=sum(n for (_, ds), n in counts.items() if ds == d.dataset_id),
+            )
+            for d in datasets
+        )
+        return SpendingReport(lines=lines, datasets=totals)
+
+    def list_releases(
+        self, requester_id: str | None = None, dataset_id: str | None = None
+    ) -> list[Release]:
+        """Releases, optionally of one requester and/or one dataset, oldest first."""
+        with self._storage.read() as tx:
+            return tx.list_releases(requester_id, dataset_id)
+
+    @contextmanager
+    def _write(
+        self, request: RequestInfo
+    ) -> Iterator[tuple[StorageTransaction, dt.datetime, Callable[[str], None]]]:
+        with self._storage.write() as tx:
+            now = self._clock()
+            flush_unauthenticated(tx, at=now, policy=self._policy)
+
+            def audit(detail: str) -> None:
+                append_event(tx, at=now, request=request, outcome=Outcome.ANSWERED, detail=detail)
+
+            yield tx, now, audit
+
+
+def _actor(request: RequestInfo) -> str | None:
+    return None if request.principal is None else request.principal.token_id
+
+
+def _check_amount(units: int, what: str, *, allow_zero: bool) -> None:
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise InvalidAmount(f"{what} must be an integer of units, not {units!r}")
+    if units < 0 or (units == 0 and not allow_zero):
+        raise InvalidAmount(f"{what} must be {'non-negative' if allow_zero else 'positive'}")
+
+
+def _check_reason(reason: str) -> None:
+    if not reason.strip():
+        raise MissingReason("a cap change needs a reason")
+
+
+def _check_not_self(request: RequestInfo, requester_id: str) -> None:
+    principal = request.principal
+    if principal is not None and principal.requester_id == requester_id:
+        raise SelfGrantForbidden("an administrator cannot add to their own requester's budget")
+
+
+def _requester(tx: StorageTransaction, requester_id: str) -> Requester:
+    requester = tx.get_requester(requester_id)
+    if requester is None:
+        raise RequesterNotFound(f"no requester {requester_id!r}")
+    return requester
+
+
+def _dataset(tx: StorageTransaction, dataset_id: str) -> Dataset:
+    dataset = tx.get_dataset(dataset_id)
+    if dataset is None:
+        raise DatasetNotFound(f"no dataset {dataset_id!r} in the ledger")
+    return dataset
+
+
+def _allocation(tx: StorageTransaction, requester_id: str, dataset_id: str) -> Allocation:
+    allocation = tx.get_allocation(requester_id, dataset_id)
+    if allocation is None:
+        raise AllocationNotFound(f"{requester_id} has no allocation on {dataset_id}")
+    return allocation

@@ -1,0 +1,131 @@
+"""The audit chain's hashing and verification, as pure functions over events.
+
+Each event's hash is SHA-256 over a canonical JSON of all its fields *including the
+previous event's hash*, so editing, deleting or reordering any event breaks every later
+link. A cut tail (the last events deleted, and the stored head rewritten to match) is
+only detectable against a head kept elsewhere: that is why every transparency export
+publishes the head, and `verify` accepts an `expected_head`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from dpgate_server.ledger._time import format_time
+from dpgate_server.ledger.model import AuditEvent, ChainHead, ChainVerification
+
+GENESIS_HASH = "0" * 64
+"""The `prev_hash` of the first event."""
+
+
+def canonical_fields(event: AuditEvent) -> dict[str, Any]:
+    """Every field the hash covers (all but the hash itself)."""
+    return {
+        "seq": event.seq,
+        "at": format_time(event.at),
+        "requester_id": event.requester_id,
+        "token_id": event.token_id,
+        "role": event.role,
+        "rpc": event.rpc,
+        "query_text": event.query_text,
+        "dataset_id": event.dataset_id,
+        "cost_units": event.cost_units,
+        "outcome": event.outcome.value,
+        "release_id": event.release_id,
+        "request_id": event.request_id,
+        "detail": event.detail,
+        "prev_hash": event.prev_hash,
+    }
+
+
+def event_hash(event: AuditEvent) -> str:
+    """SHA-256 (hex) of the canonical JSON of the event's fields."""
+    text = json.dumps(
+        canonical_fields(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def verify_events(
+    events: Iterable[AuditEvent],
+    stored_head: ChainHead,
+    expected_head: ChainHead | None = None,
+) -> ChainVerification:
+    """Check a chain read in storage order and name the first event that is wrong.
+
+    Args:
+        events: the events as stored, in ascending `seq` order.
+        stored_head: the head the ledger keeps beside the chain.
+        expected_head: a head published earlier (from a transparency export); the chain
+            must still contain it, unchanged.
+
+    Returns:
+        The verification; `first_bad_seq` names an edited, reordered or moved event, or
+        the sequence number of the first missing one.
+    """
+    running = GENESIS_HASH
+    count = 0
+    for event in events:
+        problem = _link_problem(event, count + 1, running, expected_head)
+        if problem is not None:
+            seq, text = problem
+            return _bad(count, running, seq, text)
+        running = event.event_hash
+        count += 1
+    head = ChainHead(count=count, hash=running)
+    problem = _head_problem(head, stored_head, expected_head)
+    if problem is not None:
+        return _bad(count, running, *problem)
+    return ChainVerification(ok=True, checked=count, head=head)
+
+
+def _link_problem(
+    event: AuditEvent, expected_seq: int, running: str, expected_head: ChainHead | None
+) -> tuple[int, str] | None:
+    """What is wrong with one event read at position `expected_seq`, if anything."""
+    if event.seq != expected_seq:
+        return expected_seq, f"event {expected_seq} is missing or out of place"
+    if event.prev_hash != running:
+        return event.seq, f"event {event.seq} does not link to the one before"
+    if event_hash(event) != event.event_hash:
+        return event.seq, f"event {event.seq} was altered"
+    if (
+        expected_head is not None
+        and event.seq == expected_head.count
+        and event.event_hash != expected_head.hash
+    ):
+        return (
+            event.seq,
+            f"the chain up to event {event.seq} differs from the kept head "
+            "(rewritten at or before it)",
+        )
+    return None
+
+
+def _head_problem(
+    head: ChainHead, stored_head: ChainHead, expected_head: ChainHead | None
+) -> tuple[int, str] | None:
+    """A cut tail (against the kept head) or a chain that disagrees with the stored head."""
+    count = head.count
+    if expected_head is not None and count < expected_head.count:
+        return count + 1, f"events {count + 1}..{expected_head.count} of the kept head are missing"
+    if stored_head == head:
+        return None
+    if stored_head.count > count:
+        return count + 1, f"events {count + 1}..{stored_head.count} are missing"
+    if stored_head.count < count:
+        return stored_head.count + 1, "events after the stored head were added"
+    return count, f"event {count} differs from the stored head"
+
+
+def _bad(count: int, running: str, seq: int, problem: str) -> ChainVerification:
+    return ChainVerification(
+        ok=False,
+        checked=count,
+        head=ChainHead(count=count, hash=running),
+        first_bad_seq=seq,
+        problem=problem,
+    )

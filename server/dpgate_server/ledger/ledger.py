@@ -1,0 +1,520 @@
+"""The ledger: the only component that spends privacy budget.
+
+The spend is two-step. Before computing anything the engine calls `lookup_release`: a hit
+is returned free, with no new noise. Otherwise it computes the answer and calls `debit`,
+which in ONE serialised transaction honours an idempotency key already used, looks the
+release key up again (two identical queries racing are charged once), checks the
+allocation, its expiry and the dataset's global cap, and records the release and the
+spend. Only after `debit` returns may the answer leave the server, and when
+`DebitResult.repeat` is true it must be the stored payload, not the fresh one.
+
+Every debit, refusal included, appends its audit event in the same transaction, so there is
+never a release without its event. Requests that never reach `debit` (free repeats,
+invalid queries, other RPCs) are recorded by the caller with `record_event`, and
+unauthenticated ones with `record_unauthenticated`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from dpgate_server.ledger._audit import (
+    UnauthenticatedPolicy,
+    append_event,
+    count_unauthenticated,
+    flush_unauthenticated,
+)
+from dpgate_server.ledger._time import utc_now
+from dpgate_server.ledger.admin import LedgerAdmin
+from dpgate_server.ledger.chain import verify_events
+from dpgate_server.ledger.errors import (
+    BudgetExhausted,
+    DatasetNotFound,
+    IdempotencyConflict,
+    InvalidAmount,
+    LedgerError,
+    ReleaseKeyConflict,
+    ReleaseNotFound,
+    RequesterDisabled,
+    RequesterNotFound,
+)
+from dpgate_server.ledger.model import (
+    AuditEvent,
+    Budget,
+    ChainHead,
+    ChainVerification,
+    Dataset,
+    DebitResult,
+    Outcome,
+    Principal,
+    Reconciliation,
+    Release,
+    RequestInfo,
+)
+from dpgate_server.ledger.sqlite import SqliteStorage
+from dpgate_server.ledger.storage import IdempotencyRecord, LedgerStorage, StorageTransaction
+from dpgate_server.ledger.tokens import TOKEN_PREFIX, hash_token, token_matches
+from dpgate_server.ledger.transparency import TransparencyReport, build_report
+
+Clock = Callable[[], dt.datetime]
+
+MAX_TOKEN_LENGTH = 256
+"""Longer presented tokens are rejected before hashing (no work for garbage)."""
+
+
+class Ledger:
+    """Budgets, releases and the audit chain over one `LedgerStorage`.
+
+    Safe to share between threads; several processes may open the same SQLite file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from dpgate_server.ledger import Ledger, RequestInfo
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> with Ledger.open_sqlite(folder / "ledger.db") as ledger:
+        ...     ledger.head().count
+        0
+    """
+
+    def __init__(
+        self,
+        storage: LedgerStorage,
+        *,
+        clock: Clock = utc_now,
+        unauthenticated_policy: UnauthenticatedPolicy | None = None,
+    ) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._policy = unauthenticated_policy or UnauthenticatedPolicy()
+        self.admin = LedgerAdmin(storage, clock=clock, unauthenticated_policy=self._policy)
+        """Administrative operations (requesters, tokens, datasets, allocations)."""
+
+    @classmethod
+    def open_sqlite(
+        cls,
+        path: Path | str,
+        *,
+        clock: Clock = utc_now,
+        busy_timeout_s: float = 30.0,
+        unauthenticated_policy: UnauthenticatedPolicy | None = None,
+    ) -> Ledger:
+        """Open (creating and migrating if needed) the SQLite ledger at `path`."""
+        storage = SqliteStorage(path, busy_timeout_s=busy_timeout_s)
+        return cls(storage, clock=clock, unauthenticated_policy=unauthenticated_policy)
+
+    def close(self) -> None:
+        """Close the storage."""
+        self._storage.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # authentication
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal a bearer token stands for, or None.
+
+        None for an unknown, malformed, expired or revoked token, or one whose requester
+        is disabled. The lookup is by SHA-256 digest, confirmed by a constant-time compare.
+        """
+        if not token.startswith(TOKEN_PREFIX) or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        digest = hash_token(token)
+        now = self._clock()
+        with self._storage.read() as tx:
+            found = tx.find_token_by_hash(digest)
+            if found is None:
+                return None
+            info, stored_hash = found
+            if not token_matches(token, stored_hash) or not info.is_valid_at(now):
+                return None
+            requester = tx.get_requester(info.requester_id)
+        if requester is None or not requester.enabled:
+            return None
+        return Principal(
+            requester_id=info.requester_id,
+            role=info.role,
+            token_id=info.token_id,
+            practice_codes=info.practice_codes,
+        )
+
+    # spending
+
+    def lookup_release(self, release_key: str, requester_id: str) -> Release | None:
+        """A stored release this requester may receive free for `release_key`, or None.
+
+        The requester's own release first; another requester's only if the dataset
+        shares releases (the default).
+        """
+        with self._storage.read() as tx:
+            return _visible_release(tx, tx.find_releases(release_key), requester_id)
+
+    def debit(
+        self,
+        requester_id: str,
+        dataset_id: str,
+        release_key: str,
+        *,
+        idempotency_key: str | None,
+        cost_units: int,
+        payload: bytes,
+        request: RequestInfo,
+    ) -> DebitResult:
+        """Charge `cost_units` and record the release, atomically and durably.
+
+        Args:
+            requester_id: who pays.
+            dataset_id: the dataset whose allocation and cap are charged.
+            release_key: the engine's canonical key for the query.
+            idempotency_key: the client's retry key, or None.
+            cost_units: the query's cost, a positive integer of ledger units.
+            payload: the engine's serialized answer (stored, never interpreted).
+            request: recorded in the audit event written in the same transaction.
+
+        Returns:
+            The release to return; a repeat (idempotent retry or identical query already
+            released) is charged nothing and carries the earlier payload.
+
+        Raises:
+            BudgetExhausted: the allocation (missing or expired counts as zero) or the cap
+                cannot pay; only a `refused` audit event is recorded.
+            IdempotencyConflict: the key was used by this requester for another query.
+            DatasetNotFound, RequesterNotFound, RequesterDisabled: as named.
+            InvalidAmount: `cost_units` is not a positive integer.
+            ReleaseKeyConflict: the key is stored for a different dataset (an engine bug).
+        """
+        if isinstance(cost_units, bool) or not isinstance(cost_units, int) or cost_units <= 0:
+            raise InvalidAmount(f"a cost must be a positive integer of units: {cost_units!r}")
+        if request.principal is not None and request.principal.requester_id != requester_id:
+            raise ValueError("the request's principal is not the requester being charged")
+        spend = _Spend(requester_id, dataset_id, release_key, idempotency_key, cost_units)
+        with self._write() as (tx, now):
+            outcome = _debit_in(tx, now, spend, payload, request)
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+
+    def get_budget(self, requester_id: str, dataset_id: str) -> Budget:
+        """What `requester_id` has granted, spent and remaining on `dataset_id`."""
+        now = self._clock()
+        with self._storage.read() as tx:
+            return _budget(tx, now, requester_id, _dataset(tx, dataset_id))
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """The ledger's record of a dataset (cap, spent, sharing)."""
+        with self._storage.read() as tx:
+            return _dataset(tx, dataset_id)
+
+    def get_release(self, release_id: str) -> Release:
+        """A release by id (callers check that the principal may see it)."""
+        with self._storage.read() as tx:
+            release = tx.get_release(release_id)
+        if release is None:
+            raise ReleaseNotFound(f"no release {release_id!r}")
+        return release
+
+    def list_releases(
+        self, requester_id: str | None = None, dataset_id: str | None = None
+    ) -> list[Release]:
+        """Releases paid for by `requester_id` (all if None), optionally on one dataset."""
+        with self._storage.read() as tx:
+            return tx.list_releases(requester_id, dataset_id)
+
+    # the audit chain
+
+    def record_event(
+        self,
+        request: RequestInfo,
+        outcome: Outcome,
+        *,
+        dataset_id: str | None = None,
+        cost_units: int = 0,
+        release_id: str | None = None,
+        detail: str = "",
+    ) -> AuditEvent:
+        """Append an event for a request that did not go through `debit`.
+
+        Use for free repeats found by `lookup_release` (outcome ANSWERED, cost 0, the
+        release id), invalid or denied requests, failures, and read-only RPCs.
+        """
+        if outcome is Outcome.UNAUTHENTICATED:
+            raise ValueError("use record_unauthenticated, which aggregates them")
+        with self._write() as (tx, now):
+            return append_event(
+                tx,
+                at=now,
+                request=request,
+                outcome=outcome,
+                dataset_id=dataset_id,
+                cost_units=cost_units,
+                release_id=release_id,
+                detail=detail,
+            )
+
+    def record_unauthenticated(self, request: RequestInfo) -> None:
+        """Count a request without valid credentials (aggregated per source and window)."""
+        with self._storage.write() as tx:
+            count_unauthenticated(tx, at=self._clock(), request=request, policy=self._policy)
+
+    def flush_unauthenticated(self) -> int:
+        """Chain the counts of closed unauthenticated windows now; returns how many events."""
+        with self._storage.write() as tx:
+            return flush_unauthenticated(tx, at=self._clock(), policy=self._policy)
+
+    def head(self) -> ChainHead:
+        """The chain's current head (count and last hash)."""
+        with self._storage.read() as tx:
+            return tx.get_head()
+
+    def list_events(self, after_seq: int = 0, limit: int = 1000) -> list[AuditEvent]:
+        """Events with `seq > after_seq`, oldest first, at most `limit`."""
+        with self._storage.read() as tx:
+            return tx.list_events(after_seq, limit)
+
+    def verify(self, expected_head: ChainHead | None = None) -> ChainVerification:
+        """Check the whole chain, and that it still contains `expected_head` if given."""
+        with self._storage.read() as tx:
+            stored = tx.get_head()
+            read = _Counting(tx.iter_events())
+            try:
+                return verify_events(read, stored, expected_head)
+            except (ValueError, TypeError, KeyError) as error:
+                bad = read.last_seq + 1
+                return ChainVerification(
+                    ok=False,
+                    checked=read.last_seq,
+                    head=ChainHead(count=read.last_seq, hash=""),
+                    first_bad_seq=bad,
+                    problem=f"event {bad} is unreadable ({error})",
+                )
+
+    def transparency_report(self) -> TransparencyReport:
+        """The public report (answered queries, spend, head) at one consistent snapshot.
+
+        Closed unauthenticated windows are chained first, so the head is current.
+        """
+        self.flush_unauthenticated()
+        with self._storage.read() as tx:
+            return build_report(tx, self._clock())
+
+    def reconcile(self) -> Reconciliation:
+        """Check that every stored balance equals the sum of the releases behind it."""
+        problems: list[str] = []
+        with self._storage.read() as tx:
+            totals = {(t.requester_id, t.dataset_id): t.cost_units for t in tx.release_totals()}
+            allocations = tx.list_allocations()
+            datasets = tx.list_datasets()
+        for allocation in allocations:
+            key = (allocation.requester_id, allocation.dataset_id)
+            released = totals.pop(key, 0)
+            if allocation.spent_units != released:
+                problems.append(
+                    f"{key}: allocation spent {allocation.spent_units} != releases {released}"
+                )
+            if allocation.spent_units > allocation.granted_units:
+                problems.append(f"{key}: spent above granted")
+        problems.extend(f"{key}: releases without an allocation" for key in totals)
+        for dataset in datasets:
+            spent = sum(a.spent_units for a in allocations if a.dataset_id == dataset.dataset_id)
+            if dataset.spent_units != spent:
+                problems.append(
+                    f"{dataset.dataset_id}: dataset spent {dataset.spent_units} != {spent}"
+                )
+            if dataset.spent_units > dataset.cap_units:
+                problems.append(f"{dataset.dataset_id}: spent above cap")
+        return Reconciliation(ok=not problems, problems=tuple(problems))
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[StorageTransaction, dt.datetime]]:
+        with self._storage.write() as tx:
+            now = self._clock()
+            flush_unauthenticated(tx, at=now, policy=self._policy)
+            yield tx, now
+
+
+class _Counting:
+    """An event iterator that remembers the last sequence number it produced."""
+
+    def __init__(self, events: Iterator[AuditEvent]) -> None:
+        self._events = events
+        self.last_seq = 0
+
+    def __iter__(self) -> Iterator[AuditEvent]:
+        for event in self._events:
+            self.last_seq = event.seq
+            yield event
+
+
+@dataclass(frozen=True, slots=True)
+class _Spend:
+    """The arguments of one debit, bundled (private, not part of the API)."""
+
+    requester_id: str
+    dataset_id: str
+    release_key: str
+    idempotency_key: str | None
+    cost_units: int
+
+
+def _debit_in(
+    tx: StorageTransaction,
+    now: dt.datetime,
+    spend: _Spend,
+    payload: bytes,
+    request: RequestInfo,
+) -> DebitResult | LedgerError:
+    """The debit's decision and writes; a returned error is raised after the commit.
+
+    Each step either settles the debit (a repeat, a refusal, an error to report) or passes
+    on; every settled outcome has appended its audit event.
+    """
+
+    def audit(outcome: Outcome, detail: str, cost: int = 0, release_id: str | None = None) -> None:
+        append_event(
+            tx,
+            at=now,
+            request=request,
+            outcome=outcome,
+            dataset_id=spend.dataset_id,
+            cost_units=cost,
+            release_id=release_id,
+            detail=detail,
+            requester_id=spend.requester_id,
+        )
+
+    checked = _check_parties(tx, spend, audit)
+    if isinstance(checked, LedgerError):
+        return checked
+    settled = _repeat(tx, now, spend, checked, audit)
+    if settled is not None:
+        return settled
+    remaining = _budget(tx, now, spend.requester_id, checked).remaining_units
+    if spend.cost_units > remaining:
+        audit(Outcome.REFUSED, f"requested {spend.cost_units} units; {remaining} remain")
+        return BudgetExhausted(spend.cost_units, remaining)
+    release = Release(
+        release_id="rel_" + secrets.token_hex(16),
+        release_key=spend.release_key,
+        dataset_id=spend.dataset_id,
+        requester_id=spend.requester_id,
+        cost_units=spend.cost_units,
+        payload=payload,
+        created_at=now,
+        request_id=request.request_id,
+    )
+    tx.insert_release(release)
+    tx.add_allocation_spent(spend.requester_id, spend.dataset_id, spend.cost_units)
+    tx.add_dataset_spent(spend.dataset_id, spend.cost_units)
+    _remember_key(tx, now, spend, release)
+    audit(Outcome.ANSWERED, "charged", cost=spend.cost_units, release_id=release.release_id)
+    return DebitResult(release, spend.cost_units, remaining - spend.cost_units, repeat=False)
+
+
+_Audit = Callable[..., None]
+
+
+def _check_parties(tx: StorageTransaction, spend: _Spend, audit: _Audit) -> Dataset | LedgerError:
+    """The dataset, if it and an enabled requester exist; else the error to report."""
+    dataset = tx.get_dataset(spend.dataset_id)
+    if dataset is None:
+        audit(Outcome.INVALID, "unknown dataset")
+        return DatasetNotFound(f"no dataset {spend.dataset_id!r} in the ledger")
+    requester = tx.get_requester(spend.requester_id)
+    if requester is None:
+        audit(Outcome.INVALID, "unknown requester")
+        return RequesterNotFound(f"no requester {spend.requester_id!r}")
+    if not requester.enabled:
+        audit(Outcome.DENIED, "requester disabled")
+        return RequesterDisabled(f"requester {spend.requester_id!r} is disabled")
+    return dataset
+
+
+def _repeat(
+    tx: StorageTransaction, now: dt.datetime, spend: _Spend, dataset: Dataset, audit: _Audit
+) -> DebitResult | LedgerError | None:
+    """Settle an idempotent retry or an already released query for free; None otherwise."""
+    if spend.idempotency_key is not None:
+        prior = tx.get_idempotency(spend.requester_id, spend.idempotency_key)
+        if prior is not None and prior.release_key != spend.release_key:
+            audit(Outcome.INVALID, "idempotency key reused for a different query")
+            return IdempotencyConflict(
+                f"idempotency key {spend.idempotency_key!r} was used for another query"
+            )
+        if prior is not None:
+            earlier = tx.get_release(prior.release_id)
+            if earlier is None:  # pragma: no cover - a foreign key prevents it
+                raise ReleaseNotFound(prior.release_id)
+            audit(Outcome.ANSWERED, "idempotent retry", release_id=earlier.release_id)
+            remaining = _budget(tx, now, spend.requester_id, dataset).remaining_units
+            return DebitResult(earlier, 0, remaining, repeat=True)
+    same_key = tx.find_releases(spend.release_key)
+    if any(release.dataset_id != spend.dataset_id for release in same_key):
+        raise ReleaseKeyConflict(f"release key {spend.release_key!r} belongs to another dataset")
+    existing = _visible_release(tx, same_key, spend.requester_id)
+    if existing is None:
+        return None
+    _remember_key(tx, now, spend, existing)
+    audit(Outcome.ANSWERED, "identical query released before", release_id=existing.release_id)
+    remaining = _budget(tx, now, spend.requester_id, dataset).remaining_units
+    return DebitResult(existing, 0, remaining, repeat=True)
+
+
+def _remember_key(
+    tx: StorageTransaction, now: dt.datetime, spend: _Spend, release: Release
+) -> None:
+    if spend.idempotency_key is not None:
+        record = IdempotencyRecord(release.release_key, release.release_id)
+        tx.insert_idempotency(spend.requester_id, spend.idempotency_key, record, now)
+
+
+def _visible_release(
+    tx: StorageTransaction, releases: list[Release], requester_id: str
+) -> Release | None:
+    """The release of this key the requester may receive: own first, else a shared one."""
+    for release in releases:
+        if release.requester_id == requester_id:
+            return release
+    if not releases:
+        return None
+    dataset = tx.get_dataset(releases[0].dataset_id)
+    if dataset is not None and dataset.share_releases:
+        return releases[0]
+    return None
+
+
+def _dataset(tx: StorageTransaction, dataset_id: str) -> Dataset:
+    dataset = tx.get_dataset(dataset_id)
+    if dataset is None:
+        raise DatasetNotFound(f"no dataset {dataset_id!r} in the ledger")
+    return dataset
+
+
+def _budget(
+    tx: StorageTransaction, now: dt.datetime, requester_id: str, dataset: Dataset
+) -> Budget:
+    allocation = tx.get_allocation(requester_id, dataset.dataset_id)
+    if allocation is None:
+        return Budget(requester_id, dataset.dataset_id, 0, 0, None, 0, dataset.cap_remaining_units)
+    return Budget(
+        requester_id=requester_id,
+        dataset_id=dataset.dataset_id,
+        granted_units=allocation.granted_units,
+        spent_units=allocation.spent_units,
+        expires_at=allocation.expires_at,
+        allocation_remaining_units=allocation.remaining_at(now),
+        cap_remaining_units=dataset.cap_remaining_units,
+    )

@@ -1,0 +1,326 @@
+"""The ledger's values: immutable records of who may spend what, and what was released.
+
+All amounts are integers of ledger units (1e-9 epsilon or rho, see `dpgate_server.spend`);
+all times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dpgate_server.data.metadata import Accounting
+
+
+class Role(StrEnum):
+    """The one role a token carries (DESIGN.md, "Roles")."""
+
+    ANALYST = "analyst"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+    PROVIDER = "provider"
+
+
+class Outcome(StrEnum):
+    """How a request ended, as written in the audit chain."""
+
+    ANSWERED = "answered"
+    """A result left the server (charged, a free repeat, or a successful admin change)."""
+    REFUSED = "refused"
+    """The budget would have been exceeded; nothing was charged."""
+    INVALID = "invalid"
+    """Bad input (unknown column, reused idempotency key, ...); nothing was charged."""
+    DENIED = "denied"
+    """Authenticated, but the role may not call this RPC."""
+    UNAUTHENTICATED = "unauthenticated"
+    """No valid token; such events are aggregated per source and minute."""
+    FAILED = "failed"
+    """An unexpected server error; nothing was charged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as established by `Ledger.authenticate`.
+
+    Attributes:
+        requester_id: the requester the token belongs to.
+        role: the token's single role.
+        token_id: the token's public id (never the secret).
+        practice_codes: for provider tokens, the practices it may act for; else empty.
+    """
+
+    requester_id: str
+    role: Role
+    token_id: str
+    practice_codes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the audit chain records about the request that caused a ledger call.
+
+    Attributes:
+        request_id: the server's id for this request (also in logs).
+        rpc: the RPC name, e.g. "RunQuery".
+        query_text: the canonical query, or a canonical description of an admin change.
+        principal: the authenticated caller, or None for a local operator (CLI).
+        source: the peer (an IP address without port); used to aggregate
+            unauthenticated requests.
+    """
+
+    request_id: str
+    rpc: str
+    query_text: str = ""
+    principal: Principal | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """A person or team that asks questions, identified by the agreement that allows it."""
+
+    requester_id: str
+    name: str
+    organisation: str
+    agreement: str
+    """The purpose or data-sharing agreement reference under which they ask."""
+    enabled: bool
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token's public record (the secret is never stored, only its SHA-256)."""
+
+    token_id: str
+    requester_id: str
+    role: Role
+    practice_codes: frozenset[str]
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    def is_valid_at(self, now: dt.datetime) -> bool:
+        """Not revoked and not expired at `now`."""
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A newly issued token: the only time the secret exists outside the caller's hands."""
+
+    token: str
+    info: TokenInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """The ledger's view of a dataset: its global cap and what all requesters spent.
+
+    Attributes:
+        dataset_id: the dataset's id (as in the dataset store).
+        accounting: pure DP (units of epsilon) or zCDP (units of rho).
+        cap_units: the most all requesters together may ever spend.
+        spent_units: what all requesters together have spent.
+        share_releases: whether a release made for one requester is served free to
+            another asking the identical query (default yes; it is post-processing).
+    """
+
+    dataset_id: str
+    accounting: Accounting
+    cap_units: int
+    spent_units: int
+    share_releases: bool
+
+    @property
+    def cap_remaining_units(self) -> int:
+        """What may still be spent on this dataset by anyone."""
+        return max(0, self.cap_units - self.spent_units)
+
+
+@dataclass(frozen=True, slots=True)
+class CapChange:
+    """A change of a dataset's cap, with the reason an administrator gave."""
+
+    dataset_id: str
+    cap_before_units: int
+    cap_after_units: int
+    reason: str
+    changed_by: str | None
+    """The token id of the administrator, or None for a local operator."""
+    changed_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """One requester's budget on one dataset."""
+
+    requester_id: str
+    dataset_id: str
+    granted_units: int
+    spent_units: int
+    expires_at: dt.datetime | None
+
+    def remaining_at(self, now: dt.datetime) -> int:
+        """What is left of this allocation at `now` (zero once expired)."""
+        if self.expires_at is not None and now >= self.expires_at:
+            return 0
+        return max(0, self.granted_units - self.spent_units)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What a requester may still spend on a dataset, and why.
+
+    `remaining_units` is the smaller of the allocation's remainder and the cap's.
+    """
+
+    requester_id: str
+    dataset_id: str
+    granted_units: int
+    spent_units: int
+    expires_at: dt.datetime | None
+    allocation_remaining_units: int
+    cap_remaining_units: int
+
+    @property
+    def remaining_units(self) -> int:
+        """What the next debit may cost at most."""
+        return min(self.allocation_remaining_units, self.cap_remaining_units)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A stored noisy answer, served again for free to identical queries.
+
+    Attributes:
+        release_id: public id, returned with the answer.
+        release_key: the engine's canonical key of the query.
+        dataset_id: the dataset it was computed on.
+        requester_id: the requester who paid for it.
+        cost_units: what it cost when first released.
+        payload: the engine's serialized answer; opaque to the ledger.
+        created_at: when it was recorded.
+        request_id: the request that created it.
+    """
+
+    release_id: str
+    release_key: str
+    dataset_id: str
+    requester_id: str
+    cost_units: int
+    payload: bytes
+    created_at: dt.datetime
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DebitResult:
+    """The outcome of a successful `Ledger.debit`.
+
+    Attributes:
+        release: the release to return (new, or the earlier one when `repeat`).
+        charged_units: what this call charged (0 when `repeat`).
+        remaining_units: the requester's remaining budget on the dataset afterwards.
+        repeat: True when no new release was recorded: an idempotent retry, or an
+            identical query released (perhaps concurrently) before. The caller must
+            then return `release.payload`, not its own freshly computed answer.
+    """
+
+    release: Release
+    charged_units: int
+    remaining_units: int
+    repeat: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One link of the audit chain. `event_hash` covers every other field."""
+
+    seq: int
+    at: dt.datetime
+    requester_id: str | None
+    token_id: str | None
+    role: str | None
+    rpc: str
+    query_text: str
+    dataset_id: str | None
+    cost_units: int
+    outcome: Outcome
+    release_id: str | None
+    request_id: str
+    detail: str
+    prev_hash: str
+    event_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The chain's length and last hash; publish it so later rewrites are detectable."""
+
+    count: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainVerification:
+    """The result of checking the audit chain.
+
+    Attributes:
+        ok: every check passed.
+        checked: how many events were read.
+        head: the head computed from the events read.
+        first_bad_seq: the first event that fails a check (a missing event is named
+            by the sequence number it should have had), or None.
+        problem: what is wrong, in words, or None.
+    """
+
+    ok: bool
+    checked: int
+    head: ChainHead
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendingLine:
+    """One row of the spending report: a requester's allocation on a dataset."""
+
+    requester_id: str
+    name: str
+    organisation: str
+    dataset_id: str
+    granted_units: int
+    spent_units: int
+    expires_at: dt.datetime | None
+    releases: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpending:
+    """A dataset's totals in the spending report."""
+
+    dataset_id: str
+    accounting: Accounting
+    cap_units: int
+    spent_units: int
+    releases: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpendingReport:
+    """Every allocation and every dataset's totals, for administrators."""
+
+    lines: tuple[SpendingLine, ...]
+    datasets: tuple[DatasetSpending, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """Whether the stored balances equal the sum of the stored releases."""
+
+    ok: bool
+    problems: tuple[str, ...]

@@ -1,0 +1,660 @@
+"""The SQLite ledger storage: one file, WAL, synchronous=FULL, serial writers.
+
+Why these settings:
+- WAL lets readers (release lookups, budget reads, exports) run while a debit commits.
+- `synchronous=FULL` fsyncs the WAL on every commit, so a debit that returned has
+  survived power loss, not only a process crash (WAL with NORMAL may lose the last
+  commits on power loss, which would forget releases and refund spent budget).
+- `BEGIN IMMEDIATE` takes the write lock before the first read, so the debit's checks and
+  writes see no concurrent change, in this process or any other opening the same file.
+- `busy_timeout` makes a writer wait for the lock rather than fail; past it, `LedgerBusy`.
+
+Connections are pooled: each is used by one thread at a time and returned afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dpgate_server.data.metadata import Accounting
+from dpgate_server.ledger._time import (
+    format_optional,
+    format_time,
+    parse_optional,
+    parse_time,
+    utc_now,
+)
+from dpgate_server.ledger.errors import AlreadyExists, LedgerBusy, LedgerSchemaError
+from dpgate_server.ledger.model import (
+    Allocation,
+    AuditEvent,
+    CapChange,
+    ChainHead,
+    Dataset,
+    Outcome,
+    Release,
+    Requester,
+    Role,
+    TokenInfo,
+)
+from dpgate_server.ledger.sqlite_schema import MIGRATIONS
+from dpgate_server.ledger.storage import (
+    IdempotencyRecord,
+    PendingUnauthenticated,
+    ReleaseTotal,
+)
+
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+"""How long a writer waits for the lock before `LedgerBusy` (debits take about a millisecond)."""
+
+
+class SqliteStorage:
+    """`LedgerStorage` over one SQLite file; safe to share between threads and processes."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        max_idle_connections: int = 8,
+    ) -> None:
+        """Open (creating if needed) the ledger at `path` and apply pending migrations.
+
+        Raises:
+            LedgerSchemaError: the file was written by a newer version of dpgate.
+        """
+        self._path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._max_idle = max_idle_connections
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+        connection = self._connect()
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            _migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
+        self._give_back(connection)
+
+    @property
+    def path(self) -> Path:
+        """The ledger file."""
+        return self._path
+
+    def schema_version(self) -> int:
+        """The highest migration applied to the file."""
+        with self._connection() as connection:
+            row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+            return int(row[0])
+
+    @contextmanager
+    def write(self) -> Iterator[SqliteTransaction]:
+        """A `BEGIN IMMEDIATE` transaction: commits on success, rolls back on error."""
+        with self._connection() as connection:
+            _begin(connection, "BEGIN IMMEDIATE")
+            yield from _run(connection)
+
+    @contextmanager
+    def read(self) -> Iterator[SqliteTransaction]:
+        """A deferred transaction used only for reads: one consistent WAL snapshot."""
+        with self._connection() as connection:
+            _begin(connection, "BEGIN")
+            yield from _run(connection)
+
+    def close(self) -> None:
+        """Close idle connections; connections in use close when given back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the ledger storage is closed")
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._connect()
+        try:
+            yield connection
+        finally:
+            self._give_back(connection)
+
+    def _give_back(self, connection: sqlite3.Connection) -> None:
+        try:
+            unusable = connection.in_transaction
+        except sqlite3.ProgrammingError:  # closed after a failed rollback
+            return
+        if unusable:
+            connection.close()
+            return
+        with self._lock:
+            if not self._closed and len(self._idle) < self._max_idle:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        return connection
+
+
+def _begin(connection: sqlite3.Connection, statement: str) -> None:
+    try:
+        connection.execute(statement)
+    except sqlite3.OperationalError as error:
+        if _is_busy(error):
+            raise LedgerBusy(f"the ledger stayed locked: {error}") from error
+        raise
+
+
+def _run(connection: sqlite3.Connection) -> Iterator[SqliteTransaction]:
+    try:
+        yield SqliteTransaction(connection)
+    except BaseException:
+        _rollback(connection)
+        raise
+    try:
+        connection.execute("COMMIT")
+    except sqlite3.OperationalError as error:
+        _rollback(connection)
+        if _is_busy(error):
+            raise LedgerBusy(f"the ledger stayed locked at commit: {error}") from error
+        raise
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            connection.close()
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Apply the migrations newer than the file's schema version, in one transaction."""
+    _begin(connection, "BEGIN IMMEDIATE")
+    try:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL"
+            ") STRICT"
+        )
+        row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+        current = int(row.fetchone()[0])
+        known = MIGRATIONS[-1][0]
+        if current > known:
+            raise LedgerSchemaError(
+                f"the ledger has schema version {current}, this dpgate knows up to {known}"
+            )
+        for version, description, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (version, description, format_time(utc_now())),
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        _rollback(connection)
+        raise
+
+
+class SqliteTransaction:
+    """`StorageTransaction` on one connection inside an open transaction."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    def _insert(self, sql: str, parameters: tuple[Any, ...], what: str) -> None:
+        try:
+            self._db.execute(sql, parameters)
+        except sqlite3.IntegrityError as error:
+            text = str(error)
+            if "UNIQUE" in text or "PRIMARY KEY" in text:
+                raise AlreadyExists(f"{what} already exists") from error
+            raise
+
+    # requesters
+
+    def insert_requester(self, requester: Requester) -> None:
+        self._insert(
+            "INSERT INTO requesters VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                requester.requester_id,
+                requester.name,
+                requester.organisation,
+                requester.agreement,
+                int(requester.enabled),
+                format_time(requester.created_at),
+            ),
+            f"requester {requester.requester_id!r}",
+        )
+
+    def get_requester(self, requester_id: str) -> Requester | None:
+        row = self._db.execute(
+            "SELECT * FROM requesters WHERE requester_id = ?", (requester_id,)
+        ).fetchone()
+        return None if row is None else _requester(row)
+
+    def set_requester_enabled(self, requester_id: str, enabled: bool) -> None:
+        self._db.execute(
+            "UPDATE requesters SET enabled = ? WHERE requester_id = ?",
+            (int(enabled), requester_id),
+        )
+
+    def list_requesters(self) -> list[Requester]:
+        rows = self._db.execute("SELECT * FROM requesters ORDER BY requester_id")
+        return [_requester(row) for row in rows]
+
+    # tokens
+
+    def insert_token(self, info: TokenInfo, token_hash: str) -> None:
+        self._insert(
+            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                info.token_id,
+                token_hash,
+                info.requester_id,
+                info.role.value,
+                json.dumps(sorted(info.practice_codes)),
+                format_time(info.created_at),
+                format_optional(info.expires_at),
+                format_optional(info.revoked_at),
+            ),
+            f"token {info.token_id!r}",
+        )
+
+    def find_token_by_hash(self, token_hash: str) -> tuple[TokenInfo, str] | None:
+        row = self._db.execute(
+            "SELECT * FROM tokens WHERE token_hash = ?", (token_hash,)
+        ).fetchone()
+        return None if row is None else (_token(row), str(row[1]))
+
+    def get_token(self, token_id: str) -> TokenInfo | None:
+        row = self._db.execute("SELECT * FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+        return None if row is None else _token(row)
+
+    def set_token_revoked(self, token_id: str, revoked_at: dt.datetime) -> None:
+        self._db.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE token_id = ?",
+            (format_time(revoked_at), token_id),
+        )
+
+    def list_tokens(self, requester_id: str | None) -> list[TokenInfo]:
+        if requester_id is None:
+            rows = self._db.execute("SELECT * FROM tokens ORDER BY created_at, token_id")
+        else:
+            rows = self._db.execute(
+                "SELECT * FROM tokens WHERE requester_id = ? ORDER BY created_at, token_id",
+                (requester_id,),
+            )
+        return [_token(row) for row in rows]
+
+    # datasets and caps
+
+    def insert_dataset(self, dataset: Dataset) -> None:
+        self._insert(
+            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?)",
+            (
+                dataset.dataset_id,
+                dataset.accounting.value,
+                dataset.cap_units,
+                dataset.spent_units,
+                int(dataset.share_releases),
+            ),
+            f"dataset {dataset.dataset_id!r}",
+        )
+
+    def get_dataset(self, dataset_id: str) -> Dataset | None:
+        row = self._db.execute(
+            "SELECT * FROM datasets WHERE dataset_id = ?", (dataset_id,)
+        ).fetchone()
+        return None if row is None else _dataset(row)
+
+    def list_datasets(self) -> list[Dataset]:
+        return [_dataset(row) for row in self._db.execute("SELECT * FROM datasets ORDER BY 1")]
+
+    def set_dataset_cap(self, dataset_id: str, cap_units: int) -> None:
+        self._db.execute(
+            "UPDATE datasets SET cap_units = ? WHERE dataset_id = ?", (cap_units, dataset_id)
+        )
+
+    def set_dataset_sharing(self, dataset_id: str, share_releases: bool) -> None:
+        self._db.execute(
+            "UPDATE datasets SET share_releases = ? WHERE dataset_id = ?",
+            (int(share_releases), dataset_id),
+        )
+
+    def add_dataset_spent(self, dataset_id: str, units: int) -> None:
+        self._db.execute(
+            "UPDATE datasets SET spent_units = spent_units + ? WHERE dataset_id = ?",
+            (units, dataset_id),
+        )
+
+    def insert_cap_change(self, change: CapChange) -> None:
+        self._db.execute(
+            "INSERT INTO cap_changes (dataset_id, cap_before_units, cap_after_units, reason,"
+            " changed_by, changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                change.dataset_id,
+                change.cap_before_units,
+                change.cap_after_units,
+                change.reason,
+                change.changed_by,
+                format_time(change.changed_at),
+            ),
+        )
+
+    def list_cap_changes(self, dataset_id: str) -> list[CapChange]:
+        rows = self._db.execute(
+            "SELECT dataset_id, cap_before_units, cap_after_units, reason, changed_by,"
+            " changed_at FROM cap_changes WHERE dataset_id = ? ORDER BY change_id",
+            (dataset_id,),
+        )
+        return [
+            CapChange(
+                dataset_id=row[0],
+                cap_before_units=row[1],
+                cap_after_units=row[2],
+                reason=row[3],
+                changed_by=row[4],
+                changed_at=parse_time(row[5]),
+            )
+            for row in rows
+        ]
+
+    # allocations
+
+    def get_allocation(self, requester_id: str, dataset_id: str) -> Allocation | None:
+        row = self._db.execute(
+            "SELECT * FROM allocations WHERE requester_id = ? AND dataset_id = ?",
+            (requester_id, dataset_id),
+        ).fetchone()
+        return None if row is None else _allocation(row)
+
+    def put_allocation(self, allocation: Allocation) -> None:
+        self._db.execute(
+            "INSERT INTO allocations VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (requester_id, dataset_id) DO UPDATE SET"
+            " granted_units = excluded.granted_units, spent_units = excluded.spent_units,"
+            " expires_at = excluded.expires_at",
+            (
+                allocation.requester_id,
+                allocation.dataset_id,
+                allocation.granted_units,
+                allocation.spent_units,
+                format_optional(allocation.expires_at),
+            ),
+        )
+
+    def add_allocation_spent(self, requester_id: str, dataset_id: str, units: int) -> None:
+        self._db.execute(
+            "UPDATE allocations SET spent_units = spent_units + ?"
+            " WHERE requester_id = ? AND dataset_id = ?",
+            (units, requester_id, dataset_id),
+        )
+
+    def list_allocations(self) -> list[Allocation]:
+        rows = self._db.execute("SELECT * FROM allocations ORDER BY requester_id, dataset_id")
+        return [_allocation(row) for row in rows]
+
+    # releases and idempotency keys
+
+    def find_releases(self, release_key: str) -> list[Release]:
+        rows = self._db.execute(
+            "SELECT * FROM releases WHERE release_key = ? ORDER BY rowid", (release_key,)
+        )
+        return [_release(row) for row in rows]
+
+    def get_release(self, release_id: str) -> Release | None:
+        row = self._db.execute(
+            "SELECT * FROM releases WHERE release_id = ?", (release_id,)
+        ).fetchone()
+        return None if row is None else _release(row)
+
+    def insert_release(self, release: Release) -> None:
+        self._insert(
+            "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                release.release_id,
+                release.release_key,
+                release.dataset_id,
+                release.requester_id,
+                release.cost_units,
+                release.payload,
+                format_time(release.created_at),
+                release.request_id,
+            ),
+            f"release {release.release_id!r}",
+        )
+
+    def list_releases(self, requester_id: str | None, dataset_id: str | None) -> list[Release]:
+        rows = self._db.execute(
+            "SELECT * FROM releases WHERE (?1 IS NULL OR requester_id = ?1)"
+            " AND (?2 IS NULL OR dataset_id = ?2) ORDER BY rowid",
+            (requester_id, dataset_id),
+        )
+        return [_release(row) for row in rows]
+
+    def release_totals(self) -> list[ReleaseTotal]:
+        rows = self._db.execute(
+            "SELECT requester_id, dataset_id, count(*), sum(cost_units) FROM releases"
+            " GROUP BY requester_id, dataset_id ORDER BY requester_id, dataset_id"
+        )
+        return [ReleaseTotal(row[0], row[1], int(row[2]), int(row[3])) for row in rows]
+
+    def get_idempotency(self, requester_id: str, key: str) -> IdempotencyRecord | None:
+        row = self._db.execute(
+            "SELECT release_key, release_id FROM idempotency_keys"
+            " WHERE requester_id = ? AND idempotency_key = ?",
+            (requester_id, key),
+        ).fetchone()
+        return None if row is None else IdempotencyRecord(row[0], row[1])
+
+    def insert_idempotency(
+        self, requester_id: str, key: str, record: IdempotencyRecord, at: dt.datetime
+    ) -> None:
+        self._insert(
+            "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+            (requester_id, key, record.release_key, record.release_id, format_time(at)),
+            f"idempotency key {key!r}",
+        )
+
+    # audit chain
+
+    def get_head(self) -> ChainHead:
+        row = self._db.execute(
+            "SELECT event_count, head_hash FROM audit_head WHERE singleton = 1"
+        ).fetchone()
+        return ChainHead(count=int(row[0]), hash=str(row[1]))
+
+    def append_event(self, event: AuditEvent) -> None:
+        self._db.execute(
+            "INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.seq,
+                format_time(event.at),
+                event.requester_id,
+                event.token_id,
+                event.role,
+                event.rpc,
+                event.query_text,
+                event.dataset_id,
+                event.cost_units,
+                event.outcome.value,
+                event.release_id,
+                event.request_id,
+                event.detail,
+                event.prev_hash,
+                event.event_hash,
+            ),
+        )
+        self._db.execute(
+            "UPDATE audit_head SET event_count = ?, head_hash = ? WHERE singleton = 1",
+            (event.seq, event.event_hash),
+        )
+
+    def iter_events(self, first_seq: int = 1) -> Iterator[AuditEvent]:
+        cursor = self._db.execute(
+            "SELECT * FROM audit_events WHERE seq >= ? ORDER BY seq", (first_seq,)
+        )
+        for row in cursor:
+            yield _event(row)
+
+    def list_events(self, after_seq: int, limit: int) -> list[AuditEvent]:
+        rows = self._db.execute(
+            "SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+        return [_event(row) for row in rows]
+
+    # unauthenticated request counters
+
+    def list_pending_unauthenticated(self) -> list[PendingUnauthenticated]:
+        rows = self._db.execute(
+            "SELECT * FROM unauthenticated_pending ORDER BY window_start, source"
+        )
+        return [
+            PendingUnauthenticated(
+                source=row[0],
+                window_start=parse_time(row[1]),
+                count=int(row[2]),
+                first_rpc=row[3],
+                first_request_id=row[4],
+                last_at=parse_time(row[5]),
+            )
+            for row in rows
+        ]
+
+    def count_unauthenticated_sources(self, window_start: dt.datetime) -> int:
+        row = self._db.execute(
+            "SELECT count(*) FROM unauthenticated_pending WHERE window_start = ?",
+            (format_time(window_start),),
+        ).fetchone()
+        return int(row[0])
+
+    def increment_unauthenticated(
+        self, source: str, window_start: dt.datetime, at: dt.datetime
+    ) -> bool:
+        cursor = self._db.execute(
+            "UPDATE unauthenticated_pending SET request_count = request_count + 1,"
+            " last_at = ? WHERE source = ? AND window_start = ?",
+            (format_time(at), source, format_time(window_start)),
+        )
+        return cursor.rowcount == 1
+
+    def insert_unauthenticated(
+        self, source: str, window_start: dt.datetime, rpc: str, request_id: str, at: dt.datetime
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO unauthenticated_pending VALUES (?, ?, 1, ?, ?, ?)",
+            (source, format_time(window_start), rpc, request_id, format_time(at)),
+        )
+
+    def delete_pending_unauthenticated(self, source: str, window_start: dt.datetime) -> None:
+        self._db.execute(
+            "DELETE FROM unauthenticated_pending WHERE source = ? AND window_start = ?",
+            (source, format_time(window_start)),
+        )
+
+
+def _requester(row: Any) -> Requester:
+    return Requester(
+        requester_id=row[0],
+        name=row[1],
+        organisation=row[2],
+        agreement=row[3],
+        enabled=bool(row[4]),
+        created_at=parse_time(row[5]),
+    )
+
+
+def _token(row: Any) -> TokenInfo:
+    return TokenInfo(
+        token_id=row[0],
+        requester_id=row[2],
+        role=Role(row[3]),
+        practice_codes=frozenset(json.loads(row[4])),
+        created_at=parse_time(row[5]),
+        expires_at=parse_optional(row[6]),
+        revoked_at=parse_optional(row[7]),
+    )
+
+
+def _dataset(row: Any) -> Dataset:
+    return Dataset(
+        dataset_id=row[0],
+        accounting=Accounting(row[1]),
+        cap_units=int(row[2]),
+        spent_units=int(row[3]),
+        share_releases=bool(row[4]),
+    )
+
+
+def _allocation(row: Any) -> Allocation:
+    return Allocation(
+        requester_id=row[0],
+        dataset_id=row[1],
+        granted_units=int(row[2]),
+        spent_units=int(row[3]),
+        expires_at=parse_optional(row[4]),
+    )
+
+
+def _release(row: Any) -> Release:
+    return Release(
+        release_id=row[0],
+        release_key=row[1],
+        dataset_id=row[2],
+        requester_id=row[3],
+        cost_units=int(row[4]),
+        payload=bytes(row[5]),
+        created_at=parse_time(row[6]),
+        request_id=row[7],
+    )
+
+
+def _event(row: Any) -> AuditEvent:
+    return AuditEvent(
+        seq=int(row[0]),
+        at=parse_time(row[1]),
+        requester_id=row[2],
+        token_id=row[3],
+        role=row[4],
+        rpc=row[5],
+        query_text=row[6],
+        dataset_id=row[7],
+        cost_units=int(row[8]),
+        outcome=Outcome(row[9]),
+        release_id=row[10],
+        request_id=row[11],
+        detail=row[12],
+        prev_hash=row[13],
+        event_hash=row[14],
+    )

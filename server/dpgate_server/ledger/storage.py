@@ -1,0 +1,153 @@
+"""The storage interface the ledger's logic is written against.
+
+The logic (`Ledger`, `LedgerAdmin`) decides; a storage only reads and writes records inside
+transactions. Two kinds of transaction exist:
+
+- `write()`: serialised against every other writer, in every process sharing the store,
+  from its first statement to commit. SQLite gets this from `BEGIN IMMEDIATE`; a
+  PostgreSQL storage would take `SELECT ... FROM audit_head FOR UPDATE` (or a
+  transaction-level advisory lock) first. Every write appends to the audit chain, whose
+  head is a single row, so writers are serial anyway; serialising them whole is what makes
+  the debit's check-then-record race-free.
+- `read()`: a consistent snapshot that never blocks writers (WAL on SQLite, REPEATABLE
+  READ on PostgreSQL).
+
+Leaving the `with` block normally commits; an exception rolls back and propagates.
+A storage raises `LedgerBusy` when it cannot get the write lock in time, and
+`AlreadyExists` on a duplicate primary key; nothing else on purpose.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from dpgate_server.ledger.model import (
+    Allocation,
+    AuditEvent,
+    CapChange,
+    ChainHead,
+    Dataset,
+    Release,
+    Requester,
+    TokenInfo,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """Which release an idempotency key was first used for."""
+
+    release_key: str
+    release_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingUnauthenticated:
+    """Unauthenticated requests from one source in one window, not yet in the chain."""
+
+    source: str
+    window_start: dt.datetime
+    count: int
+    first_rpc: str
+    first_request_id: str
+    last_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseTotal:
+    """How many releases a requester bought on a dataset, and their summed cost."""
+
+    requester_id: str
+    dataset_id: str
+    releases: int
+    cost_units: int
+
+
+class StorageTransaction(Protocol):
+    """Record-level reads and writes inside one transaction."""
+
+    # requesters
+    def insert_requester(self, requester: Requester) -> None: ...
+    def get_requester(self, requester_id: str) -> Requester | None: ...
+    def set_requester_enabled(self, requester_id: str, enabled: bool) -> None: ...
+    def list_requesters(self) -> list[Requester]: ...
+
+    # tokens
+    def insert_token(self, info: TokenInfo, token_hash: str) -> None: ...
+    def find_token_by_hash(self, token_hash: str) -> tuple[TokenInfo, str] | None: ...
+    def get_token(self, token_id: str) -> TokenInfo | None: ...
+    def set_token_revoked(self, token_id: str, revoked_at: dt.datetime) -> None: ...
+    def list_tokens(self, requester_id: str | None) -> list[TokenInfo]: ...
+
+    # datasets and caps
+    def insert_dataset(self, dataset: Dataset) -> None: ...
+    def get_dataset(self, dataset_id: str) -> Dataset | None: ...
+    def list_datasets(self) -> list[Dataset]: ...
+    def set_dataset_cap(self, dataset_id: str, cap_units: int) -> None: ...
+    def set_dataset_sharing(self, dataset_id: str, share_releases: bool) -> None: ...
+    def add_dataset_spent(self, dataset_id: str, units: int) -> None: ...
+    def insert_cap_change(self, change: CapChange) -> None: ...
+    def list_cap_changes(self, dataset_id: str) -> list[CapChange]: ...
+
+    # allocations
+    def get_allocation(self, requester_id: str, dataset_id: str) -> Allocation | None: ...
+    def put_allocation(self, allocation: Allocation) -> None: ...
+    def add_allocation_spent(self, requester_id: str, dataset_id: str, units: int) -> None: ...
+    def list_allocations(self) -> list[Allocation]: ...
+
+    # releases and idempotency keys
+    def find_releases(self, release_key: str) -> list[Release]: ...
+    def get_release(self, release_id: str) -> Release | None: ...
+    def insert_release(self, release: Release) -> None: ...
+    def list_releases(self, requester_id: str | None, dataset_id: str | None) -> list[Release]: ...
+    def release_totals(self) -> list[ReleaseTotal]: ...
+    def get_idempotency(self, requester_id: str, key: str) -> IdempotencyRecord | None: ...
+    def insert_idempotency(
+        self, requester_id: str, key: str, record: IdempotencyRecord, at: dt.datetime
+    ) -> None: ...
+
+    # audit chain
+    def get_head(self) -> ChainHead: ...
+    def append_event(self, event: AuditEvent) -> None:
+        """Insert the event and move the head to it, in this transaction."""
+        ...
+
+    def iter_events(self, first_seq: int = 1) -> Iterator[AuditEvent]: ...
+    def list_events(self, after_seq: int, limit: int) -> list[AuditEvent]: ...
+
+    # unauthenticated request counters (aggregated before they enter the chain)
+    def list_pending_unauthenticated(self) -> list[PendingUnauthenticated]: ...
+    def count_unauthenticated_sources(self, window_start: dt.datetime) -> int: ...
+    def increment_unauthenticated(
+        self, source: str, window_start: dt.datetime, at: dt.datetime
+    ) -> bool:
+        """Count one more request for an existing (source, window); False if there is none."""
+        ...
+
+    def insert_unauthenticated(
+        self, source: str, window_start: dt.datetime, rpc: str, request_id: str, at: dt.datetime
+    ) -> None:
+        """Start counting (source, window) at one request."""
+        ...
+
+    def delete_pending_unauthenticated(self, source: str, window_start: dt.datetime) -> None: ...
+
+
+class LedgerStorage(Protocol):
+    """A durable store of ledger records (SQLite now, PostgreSQL later)."""
+
+    def write(self) -> AbstractContextManager[StorageTransaction]:
+        """A transaction serialised against all other writers (see module docstring)."""
+        ...
+
+    def read(self) -> AbstractContextManager[StorageTransaction]:
+        """A consistent read-only snapshot."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the storage is unusable afterwards."""
+        ...
