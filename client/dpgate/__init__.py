@@ -1,9 +1,38 @@
 """dpgate: the client library for the dpgate differential-privacy statistics service.
 
 The client installs without the server's dependencies (no OpenDP): `pip install dpgate`.
-The typed `Client`, `AdminClient` and `AuditClient` arrive with the service issue; the
-generated gRPC stubs in `dpgate._proto` are internal and never part of the public API.
+Generated gRPC stubs live in `dpgate._proto` and never appear in the public API.
 """
 
+from dpgate._client import Client
+from dpgate._types import ColumnInfo, DatasetDescription, DatasetInfo, KeyValue
+from dpgate.errors import (
+    AuthenticationError,
+    BudgetExhaustedError,
+    DpgateError,
+    InvalidQueryError,
+    NotFoundError,
+    NotImplementedYetError,
+    OverloadedError,
+    PermissionDeniedError,
+    ServerError,
+)
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = [
+    "AuthenticationError",
+    "BudgetExhaustedError",
+    "Client",
+    "ColumnInfo",
+    "DatasetDescription",
+    "DatasetInfo",
+    "DpgateError",
+    "InvalidQueryError",
+    "KeyValue",
+    "NotFoundError",
+    "NotImplementedYetError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "ServerError",
+    "__version__",
+]

@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 
 
 def error_reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, "error carries no rich status"
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
