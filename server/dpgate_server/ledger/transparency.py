@@ -89,7 +89,7 @@ class TransparencyReport:
             ["head", self.head.count, format_time(self.generated_at)] + [""] * 8 + [self.head.hash]
         )
         for d in self.datasets:
-            spend = str(units_to_decimal(d.spent_units))
+            spend = _decimal_text(d.spent_units)
             writer.writerow(
                 [
                     "dataset",
@@ -116,7 +116,7 @@ class TransparencyReport:
                     e.dataset_id,
                     e.measure,
                     e.query_text,
-                    str(units_to_decimal(e.spend_units)),
+                    _decimal_text(e.spend_units),
                     e.spend_units,
                     e.cumulative_dataset_units,
                     "",
@@ -165,6 +165,11 @@ def build_report(tx: StorageTransaction, generated_at: dt.datetime) -> Transpare
     )
 
 
+def _decimal_text(units: int) -> str:
+    """Exact plain decimal (never exponent notation): 250 units -> "0.00000025"."""
+    return format(units_to_decimal(units), "f")
+
+
 def _measure(accounting: Accounting) -> str:
     return "epsilon" if accounting is Accounting.PURE_DP else "rho"
 
@@ -177,9 +182,9 @@ def _to_dict(report: TransparencyReport) -> dict[str, Any]:
             {
                 "dataset_id": d.dataset_id,
                 "measure": d.measure,
-                "cap": str(units_to_decimal(d.cap_units)),
+                "cap": _decimal_text(d.cap_units),
                 "cap_units": d.cap_units,
-                "spent": str(units_to_decimal(d.spent_units)),
+                "spent": _decimal_text(d.spent_units),
                 "spent_units": d.spent_units,
             }
             for d in report.datasets
@@ -192,7 +197,7 @@ def _to_dict(report: TransparencyReport) -> dict[str, Any]:
                 "dataset_id": e.dataset_id,
                 "measure": e.measure,
                 "query": e.query_text,
-                "spend": str(units_to_decimal(e.spend_units)),
+                "spend": _decimal_text(e.spend_units),
                 "spend_units": e.spend_units,
                 "cumulative_spend_units": e.cumulative_dataset_units,
                 "event_hash": e.event_hash,
