@@ -1,0 +1,280 @@
+"""Generate the synthetic "gp_appointments" dataset into the dataset store.
+
+Orchestration only: choose whole practices, draw each practice's patients and appointments
+(in chunks of practices, so memory stays bounded at national scale), pseudonymise, write
+the month files and public tables, verify the contribution bound over every file, publish.
+The same seed and scale always give byte-identical Parquet files.
+
+Command line::
+
+    python -m dpgate_server.data.generator --practices 150 --seed 7 \\
+        --store var/datasets --key-file var/secrets/pseudonym.key
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from dpgate_server.data.appointment_files import AppointmentRows, MonthFiles, write_table
+from dpgate_server.data.appointment_model import appointment_model
+from dpgate_server.data.appointments import draw_appointments
+from dpgate_server.data.bounding import verify_bound
+from dpgate_server.data.england_calendar import window_calendar
+from dpgate_server.data.gp_metadata import (
+    CATEGORY_SETS,
+    DATASET_ID,
+    MAX_CONTRIBUTIONS,
+    gp_appointments_metadata,
+)
+from dpgate_server.data.population import PracticeTable, draw_patients, select_practices
+from dpgate_server.data.pseudonym import key_id, load_or_create_key, patient_keys
+from dpgate_server.data.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+
+GENERATOR_NAME = "dpgate synthetic England GP appointments"
+MODEL_VERSION = 1
+"""Bumped whenever the model changes what a seed produces (so old versions are not reused)."""
+CHUNK_PATIENTS = 400_000
+"""Registered patients per chunk of practices (~2.2 M rows, a few hundred MB in flight)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """One chunk's rows and the counts the manifest records."""
+
+    rows: AppointmentRows
+    registered_patients: int
+    opted_out_patients: int
+    rows_before_bound: int
+
+
+def generate_dataset(
+    store: DatasetStore,
+    key: bytes,
+    practices: int | None,
+    seed: int,
+    *,
+    workers: int = 1,
+) -> DatasetVersion:
+    """Generate, verify and publish a new current version of "gp_appointments".
+
+    Args:
+        store: where the version is published.
+        key: the server's pseudonymisation key (see pseudonym.load_or_create_key).
+        practices: how many whole practices (a contiguous block of the hierarchy); None
+            for all of England's.
+        seed: everything drawn depends on this alone (with the scale).
+        workers: processes drawing chunks in parallel; the files do not depend on it.
+    """
+    table = select_practices(practices)
+    builder = store.begin_version(gp_appointments_metadata(table))
+    try:
+        months = window_calendar().months
+        paths = [builder.appointments_path(m) for m in months]
+        totals = np.zeros(3, dtype=np.int64)
+        with MonthFiles(paths, table) as files:
+            for chunk in _draw_chunks(table, key, seed, workers):
+                files.write(chunk.rows)
+                totals += (
+                    chunk.registered_patients,
+                    chunk.opted_out_patients,
+                    chunk.rows_before_bound,
+                )
+        _write_public_tables(builder.public_table_path, table)
+        bound = verify_bound(paths, MAX_CONTRIBUTIONS)
+        rows = int(pl.scan_parquet([str(p) for p in paths]).select(pl.len()).collect().item())
+        source = {
+            "generator": GENERATOR_NAME,
+            "model_version": MODEL_VERSION,
+            "seed": seed,
+            "practices": practices,
+            "practice_count": len(table),
+            "key_id": key_id(key),
+            "registered_patients": int(totals[0]),
+            "opted_out_patients": int(totals[1]),
+            "rows_before_bound": int(totals[2]),
+            "rows": rows,
+        }
+        return store.publish(builder, bound, source)
+    except BaseException:
+        builder.discard()
+        raise
+
+
+def ensure_demo_dataset(
+    store_root: Path, key_file: Path, practices: int, seed: int
+) -> DatasetVersion:
+    """The current "gp_appointments" version for this seed, scale and key, generated once.
+
+    Reuses the current version when its manifest records the same generator, model
+    version, seed, scale and key fingerprint with a verified bound; otherwise generates and
+    publishes a new one. A lock file serialises concurrent callers (e.g. test workers).
+    """
+    _refuse_key_inside_store(key_file, store_root)
+    key = load_or_create_key(key_file)
+    store_root.mkdir(parents=True, exist_ok=True)
+    store = DatasetStore(store_root)
+    with (store_root / f".{DATASET_ID}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            current = store.current(DATASET_ID)
+        except DatasetNotFoundError:
+            current = None
+        if current is not None and _is_version_of(current, key, practices, seed):
+            return current
+        return generate_dataset(store, key, practices, seed)
+
+
+def _is_version_of(version: DatasetVersion, key: bytes, practices: int | None, seed: int) -> bool:
+    source = version.manifest.source
+    bound = version.manifest.bound
+    return (
+        source.get("generator") == GENERATOR_NAME
+        and source.get("model_version") == MODEL_VERSION
+        and source.get("seed") == seed
+        and source.get("practices") == practices
+        and source.get("key_id") == key_id(key)
+        and bound is not None
+        and bound.verified
+        and bound.max_contributions == MAX_CONTRIBUTIONS
+    )
+
+
+def _refuse_key_inside_store(key_file: Path, store_root: Path) -> None:
+    """The key must live outside the data folder: whoever copies the data must not get it."""
+    if key_file.resolve().is_relative_to(store_root.resolve()):
+        raise ValueError(f"the key file {key_file} must be outside the data folder {store_root}")
+
+
+def _chunks(table: PracticeTable) -> list[tuple[int, int]]:
+    """[start, stop) ranges of practices holding about CHUNK_PATIENTS patients each."""
+    ranges: list[tuple[int, int]] = []
+    start, patients = 0, 0
+    for position, size in enumerate(table.list_size.tolist()):
+        patients += size
+        if patients >= CHUNK_PATIENTS:
+            ranges.append((start, position + 1))
+            start, patients = position + 1, 0
+    if start < len(table):
+        ranges.append((start, len(table)))
+    return ranges
+
+
+def _draw_chunks(
+    table: PracticeTable, key: bytes, seed: int, workers: int
+) -> Iterator[ChunkResult]:
+    """Chunks in practice order; with workers > 1, at most workers + 1 are in flight."""
+    ranges = _chunks(table)
+    if workers <= 1:
+        for start, stop in ranges:
+            yield draw_chunk(table, key, seed, start, stop)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[ChunkResult]] = deque()
+        for start, stop in ranges:
+            pending.append(pool.submit(draw_chunk, table, key, seed, start, stop))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def draw_chunk(table: PracticeTable, key: bytes, seed: int, start: int, stop: int) -> ChunkResult:
+    """Patients and appointments of practices [start, stop), pseudonymised."""
+    model = appointment_model()
+    parts: list[dict[str, Any]] = []
+    registered = opted_out = before = 0
+    for position in range(start, stop):
+        index = int(table.index[position])
+        patients = draw_patients(
+            seed, index, int(table.list_size[position]), int(table.first_patient[position])
+        )
+        drawn = draw_appointments(model, seed, index, patients, MAX_CONTRIBUTIONS)
+        with_rows = np.unique(drawn.patient)
+        keys = patient_keys(key, patients.identities(with_rows))
+        parts.append(
+            {
+                "practice": np.full(len(drawn), position, dtype=np.int32),
+                "patient_key": keys[np.searchsorted(with_rows, drawn.patient)],
+                "day": drawn.day,
+                "hour": drawn.hour,
+                "duration_minutes": drawn.duration_minutes,
+                "duration_band": drawn.duration_band,
+                "lead_time_days": drawn.lead_time_days,
+                "lead_time_band": drawn.lead_time_band,
+                "mode": drawn.mode,
+                "status": drawn.status,
+                "hcp_type": drawn.hcp_type,
+                "national_category": drawn.national_category,
+                "service_setting": drawn.service_setting,
+                "age_band": patients.age_band[drawn.patient],
+                "sex": patients.sex[drawn.patient],
+            }
+        )
+        registered += patients.sex.size
+        opted_out += int(patients.opted_out.sum())
+        before += drawn.rows_before_bound
+    columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return ChunkResult(
+        rows=AppointmentRows(**columns),
+        registered_patients=registered,
+        opted_out_patients=opted_out,
+        rows_before_bound=before,
+    )
+
+
+def _write_public_tables(path_of: Any, table: PracticeTable) -> None:
+    write_table(table.public_table().to_arrow(), path_of("practices"))
+    write_table(window_calendar().public_table().to_arrow(), path_of("calendar"))
+    categories = pl.DataFrame(
+        [
+            {"column_name": name, "value": label, "position": position}
+            for name, labels in CATEGORY_SETS
+            for position, label in enumerate(labels)
+        ],
+        schema={"column_name": pl.String, "value": pl.String, "position": pl.Int32},
+    )
+    write_table(categories.to_arrow(), path_of("categories"))
+
+
+def _parse_practices(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: generate a version and print what was written."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--practices", type=_parse_practices, default=150, help='N or "all"')
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--store", type=Path, required=True, help="dataset store folder")
+    parser.add_argument("--key-file", type=Path, required=True, help="outside the store")
+    parser.add_argument("--workers", type=int, default=1, help="processes drawing chunks")
+    args = parser.parse_args(argv)
+    _refuse_key_inside_store(args.key_file, args.store)
+    key = load_or_create_key(args.key_file)
+    started = time.perf_counter()
+    version = generate_dataset(
+        DatasetStore(args.store), key, args.practices, args.seed, workers=args.workers
+    )
+    elapsed = time.perf_counter() - started
+    source = version.manifest.source
+    print(
+        f"{version.dataset_id} {version.version}: {source['rows']:,} rows, "
+        f"{source['practice_count']:,} practices, {elapsed:.1f} s -> {version.path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

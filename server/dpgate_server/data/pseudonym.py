@@ -1,0 +1,128 @@
+"""Keyed pseudonyms: NHS numbers become `patient_key` values that never leave the server.
+
+`patient_key` is the first 8 bytes of HMAC-SHA-256 of the NHS number (its 10 ASCII digits)
+under the server's pseudonymisation key, read as a signed big-endian int64. Without the key
+nobody can test a guessed NHS number against a key, and the same patient gets the same key
+at every practice, so contribution bounding is per patient across a dataset.
+
+Synthetic NHS numbers come only from the range reserved for testing (999 000 0000 to
+999 999 9999), so no generated number can be a real patient's. That range holds only
+909,091 numbers with a valid Modulus 11 check digit, fewer than the demo's 1.5 M patients
+(England has 64 M). The generator therefore hands out the test numbers in *cohorts*: cohort 0
+uses each valid number once and is pseudonymised exactly as ingest pseudonymises an NHS
+number; a later cohort reuses the numbers and pseudonymises "<number>/<cohort>", so distinct
+synthetic patients never share a key. See `synthetic_identity`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+KEY_BYTES = 32
+"""Length of a pseudonymisation key (256 bits)."""
+
+TEST_RANGE_FIRST = 999_000_0000
+TEST_RANGE_LAST = 999_999_9999
+_MODULUS_11_WEIGHTS = np.arange(10, 1, -1, dtype=np.int64)  # weights of the first 9 digits
+
+
+class KeyFileError(RuntimeError):
+    """The key file exists but is unusable (wrong length or readable by others)."""
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read the server's pseudonymisation key, creating it (mode 0600) on first use.
+
+    The key is created with `O_EXCL`, so two processes starting together cannot both
+    write one: the loser reads the winner's key. A key readable by group or others is
+    refused rather than used, since anyone holding it can re-identify patient keys.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    try:
+        os.write(fd, secrets.token_bytes(KEY_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{path} is accessible by group or others; chmod 600 it")
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise KeyFileError(f"{path} holds {len(key)} bytes, expected {KEY_BYTES}")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """A short public fingerprint of a key: tells versions made under different keys apart."""
+    return hmac.digest(key, b"dpgate key id", "sha256")[:6].hex()
+
+
+def patient_key(key: bytes, nhs_number: str) -> int:
+    """The pseudonym of one NHS number (10 digits, no spaces), as ingest computes it."""
+    return _key_of(key, nhs_number.encode("ascii"))
+
+
+def patient_keys(key: bytes, identities: Iterable[str]) -> npt.NDArray[np.int64]:
+    """`patient_key` of many identities at once."""
+    return np.fromiter((_key_of(key, i.encode("ascii")) for i in identities), dtype=np.int64)
+
+
+def _key_of(key: bytes, message: bytes) -> int:
+    return int.from_bytes(hmac.digest(key, message, hashlib.sha256)[:8], "big", signed=True)
+
+
+def check_digit(first_nine: int) -> int | None:
+    """Modulus 11 check digit of an NHS number's first nine digits; None if none exists."""
+    digits = [int(c) for c in f"{first_nine:09d}"]
+    total = sum(int(w) * d for w, d in zip(_MODULUS_11_WEIGHTS, digits, strict=True))
+    check = 11 - total % 11
+    if check == 10:
+        return None
+    return 0 if check == 11 else check
+
+
+def is_valid_nhs_number(number: str) -> bool:
+    """True if `number` is 10 digits whose last is the Modulus 11 check of the first nine."""
+    if len(number) != 10 or not number.isdigit():
+        return False
+    return check_digit(int(number[:9])) == int(number[9])
+
+
+@cache
+def test_range_numbers() -> npt.NDArray[np.int64]:
+    """Every valid NHS number in the reserved test range, ascending (909,091 of them)."""
+    first_nine = np.arange(TEST_RANGE_FIRST // 10, TEST_RANGE_LAST // 10 + 1, dtype=np.int64)
+    digits = (first_nine[:, None] // 10 ** np.arange(8, -1, -1, dtype=np.int64)) % 10
+    check = 11 - (digits @ _MODULUS_11_WEIGHTS) % 11
+    valid = check != 10
+    numbers = first_nine[valid] * 10 + np.where(check[valid] == 11, 0, check[valid])
+    numbers.flags.writeable = False
+    return numbers
+
+
+def synthetic_identity(nhs_number: int, cohort: int) -> str:
+    """What the generator pseudonymises for a synthetic patient.
+
+    Cohort 0 is the bare NHS number, exactly what ingest pseudonymises. Later cohorts
+    reuse the test numbers (there are too few) and add "/<cohort>" so each synthetic patient
+    still has a key of their own.
+    """
+    return f"{nhs_number:010d}" if cohort == 0 else f"{nhs_number:010d}/{cohort}"
