@@ -8,6 +8,7 @@ Why these settings:
 - `BEGIN IMMEDIATE` takes the write lock before the first read, so the debit's checks and
   writes see no concurrent change, in this process or any other opening the same file.
 - `busy_timeout` makes a writer wait for the lock rather than fail; past it, `LedgerBusy`.
+- Writers within one process queue on a Python lock before `BEGIN IMMEDIATE` (see `write`).
 
 Connections are pooled: each is used by one thread at a time and returned afterwards.
 """
@@ -74,6 +75,7 @@ class SqliteStorage:
         self._busy_timeout_s = busy_timeout_s
         self._max_idle = max_idle_connections
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
         connection = self._connect()
@@ -98,10 +100,20 @@ class SqliteStorage:
 
     @contextmanager
     def write(self) -> Iterator[SqliteTransaction]:
-        """A `BEGIN IMMEDIATE` transaction: commits on success, rolls back on error."""
-        with self._connection() as connection:
-            _begin(connection, "BEGIN IMMEDIATE")
-            yield from _run(connection)
+        """A `BEGIN IMMEDIATE` transaction: commits on success, rolls back on error.
+
+        Writers of this process first queue on a lock: SQLite has one write lock anyway,
+        and its busy handler retries by sleeping up to 100 ms at a time, which under
+        contention wastes most of the time. Across processes the busy handler arbitrates.
+        """
+        if not self._write_lock.acquire(timeout=self._busy_timeout_s):
+            raise LedgerBusy("the ledger stayed locked by other writers of this process")
+        try:
+            with self._connection() as connection:
+                _begin(connection, "BEGIN IMMEDIATE")
+                yield from _run(connection)
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def read(self) -> Iterator[SqliteTransaction]:
