@@ -69,9 +69,19 @@ _PHYSICAL_SCHEMA = pa.schema(
 
 _WRITE_OPTIONS = {
     "compression": "zstd",
-    "compression_level": 3,
+    "compression_level": 1,
     "use_dictionary": True,
-    "write_statistics": True,
+    # Statistics only where readers prune row groups (practice and date filters): string
+    # statistics on every column would double the write time.
+    "write_statistics": [
+        "practice_code",
+        "pcn_code",
+        "sub_icb_code",
+        "icb_code",
+        "region_code",
+        "appointment_date",
+        "month",
+    ],
     "store_schema": False,
     "version": "2.6",
 }
@@ -102,6 +112,10 @@ class AppointmentRows:
     age_band: npt.NDArray[np.int8]
     sex: npt.NDArray[np.int8]
 
+    def take(self, rows: npt.NDArray[np.int64]) -> AppointmentRows:
+        """The rows at positions `rows`, in that order."""
+        return AppointmentRows(**{f: getattr(self, f)[rows] for f in self.__slots__})
+
 
 def write_table(table: pa.Table, path: Path) -> None:
     """Write a small table (a public table) with the same fixed settings."""
@@ -127,11 +141,10 @@ class MonthFiles:
         month = self._month_of_day[rows.day]
         order = np.argsort(month, kind="stable")
         bounds = np.searchsorted(month[order], np.arange(len(self._writers) + 1))
-        table = self._labels.table(rows).take(pa.array(order))
         for m, writer in enumerate(self._writers):
             if bounds[m + 1] > bounds[m]:
-                part = table.slice(int(bounds[m]), int(bounds[m + 1] - bounds[m]))
-                writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+                part = rows.take(order[bounds[m] : bounds[m + 1]])
+                writer.write_table(self._labels.table(part), row_group_size=ROW_GROUP_ROWS)
 
     def close(self) -> None:
         for writer in self._writers:

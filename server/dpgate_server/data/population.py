@@ -22,7 +22,7 @@ import numpy.typing as npt
 import polars as pl
 
 from dpgate_server.data.england_geography import SUB_ICB_LOCATIONS
-from dpgate_server.data.pseudonym import synthetic_identity, test_range_numbers
+from dpgate_server.data.pseudonym import synthetic_identity, reserved_test_numbers
 
 POPULATION_SEED = 20251101
 """Seed of the public practice table (list sizes, PCNs): part of the model, not of a run."""
@@ -261,7 +261,7 @@ def draw_patients(
     sex = (cell // len(AGE_BANDS)).astype(np.int8)
     age_band = (cell % len(AGE_BANDS)).astype(np.int8)
     opted_out = rng.random(list_size) < opt_out_probability()[age_band]
-    numbers = test_range_numbers()
+    numbers = reserved_test_numbers()
     order = _test_number_order(seed)
     serial = first_patient + np.arange(list_size, dtype=np.int64)
     return PracticePatients(
@@ -292,4 +292,4 @@ def opt_out_probability() -> npt.NDArray[np.float64]:
 def _test_number_order(seed: int) -> npt.NDArray[np.int64]:
     """A seed's shuffle of the test-range numbers: patient serial s gets number order[s % n]."""
     rng = np.random.default_rng([seed, 2**31 - 1])
-    return rng.permutation(test_range_numbers().size).astype(np.int64)
+    return rng.permutation(reserved_test_numbers().size).astype(np.int64)

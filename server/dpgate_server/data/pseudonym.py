@@ -81,8 +81,25 @@ def patient_key(key: bytes, nhs_number: str) -> int:
 
 
 def patient_keys(key: bytes, identities: Iterable[str]) -> npt.NDArray[np.int64]:
-    """`patient_key` of many identities at once."""
-    return np.fromiter((_key_of(key, i.encode("ascii")) for i in identities), dtype=np.int64)
+    """`patient_key` of many identities at once (~1.5 µs each).
+
+    HMAC by hand (RFC 2104) with the padded-key states computed once: the same bytes as
+    `hmac.digest`, without redoing the key schedule for every patient.
+    """
+    block = hashlib.sha256().block_size
+    padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+
+    def first_eight(identity: str) -> bytes:
+        step = inner.copy()
+        step.update(identity.encode("ascii"))
+        final = outer.copy()
+        final.update(step.digest())
+        return final.digest()[:8]
+
+    joined = b"".join(first_eight(i) for i in identities)
+    return np.frombuffer(joined, dtype=">i8").astype(np.int64)
 
 
 def _key_of(key: bytes, message: bytes) -> int:
@@ -107,7 +124,7 @@ def is_valid_nhs_number(number: str) -> bool:
 
 
 @cache
-def test_range_numbers() -> npt.NDArray[np.int64]:
+def reserved_test_numbers() -> npt.NDArray[np.int64]:
     """Every valid NHS number in the reserved test range, ascending (909,091 of them)."""
     first_nine = np.arange(TEST_RANGE_FIRST // 10, TEST_RANGE_LAST // 10 + 1, dtype=np.int64)
     digits = (first_nine[:, None] // 10 ** np.arange(8, -1, -1, dtype=np.int64)) % 10
