@@ -85,7 +85,9 @@ _WRITE_OPTIONS = {
     "store_schema": False,
     "version": "2.6",
 }
-ROW_GROUP_ROWS = 1 << 20
+ROW_GROUP_ROWS = 1 << 18
+"""Rows per Parquet row group. Groups are cut at fixed sizes, so the bytes of a file depend
+on its rows only, never on how the generator chunked its work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +114,20 @@ class AppointmentRows:
     age_band: npt.NDArray[np.int8]
     sex: npt.NDArray[np.int8]
 
+    def __len__(self) -> int:
+        return int(self.day.size)
+
     def take(self, rows: npt.NDArray[np.int64]) -> AppointmentRows:
         """The rows at positions `rows`, in that order."""
         return AppointmentRows(**{f: getattr(self, f)[rows] for f in self.__slots__})
+
+    @staticmethod
+    def concatenate(blocks: list[AppointmentRows]) -> AppointmentRows:
+        """The blocks' rows one after another."""
+        if len(blocks) == 1:
+            return blocks[0]
+        fields = AppointmentRows.__slots__
+        return AppointmentRows(**{f: np.concatenate([getattr(b, f) for b in blocks]) for f in fields})
 
 
 def write_table(table: pa.Table, path: Path) -> None:
@@ -125,7 +138,8 @@ def write_table(table: pa.Table, path: Path) -> None:
 class MonthFiles:
     """Twelve open Parquet writers, one per month; rows arrive in practice order.
 
-    Every month's file exists once the writers close, even if it received no rows.
+    Rows are buffered per month and written in row groups of exactly ROW_GROUP_ROWS (the
+    last one shorter). Every month's file exists once closed, even if it received no rows.
     """
 
     def __init__(self, paths: list[Path], practices: PracticeTable) -> None:
@@ -133,6 +147,7 @@ class MonthFiles:
         if len(paths) != len(calendar.months):
             raise ValueError("one path per month of the window is needed")
         self._writers = [pq.ParquetWriter(p, _PHYSICAL_SCHEMA, **_WRITE_OPTIONS) for p in paths]
+        self._pending: list[list[AppointmentRows]] = [[] for _ in paths]
         self._labels = _Labels.of(practices)
         self._month_of_day = calendar.month_index.astype(np.int64)
 
@@ -141,13 +156,30 @@ class MonthFiles:
         month = self._month_of_day[rows.day]
         order = np.argsort(month, kind="stable")
         bounds = np.searchsorted(month[order], np.arange(len(self._writers) + 1))
-        for m, writer in enumerate(self._writers):
+        for m in range(len(self._writers)):
             if bounds[m + 1] > bounds[m]:
-                part = rows.take(order[bounds[m] : bounds[m + 1]])
-                writer.write_table(self._labels.table(part), row_group_size=ROW_GROUP_ROWS)
+                self._pending[m].append(rows.take(order[bounds[m] : bounds[m + 1]]))
+                self._flush(m, final=False)
+
+    def _flush(self, month: int, *, final: bool) -> None:
+        pending = self._pending[month]
+        waiting = sum(len(p) for p in pending)
+        if waiting == 0 or (waiting < ROW_GROUP_ROWS and not final):
+            return
+        rows = AppointmentRows.concatenate(pending)
+        start = 0
+        while len(rows) - start >= ROW_GROUP_ROWS or (final and start < len(rows)):
+            stop = min(start + ROW_GROUP_ROWS, len(rows))
+            group = rows.take(np.arange(start, stop))
+            self._writers[month].write_table(self._labels.table(group), row_group_size=stop - start)
+            start = stop
+        self._pending[month] = [rows.take(np.arange(start, len(rows)))] if start < len(rows) else []
 
     def close(self) -> None:
-        for writer in self._writers:
+        """Write what is buffered and close the files (also after an error: no half file
+        is ever published, the caller discards the staging folder)."""
+        for month, writer in enumerate(self._writers):
+            self._flush(month, final=True)
             writer.close()
 
     def __enter__(self) -> MonthFiles:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import multiprocessing
+import os
 import sys
 import time
 from collections import deque
@@ -45,6 +47,7 @@ from dpgate_server.data.store import DatasetNotFoundError, DatasetStore, Dataset
 GENERATOR_NAME = "dpgate synthetic England GP appointments"
 MODEL_VERSION = 1
 """Bumped whenever the model changes what a seed produces (so old versions are not reused)."""
+MAX_AUTO_WORKERS = 4
 CHUNK_PATIENTS = 400_000
 """Registered patients per chunk of practices (~2.2 M rows, a few hundred MB in flight)."""
 
@@ -65,7 +68,7 @@ def generate_dataset(
     practices: int | None,
     seed: int,
     *,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> DatasetVersion:
     """Generate, verify and publish a new current version of "gp_appointments".
 
@@ -75,7 +78,8 @@ def generate_dataset(
         practices: how many whole practices (a contiguous block of the hierarchy); None
             for all of England's.
         seed: everything drawn depends on this alone (with the scale).
-        workers: processes drawing chunks in parallel; the files do not depend on it.
+        workers: processes drawing chunks in parallel (None: one per core, up to 4); the
+            files do not depend on it.
     """
     table = select_practices(practices)
     builder = store.begin_version(gp_appointments_metadata(table))
@@ -172,15 +176,22 @@ def _chunks(table: PracticeTable) -> list[tuple[int, int]]:
 
 
 def _draw_chunks(
-    table: PracticeTable, key: bytes, seed: int, workers: int
+    table: PracticeTable, key: bytes, seed: int, workers: int | None
 ) -> Iterator[ChunkResult]:
-    """Chunks in practice order; with workers > 1, at most workers + 1 are in flight."""
+    """Chunks in practice order; with workers > 1, at most workers + 1 are in flight.
+
+    Workers are spawned, not forked: forking a process whose Polars thread pool is running
+    can deadlock the child.
+    """
     ranges = _chunks(table)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_AUTO_WORKERS, len(ranges))
     if workers <= 1:
         for start, stop in ranges:
             yield draw_chunk(table, key, seed, start, stop)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         for start, stop in ranges:
             pending.append(pool.submit(draw_chunk, table, key, seed, start, stop))
@@ -259,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--store", type=Path, required=True, help="dataset store folder")
     parser.add_argument("--key-file", type=Path, required=True, help="outside the store")
-    parser.add_argument("--workers", type=int, default=1, help="processes drawing chunks")
+    parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     args = parser.parse_args(argv)
     _refuse_key_inside_store(args.key_file, args.store)
     key = load_or_create_key(args.key_file)
