@@ -18,8 +18,10 @@ def format_time(moment: dt.datetime) -> str:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """Inverse of `format_time`."""
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    """Inverse of `format_time` (strict: the text must end in "Z")."""
+    if not text.endswith("Z"):
+        raise ValueError(f"not a ledger time: {text!r}")
+    return dt.datetime.fromisoformat(text)
 
 
 def format_optional(moment: dt.datetime | None) -> str | None:

@@ -208,7 +208,13 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
-    """Apply the migrations newer than the file's schema version, in one transaction."""
+    """Apply the migrations newer than the file's schema version, in one transaction.
+
+    An up-to-date file is only read, so opening the ledger never waits for writers.
+    """
+    known = MIGRATIONS[-1][0]
+    if _schema_version(connection) == known:
+        return
     _begin(connection, "BEGIN IMMEDIATE")
     try:
         connection.execute(
@@ -216,9 +222,7 @@ def _migrate(connection: sqlite3.Connection) -> None:
             " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL"
             ") STRICT"
         )
-        row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version")
-        current = int(row.fetchone()[0])
-        known = MIGRATIONS[-1][0]
+        current = _schema_version(connection)
         if current > known:
             raise LedgerSchemaError(
                 f"the ledger has schema version {current}, this dpgate knows up to {known}"
@@ -236,6 +240,17 @@ def _migrate(connection: sqlite3.Connection) -> None:
     except BaseException:
         _rollback(connection)
         raise
+
+
+def _schema_version(connection: sqlite3.Connection) -> int:
+    """The highest applied migration, 0 for a new file."""
+    exists = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0])
 
 
 class SqliteTransaction:

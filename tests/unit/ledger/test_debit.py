@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import (
     BudgetExhausted,
     DatasetNotFound,
     IdempotencyConflict,
     InvalidAmount,
     Outcome,
+    ReleaseKeyConflict,
     RequesterDisabled,
 )
 
@@ -197,3 +199,32 @@ def test_reconcile_finds_balances_equal_to_releases(setup):
     setup.charge(setup.alice, "k1", 42)
     setup.charge(setup.bob, "k2", 58)
     assert setup.ledger.reconcile().ok
+
+
+def test_lookup_is_free_and_writes_nothing(setup):
+    setup.charge(setup.alice, "k1", 100)
+    head = setup.ledger.head()
+    for _ in range(3):
+        setup.ledger.lookup_release("k1", "bob")
+        setup.ledger.lookup_release("missing", "bob")
+    assert setup.ledger.head() == head
+    assert setup.ledger.get_budget("bob", setup.dataset).spent_units == 0
+
+
+def test_release_key_of_another_dataset_is_refused(setup):
+    setup.ledger.admin.create_dataset(
+        "other", accounting=Accounting.PURE_DP, cap_units=100, reason="t", request=setup.operator
+    )
+    setup.ledger.admin.grant_allocation("alice", "other", 100, request=setup.operator)
+    setup.charge(setup.alice, "k1", 10)
+    with pytest.raises(ReleaseKeyConflict):
+        setup.ledger.debit(
+            "alice",
+            "other",
+            "k1",
+            idempotency_key=None,
+            cost_units=10,
+            payload=b"",
+            request=setup.request(setup.alice),
+        )
+    assert setup.ledger.get_dataset("other").spent_units == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from dpgate_server.ledger import Ledger, LedgerSchemaError, SqliteStorage
+from dpgate_server.ledger import Ledger, LedgerBusy, LedgerSchemaError, Outcome, SqliteStorage
 from dpgate_server.ledger.sqlite_schema import MIGRATIONS
 
 
@@ -49,3 +49,18 @@ def test_closed_storage_refuses_use(tmp_path):
     storage.close()
     with pytest.raises(RuntimeError), storage.read():
         pass
+
+
+def test_write_lock_held_past_the_busy_timeout_raises_ledger_busy(setup):
+    setup.ledger.close()
+    blocker = sqlite3.connect(setup.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with (
+            Ledger.open_sqlite(setup.path, busy_timeout_s=0.05) as ledger,
+            pytest.raises(LedgerBusy),
+        ):
+            ledger.record_event(setup.request(setup.alice), Outcome.INVALID)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
