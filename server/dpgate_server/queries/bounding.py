@@ -1,0 +1,49 @@
+"""Choose how a query bounds each patient's contribution, from the version's record.
+
+DESIGN.md "Dataset versions and releases": a version cut to k rows per patient and
+*verified* at publish may be queried with OpenDP's row-level unit (`contributions=k`) and
+no truncation, 8-37x faster (OPENDP_POLARS.md section 12). OpenDP cannot tell a bounded
+file from a raw one, so the choice comes only from the manifest's ContributionBound; any
+version without a verified record is queried with the patient-level unit and per-query
+truncation, which is sound on any file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dpgate_server.data.store import ContributionBound
+from dpgate_server.queries.model import BoundingMethod
+
+
+@dataclass(frozen=True, slots=True)
+class Bounding:
+    """How a query's plan bounds each patient, and what it is charged for.
+
+    Attributes:
+        method: publish-time (row-level unit) or per-query truncation (patient unit).
+        max_contributions: k, the rows per patient the cost is computed for.
+    """
+
+    method: BoundingMethod
+    max_contributions: int
+
+    @property
+    def d_in(self) -> int:
+        """OpenDP's input distance: k rows, or 1 patient (who keeps at most k rows)."""
+        return self.max_contributions if self.method is BoundingMethod.PUBLISH_TIME else 1
+
+
+def choose_bounding(record: ContributionBound | None, requested: int) -> Bounding:
+    """The cheapest sound bounding for a query allowed `requested` rows per patient.
+
+    - A verified version bound K <= requested: every patient already has at most K rows
+      in the files, so use the row-level unit and charge K (no truncation filter).
+    - Otherwise (no record, unverified, or the query asks for fewer rows than K): keep
+      `requested` random rows per patient after the filters, and charge `requested`.
+    """
+    if requested < 1:
+        raise ValueError("requested contributions must be at least 1")
+    if record is not None and record.verified and 1 <= record.max_contributions <= requested:
+        return Bounding(BoundingMethod.PUBLISH_TIME, record.max_contributions)
+    return Bounding(BoundingMethod.PER_QUERY, requested)

@@ -1,0 +1,369 @@
+"""The query engine: validate, price, plan, run and package a release.
+
+The gRPC layer calls, in order:
+
+1. `prepare(version, query)` -> PreparedQuery: everything decided without private data
+   (checks, bounding, cells, spend, noise scale, cost, release key). It raises
+   InvalidQuery for a bad query; the caller looks `prepared.key` up in the ledger (a hit is
+   returned free) and checks the budget against `prepared.cost_units`.
+2. `execute(version, prepared)` -> Release: builds the OpenDP measurement, cross-checks its
+   cost, reads the data and adds noise. It does not debit: the ledger stores the release
+   and debits in one transaction.
+
+`run(version, query)` is both steps; `preview(...)` is step 1 reported as a Preview.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import opendp.prelude as dp
+import polars as pl
+
+from dpgate_server.data.metadata import DatasetMetadata
+from dpgate_server.data.store import ContributionBound, DatasetVersion
+from dpgate_server.queries import accuracy, cost
+from dpgate_server.queries.bounding import Bounding, choose_bounding
+from dpgate_server.queries.cost import Calibration
+from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
+from dpgate_server.queries.keys import KeySets
+from dpgate_server.queries.limits import QueryLimits
+from dpgate_server.queries.model import (
+    BoundingMethod,
+    CanonicalQuery,
+    Cell,
+    Mechanism,
+    Query,
+    Release,
+)
+from dpgate_server.queries.plans import VALUE_COLUMN, build_plan, make_measurement
+from dpgate_server.queries.validation import ValidatedQuery, validate
+from dpgate_server.spend import units_to_decimal, units_to_float
+
+_MAX_TARGET_STEPS = 64
+"""Unit steps tried when rounding lands a target accuracy one step short."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedQuery:
+    """A checked, priced query on one version; nothing private has been read.
+
+    Attributes:
+        query: the canonical question; `key` is its release key.
+        validated: the checked parts the plan is built from.
+        bounding: publish-time (row-level unit) or per-query truncation.
+        calibration: noise scale and dpgate's cost (`cost_units`).
+        cells: how many cells the release will have.
+        confidence_level: the requested interval level.
+        half_width: the intervals' half-width at that level.
+        truncation_note: what bounding drops, from the version's published record.
+    """
+
+    query: CanonicalQuery
+    key: str
+    validated: ValidatedQuery
+    bounding: Bounding
+    calibration: Calibration
+    cells: int
+    confidence_level: float
+    half_width: int
+    truncation_note: str
+
+    @property
+    def cost_units(self) -> int:
+        return self.calibration.cost_units
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What a query would cost and how accurate it would be; free, reads no private data.
+
+    Attributes:
+        dataset_id: dataset.
+        dataset_version: the version previewed, or None for a metadata-only preview.
+        key: the release key the query would have on that version (None without one).
+        accounting: pure DP or zCDP.
+        spend_units: the spend (a target accuracy resolved to the smallest reaching it).
+        mechanism: noise distribution.
+        noise_scale: its scale.
+        confidence_level: interval level.
+        half_width: every cell's interval half-width at that level.
+        cells: number of cells (metadata-only previews count columns that share a
+            public table as a cross product: an upper bound).
+        max_contributions: the bound the query would be charged for.
+        bounding: publish-time or per-query.
+        truncation_note: what the bound drops, as the version's record states it.
+    """
+
+    dataset_id: str
+    dataset_version: str | None
+    key: str | None
+    accounting: str
+    spend_units: int
+    mechanism: Mechanism
+    noise_scale: float
+    confidence_level: float
+    half_width: int
+    cells: int
+    max_contributions: int
+    bounding: BoundingMethod
+    truncation_note: str
+
+
+def prepare(
+    version: DatasetVersion, query: Query, limits: QueryLimits | None = None
+) -> PreparedQuery:
+    """Check and price `query` on `version`; raises InvalidQuery (nothing is read or spent)."""
+    dtypes = version.scan_appointments().collect_schema()
+    return _prepare(
+        version.metadata,
+        record=version.manifest.bound,
+        version_name=version.version,
+        provenance=version.manifest.source,
+        keys=KeySets.of_version(version, dict(dtypes)),
+        query=query,
+        limits=QueryLimits() if limits is None else limits,
+    )
+
+
+def execute(version: DatasetVersion, prepared: PreparedQuery) -> Release:
+    """Run a prepared query: cross-check the cost with OpenDP, read the data, add noise.
+
+    Raises CostMismatchError (refused, logged) if OpenDP's cost for the plan exceeds
+    dpgate's, and EngineError if OpenDP refuses or applies another scale than dpgate's.
+    """
+    if (version.dataset_id, version.version) != (
+        prepared.query.dataset_id,
+        prepared.query.dataset_version,
+    ):
+        raise ValueError("a prepared query runs only on the version it was prepared for")
+    scan = version.scan_appointments()
+    schema = scan.collect_schema()
+    v = prepared.validated
+    keys = (
+        KeySets.of_version(version, dict(schema)).frame(v.group_by, v.filters)
+        if v.group_by
+        else None
+    )
+    plan = build_plan(schema, v, prepared.bounding, version.metadata.privacy_unit, keys)
+    calibration = prepared.calibration
+    try:
+        measurement = make_measurement(
+            scan, version.metadata, prepared.bounding, plan, calibration.global_scale
+        )
+        _check_scale(measurement, calibration)
+        d_in = prepared.bounding.d_in
+        charge = units_to_float(calibration.cost_units)
+        cost.cross_check(
+            calibration.cost_units,
+            float(measurement.map(d_in)),
+            bool(measurement.check(d_in, charge)),
+            prepared.query.to_json(),
+        )
+        frame = measurement(scan).collect()
+    except dp.OpenDPException as exc:
+        raise EngineError(f"OpenDP refused dpgate's plan: {exc}") from exc
+    return _release(prepared, frame)
+
+
+def run(version: DatasetVersion, query: Query, limits: QueryLimits | None = None) -> Release:
+    """Validate, price and answer `query` on `version` (does not debit: the ledger does)."""
+    return execute(version, prepare(version, query, limits))
+
+
+def preview(
+    source: DatasetVersion | DatasetMetadata, query: Query, limits: QueryLimits | None = None
+) -> Preview:
+    """Accuracy and cost of `query` without data or budget.
+
+    With a version: its verified bound, its public key tables and its release key. With
+    metadata alone: per-query bounding at the requested bound, and cells counted from the
+    published values (columns sharing a key table as a cross product, an upper bound).
+    """
+    limits = QueryLimits() if limits is None else limits
+    if isinstance(source, DatasetVersion):
+        prepared = prepare(source, query, limits)
+        version: str | None = source.version
+        key: str | None = prepared.key
+    else:
+        prepared = _prepare(
+            source,
+            record=None,
+            version_name="",
+            provenance={},
+            keys=KeySets.of_metadata(source),
+            query=query,
+            limits=limits,
+        )
+        version, key = None, None
+    return Preview(
+        dataset_id=prepared.query.dataset_id,
+        dataset_version=version,
+        key=key,
+        accounting=prepared.query.accounting.value,
+        spend_units=prepared.query.spend_units,
+        mechanism=prepared.calibration.mechanism,
+        noise_scale=prepared.calibration.noise_scale,
+        confidence_level=prepared.confidence_level,
+        half_width=prepared.half_width,
+        cells=prepared.cells,
+        max_contributions=prepared.bounding.max_contributions,
+        bounding=prepared.bounding.method,
+        truncation_note=prepared.truncation_note,
+    )
+
+
+def _prepare(
+    metadata: DatasetMetadata,
+    *,
+    record: ContributionBound | None,
+    version_name: str,
+    provenance: dict[str, Any],
+    keys: KeySets,
+    query: Query,
+    limits: QueryLimits,
+) -> PreparedQuery:
+    validated = validate(metadata, query, limits)
+    bounding = choose_bounding(record, validated.max_contributions)
+    cells = _check_cells(keys, validated, limits)
+    calibration = _calibrate(validated, bounding, limits)
+    canonical = CanonicalQuery(
+        dataset_id=validated.dataset_id,
+        dataset_version=version_name,
+        aggregate=validated.aggregate,
+        column=validated.column,
+        filters=validated.filters,
+        group_by=validated.group_by,
+        accounting=validated.accounting,
+        spend_units=calibration.cost_units
+        if validated.spend_units is None
+        else validated.spend_units,
+        max_contributions=bounding.max_contributions,
+    )
+    return PreparedQuery(
+        query=canonical,
+        key=canonical.key(),
+        validated=validated,
+        bounding=bounding,
+        calibration=calibration,
+        cells=cells,
+        confidence_level=validated.confidence_level,
+        half_width=accuracy.half_width(
+            calibration.mechanism, calibration.noise_scale, validated.confidence_level
+        ),
+        truncation_note=_truncation_note(bounding, provenance),
+    )
+
+
+def _check_cells(keys: KeySets, v: ValidatedQuery, limits: QueryLimits) -> int:
+    if not v.group_by:
+        return 1
+    cells = keys.count(v.group_by, v.filters)
+    if cells > limits.max_cells:
+        raise InvalidQuery(
+            Reason.TOO_MANY_CELLS,
+            "group_by",
+            f"grouping by {', '.join(v.group_by)} gives {cells:,} cells, at most "
+            f"{limits.max_cells:,} are allowed; group by fewer or coarser columns, or filter "
+            "the grouped columns to fewer values.",
+        )
+    if cells == 0:
+        raise InvalidQuery(
+            Reason.BAD_VALUE,
+            "filters",
+            f"the filters exclude every public key of {', '.join(v.group_by)}, so the answer "
+            "would have no cells; loosen the filters on the grouped columns.",
+        )
+    return cells
+
+
+def _calibrate(v: ValidatedQuery, bounding: Bounding, limits: QueryLimits) -> Calibration:
+    k, sensitivity = bounding.max_contributions, v.sensitivity
+    if v.spend_units is not None:
+        return cost.calibrate(v.accounting, k, sensitivity, v.spend_units)
+    assert v.target_half_width is not None
+    mechanism = cost.mechanism_for(v.accounting)
+    target = math.floor(v.target_half_width)
+    ceiling = limits.max_spend_units(v.accounting)
+    widest = accuracy.largest_scale_for_half_width(
+        mechanism, v.target_half_width, v.confidence_level
+    )
+    if widest > 0:
+        units = cost.spend_for_noise_scale(v.accounting, k, sensitivity, widest)
+        for _ in range(_MAX_TARGET_STEPS):
+            if units > ceiling:
+                break
+            calibration = cost.calibrate(v.accounting, k, sensitivity, units)
+            width = accuracy.half_width(mechanism, calibration.noise_scale, v.confidence_level)
+            if width <= target:
+                return calibration
+            units += 1
+    best = cost.calibrate(v.accounting, k, sensitivity, ceiling)
+    best_width = accuracy.half_width(mechanism, best.noise_scale, v.confidence_level)
+    measure = "epsilon" if mechanism is Mechanism.DISCRETE_LAPLACE else "rho"
+    raise InvalidQuery(
+        Reason.UNREACHABLE_ACCURACY,
+        "target_half_width",
+        f"+/-{v.target_half_width:g} at {v.confidence_level:.0%} needs more than the per-query "
+        f"maximum {measure} {units_to_decimal(ceiling)}; the best reachable is "
+        f"+/-{best_width}. Accept a wider interval, a lower confidence level, or a smaller "
+        "max_contributions.",
+    )
+
+
+def _check_scale(measurement: Any, calibration: Calibration) -> None:
+    summary = dp.summarize_polars_measurement(measurement)
+    scales = summary.get_column("scale").to_list()
+    if len(scales) != 1 or float(scales[0]) != calibration.noise_scale:
+        raise EngineError(
+            f"OpenDP applies noise scale(s) {scales}, dpgate calibrated "
+            f"{calibration.noise_scale!r}: the cost cannot be vouched for"
+        )
+
+
+def _release(prepared: PreparedQuery, frame: pl.DataFrame) -> Release:
+    group_by = list(prepared.query.group_by)
+    if group_by:
+        frame = frame.sort(group_by, nulls_last=False)
+    values = frame.get_column(VALUE_COLUMN)
+    if values.null_count():
+        raise EngineError("OpenDP returned a cell without a value")
+    width = prepared.half_width
+    keys = frame.select(group_by).rows() if group_by else [()] * frame.height
+    cells = tuple(
+        Cell(
+            key=tuple(key), value=int(value), ci_low=int(value) - width, ci_high=int(value) + width
+        )
+        for key, value in zip(keys, values.to_list(), strict=True)
+    )
+    return Release(
+        query=prepared.query,
+        key=prepared.key,
+        cells=cells,
+        mechanism=prepared.calibration.mechanism,
+        noise_scale=prepared.calibration.noise_scale,
+        cost_units=prepared.calibration.cost_units,
+        bounding=prepared.bounding.method,
+        confidence_level=prepared.confidence_level,
+        half_width=width,
+    )
+
+
+def _truncation_note(bounding: Bounding, provenance: dict[str, Any]) -> str:
+    k = bounding.max_contributions
+    if bounding.method is BoundingMethod.PER_QUERY:
+        return (
+            f"Each patient contributes at most {k} of the rows matching the filters (chosen "
+            "at random in this query); values estimate that truncated table, and intervals do "
+            "not cover the rows dropped."
+        )
+    before, kept = provenance.get("rows_before_bound"), provenance.get("rows")
+    note = (
+        f"This version was cut to at most {k} random rows per patient when it was published; "
+        "values estimate the bounded table, and intervals do not cover the rows dropped."
+    )
+    if isinstance(before, int) and isinstance(kept, int) and before > 0:
+        note += f" Publishing kept {kept:,} of {before:,} rows ({kept / before:.1%})."
+    return note

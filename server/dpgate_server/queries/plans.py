@@ -1,0 +1,105 @@
+"""The two plan templates (COUNT and SUM), written once, and their OpenDP measurement.
+
+A plan starts from an *empty* frame with the private table's schema (OpenDP refuses a
+plan built on the scan), applies the checked filters, then (per-query bounding only)
+keeps k random rows per patient, then aggregates: `dp.len(signed=True)` for COUNT (the
+unsigned default clamps at zero and biases small cells), or the column cast to Int64,
+nulls filled, clamped to its public bounds and summed. A grouped plan left-joins the
+aggregate onto the public key frame, so every public key gets a noised cell.
+
+Nothing here creates or overwrites a column (OpenDP understates the cost of overwriting a
+group column after truncation, opendp/opendp#2949): filters come first, then truncation,
+then the aggregate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import opendp.prelude as dp
+import polars as pl
+from opendp.extras.polars import Margin, dp_len
+
+from dpgate_server.data.metadata import Accounting, DatasetMetadata
+from dpgate_server.queries.bounding import Bounding
+from dpgate_server.queries.expressions import conjunction
+from dpgate_server.queries.model import AggregateFunction, BoundingMethod
+from dpgate_server.queries.validation import ValidatedQuery
+
+dp.enable_features("contrib")
+
+VALUE_COLUMN = "__dpgate_value"
+"""Name of the released aggregate in a plan's output (never a dataset column name)."""
+
+
+def aggregate_expression(query: ValidatedQuery) -> pl.Expr:
+    """COUNT: signed noisy row count. SUM: Int64 column, nulls as 0 clamped into bounds."""
+    if query.aggregate is AggregateFunction.COUNT:
+        return cast(pl.Expr, dp_len(signed=True)).alias(VALUE_COLUMN)
+    assert query.column is not None
+    assert query.clamp is not None
+    low, high = query.clamp
+    fill = min(max(0, low), high)  # unknown values add nothing when 0 is in the bounds
+    column: Any = pl.col(query.column).cast(pl.Int64).fill_null(fill)
+    return cast(pl.Expr, column.dp.sum((low, high))).alias(VALUE_COLUMN)
+
+
+def truncation_filter(privacy_unit: str, max_contributions: int) -> pl.Expr:
+    """Keep `max_contributions` random rows of each patient (rows after the filters)."""
+    return pl.int_range(pl.len()).shuffle().over(privacy_unit) < max_contributions
+
+
+def build_plan(
+    schema: pl.Schema,
+    query: ValidatedQuery,
+    bounding: Bounding,
+    privacy_unit: str,
+    keys: pl.LazyFrame | None,
+) -> pl.LazyFrame:
+    """The query's plan: filters, then truncation (per-query only), then the aggregate."""
+    frame = pl.LazyFrame(schema=schema)
+    condition = conjunction(query.filters)
+    if condition is not None:
+        frame = frame.filter(condition)
+    if bounding.method is BoundingMethod.PER_QUERY:
+        frame = frame.filter(truncation_filter(privacy_unit, bounding.max_contributions))
+    aggregate = aggregate_expression(query)
+    if not query.group_by:
+        return frame.select(aggregate)
+    if keys is None:
+        raise ValueError("a grouped plan needs its public key frame")
+    grouped = frame.group_by(list(query.group_by)).agg(aggregate)
+    return keys.join(grouped, on=list(query.group_by), how="left", nulls_equal=True)
+
+
+def privacy_unit_of(bounding: Bounding, privacy_unit: str) -> tuple[Any, int]:
+    """OpenDP metric and d_in: k rows (row-level unit) or one patient (identifier unit)."""
+    if bounding.method is BoundingMethod.PUBLISH_TIME:
+        metric, _ = dp.unit_of(contributions=bounding.max_contributions)
+    else:
+        metric, _ = dp.unit_of(contributions=1, identifier=privacy_unit)
+    return metric, bounding.d_in
+
+
+def make_measurement(
+    scan: pl.LazyFrame,
+    metadata: DatasetMetadata,
+    bounding: Bounding,
+    plan: pl.LazyFrame,
+    global_scale: float,
+) -> Any:
+    """The OpenDP measurement of `plan` on data shaped like `scan` (schema only is read).
+
+    The row-count margin is the metadata's public ceiling (a policy constant, required for
+    integer sums' overflow check); nothing in the domain comes from the rows.
+    """
+    domain = dp.with_margin(
+        dp.domain_of(scan, infer=True), Margin(by=[], max_length=metadata.max_rows)
+    )
+    metric, _ = privacy_unit_of(bounding, metadata.privacy_unit)
+    measure = (
+        dp.max_divergence()
+        if metadata.accounting is Accounting.PURE_DP
+        else dp.zero_concentrated_divergence()
+    )
+    return dp.m.make_private_lazyframe(domain, metric, measure, plan, global_scale=global_scale)
