@@ -100,6 +100,7 @@ def volume_figures(version: DatasetVersion) -> VolumeFigures:
 
 def row_figures(version: DatasetVersion) -> RowFigures:
     scan = version.scan_appointments()
+    days = _day_figures(scan)
     return RowFigures(
         status=_shares(scan, "status"),
         mode=_shares(scan, "mode"),
@@ -113,8 +114,10 @@ def row_figures(version: DatasetVersion) -> RowFigures:
         weekday_share=_rate(scan, ~pl.col("weekday").is_in(["Sat", "Sun"])),
         saturday_dna_ratio=_rate(scan.filter(pl.col("weekday") == "Sat"), pl.col("status") == "DNA")
         / _rate(scan.filter(~pl.col("weekday").is_in(["Sat", "Sun"])), pl.col("status") == "DNA"),
-        **_day_figures(scan),
-    )  # fmt: skip
+        monday_friday_ratio=days.monday_friday_ratio,
+        bank_holiday_relative=days.bank_holiday_relative,
+        per_working_day_ratio=days.per_working_day_ratio,
+    )
 
 
 def practice_figures(practices: PracticeTable | None = None) -> PracticeFigures:
@@ -171,7 +174,14 @@ def _non_attended_ratio(scan: pl.LazyFrame) -> float:
     return _rate(ahead, non_attended) / _rate(near, non_attended)
 
 
-def _day_figures(scan: pl.LazyFrame) -> dict[str, float | dict[str, float]]:
+@dataclass(frozen=True, slots=True)
+class _DayFigures:
+    monday_friday_ratio: float
+    bank_holiday_relative: float
+    per_working_day_ratio: dict[str, float]
+
+
+def _day_figures(scan: pl.LazyFrame) -> _DayFigures:
     calendar = window_calendar()
     per_day = (
         scan.group_by("appointment_date").len().collect(engine="streaming").sort("appointment_date")
@@ -185,11 +195,11 @@ def _day_figures(scan: pl.LazyFrame) -> dict[str, float | dict[str, float]]:
     working_days = calendar.working_days_per_month()
     monthly = np.bincount(calendar.month_index, weights=volume, minlength=len(calendar.months))
     yearly = volume.sum() / working_days.sum()
-    return {
-        "monday_friday_ratio": float(monday / friday),
-        "bank_holiday_relative": float(volume[calendar.is_bank_holiday].mean() / working),
-        "per_working_day_ratio": {
+    return _DayFigures(
+        monday_friday_ratio=float(monday / friday),
+        bank_holiday_relative=float(volume[calendar.is_bank_holiday].mean() / working),
+        per_working_day_ratio={
             label: float(monthly[i] / working_days[i] / yearly)
             for i, label in enumerate(calendar.months)
         },
-    }
+    )

@@ -59,9 +59,7 @@ APPOINTMENTS_SCHEMA = pa.schema(
 
 _PHYSICAL_SCHEMA = pa.schema(
     [
-        pa.field(f.name, pa.dictionary(pa.int32(), pa.string()))
-        if f.type == pa.string()
-        else f
+        pa.field(f.name, pa.dictionary(pa.int32(), pa.string())) if f.type == pa.string() else f
         for f in APPOINTMENTS_SCHEMA
     ]
 )
@@ -127,7 +125,9 @@ class AppointmentRows:
         if len(blocks) == 1:
             return blocks[0]
         fields = AppointmentRows.__slots__
-        return AppointmentRows(**{f: np.concatenate([getattr(b, f) for b in blocks]) for f in fields})
+        return AppointmentRows(
+            **{f: np.concatenate([getattr(b, f) for b in blocks]) for f in fields}
+        )
 
 
 def write_table(table: pa.Table, path: Path) -> None:

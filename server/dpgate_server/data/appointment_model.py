@@ -91,27 +91,121 @@ _AGE_CARE_HOME = (0.01, 0.01, 0.01, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0, 8.0)
 _AGE_HOUSEBOUND = (0.05, 0.02, 0.02, 0.02, 0.05, 0.1, 0.3, 0.8, 2.5, 6.0)
 _BOOKED_AHEAD = (0.35, 0.8, 1.3, 1.9, 2.2, 2.4, 2.6, 1.0)
 _ON_THE_DAY = (3.0, 0.6, 0.3, 0.15, 0.1, 0.1, 0.1, 1.0)
-_CATEGORIES: tuple[tuple[str, float, tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]], ...] = (
-    ("General Consultation Routine", 25.93, _AGE_FLAT, (1, 1, 1, 0.1, 1), (2.2, 1, 1), (0.5, 1, 1.5, 1.6, 1.5, 1.4, 1, 1)),
-    ("General Consultation Acute", 18.21, (1.8, 1.5, 1.2, 1.1, 1, 0.95, 0.9, 0.85, 0.85, 0.8), (1, 1.2, 1, 0.1, 1), (2.5, 1, 1), (2.2, 1.2, 0.6, 0.2, 0.1, 0.1, 0.1, 1)),
-    ("Planned Clinics", 15.93, (0.9, 0.5, 0.5, 0.7, 0.8, 1, 1.2, 1.4, 1.4, 1.2), (2.5, 0.5, 0.3, 0.1, 1), (0.15, 1, 1), _BOOKED_AHEAD),
-    ("Clinical Triage", 10.93, (1.3, 1.2, 1.2, 1.1, 1, 1, 0.95, 0.9, 0.9, 0.9), (0.35, 2.5, 3.5, 0.05, 1), (1.2, 1, 1), (4, 0.4, 0.1, 0.05, 0.03, 0.03, 0.03, 1)),
-    ("Planned Clinical Procedure", 10.79, _AGE_FLAT, (3, 0.2, 0.1, 0.2, 1), (0.12, 1, 1), _BOOKED_AHEAD),
+_CATEGORIES: tuple[
+    tuple[str, float, tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]],
+    ...,
+] = (
+    (
+        "General Consultation Routine",
+        25.93,
+        _AGE_FLAT,
+        (1, 1, 1, 0.1, 1),
+        (2.2, 1, 1),
+        (0.5, 1, 1.5, 1.6, 1.5, 1.4, 1, 1),
+    ),
+    (
+        "General Consultation Acute",
+        18.21,
+        (1.8, 1.5, 1.2, 1.1, 1, 0.95, 0.9, 0.85, 0.85, 0.8),
+        (1, 1.2, 1, 0.1, 1),
+        (2.5, 1, 1),
+        (2.2, 1.2, 0.6, 0.2, 0.1, 0.1, 0.1, 1),
+    ),
+    (
+        "Planned Clinics",
+        15.93,
+        (0.9, 0.5, 0.5, 0.7, 0.8, 1, 1.2, 1.4, 1.4, 1.2),
+        (2.5, 0.5, 0.3, 0.1, 1),
+        (0.15, 1, 1),
+        _BOOKED_AHEAD,
+    ),
+    (
+        "Clinical Triage",
+        10.93,
+        (1.3, 1.2, 1.2, 1.1, 1, 1, 0.95, 0.9, 0.9, 0.9),
+        (0.35, 2.5, 3.5, 0.05, 1),
+        (1.2, 1, 1),
+        (4, 0.4, 0.1, 0.05, 0.03, 0.03, 0.03, 1),
+    ),
+    (
+        "Planned Clinical Procedure",
+        10.79,
+        _AGE_FLAT,
+        (3, 0.2, 0.1, 0.2, 1),
+        (0.12, 1, 1),
+        _BOOKED_AHEAD,
+    ),
     ("Inconsistent Mapping", 10.66, _AGE_FLAT, (1, 1, 1, 1, 1), (1, 1, 1), _ONES8),
     ("Unmapped", 1.66, _AGE_FLAT, (1, 1, 1, 1, 3), (0.8, 1, 3), (1, 1, 1, 1, 1, 1, 1, 5)),
     ("Unplanned Clinical Activity", 1.04, _AGE_FLAT, (1, 1, 1, 1, 1), (1, 1, 1), _ON_THE_DAY),
-    ("Care Related Encounter but does not fit into any other category", 0.97, _AGE_FLAT, (1, 1, 1, 1, 1), (0.8, 1, 1), _ONES8),
-    ("Structured Medication Review", 0.94, (0.05, 0.05, 0.1, 0.2, 0.4, 0.8, 1.3, 2, 2.2, 2), (0.7, 2.5, 1, 0.5, 1), (0.2, 1, 1), _BOOKED_AHEAD),
+    (
+        "Care Related Encounter but does not fit into any other category",
+        0.97,
+        _AGE_FLAT,
+        (1, 1, 1, 1, 1),
+        (0.8, 1, 1),
+        _ONES8,
+    ),
+    (
+        "Structured Medication Review",
+        0.94,
+        (0.05, 0.05, 0.1, 0.2, 0.4, 0.8, 1.3, 2, 2.2, 2),
+        (0.7, 2.5, 1, 0.5, 1),
+        (0.2, 1, 1),
+        _BOOKED_AHEAD,
+    ),
     ("Home Visit", 0.83, _AGE_HOUSEBOUND, (0.05, 0.05, 0.01, 300, 1), (3, 1, 1), _ON_THE_DAY),
-    ("Patient contact during Care Home Round", 0.68, _AGE_CARE_HOME, (0.5, 0.2, 0.1, 60, 1), (1.5, 1, 1), _BOOKED_AHEAD),
+    (
+        "Patient contact during Care Home Round",
+        0.68,
+        _AGE_CARE_HOME,
+        (0.5, 0.2, 0.1, 60, 1),
+        (1.5, 1, 1),
+        _BOOKED_AHEAD,
+    ),
     ("Social Prescribing Service", 0.37, _AGE_FLAT, (1, 2, 1, 0.5, 1), (0.01, 1, 1), _BOOKED_AHEAD),
-    ("Service provided by organisation external to the practice", 0.36, _AGE_FLAT, (1, 1, 1, 1, 1), (0.3, 1, 1), _ONES8),
+    (
+        "Service provided by organisation external to the practice",
+        0.36,
+        _AGE_FLAT,
+        (1, 1, 1, 1, 1),
+        (0.3, 1, 1),
+        _ONES8,
+    ),
     ("Care Home Visit", 0.35, _AGE_CARE_HOME, (0.05, 0.05, 0.01, 300, 1), (2, 1, 1), _ONES8),
-    ("Care Home Needs Assessment & Personalised Care and Support Planning", 0.14, _AGE_CARE_HOME, (0.5, 0.3, 0.3, 30, 1), (0.5, 1, 1), _BOOKED_AHEAD),
-    ("Walk-in", 0.14, _AGE_FLAT, (20, 0.01, 0.01, 0.01, 1), (0.5, 1, 1), (50, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 1)),
-    ("Non-contractual chargeable work", 0.04, _AGE_FLAT, (1, 1, 1, 1, 1), (1.5, 1, 1), _BOOKED_AHEAD),
-    ("Group Consultation and Group Education", 0.03, _AGE_FLAT, (2, 0.5, 2, 0.01, 1), (0.1, 1, 1), _BOOKED_AHEAD),
-)  # fmt: skip
+    (
+        "Care Home Needs Assessment & Personalised Care and Support Planning",
+        0.14,
+        _AGE_CARE_HOME,
+        (0.5, 0.3, 0.3, 30, 1),
+        (0.5, 1, 1),
+        _BOOKED_AHEAD,
+    ),
+    (
+        "Walk-in",
+        0.14,
+        _AGE_FLAT,
+        (20, 0.01, 0.01, 0.01, 1),
+        (0.5, 1, 1),
+        (50, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 1),
+    ),
+    (
+        "Non-contractual chargeable work",
+        0.04,
+        _AGE_FLAT,
+        (1, 1, 1, 1, 1),
+        (1.5, 1, 1),
+        _BOOKED_AHEAD,
+    ),
+    (
+        "Group Consultation and Group Education",
+        0.03,
+        _AGE_FLAT,
+        (2, 0.5, 2, 0.01, 1),
+        (0.1, 1, 1),
+        _BOOKED_AHEAD,
+    ),
+)
 NATIONAL_CATEGORIES: tuple[str, ...] = tuple(c[0] for c in _CATEGORIES)
 PLANNED_CLINICAL_PROCEDURE = NATIONAL_CATEGORIES.index("Planned Clinical Procedure")
 
@@ -186,8 +280,22 @@ _WEEKEND_SETTING = np.array([0.15, 0.35, 0.45, 0.03, 0.02])
 EXTENDED_ACCESS = SERVICE_SETTINGS.index("Extended Access Provision")
 
 # Hour-of-day profiles (relative weights, hours 0..23).
-_HOURS_WEEKDAY = {7: 1.0, 8: 11, 9: 14, 10: 13.5, 11: 12.5, 12: 7, 13: 5, 14: 9, 15: 10, 16: 9,
-                  17: 5.5, 18: 2, 19: 0.8, 20: 0.3}  # fmt: skip
+_HOURS_WEEKDAY = {
+    7: 1.0,
+    8: 11,
+    9: 14,
+    10: 13.5,
+    11: 12.5,
+    12: 7,
+    13: 5,
+    14: 9,
+    15: 10,
+    16: 9,
+    17: 5.5,
+    18: 2,
+    19: 0.8,
+    20: 0.3,
+}
 _HOURS_EXTENDED_ACCESS = {7: 8.0, 8: 4, 18: 40, 19: 35, 20: 13}
 _HOURS_WEEKEND = {8: 14.0, 9: 22, 10: 22, 11: 18, 12: 12, 13: 6, 14: 3, 15: 2, 16: 1}
 HOUR_PROFILE_WEEKDAY, HOUR_PROFILE_EXTENDED_ACCESS, HOUR_PROFILE_WEEKEND = 0, 1, 2
@@ -272,7 +380,8 @@ def _hour_cdf(profile: dict[int, float]) -> Matrix:
     weights = np.zeros(24)
     for hour, weight in profile.items():
         weights[hour] = weight
-    return cumulative(weights[None, :])[0]
+    cdf: Matrix = cumulative(weights[None, :])[0]
+    return cdf
 
 
 def _weekday_setting_shares() -> Matrix:

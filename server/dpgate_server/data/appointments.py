@@ -70,7 +70,12 @@ class PracticeAppointments:
         return int(self.patient.size)
 
 
-def sample(rng: np.random.Generator, cdf: npt.NDArray[np.float64], state: npt.NDArray[np.int64] | None, size: int) -> npt.NDArray[np.int64]:  # fmt: skip
+def sample(
+    rng: np.random.Generator,
+    cdf: npt.NDArray[np.float64],
+    state: npt.NDArray[np.int64] | None,
+    size: int,
+) -> npt.NDArray[np.int64]:
     """One categorical draw per row from the CDF row `state[i]` (or the single CDF `cdf`).
 
     Row s of the table is shifted to (s, s + 1], so one `searchsorted` over the flattened
@@ -82,7 +87,8 @@ def sample(rng: np.random.Generator, cdf: npt.NDArray[np.float64], state: npt.ND
     states, width = cdf.shape
     flat = (np.arange(states, dtype=np.float64)[:, None] + cdf).ravel()
     position = np.searchsorted(flat, state + u, side="right")
-    return np.minimum(position - state * width, width - 1).astype(np.int64)
+    codes: npt.NDArray[np.int64] = np.minimum(position - state * width, width - 1).astype(np.int64)
+    return codes
 
 
 def draw_appointments(
@@ -121,7 +127,9 @@ def draw_appointments(
     category = sample(rng, model.category_cdf, age, n)
     category[vaccine] = PLANNED_CLINICAL_PROCEDURE
     categories = len(NATIONAL_CATEGORIES)
-    mode = sample(rng, model.mode_cdf, np.where(vaccine, 12 * categories, month * categories + category), n)  # fmt: skip
+    mode = sample(
+        rng, model.mode_cdf, np.where(vaccine, 12 * categories, month * categories + category), n
+    )
     parent = np.where(vaccine, categories, category)
     hcp = sample(rng, model.hcp_cdf, parent, n)
     lead_band = sample(rng, model.lead_cdf, parent, n)
@@ -192,4 +200,5 @@ def _long_lead_days(rng: np.random.Generator, size: int) -> npt.NDArray[np.int16
     span = MAX_LEAD_TIME_DAYS - 28
     tail = 1 - np.exp(-span / _LONG_LEAD_MEAN_EXCESS)
     excess = -_LONG_LEAD_MEAN_EXCESS * np.log1p(-rng.random(size) * tail)
-    return (29 + np.minimum(np.floor(excess), span - 1)).astype(np.int16)
+    days: npt.NDArray[np.int16] = (29 + np.minimum(np.floor(excess), span - 1)).astype(np.int16)
+    return days

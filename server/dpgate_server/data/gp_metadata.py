@@ -105,15 +105,21 @@ def _columns(practices: PracticeTable) -> tuple[ColumnSpec, ...]:
         ),
         _practice_column("practice_code", "GP practice (ODS-style code).", practices.practice_code),
         _practice_column("pcn_code", "Primary care network of the practice.", practices.pcn_code),
-        _practice_column("sub_icb_code", "Sub-ICB location of the practice.", practices.sub_icb_code),
+        _practice_column(
+            "sub_icb_code", "Sub-ICB location of the practice.", practices.sub_icb_code
+        ),
         _practice_column("icb_code", "Integrated care board (ONS code).", practices.icb_code),
         _practice_column("region_code", "NHS England region (ONS code).", practices.region_code),
         _calendar_column(
             "appointment_date", ColumnKind.DATE, "Day of the appointment.", calendar.dates
         ),
-        _calendar_column("week", ColumnKind.STRING, "ISO week, e.g. 2025-W03.", calendar.week_labels()),
+        _calendar_column(
+            "week", ColumnKind.STRING, "ISO week, e.g. 2025-W03.", calendar.week_labels()
+        ),
         _calendar_column("month", ColumnKind.STRING, "Month, e.g. 2025-01.", calendar.months),
-        _calendar_column("weekday", ColumnKind.STRING, "Day of the week, Mon..Sun.", WEEKDAY_LABELS),
+        _calendar_column(
+            "weekday", ColumnKind.STRING, "Day of the week, Mon..Sun.", WEEKDAY_LABELS
+        ),
         ColumnSpec(
             name="hour",
             kind=ColumnKind.INTEGER,
@@ -138,7 +144,7 @@ def _columns(practices: PracticeTable) -> tuple[ColumnSpec, ...]:
             _category_column(name, _CATEGORY_DESCRIPTIONS[name], labels)
             for name, labels in CATEGORY_SETS
         ),
-    )  # fmt: skip
+    )
 
 
 def _distinct(values: tuple[str, ...]) -> tuple[KeyValue, ...]:

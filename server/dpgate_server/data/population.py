@@ -22,7 +22,7 @@ import numpy.typing as npt
 import polars as pl
 
 from dpgate_server.data.england_geography import SUB_ICB_LOCATIONS
-from dpgate_server.data.pseudonym import synthetic_identity, reserved_test_numbers
+from dpgate_server.data.pseudonym import reserved_test_numbers, synthetic_identity
 
 POPULATION_SEED = 20251101
 """Seed of the public practice table (list sizes, PCNs): part of the model, not of a run."""

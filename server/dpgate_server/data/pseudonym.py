@@ -130,7 +130,9 @@ def reserved_test_numbers() -> npt.NDArray[np.int64]:
     digits = (first_nine[:, None] // 10 ** np.arange(8, -1, -1, dtype=np.int64)) % 10
     check = 11 - (digits @ _MODULUS_11_WEIGHTS) % 11
     valid = check != 10
-    numbers = first_nine[valid] * 10 + np.where(check[valid] == 11, 0, check[valid])
+    numbers: npt.NDArray[np.int64] = first_nine[valid] * 10 + np.where(
+        check[valid] == 11, 0, check[valid]
+    )
     numbers.flags.writeable = False
     return numbers
 

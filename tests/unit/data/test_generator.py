@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from dpgate_server.data import generator
 from dpgate_server.data.appointment_files import APPOINTMENTS_SCHEMA
 from dpgate_server.data.bounding import BoundViolationError
 from dpgate_server.data.generator import ensure_demo_dataset, generate_dataset
-from dpgate_server.data.gp_metadata import DATASET_ID, MAX_CONTRIBUTIONS, CATEGORY_SETS
+from dpgate_server.data.gp_metadata import CATEGORY_SETS, DATASET_ID, MAX_CONTRIBUTIONS
 from dpgate_server.data.population import draw_patients, select_practices
 from dpgate_server.data.store import DatasetNotFoundError, DatasetStore, DatasetVersion
 
@@ -50,7 +49,9 @@ def test_another_seed_gives_other_rows(tmp_path: Path) -> None:
 def test_metadata_and_public_tables_do_not_depend_on_the_rows(tmp_path: Path) -> None:
     first = generate_dataset(DatasetStore(tmp_path / "a"), KEY, practices=2, seed=1)
     second = generate_dataset(DatasetStore(tmp_path / "b"), b"\x01" * 32, practices=2, seed=2)
-    assert (first.path / "metadata.json").read_bytes() == (second.path / "metadata.json").read_bytes()
+    assert (first.path / "metadata.json").read_bytes() == (
+        second.path / "metadata.json"
+    ).read_bytes()
     assert first.manifest.public_files == second.manifest.public_files
 
 
@@ -67,7 +68,8 @@ def test_files_follow_the_appointments_schema(small_dataset: DatasetVersion) -> 
 def test_one_file_per_month_sorted_by_practice(small_dataset: DatasetVersion) -> None:
     paths = small_dataset.appointment_paths()
     month = small_dataset.metadata.column("month")
-    assert month is not None and tuple(p.stem for p in paths) == month.values
+    assert month is not None
+    assert tuple(p.stem for p in paths) == month.values
     for path in paths:
         frame = pl.read_parquet(path, columns=["practice_code", "month", "appointment_date"])
         assert frame["practice_code"].is_sorted()
@@ -82,8 +84,11 @@ def test_every_value_is_in_its_public_set(small_dataset: DatasetVersion) -> None
             assert seen <= set(spec.values), spec.name
         if spec.bounds is not None:
             column = pl.col(spec.name)
-            low, high = scan.select(column.min().alias("lo"), column.max().alias("hi")).collect().row(0)
-            assert spec.bounds[0] <= low and high <= spec.bounds[1], spec.name
+            low, high = (
+                scan.select(column.min().alias("lo"), column.max().alias("hi")).collect().row(0)
+            )
+            assert spec.bounds[0] <= low, spec.name
+            assert high <= spec.bounds[1], spec.name
 
 
 def test_no_nhs_number_is_written(small_dataset: DatasetVersion) -> None:
@@ -105,7 +110,8 @@ def test_no_nhs_number_is_written(small_dataset: DatasetVersion) -> None:
 
 def test_published_version_carries_a_verified_bound(small_dataset: DatasetVersion) -> None:
     bound = small_dataset.manifest.bound
-    assert bound is not None and bound.verified
+    assert bound is not None
+    assert bound.verified
     assert bound.max_contributions == MAX_CONTRIBUTIONS == small_dataset.metadata.max_contributions
     per_patient = small_dataset.scan_appointments().group_by("patient_key").len()
     assert per_patient.select(pl.col("len").max()).collect().item() <= MAX_CONTRIBUTIONS
@@ -128,7 +134,9 @@ def test_unverifiable_bound_publishes_nothing(
     assert list((tmp_path / "store" / DATASET_ID / "staging").iterdir()) == []
 
 
-def test_ensure_reuses_a_matching_version(small_dataset_paths: tuple[Path, Path], small_dataset: DatasetVersion) -> None:
+def test_ensure_reuses_a_matching_version(
+    small_dataset_paths: tuple[Path, Path], small_dataset: DatasetVersion
+) -> None:
     store_root, key_file = small_dataset_paths
     again = ensure_demo_dataset(store_root, key_file, practices=10, seed=7)
     assert again.version == small_dataset.version
@@ -160,12 +168,24 @@ def test_reader_of_version_n_keeps_working_while_n_plus_1_is_published(tmp_path:
     first.verify_files()
 
 
-def test_command_line_generates_a_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line_generates_a_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = generator.main(
-        ["--practices", "1", "--seed", "5", "--store", str(tmp_path / "store"),
-         "--key-file", str(tmp_path / "secrets" / "key")]
-    )  # fmt: skip
+        [
+            "--practices",
+            "1",
+            "--seed",
+            "5",
+            "--store",
+            str(tmp_path / "store"),
+            "--key-file",
+            str(tmp_path / "secrets" / "key"),
+        ]
+    )
     assert code == 0
     assert "gp_appointments v000001" in capsys.readouterr().out
-    manifest = json.loads((tmp_path / "store" / DATASET_ID / "versions" / "v000001" / "manifest.json").read_text())
+    manifest = json.loads(
+        (tmp_path / "store" / DATASET_ID / "versions" / "v000001" / "manifest.json").read_text()
+    )
     assert manifest["source"]["seed"] == 5

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import numpy as np
-
 from dpgate_server.data.agp_checklist import practice_figures
 from dpgate_server.data.population import (
+    AGE_SEX_SHARES,
     draw_patients,
     england_practices,
     opt_out_probability,
@@ -39,7 +40,7 @@ def test_practice_codes_are_unique_ods_style_and_in_hierarchy_order() -> None:
 def test_hierarchy_nests_each_level_in_one_parent() -> None:
     table = england_practices()
     levels = [table.pcn_code, table.sub_icb_code, table.icb_code, table.region_code]
-    for child, parent in zip(levels, levels[1:], strict=False):
+    for child, parent in pairwise(levels):
         parents: dict[str, set[str]] = {}
         for c, p in zip(child, parent, strict=True):
             parents.setdefault(c, set()).add(p)
@@ -92,6 +93,4 @@ def test_nhs_numbers_of_a_cohort_are_distinct_across_practices() -> None:
 
 
 def test_opt_out_probability_averages_5_4_percent() -> None:
-    from dpgate_server.data.population import AGE_SEX_SHARES
-
     assert abs(float(AGE_SEX_SHARES.sum(axis=0) @ opt_out_probability()) - 0.054) < 1e-9

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dpgate_server.data.pseudonym import (
     KEY_BYTES,
     KeyFileError,
@@ -18,8 +17,8 @@ from dpgate_server.data.pseudonym import (
     load_or_create_key,
     patient_key,
     patient_keys,
-    synthetic_identity,
     reserved_test_numbers,
+    synthetic_identity,
 )
 
 
