@@ -139,20 +139,9 @@ def execute(version: DatasetVersion, prepared: PreparedQuery) -> Release:
         prepared.query.dataset_version,
     ):
         raise ValueError("a prepared query runs only on the version it was prepared for")
-    scan = version.scan_appointments()
-    schema = scan.collect_schema()
-    v = prepared.validated
-    keys = (
-        KeySets.of_version(version, dict(schema)).frame(v.group_by, v.filters)
-        if v.group_by
-        else None
-    )
-    plan = build_plan(schema, v, prepared.bounding, version.metadata.privacy_unit, keys)
     calibration = prepared.calibration
     try:
-        measurement = make_measurement(
-            scan, version.metadata, prepared.bounding, plan, calibration.global_scale
-        )
+        scan, measurement = build_measurement(version, prepared)
         _check_scale(measurement, calibration)
         d_in = prepared.bounding.d_in
         charge = units_to_float(calibration.cost_units)
@@ -166,6 +155,25 @@ def execute(version: DatasetVersion, prepared: PreparedQuery) -> Release:
     except dp.OpenDPException as exc:
         raise EngineError(f"OpenDP refused dpgate's plan: {exc}") from exc
     return _release(prepared, frame)
+
+
+def build_measurement(version: DatasetVersion, prepared: PreparedQuery) -> tuple[pl.LazyFrame, Any]:
+    """The scan of the version's private table and the OpenDP measurement `execute` runs.
+
+    Exposed for tests and benchmarks; calling the measurement on the scan releases noisy
+    values, so nothing but `execute` may do that outside tests.
+    """
+    scan = version.scan_appointments()
+    schema = scan.collect_schema()
+    v = prepared.validated
+    keys = None
+    if v.group_by:
+        keys = KeySets.of_version(version, dict(schema)).frame(v.group_by, v.filters)
+    plan = build_plan(schema, v, prepared.bounding, version.metadata.privacy_unit, keys)
+    measurement = make_measurement(
+        scan, version.metadata, prepared.bounding, plan, prepared.calibration.global_scale
+    )
+    return scan, measurement
 
 
 def run(version: DatasetVersion, query: Query, limits: QueryLimits | None = None) -> Release:

@@ -330,7 +330,7 @@ class Release:
                 confidence_level=float(raw["confidence_level"]),
                 half_width=int(raw["half_width"]),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ReleaseFormatError(f"release payload does not parse: {exc}") from exc
         if release.key != query.key():
             raise ReleaseFormatError("release key does not match its canonical query")
