@@ -103,7 +103,10 @@ def build_server(settings: Settings) -> RunningServer:
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME), server)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server
+    )
 
     tls = _credentials(settings)
     if tls is None:
