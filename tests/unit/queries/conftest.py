@@ -86,13 +86,13 @@ def tiny_metadata(dataset_id: str, accounting: Accounting = Accounting.PURE_DP) 
     )  # fmt: skip
 
 
-def tiny_frame(patients: int = 1_500, seed: int = 1) -> pl.DataFrame:
-    """Rows of `patients` patients, each with 1..TINY_K rows at one home practice.
+def tiny_frame(patients: int = 1_500, seed: int = 1, max_rows: int = TINY_K) -> pl.DataFrame:
+    """Rows of `patients` patients, each with 1..max_rows rows at one home practice.
 
     Durations include nulls and values above 60 (clamped by SUM).
     """
     rng = np.random.default_rng(seed)
-    per_patient = rng.integers(1, TINY_K + 1, patients)
+    per_patient = rng.integers(1, max_rows + 1, patients)
     patient = np.repeat(np.arange(patients, dtype=np.int64) * 7919 + 11, per_patient)
     home = rng.integers(0, len(PRACTICES_WITH_ROWS), patients)
     practice = np.array(PRACTICES_WITH_ROWS)[np.repeat(home, per_patient)]
