@@ -26,6 +26,7 @@ from dpgate_server.queries.accuracy import (
     tail_probability,
 )
 from dpgate_server.queries.cost import calibrate
+
 from tests.unit.queries.conftest import TinyVersions, tiny_metadata
 
 LAPLACE, GAUSSIAN = Mechanism.DISCRETE_LAPLACE, Mechanism.DISCRETE_GAUSSIAN
@@ -57,7 +58,7 @@ def test_half_width_is_the_smallest_integer_reaching_the_level(
             assert _brute_coverage(mechanism, scale, t - 1) < level
 
 
-@pytest.mark.parametrize("scale", [1_200.0, 5_000.0, 1e6])
+@pytest.mark.parametrize("scale", [1_200.0, 5_000.0, 100_000.0])
 def test_gaussian_tail_above_the_summation_threshold_matches_direct_sum(scale: float) -> None:
     t = int(1.96 * scale)
     span = int(40 * scale)

@@ -18,6 +18,7 @@ import pytest
 from dpgate_server.data.store import ContributionBound, DatasetStore, DatasetVersion
 from dpgate_server.queries import Aggregate, BoundingMethod, Filter, Query, Spend, prepare, run
 from dpgate_server.queries.bounding import choose_bounding
+
 from tests.unit.queries.conftest import (
     HUGE_EPSILON,
     HUGE_LIMITS,

@@ -16,6 +16,7 @@ from dpgate_server.queries import (
     prepare,
     run,
 )
+
 from tests.unit.queries.conftest import HUGE_LIMITS, TinyVersions
 
 BASE = Query("tiny", Aggregate.count(), spend=Spend.epsilon(0.5))

@@ -13,6 +13,7 @@ import pytest
 from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries import Aggregate, Filter, Query, Release, Spend, prepare, run
 from dpgate_server.queries.plans import build_plan
+
 from tests.unit.queries.conftest import (
     HUGE_EPSILON,
     HUGE_LIMITS,
@@ -77,9 +78,11 @@ FILTERS = [
     (Filter("hour", "<=", (9,)), pl.col("hour") <= 9),
     (Filter("hour", ">", (9,)), pl.col("hour") > 9),
     (Filter("hour", ">=", (9,)), pl.col("hour") >= 9),
-    (Filter("mode", "in", ("Telephone", "Home Visit")), pl.col("mode").is_in(["Telephone", "Home Visit"])),
+    (Filter("mode", "in", ("Telephone", "Home Visit")),
+     pl.col("mode").is_in(["Telephone", "Home Visit"])),
     (Filter("status", "=", ("DNA",)), pl.col("status") == "DNA"),
-    (Filter("appointment_date", ">=", ("2025-01-08",)), pl.col("appointment_date") >= dt.date(2025, 1, 8)),
+    (Filter("appointment_date", ">=", ("2025-01-08",)),
+     pl.col("appointment_date") >= dt.date(2025, 1, 8)),
     (Filter("appointment_date", "in", (dt.date(2025, 1, 2), dt.date(2025, 1, 3))),
      pl.col("appointment_date").is_in([dt.date(2025, 1, 2), dt.date(2025, 1, 3)])),
     (Filter("duration_minutes", "<", (30,)), pl.col("duration_minutes") < 30),
@@ -112,9 +115,8 @@ def test_nested_group_by_uses_the_public_tables_actual_pairs(tiny: TinyVersions)
 def test_independent_group_by_is_a_cross_product(tiny: TinyVersions) -> None:
     release = _exact(tiny.verified, Aggregate.count(), group_by=("practice_code", "mode"))
     assert len(release.cells) == len(MODES) * len(PRACTICES)
-    truth = dict(
-        ((m, p), n) for m, p, n in tiny.frame.group_by("mode", "practice_code").len().iter_rows()
-    )
+    rows = tiny.frame.group_by("mode", "practice_code").len().iter_rows()
+    truth = {(m, p): n for m, p, n in rows}
     assert _cells(release) == {
         (m, p): truth.get((m, p), 0) for m in sorted(MODES) for p in PRACTICES
     }
