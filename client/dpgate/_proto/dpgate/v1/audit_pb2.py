@@ -26,35 +26,35 @@ _sym_db = _symbol_database.Default()
 from dpgate._proto.dpgate.v1 import types_pb2 as dpgate_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64pgate/v1/audit.proto\x12\tdpgate.v1\x1a\x15\x64pgate/v1/types.proto\"3\n\tAuditHead\x12\x13\n\x0b\x65vent_count\x18\x01 \x01(\x04\x12\x11\n\thead_hash\x18\x02 \x01(\t\"\xf8\x01\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x13\n\x0boccurred_at\x18\x02 \x01(\t\x12\x14\n\x0crequester_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0b\n\x03rpc\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x1e\n\x04\x63ost\x18\x07 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x12\n\nrelease_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x15\n\rprevious_hash\x18\x0b \x01(\t\x12\x12\n\nevent_hash\x18\x0c \x01(\t\">\n\x16ListAuditEventsRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"@\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.dpgate.v1.AuditEvent\"F\n\x17VerifyAuditChainRequest\x12+\n\rexpected_head\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.AuditHead\"z\n\x18VerifyAuditChainResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x1a\n\x12\x66irst_bad_sequence\x18\x02 \x01(\x04\x12\x0f\n\x07problem\x18\x03 \x01(\t\x12\"\n\x04head\x18\x04 \x01(\x0b\x32\x14.dpgate.v1.AuditHead\"\x15\n\x13GetAuditHeadRequest\":\n\x14GetAuditHeadResponse\x12\"\n\x04head\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.AuditHead\"J\n\x1f\x45xportTransparencyReportRequest\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x17.dpgate.v1.ExportFormat\"0\n ExportTransparencyReportResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c*\\\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x02\x32\x8f\x03\n\x0c\x41uditService\x12Z\n\x0fListAuditEvents\x12!.dpgate.v1.ListAuditEventsRequest\x1a\".dpgate.v1.ListAuditEventsResponse0\x01\x12[\n\x10VerifyAuditChain\x12\".dpgate.v1.VerifyAuditChainRequest\x1a#.dpgate.v1.VerifyAuditChainResponse\x12O\n\x0cGetAuditHead\x12\x1e.dpgate.v1.GetAuditHeadRequest\x1a\x1f.dpgate.v1.GetAuditHeadResponse\x12u\n\x18\x45xportTransparencyReport\x12*.dpgate.v1.ExportTransparencyReportRequest\x1a+.dpgate.v1.ExportTransparencyReportResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64pgate/v1/audit.proto\x12\tdpgate.v1\x1a\x15\x64pgate/v1/types.proto\"3\n\tAuditHead\x12\x13\n\x0b\x65vent_count\x18\x01 \x01(\x04\x12\x11\n\thead_hash\x18\x02 \x01(\t\"\xb2\x02\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x13\n\x0boccurred_at\x18\x02 \x01(\t\x12\x14\n\x0crequester_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0b\n\x03rpc\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x1e\n\x04\x63ost\x18\x07 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x12\n\nrelease_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x15\n\rprevious_hash\x18\x0b \x01(\t\x12\x12\n\nevent_hash\x18\x0c \x01(\t\x12\x12\n\ndataset_id\x18\r \x01(\t\x12\x10\n\x08token_id\x18\x0e \x01(\t\x12\x12\n\nquery_text\x18\x0f \x01(\t\">\n\x16ListAuditEventsRequest\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"@\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.dpgate.v1.AuditEvent\"F\n\x17VerifyAuditChainRequest\x12+\n\rexpected_head\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.AuditHead\"z\n\x18VerifyAuditChainResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x1a\n\x12\x66irst_bad_sequence\x18\x02 \x01(\x04\x12\x0f\n\x07problem\x18\x03 \x01(\t\x12\"\n\x04head\x18\x04 \x01(\x0b\x32\x14.dpgate.v1.AuditHead\"\x15\n\x13GetAuditHeadRequest\":\n\x14GetAuditHeadResponse\x12\"\n\x04head\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.AuditHead\"J\n\x1f\x45xportTransparencyReportRequest\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x17.dpgate.v1.ExportFormat\"0\n ExportTransparencyReportResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c*\\\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x16\n\x12\x45XPORT_FORMAT_JSON\x10\x02\x32\x8f\x03\n\x0c\x41uditService\x12Z\n\x0fListAuditEvents\x12!.dpgate.v1.ListAuditEventsRequest\x1a\".dpgate.v1.ListAuditEventsResponse0\x01\x12[\n\x10VerifyAuditChain\x12\".dpgate.v1.VerifyAuditChainRequest\x1a#.dpgate.v1.VerifyAuditChainResponse\x12O\n\x0cGetAuditHead\x12\x1e.dpgate.v1.GetAuditHeadRequest\x1a\x1f.dpgate.v1.GetAuditHeadResponse\x12u\n\x18\x45xportTransparencyReport\x12*.dpgate.v1.ExportTransparencyReportRequest\x1a+.dpgate.v1.ExportTransparencyReportResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dpgate.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPORTFORMAT']._serialized_start=898
-  _globals['_EXPORTFORMAT']._serialized_end=990
+  _globals['_EXPORTFORMAT']._serialized_start=956
+  _globals['_EXPORTFORMAT']._serialized_end=1048
   _globals['_AUDITHEAD']._serialized_start=59
   _globals['_AUDITHEAD']._serialized_end=110
   _globals['_AUDITEVENT']._serialized_start=113
-  _globals['_AUDITEVENT']._serialized_end=361
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=363
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=425
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=427
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=491
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=493
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=563
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=565
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=687
-  _globals['_GETAUDITHEADREQUEST']._serialized_start=689
-  _globals['_GETAUDITHEADREQUEST']._serialized_end=710
-  _globals['_GETAUDITHEADRESPONSE']._serialized_start=712
-  _globals['_GETAUDITHEADRESPONSE']._serialized_end=770
-  _globals['_EXPORTTRANSPARENCYREPORTREQUEST']._serialized_start=772
-  _globals['_EXPORTTRANSPARENCYREPORTREQUEST']._serialized_end=846
-  _globals['_EXPORTTRANSPARENCYREPORTRESPONSE']._serialized_start=848
-  _globals['_EXPORTTRANSPARENCYREPORTRESPONSE']._serialized_end=896
-  _globals['_AUDITSERVICE']._serialized_start=993
-  _globals['_AUDITSERVICE']._serialized_end=1392
+  _globals['_AUDITEVENT']._serialized_end=419
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=421
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=483
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=485
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=549
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=551
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=621
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=623
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=745
+  _globals['_GETAUDITHEADREQUEST']._serialized_start=747
+  _globals['_GETAUDITHEADREQUEST']._serialized_end=768
+  _globals['_GETAUDITHEADRESPONSE']._serialized_start=770
+  _globals['_GETAUDITHEADRESPONSE']._serialized_end=828
+  _globals['_EXPORTTRANSPARENCYREPORTREQUEST']._serialized_start=830
+  _globals['_EXPORTTRANSPARENCYREPORTREQUEST']._serialized_end=904
+  _globals['_EXPORTTRANSPARENCYREPORTRESPONSE']._serialized_start=906
+  _globals['_EXPORTTRANSPARENCYREPORTRESPONSE']._serialized_end=954
+  _globals['_AUDITSERVICE']._serialized_start=1051
+  _globals['_AUDITSERVICE']._serialized_end=1450
 # @@protoc_insertion_point(module_scope)

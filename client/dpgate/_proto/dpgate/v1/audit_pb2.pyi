@@ -89,6 +89,9 @@ class AuditEvent(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
     EVENT_HASH_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    QUERY_TEXT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position in the chain, from 1."""
     occurred_at: _builtins.str
@@ -100,7 +103,7 @@ class AuditEvent(_message.Message):
     rpc: _builtins.str
     """The RPC called."""
     detail: _builtins.str
-    """The canonical query or operation."""
+    """What happened: "charged", the administrative change made, or the refusal's reason."""
     outcome: _builtins.str
     """Outcome, e.g. "ok", "budget_exhausted", "invalid_argument", "unauthenticated"."""
     release_id: _builtins.str
@@ -111,6 +114,12 @@ class AuditEvent(_message.Message):
     """Hash of the previous event, hex."""
     event_hash: _builtins.str
     """Hash of this event, hex."""
+    dataset_id: _builtins.str
+    """The dataset charged or queried (empty when none)."""
+    token_id: _builtins.str
+    """The id of the token used (not a secret; empty when unauthenticated)."""
+    query_text: _builtins.str
+    """The canonical query, or the canonical form of the administrative request."""
     @_builtins.property
     def cost(self) -> _types_pb2.Spend:
         """Privacy spend charged."""
@@ -130,10 +139,13 @@ class AuditEvent(_message.Message):
         request_id: _builtins.str = ...,
         previous_hash: _builtins.str = ...,
         event_hash: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        query_text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "detail", b"detail", "event_hash", b"event_hash", "occurred_at", b"occurred_at", "outcome", b"outcome", "previous_hash", b"previous_hash", "release_id", b"release_id", "request_id", b"request_id", "requester_id", b"requester_id", "role", b"role", "rpc", b"rpc", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "dataset_id", b"dataset_id", "detail", b"detail", "event_hash", b"event_hash", "occurred_at", b"occurred_at", "outcome", b"outcome", "previous_hash", b"previous_hash", "query_text", b"query_text", "release_id", b"release_id", "request_id", b"request_id", "requester_id", b"requester_id", "role", b"role", "rpc", b"rpc", "sequence", b"sequence", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
