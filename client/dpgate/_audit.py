@@ -1,0 +1,89 @@
+"""`AuditClient`: what an auditor uses to read and verify the audit chain."""
+
+from __future__ import annotations
+
+from dpgate._admin_convert import (
+    audit_event,
+    audit_head,
+    audit_head_message,
+    chain_verification,
+    export_format,
+)
+from dpgate._admin_types import AuditEvent, AuditHead, ChainVerification
+from dpgate._channel import Connection
+from dpgate._proto.dpgate.v1 import audit_pb2, audit_pb2_grpc
+
+
+class AuditClient(Connection):
+    """A connection to a dpgate server with an auditor token.
+
+    Keep the head you see (`head()`, or the one in a transparency report): a later
+    `verify(expected_head=...)` then detects a chain that was cut or rewritten since.
+
+    Example:
+        >>> with AuditClient("127.0.0.1:50051", token="dpg_...") as audit:  # doctest: +SKIP
+        ...     kept = audit.head()
+        ...     audit.verify(expected_head=kept).valid
+        True
+
+    Args:
+        target: host:port of the server.
+        token: an auditor bearer token.
+        root_certificates: PEM of the CA to trust; with it the connection uses TLS.
+        private_key: PEM client key, for servers that require mutual TLS.
+        certificate_chain: PEM client certificate, likewise.
+        timeout: seconds each call may take.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        *,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(
+            target,
+            token,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            timeout=timeout,
+        )
+        self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+
+    def events(self, from_sequence: int = 1, limit: int | None = None) -> list[AuditEvent]:
+        """Events from `from_sequence` on, oldest first (at most `limit` if given)."""
+        if from_sequence < 1 or (limit is not None and limit < 1):
+            raise ValueError("from_sequence starts at 1, and limit (if given) is at least 1")
+        request = audit_pb2.ListAuditEventsRequest(from_sequence=from_sequence, limit=limit or 0)
+        return [
+            audit_event(event)
+            for chunk in self._stream(self._audit.ListAuditEvents, request)
+            for event in chunk.events
+        ]
+
+    def verify(self, expected_head: AuditHead | None = None) -> ChainVerification:
+        """Check every event's hash and link, and that the chain still holds `expected_head`."""
+        request = audit_pb2.VerifyAuditChainRequest()
+        if expected_head is not None:
+            request.expected_head.CopyFrom(audit_head_message(expected_head))
+        return chain_verification(self._call(self._audit.VerifyAuditChain, request))
+
+    def head(self) -> AuditHead:
+        """The chain's current length and last hash."""
+        reply = self._call(self._audit.GetAuditHead, audit_pb2.GetAuditHeadRequest())
+        return audit_head(reply.head)
+
+    def transparency_report(self, format: str = "json") -> bytes:
+        """The public report (every answered query and its spend, never a value), as bytes.
+
+        `format` is "json" (one document) or "csv" (see the server's docs for the layout).
+        """
+        request = audit_pb2.ExportTransparencyReportRequest(format=export_format(format))
+        return b"".join(
+            chunk.data for chunk in self._stream(self._audit.ExportTransparencyReport, request)
+        )

@@ -1,0 +1,88 @@
+"""The connection every client shares: channel, credentials, bearer token, error mapping.
+
+`Client`, `AdminClient` and `AuditClient` differ only in the stubs they call; opening the
+channel (TLS or loopback plaintext), sending the token on every call, applying the timeout
+and turning every `grpc.RpcError` into a `DpgateError` live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from dpgate.errors import from_rpc_error
+
+_T = TypeVar("_T")
+_Self = TypeVar("_Self", bound="Connection")
+
+
+class Connection:
+    """A channel to a dpgate server carrying one bearer token.
+
+    Args:
+        target: host:port of the server.
+        token: the bearer token an administrator issued (sent on every call).
+        root_certificates: PEM of the CA to trust; with it the connection uses TLS.
+        private_key: PEM client key, for servers that require mutual TLS.
+        certificate_chain: PEM client certificate, likewise.
+        timeout: seconds each call may take.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        *,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        if root_certificates is None:
+            self._channel = grpc.insecure_channel(target)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
+            self._channel = grpc.secure_channel(target, credentials)
+        self._target = target
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Never the token: a repr ends up in notebooks and logs.
+        return f"{type(self).__name__}({self._target!r})"
+
+    def _call(self, method: Callable[..., _T], request: Any) -> _T:
+        """One unary call; a failure raises the matching DpgateError."""
+        try:
+            return method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def _stream(self, method: Callable[..., Iterator[_T]], request: Any) -> Iterator[_T]:
+        """A server-streaming call's messages; a failure raises the matching DpgateError."""
+        try:
+            yield from method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None

@@ -1,0 +1,440 @@
+"""Budget administration over the wire: the real AdminClient, server and ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+
+import grpc
+import polars as pl
+import pytest
+
+from dpgate._admin import AdminClient
+from dpgate._admin_types import Requester
+from dpgate._audit import AuditClient
+from dpgate._client import Client
+from dpgate._proto.dpgate.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from dpgate._query import count
+from dpgate.errors import (
+    AuthenticationError,
+    DpgateError,
+    InvalidQueryError,
+    NotFoundError,
+    NotImplementedYetError,
+    PermissionDeniedError,
+    from_rpc_error,
+)
+
+from .conftest import ANALYST_EPSILON, DATASET_CAP_EPSILON, Service
+
+
+@pytest.fixture(scope="module")
+def admin(service: Service) -> Iterator[AdminClient]:
+    with AdminClient(service.target, service.tokens["admin"]) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def audit(service: Service) -> Iterator[AuditClient]:
+    with AuditClient(service.target, service.tokens["auditor"]) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def analyst_spent(service: Service) -> Decimal:
+    """What analyst-1 has spent after one real query (so the dataset has spending)."""
+    with Client(service.target, service.tokens["analyst"], timeout=120) as client:
+        client.query(count(service.dataset_id).by("hour").epsilon(0.5))
+        [budget] = client.budget(service.dataset_id)
+    assert budget.spent > 0
+    return budget.spent
+
+
+def fresh_requester(admin: AdminClient) -> Requester:
+    return admin.create_requester(f"Planner {uuid.uuid4().hex[:6]}", "Leeds ICB", "DSA-0042")
+
+
+def raw_admin_call(service: Service, rpc: str, request: object) -> DpgateError:
+    """Send a request our client would never build; return the error it raises."""
+    with grpc.insecure_channel(service.target) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        metadata = (("authorization", f"Bearer {service.tokens['admin']}"),)
+        try:
+            getattr(stub, rpc)(request, metadata=metadata, timeout=30)
+        except grpc.RpcError as error:
+            return from_rpc_error(error)
+    raise AssertionError(f"{rpc} accepted {request}")
+
+
+# requesters
+
+
+def test_created_requester_is_enabled_and_listed(admin: AdminClient) -> None:
+    created = admin.create_requester("NHS Leeds: Analytics", "Leeds ICB", "DSA-0042")
+    assert created.requester_id.startswith("nhs-leeds-analytics-")
+    assert created.enabled
+    assert (created.name, created.organisation, created.purpose) == (
+        "NHS Leeds: Analytics",
+        "Leeds ICB",
+        "DSA-0042",
+    )
+    assert created in admin.requesters()
+
+
+def test_two_requesters_with_one_name_get_different_ids(admin: AdminClient) -> None:
+    first = admin.create_requester("Same Name", "Org", "DSA-1")
+    second = admin.create_requester("Same Name", "Org", "DSA-1")
+    assert first.requester_id != second.requester_id
+
+
+def test_requester_without_purpose_is_refused_naming_the_field(admin: AdminClient) -> None:
+    with pytest.raises(InvalidQueryError) as refused:
+        admin.create_requester("Someone", "Org", "  ")
+    assert refused.value.reason == "MISSING_FIELD"
+    assert refused.value.field == "purpose"
+
+
+def test_disabling_a_requester_stops_its_tokens_at_once(
+    admin: AdminClient, service: Service
+) -> None:
+    planner = fresh_requester(admin)
+    issued = admin.issue_token(planner.requester_id, "analyst")
+    with Client(service.target, issued.token) as client:
+        assert [d.dataset_id for d in client.datasets()] == [service.dataset_id]
+        disabled = admin.disable_requester(planner.requester_id)
+        assert not disabled.enabled
+        with pytest.raises(AuthenticationError):
+            client.datasets()
+
+
+def test_disabling_an_unknown_requester_is_not_found(admin: AdminClient) -> None:
+    with pytest.raises(NotFoundError):
+        admin.disable_requester("nobody-00000000")
+
+
+# tokens
+
+
+def test_issued_token_works_for_its_role_at_once(admin: AdminClient, service: Service) -> None:
+    auditor = fresh_requester(admin)
+    issued = admin.issue_token(auditor.requester_id, "auditor")
+    with AuditClient(service.target, issued.token) as audit:
+        assert audit.head().event_count > 0
+
+
+def test_issued_token_is_refused_for_another_role(admin: AdminClient, service: Service) -> None:
+    auditor = fresh_requester(admin)
+    issued = admin.issue_token(auditor.requester_id, "auditor")
+    with Client(service.target, issued.token) as client, pytest.raises(PermissionDeniedError):
+        client.datasets()
+
+
+def test_revoked_token_is_unauthenticated(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    issued = admin.issue_token(planner.requester_id, "analyst")
+    with Client(service.target, issued.token) as client:
+        client.datasets()
+        admin.revoke_token(issued.token_id)
+        with pytest.raises(AuthenticationError):
+            client.datasets()
+
+
+def test_token_issued_already_expired_is_unauthenticated(
+    admin: AdminClient, service: Service
+) -> None:
+    planner = fresh_requester(admin)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    issued = admin.issue_token(planner.requester_id, "analyst", expires_at=past)
+    with Client(service.target, issued.token) as client, pytest.raises(AuthenticationError):
+        client.datasets()
+
+
+def test_token_with_future_expiry_works(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    issued = admin.issue_token(planner.requester_id, "analyst", expires_at=future)
+    with Client(service.target, issued.token) as client:
+        assert client.datasets()
+
+
+def test_unparsable_expiry_is_refused_naming_the_field(service: Service) -> None:
+    error = raw_admin_call(
+        service,
+        "IssueToken",
+        admin_pb2.IssueTokenRequest(
+            requester_id="analyst-1", role=admin_pb2.ROLE_ANALYST, expires_at="next tuesday"
+        ),
+    )
+    assert isinstance(error, InvalidQueryError)
+    assert (error.reason, error.field) == ("BAD_TIME", "expires_at")
+
+
+def test_expiry_without_offset_is_refused(service: Service) -> None:
+    error = raw_admin_call(
+        service,
+        "IssueToken",
+        admin_pb2.IssueTokenRequest(
+            requester_id="analyst-1", role=admin_pb2.ROLE_ANALYST, expires_at="2030-01-01T00:00"
+        ),
+    )
+    assert isinstance(error, InvalidQueryError)
+    assert error.field == "expires_at"
+
+
+def test_token_without_role_is_refused(service: Service) -> None:
+    error = raw_admin_call(
+        service, "IssueToken", admin_pb2.IssueTokenRequest(requester_id="analyst-1")
+    )
+    assert isinstance(error, InvalidQueryError)
+    assert (error.reason, error.field) == ("BAD_ROLE", "role")
+
+
+def test_provider_token_without_practices_is_refused(admin: AdminClient) -> None:
+    provider = fresh_requester(admin)
+    with pytest.raises(InvalidQueryError) as refused:
+        admin.issue_token(provider.requester_id, "provider")
+    assert refused.value.reason == "BAD_TOKEN_REQUEST"
+
+
+def test_token_for_unknown_requester_is_not_found(admin: AdminClient) -> None:
+    with pytest.raises(NotFoundError):
+        admin.issue_token("nobody-00000000", "analyst")
+
+
+def test_revoking_an_unknown_token_is_not_found(admin: AdminClient) -> None:
+    with pytest.raises(NotFoundError):
+        admin.revoke_token("tok_unknown")
+
+
+def test_token_secret_never_reaches_the_audit_log(admin: AdminClient, audit: AuditClient) -> None:
+    planner = fresh_requester(admin)
+    issued = admin.issue_token(planner.requester_id, "analyst")
+    events = audit.events()
+    assert any(issued.token_id in e.detail for e in events)
+    assert not any(issued.token in repr(e) for e in events)
+    assert issued.token not in repr(issued)
+
+
+# allocations
+
+
+def test_grant_creates_an_allocation(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    budget = admin.grant(planner.requester_id, service.dataset_id, epsilon=1.5)
+    assert (budget.dataset_id, budget.accounting) == (service.dataset_id, "pure_dp")
+    assert (budget.allocated, budget.spent, budget.remaining) == (Decimal("1.5"), 0, Decimal("1.5"))
+    assert budget.expires_at == ""
+
+
+def test_grant_again_tops_the_allocation_up(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
+    budget = admin.grant(planner.requester_id, service.dataset_id, epsilon=Decimal("0.25"))
+    assert budget.allocated == Decimal("1.25")
+
+
+def test_grant_with_expiry_records_it(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    expiry = dt.datetime(2031, 3, 31, 23, 59, tzinfo=dt.UTC)
+    budget = admin.grant(planner.requester_id, service.dataset_id, epsilon=1, expires_at=expiry)
+    assert dt.datetime.fromisoformat(budget.expires_at) == expiry
+
+
+def test_granted_budget_is_what_the_analyst_sees(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    admin.grant(planner.requester_id, service.dataset_id, epsilon="0.75")
+    issued = admin.issue_token(planner.requester_id, "analyst")
+    with Client(service.target, issued.token) as client:
+        [budget] = client.budget(service.dataset_id)
+    assert budget.allocated == Decimal("0.75")
+
+
+def test_admin_cannot_grant_to_their_own_requester(admin: AdminClient, service: Service) -> None:
+    with pytest.raises(PermissionDeniedError) as refused:
+        admin.grant("admin-1", service.dataset_id, epsilon=1)
+    assert refused.value.reason == "ROLE_FORBIDDEN"
+
+
+def test_grant_in_the_wrong_unit_is_refused(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    with pytest.raises(InvalidQueryError) as refused:
+        admin.grant(planner.requester_id, service.dataset_id, rho=1)
+    assert (refused.value.reason, refused.value.field) == ("ACCOUNTING_MISMATCH", "amount")
+
+
+def test_negative_grant_is_refused(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    with pytest.raises(InvalidQueryError) as refused:
+        admin.grant(planner.requester_id, service.dataset_id, epsilon=-1)
+    assert refused.value.reason == "BAD_AMOUNT"
+
+
+def test_zero_top_up_is_refused(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
+    with pytest.raises(InvalidQueryError) as refused:
+        admin.grant(planner.requester_id, service.dataset_id, epsilon=0)
+    assert refused.value.reason == "BAD_AMOUNT"
+
+
+def test_grant_without_amount_is_refused(service: Service) -> None:
+    error = raw_admin_call(
+        service,
+        "GrantAllocation",
+        admin_pb2.GrantAllocationRequest(requester_id="analyst-1", dataset_id=service.dataset_id),
+    )
+    assert isinstance(error, InvalidQueryError)
+    assert (error.reason, error.field) == ("MISSING_FIELD", "amount")
+
+
+def test_grant_on_unknown_dataset_is_not_found(admin: AdminClient) -> None:
+    planner = fresh_requester(admin)
+    with pytest.raises(NotFoundError):
+        admin.grant(planner.requester_id, "no_such_dataset", epsilon=1)
+
+
+def test_grant_to_unknown_requester_is_not_found(admin: AdminClient, service: Service) -> None:
+    with pytest.raises(NotFoundError):
+        admin.grant("nobody-00000000", service.dataset_id, epsilon=1)
+
+
+def test_reduce_takes_budget_back(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    admin.grant(planner.requester_id, service.dataset_id, epsilon=2)
+    budget = admin.reduce(planner.requester_id, service.dataset_id, epsilon=0.5)
+    assert (budget.allocated, budget.remaining) == (Decimal("1.5"), Decimal("1.5"))
+
+
+def test_reduce_below_spent_is_refused(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
+    with pytest.raises(DpgateError) as refused:
+        admin.reduce(planner.requester_id, service.dataset_id, epsilon=2)
+    assert (refused.value.code, refused.value.reason) == ("FAILED_PRECONDITION", "BELOW_SPENT")
+
+
+def test_reduce_without_allocation_is_not_found(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    with pytest.raises(NotFoundError):
+        admin.reduce(planner.requester_id, service.dataset_id, epsilon=1)
+
+
+# caps
+
+
+def test_set_cap_returns_cap_and_spent(admin: AdminClient, service: Service) -> None:
+    raised = admin.set_cap(service.dataset_id, epsilon=DATASET_CAP_EPSILON + 5, reason="new DSA")
+    try:
+        assert (raised.dataset_id, raised.accounting) == (service.dataset_id, "pure_dp")
+        assert raised.cap == DATASET_CAP_EPSILON + 5
+        assert 0 <= raised.spent <= raised.cap
+    finally:
+        admin.set_cap(service.dataset_id, epsilon=DATASET_CAP_EPSILON, reason="restore")
+
+
+def test_cap_below_spent_is_refused(
+    admin: AdminClient, service: Service, analyst_spent: Decimal
+) -> None:
+    with pytest.raises(DpgateError) as refused:
+        admin.set_cap(service.dataset_id, epsilon=analyst_spent / 2, reason="tighten")
+    assert (refused.value.code, refused.value.reason) == ("FAILED_PRECONDITION", "BELOW_SPENT")
+
+
+def test_cap_in_the_wrong_unit_is_refused(admin: AdminClient, service: Service) -> None:
+    with pytest.raises(InvalidQueryError) as refused:
+        admin.set_cap(service.dataset_id, rho=20, reason="typo")
+    assert (refused.value.reason, refused.value.field) == ("ACCOUNTING_MISMATCH", "cap")
+
+
+def test_cap_without_reason_is_refused(admin: AdminClient, service: Service) -> None:
+    with pytest.raises(InvalidQueryError) as refused:
+        admin.set_cap(service.dataset_id, epsilon=DATASET_CAP_EPSILON, reason="")
+    assert refused.value.reason == "REASON_REQUIRED"
+
+
+def test_cap_on_unknown_dataset_is_not_found(admin: AdminClient) -> None:
+    with pytest.raises(NotFoundError):
+        admin.set_cap("no_such_dataset", epsilon=1, reason="why not")
+
+
+def test_cap_without_amount_is_refused(service: Service) -> None:
+    error = raw_admin_call(
+        service,
+        "SetDatasetCap",
+        admin_pb2.SetDatasetCapRequest(dataset_id=service.dataset_id, reason="r"),
+    )
+    assert isinstance(error, InvalidQueryError)
+    assert (error.reason, error.field) == ("MISSING_FIELD", "cap")
+
+
+def test_unspecified_accounting_is_refused(service: Service) -> None:
+    error = raw_admin_call(
+        service,
+        "SetDatasetCap",
+        admin_pb2.SetDatasetCapRequest(
+            dataset_id=service.dataset_id, cap=types_pb2.Spend(nano_units=1), reason="r"
+        ),
+    )
+    assert isinstance(error, InvalidQueryError)
+    assert error.reason == "ACCOUNTING_MISMATCH"
+
+
+# reports
+
+
+def test_spending_report_shows_allocations_exactly(
+    admin: AdminClient, service: Service, analyst_spent: Decimal
+) -> None:
+    report = admin.spending_report()
+    assert report.schema["allocated"] == pl.Decimal(38, 9)
+    [row] = report.filter(pl.col("requester_id") == "analyst-1").to_dicts()
+    assert row["dataset_id"] == service.dataset_id
+    assert row["organisation"] == "Test Trust"
+    assert row["accounting"] == "pure_dp"
+    assert row["allocated"] == ANALYST_EPSILON
+    assert row["spent"] == analyst_spent
+    assert row["release_count"] >= 1
+
+
+def test_spending_report_of_one_dataset(admin: AdminClient, service: Service) -> None:
+    report = admin.spending_report(service.dataset_id)
+    assert set(report["dataset_id"]) == {service.dataset_id}
+
+
+def test_spending_report_of_unknown_dataset_is_not_found(admin: AdminClient) -> None:
+    with pytest.raises(NotFoundError):
+        admin.spending_report("no_such_dataset")
+
+
+def test_publishing_is_not_available_yet(admin: AdminClient, service: Service) -> None:
+    with pytest.raises(NotImplementedYetError):
+        admin.publish_dataset_version(service.dataset_id)
+
+
+# the audit trail of administration
+
+
+def test_a_change_is_audited_once_with_the_canonical_request(
+    admin: AdminClient, audit: AuditClient, service: Service
+) -> None:
+    planner = fresh_requester(admin)
+    admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
+    grants = [e for e in audit.events() if planner.requester_id in e.query_text]
+    grants = [e for e in grants if e.rpc == "GrantAllocation"]
+    assert len(grants) == 1
+    [event] = grants
+    assert (event.outcome, event.requester_id, event.role) == ("answered", "admin-1", "admin")
+    assert '"nano_units":"1000000000"' in event.query_text
+    assert event.detail.startswith(f"grant 1000000000 units on {service.dataset_id}")
+
+
+def test_a_refused_change_is_audited(
+    admin: AdminClient, audit: AuditClient, service: Service
+) -> None:
+    before = audit.head().event_count  # the GetAuditHead call itself is event before + 1
+    with pytest.raises(PermissionDeniedError):
+        admin.grant("admin-1", service.dataset_id, epsilon=1)
+    refused = [e for e in audit.events(from_sequence=before + 1) if e.rpc == "GrantAllocation"]
+    assert [(e.outcome, e.detail) for e in refused] == [("denied", "ROLE_FORBIDDEN")]
