@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import psutil
+
 from dpgate_server.data import agp_checklist
 from dpgate_server.data.gp_metadata import DATASET_ID
 from dpgate_server.data.store import DatasetStore, DatasetVersion

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dpgate_server.data.generator import ensure_demo_dataset
 from dpgate_server.data.store import DatasetVersion
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from dpgate_server.data import agp_checklist
 from dpgate_server.data.agp_checklist import (
     PatientFigures,

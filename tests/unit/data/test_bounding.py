@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from dpgate_server.data import bounding
 from dpgate_server.data.bounding import (
     BOUND_METHOD,

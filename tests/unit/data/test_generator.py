@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from dpgate_server.data import generator
 from dpgate_server.data.appointment_files import APPOINTMENTS_SCHEMA
 from dpgate_server.data.bounding import BoundViolationError

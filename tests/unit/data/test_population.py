@@ -6,6 +6,7 @@ import re
 from itertools import pairwise
 
 import numpy as np
+
 from dpgate_server.data.agp_checklist import practice_figures
 from dpgate_server.data.population import (
     AGE_SEX_SHARES,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from dpgate_server.data.pseudonym import (
     KEY_BYTES,
     KeyFileError,
