@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterator
 
 import grpc
@@ -192,7 +193,8 @@ def new_requester_id(name: str) -> str:
         >>> new_requester_id("NHS England: Analytics")[:22]
         'nhs-england-analytics-'
     """
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32].strip("-")
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:32].strip("-")
     return f"{slug or 'requester'}-{secrets.token_hex(4)}"
 
 
