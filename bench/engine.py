@@ -25,6 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import opendp.prelude as dp
+import polars as pl
+
+from dpgate_server.data.generator import ensure_demo_dataset
+from dpgate_server.data.store import DatasetStore
+from dpgate_server.queries import Aggregate, Filter, Query, Spend, prepare, run
+from dpgate_server.queries.engine import build_measurement
+from dpgate_server.queries.keys import KeySets
+
 QUERIES = ("Q1", "Q2", "Q3", "Q4", "Q5")
 DESCRIPTIONS = {
     "Q1": "total count",
@@ -37,12 +46,6 @@ DESCRIPTIONS = {
 
 def _child(args: argparse.Namespace) -> None:
     """Time one query three ways in this (fresh) process and print one JSON line."""
-    import opendp.prelude as dp
-    import polars as pl
-    from dpgate_server.data.store import DatasetStore
-    from dpgate_server.queries import Aggregate, Filter, Query, Spend, prepare, run
-    from dpgate_server.queries.engine import build_measurement
-
     version = DatasetStore(Path(args.store)).current("gp_appointments")
     meta = version.metadata
     spec = {
@@ -68,7 +71,7 @@ def _child(args: argparse.Namespace) -> None:
             agg = pl.len()
         if not group_by:
             return scan.select(agg).collect().height
-        keys = _keys(version, group_by, pl)
+        keys = _keys(version, group_by)
         grouped = scan.group_by(list(group_by)).agg(agg.alias("v"))
         return keys.join(grouped, on=list(group_by), how="left").collect().height
 
@@ -90,7 +93,7 @@ def _child(args: argparse.Namespace) -> None:
             expr = dp.len(signed=True)
         if not group_by:
             return q.select(expr).release().collect().height
-        keys = _keys(version, group_by, pl)
+        keys = _keys(version, group_by)
         released = q.group_by(*group_by).agg(expr).with_keys(keys).release().collect()
         return released.height
 
@@ -114,9 +117,7 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps(result), flush=True)
 
 
-def _keys(version: Any, group_by: tuple[str, ...], pl: Any) -> Any:
-    from dpgate_server.queries.keys import KeySets
-
+def _keys(version: Any, group_by: tuple[str, ...]) -> Any:
     schema = version.scan_appointments().collect_schema()
     return KeySets.of_version(version, dict(schema)).frame(group_by, ())
 
@@ -132,11 +133,9 @@ def _median(f: Callable[[], int], repeats: int) -> float:
 
 
 def _parent(args: argparse.Namespace) -> None:
-    from dpgate_server.data.generator import ensure_demo_dataset
-
     data = Path(args.data)
-    print(f"# engine benchmark: median of {args.repeats} warm runs after one cold run; "
-          "times in seconds; RSS = peak of the child after the engine phase (imports included)")  # fmt: skip
+    print(f"# engine benchmark: median of {args.repeats} warm runs after one cold run; times in "
+          "seconds; RSS = peak of the child after the engine phase (imports included)")  # fmt: skip
     for practices in [int(p) for p in args.scales.split(",")]:
         store = data / f"p{practices}"
         version = ensure_demo_dataset(store, data / "secrets" / "key", practices, seed=7)

@@ -16,6 +16,7 @@ The gRPC layer calls, in order:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,12 @@ from dpgate_server.queries.plans import VALUE_COLUMN, build_plan, make_measureme
 from dpgate_server.queries.validation import ValidatedQuery, validate
 from dpgate_server.spend import units_to_decimal, units_to_float
 
+STREAMING_VARIABLE = "POLARS_AUTO_NEW_STREAMING"
+"""Polars switch (internal, read at every collect) letting `engine="auto"` use the streaming
+engine. Measured with bench/engine.py on 12M rows (polars 1.36.1, opendp 0.16.0): count
+by practice 0.90 -> 0.45 s, sum by practice 1.12 -> 0.51 s, practice x week 2.08 -> 0.61 s,
+peak RSS 1.7 GB -> 0.5 GB. `execute` sets it to "1" unless the operator set it; re-measure
+after upgrading Polars."""
 _MAX_TARGET_STEPS = 64
 """Unit steps tried when rounding lands a target accuracy one step short."""
 
@@ -151,6 +158,7 @@ def execute(version: DatasetVersion, prepared: PreparedQuery) -> Release:
             bool(measurement.check(d_in, charge)),
             prepared.query.to_json(),
         )
+        os.environ.setdefault(STREAMING_VARIABLE, "1")
         frame = measurement(scan).collect()
     except dp.OpenDPException as exc:
         raise EngineError(f"OpenDP refused dpgate's plan: {exc}") from exc

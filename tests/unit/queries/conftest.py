@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from dpgate_server.data.bounding import verify_bound
 from dpgate_server.data.metadata import (
     Accounting,

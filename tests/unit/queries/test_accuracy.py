@@ -8,6 +8,7 @@ import math
 import numpy as np
 import opendp.prelude as dp
 import pytest
+
 from dpgate_server.queries import (
     Aggregate,
     InvalidQuery,
@@ -26,7 +27,6 @@ from dpgate_server.queries.accuracy import (
     tail_probability,
 )
 from dpgate_server.queries.cost import calibrate
-
 from tests.unit.queries.conftest import TinyVersions, tiny_metadata
 
 LAPLACE, GAUSSIAN = Mechanism.DISCRETE_LAPLACE, Mechanism.DISCRETE_GAUSSIAN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries import (
     Aggregate,
@@ -15,7 +16,6 @@ from dpgate_server.queries import (
     preview,
     run,
 )
-
 from tests.unit.queries.conftest import TinyVersions
 
 

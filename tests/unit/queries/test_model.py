@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+
 from dpgate_server.queries import (
     Aggregate,
     Filter,
@@ -16,7 +17,6 @@ from dpgate_server.queries import (
     prepare,
     run,
 )
-
 from tests.unit.queries.conftest import HUGE_LIMITS, TinyVersions
 
 BASE = Query("tiny", Aggregate.count(), spend=Spend.epsilon(0.5))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries import (
     Aggregate,
@@ -24,7 +25,6 @@ from dpgate_server.queries import (
     with_confidence_level,
 )
 from dpgate_server.queries.accuracy import coverage
-
 from tests.unit.queries.conftest import PRACTICES_WITH_ROWS, TinyVersions
 
 RUNS = 10

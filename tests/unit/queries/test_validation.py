@@ -8,6 +8,9 @@ import math
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from dpgate_server.data.metadata import Accounting
 from dpgate_server.queries import (
     Aggregate,
@@ -20,9 +23,6 @@ from dpgate_server.queries import (
     prepare,
 )
 from dpgate_server.queries.validation import validate
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from tests.unit.queries.conftest import DAYS, MODES, PRACTICES, TinyVersions, tiny_metadata
 
 LIMITS = QueryLimits(max_cells=1_000, max_filters=3, max_in_values=5, max_epsilon=Decimal(2))
