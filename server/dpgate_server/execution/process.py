@@ -1,0 +1,142 @@
+"""One worker process seen from the parent: launch, wait ready, run a job, kill.
+
+A busy worker is driven by exactly one caller thread (`run`); `is_alive`, `rss_bytes` and
+`kill` may be called from any thread (the pool's watchdog), and are made harmless once the
+process has been reaped, so a recycled pid is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import pickle
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import SpawnContext, SpawnProcess
+from pathlib import Path
+
+import psutil
+
+from dpgate_server.execution import worker
+from dpgate_server.execution.errors import WorkerStartError
+from dpgate_server.execution.messages import STOP, Job, Ready, Reply
+
+_REAP_TIMEOUT_S = 5.0
+"""How long to wait for a SIGKILLed process to be reaped (it is near instant)."""
+
+
+class Ended(enum.Enum):
+    """Why `run` returned no reply."""
+
+    TIMED_OUT = "timed out"
+    DIED = "died"
+
+
+class WorkerProcess:
+    """A spawned query worker and the parent's end of its pipe."""
+
+    def __init__(self, process: SpawnProcess, conn: Connection) -> None:
+        self._process = process
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._disposed = False
+        self._pid = process.pid or 0
+        self._ps = psutil.Process(self._pid)
+        self.over_memory = False
+        """Set by the watchdog when it ends this worker for passing the memory cap."""
+
+    @classmethod
+    def launch(cls, context: SpawnContext, store_root: Path) -> WorkerProcess:
+        """Start a worker process; it is usable after `wait_ready`."""
+        parent_end, child_end = context.Pipe(duplex=True)
+        process = context.Process(
+            target=worker.main,
+            args=(child_end, store_root),
+            name="dpgate-query-worker",
+            daemon=True,  # never outlive the server, even if close() is not reached
+        )
+        process.start()
+        child_end.close()  # so the parent sees EOF when the child dies
+        return cls(process, parent_end)
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def wait_ready(self, deadline: float) -> None:
+        """Block until the worker says Ready; on timeout or exit, dispose and raise."""
+        ready = wait([self._conn, self._process.sentinel], _remaining(deadline))
+        if self._conn in ready:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                message = None
+            if isinstance(message, Ready):
+                return
+        timed_out = not ready
+        self.dispose()
+        if timed_out:
+            raise WorkerStartError("a query worker did not start within the start timeout")
+        raise WorkerStartError(
+            f"a query worker exited while starting (exit code {self._process.exitcode})"
+        )
+
+    def run(self, job: Job, deadline: float) -> Reply | Ended:
+        """Send `job` and wait for its reply until `deadline` (time.monotonic)."""
+        try:
+            self._conn.send(job)
+        except OSError:
+            return Ended.DIED
+        ready = wait([self._conn, self._process.sentinel], _remaining(deadline))
+        if self._conn in ready:
+            try:
+                reply: Reply = self._conn.recv()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                return Ended.DIED
+            return reply
+        return Ended.DIED if ready else Ended.TIMED_OUT
+
+    def is_alive(self) -> bool:
+        """Whether the process is running (its sentinel is not yet readable)."""
+        with self._lock:
+            return not self._disposed and not wait([self._process.sentinel], 0)
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the process, or None if it is gone."""
+        with self._lock:
+            if self._disposed:
+                return None
+            try:
+                return int(self._ps.memory_info().rss)
+            except psutil.Error:
+                return None
+
+    def kill(self) -> None:
+        """SIGKILL the process now, without waiting; a no-op once it is disposed."""
+        with self._lock:
+            if not self._disposed:
+                self._process.kill()
+
+    def dispose(self) -> None:
+        """Kill (if still running), reap, and close the pipe; idempotent."""
+        self.kill()
+        self._process.join(_REAP_TIMEOUT_S)
+        with self._lock:
+            if self._disposed:
+                return
+            self._disposed = True
+        self._conn.close()
+        if self._process.exitcode is not None:
+            self._process.close()
+
+    def stop(self, timeout_s: float) -> None:
+        """Ask an idle worker to exit, give it `timeout_s`, then dispose of it."""
+        with contextlib.suppress(OSError):  # already gone: dispose() reaps it
+            self._conn.send(STOP)
+        self._process.join(timeout_s)
+        self.dispose()
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
