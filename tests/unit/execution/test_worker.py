@@ -1,0 +1,98 @@
+"""The worker's job handling, run in this process (no spawning): replies for each outcome."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dpgate_server.data.store import DatasetStore, DatasetVersion
+from dpgate_server.execution.messages import (
+    Done,
+    Failed,
+    Probe,
+    QueryJob,
+    Refused,
+    rebuild_error,
+)
+from dpgate_server.execution.worker import answer
+from dpgate_server.queries import engine
+from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
+from dpgate_server.queries.limits import QueryLimits
+from dpgate_server.queries.model import Aggregate, Query, Release, Spend
+
+_NO_STORE = DatasetStore(Path(os.devnull))
+"""Probes read no data."""
+
+
+def _store(version: DatasetVersion) -> DatasetStore:
+    return DatasetStore(version.path.parents[2])  # <root>/<dataset>/versions/<version>
+
+
+def _count_by_mode(dataset_id: str) -> Query:
+    return Query(dataset_id, Aggregate.count(), group_by=("mode",), spend=Spend.epsilon(1))
+
+
+def _job(version: DatasetVersion, query: Query, key: str | None = None) -> QueryJob:
+    if key is None:
+        key = engine.prepare(version, query).key
+    return QueryJob(version.dataset_id, version.version, query, key, QueryLimits())
+
+
+def test_query_job_answers_release_bytes_of_its_version(small_dataset: DatasetVersion) -> None:
+    query = _count_by_mode(small_dataset.dataset_id)
+    job = _job(small_dataset, query)
+    reply = answer(_store(small_dataset), job)
+    assert isinstance(reply, Done)
+    release = Release.from_bytes(reply.payload)
+    assert release.key == job.expected_key
+    assert release.dataset_version == small_dataset.version
+
+
+def test_key_other_than_the_callers_is_refused_as_engine_error(
+    small_dataset: DatasetVersion,
+) -> None:
+    job = _job(small_dataset, _count_by_mode(small_dataset.dataset_id), key="0" * 64)
+    reply = answer(_store(small_dataset), job)
+    assert isinstance(reply, Refused)
+    assert isinstance(rebuild_error(reply), EngineError)
+
+
+def test_invalid_query_is_refused_with_its_reason(small_dataset: DatasetVersion) -> None:
+    query = Query(
+        small_dataset.dataset_id,
+        Aggregate.count(),
+        group_by=("patient_key",),
+        spend=Spend.epsilon(1),
+    )
+    job = _job(small_dataset, query, key="0" * 64)
+    reply = answer(_store(small_dataset), job)
+    assert isinstance(reply, Refused)
+    error = rebuild_error(reply)
+    assert isinstance(error, InvalidQuery)
+    assert error.reason is Reason.PRIVATE_COLUMN
+
+
+def test_unexpected_error_is_failed_with_traceback_and_not_fatal() -> None:
+    reply = answer(_NO_STORE, Probe(fail_with="secret detail"))
+    assert isinstance(reply, Failed)
+    assert reply.type_name == "RuntimeError"
+    assert "Traceback" in reply.detail
+    assert "secret detail" in reply.detail
+    assert not reply.fatal
+
+
+def test_probe_answers_this_process_pid() -> None:
+    reply = answer(_NO_STORE, Probe(allocate_bytes=1024))
+    assert reply == Done(str(os.getpid()).encode("ascii"))
+
+
+def test_memory_error_is_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(probe: Probe) -> bytes:
+        raise MemoryError
+
+    monkeypatch.setattr("dpgate_server.execution.worker.run_probe", out_of_memory)
+    reply = answer(_NO_STORE, Probe())
+    assert isinstance(reply, Failed)
+    assert reply.fatal
