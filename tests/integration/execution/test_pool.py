@@ -1,0 +1,232 @@
+"""QueryWorkerPool with real worker processes: answers, queue, deadlines, deaths, memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from dpgate_server.data.store import DatasetNotFoundError, DatasetVersion
+from dpgate_server.execution import (
+    PoolOverloaded,
+    Probe,
+    QueryDeadlineExceeded,
+    QueryWorkerPool,
+    WorkerFailed,
+)
+from dpgate_server.queries import engine
+from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
+from dpgate_server.queries.model import Aggregate, Query, Release, Spend
+from tests.integration.execution.helpers import (
+    LIMITS,
+    MAX_QUEUE,
+    RESTART_TIMEOUT_S,
+    WORKERS,
+    count_by_practice,
+    is_whole,
+    key_of,
+    wait_for,
+)
+
+NOISE_BOUND = 24 * 40
+"""Two Laplace(24) draws (k=24, epsilon 1) differ by more with probability below 1e-16."""
+
+
+@pytest.fixture(autouse=True)
+def whole_pool(pool: QueryWorkerPool) -> QueryWorkerPool:
+    """Each test starts with every worker alive and idle (earlier tests may replace some)."""
+    wait_for(pool, is_whole, RESTART_TIMEOUT_S)
+    return pool
+
+
+def _occupy_every_worker(
+    pool: QueryWorkerPool, executor: ThreadPoolExecutor, sleep_s: float
+) -> list[Future[bytes]]:
+    futures = [
+        executor.submit(pool.run_probe, Probe(sleep_s=sleep_s), 60.0) for _ in range(WORKERS)
+    ]
+    wait_for(pool, lambda s: s.busy == WORKERS)
+    return futures
+
+
+def test_answer_matches_engine_run_structurally(
+    pool: QueryWorkerPool, small_dataset: DatasetVersion
+) -> None:
+    query = count_by_practice(small_dataset.dataset_id)
+    direct = engine.run(small_dataset, query, LIMITS)
+
+    payload = pool.execute(
+        small_dataset.dataset_id, small_dataset.version, query, direct.key, LIMITS, 60.0
+    )
+
+    pooled = Release.from_bytes(payload)
+    assert pooled.key == direct.key
+    assert pooled.query == direct.query
+    assert [c.key for c in pooled.cells] == [c.key for c in direct.cells]
+    assert len(pooled.cells) == 10
+    assert (pooled.mechanism, pooled.noise_scale, pooled.cost_units, pooled.half_width) == (
+        direct.mechanism,
+        direct.noise_scale,
+        direct.cost_units,
+        direct.half_width,
+    )
+    for mine, theirs in zip(pooled.cells, direct.cells, strict=True):
+        assert abs(mine.value - theirs.value) < NOISE_BOUND
+        assert mine.ci_high - mine.ci_low == theirs.ci_high - theirs.ci_low
+
+
+def test_concurrent_callers_each_get_their_own_answer(
+    pool: QueryWorkerPool, small_dataset: DatasetVersion
+) -> None:
+    queries = [
+        count_by_practice(small_dataset.dataset_id, epsilon=1 + i / 10)
+        for i in range(WORKERS + MAX_QUEUE)
+    ]
+    keys = [key_of(small_dataset, q) for q in queries]
+    with ThreadPoolExecutor(len(queries)) as executor:
+        futures = [
+            executor.submit(
+                pool.execute,
+                small_dataset.dataset_id,
+                small_dataset.version,
+                query,
+                key,
+                LIMITS,
+                120.0,
+            )
+            for query, key in zip(queries, keys, strict=True)
+        ]
+        releases = [Release.from_bytes(f.result()) for f in futures]
+    assert [r.key for r in releases] == keys
+    assert len(set(keys)) == len(keys)
+
+
+def test_full_queue_refuses_at_once_with_retry_hint(pool: QueryWorkerPool) -> None:
+    with ThreadPoolExecutor(WORKERS + MAX_QUEUE) as executor:
+        running = _occupy_every_worker(pool, executor, sleep_s=2.0)
+        waiting = [executor.submit(pool.run_probe, Probe(), 60.0) for _ in range(MAX_QUEUE)]
+        wait_for(pool, lambda s: s.waiting == MAX_QUEUE)
+        rejected_before = pool.stats().rejected
+
+        began = time.monotonic()
+        with pytest.raises(PoolOverloaded) as refused:
+            pool.run_probe(Probe(), 60.0)
+        elapsed = time.monotonic() - began
+
+        assert elapsed < 0.5
+        assert refused.value.retry_after_s >= 1.0
+        assert pool.stats().rejected == rejected_before + 1
+        for future in [*running, *waiting]:
+            assert future.result().isdigit()  # everyone admitted is still served
+
+
+def test_deadline_passing_in_the_queue_kills_no_worker(pool: QueryWorkerPool) -> None:
+    with ThreadPoolExecutor(WORKERS) as executor:
+        running = _occupy_every_worker(pool, executor, sleep_s=1.5)
+        before = pool.stats()
+
+        began = time.monotonic()
+        with pytest.raises(QueryDeadlineExceeded):
+            pool.run_probe(Probe(), 0.3)
+        elapsed = time.monotonic() - began
+
+        assert 0.3 <= elapsed < 1.0
+        for future in running:
+            future.result()
+    after = pool.stats()
+    assert (after.killed, after.worker_pids) == (before.killed, before.worker_pids)
+
+
+def test_invalid_query_raises_invalid_query_in_the_caller(
+    pool: QueryWorkerPool, small_dataset: DatasetVersion
+) -> None:
+    query = Query(
+        small_dataset.dataset_id,
+        Aggregate.count(),
+        group_by=("patient_key",),
+        spend=Spend.epsilon(1),
+    )
+    with pytest.raises(InvalidQuery) as refused:
+        pool.execute(small_dataset.dataset_id, small_dataset.version, query, "0" * 64, LIMITS, 60)
+    assert refused.value.reason is Reason.PRIVATE_COLUMN
+    assert refused.value.field == "group_by[0]"
+
+
+def test_unknown_version_raises_dataset_not_found(
+    pool: QueryWorkerPool, small_dataset: DatasetVersion
+) -> None:
+    query = count_by_practice(small_dataset.dataset_id)
+    with pytest.raises(DatasetNotFoundError):
+        pool.execute(small_dataset.dataset_id, "v999999", query, "0" * 64, LIMITS, 60)
+
+
+def test_key_other_than_the_callers_raises_engine_error(
+    pool: QueryWorkerPool, small_dataset: DatasetVersion
+) -> None:
+    query = count_by_practice(small_dataset.dataset_id)
+    with pytest.raises(EngineError, match="not deterministic"):
+        pool.execute(small_dataset.dataset_id, small_dataset.version, query, "0" * 64, LIMITS, 60)
+
+
+def test_unexpected_worker_error_is_worker_failed_without_its_detail(
+    pool: QueryWorkerPool,
+) -> None:
+    before = pool.stats()
+    with pytest.raises(WorkerFailed) as failed:
+        pool.run_probe(Probe(fail_with="secret detail"), 10.0)
+    assert "secret detail" not in str(failed.value)
+    assert "Traceback" not in str(failed.value)
+    after = pool.stats()
+    assert (after.crashed, after.worker_pids) == (before.crashed, before.worker_pids)
+
+
+# Tests that end workers come last: each starts a replacement, which takes seconds.
+
+
+def test_query_past_its_deadline_is_cancelled_and_its_worker_replaced(
+    pool: QueryWorkerPool, small_dataset: DatasetVersion
+) -> None:
+    before = pool.stats()
+
+    began = time.monotonic()
+    with pytest.raises(QueryDeadlineExceeded) as exceeded:
+        pool.run_probe(Probe(sleep_s=60.0), 0.5)
+    elapsed = time.monotonic() - began
+
+    assert exceeded.value.timeout_s == 0.5
+    assert elapsed < 1.5  # not delayed by the replacement worker's start
+    assert pool.stats().killed == before.killed + 1
+    after = wait_for(pool, is_whole, RESTART_TIMEOUT_S)
+    assert len(set(before.worker_pids) - set(after.worker_pids)) == 1
+    query = count_by_practice(small_dataset.dataset_id)
+    key = key_of(small_dataset, query)
+    payload = pool.execute(small_dataset.dataset_id, small_dataset.version, query, key, LIMITS, 60)
+    assert Release.from_bytes(payload).key == key
+
+
+def test_worker_killed_from_outside_is_replaced(pool: QueryWorkerPool) -> None:
+    before = pool.stats()
+    victim = before.worker_pids[0]
+
+    os.kill(victim, signal.SIGKILL)
+    after = wait_for(pool, lambda s: s.crashed == before.crashed + 1)
+
+    assert victim not in after.worker_pids
+    assert after.starting + after.alive == WORKERS  # the replacement is under way (or done)
+    answered = {int(pool.run_probe(Probe(), RESTART_TIMEOUT_S)) for _ in range(2 * WORKERS)}
+    assert victim not in answered
+
+
+def test_worker_past_the_memory_cap_fails_and_is_replaced(pool: QueryWorkerPool) -> None:
+    before = pool.stats()
+
+    with pytest.raises(WorkerFailed, match="out of memory or crashed"):
+        pool.run_probe(Probe(allocate_bytes=2**30, sleep_s=30.0), 30.0)
+
+    after = pool.stats()
+    assert after.over_memory == before.over_memory + 1
+    assert len(set(before.worker_pids) - set(after.worker_pids)) == 1
+    assert after.starting + after.alive == WORKERS  # the replacement is under way (or done)
