@@ -95,6 +95,7 @@ class PoolStats:
         rejected: callers refused with PoolOverloaded.
         mean_job_s: mean duration of the recent jobs, None before the first.
         start_s: how long `start()` took to get every worker ready, None before.
+        worker_pids: process ids of the alive workers, sorted.
     """
 
     workers: int
@@ -109,6 +110,7 @@ class PoolStats:
     rejected: int
     mean_job_s: float | None
     start_s: float | None
+    worker_pids: tuple[int, ...]
 
 
 class QueryWorkerPool:
@@ -235,6 +237,7 @@ class QueryWorkerPool:
                 rejected=self._rejected,
                 mean_job_s=statistics.fmean(self._recent) if self._recent else None,
                 start_s=self._start_s,
+                worker_pids=tuple(sorted(w.pid for w in (*self._idle, *self._busy))),
             )
 
     def close(self) -> None:
@@ -382,13 +385,17 @@ class QueryWorkerPool:
                 self._replace_later()
         worker.dispose()
         if not killed:
-            _log.warning("query worker %d died; replacing it", worker.pid)
+            _log.warning(
+                "query worker %d died (exit code %s); replacing it", worker.pid, worker.exitcode
+            )
 
     def _end_idle(self, worker: WorkerProcess) -> None:
         """Dispose of an idle worker found dead and replace it; lock held, not in _idle."""
         self._count_death(worker)
         worker.dispose()  # already dead: reaping is immediate
-        _log.warning("idle query worker %d died; replacing it", worker.pid)
+        _log.warning(
+            "idle query worker %d died (exit code %s); replacing it", worker.pid, worker.exitcode
+        )
         if not self._closed:
             self._replace_later()
 

@@ -42,6 +42,7 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._disposed = False
         self._pid = process.pid or 0
+        self._exitcode: int | None = None
         self._ps = psutil.Process(self._pid)
         self.over_memory = False
         """Set by the watchdog when it ends this worker for passing the memory cap."""
@@ -64,6 +65,11 @@ class WorkerProcess:
     def pid(self) -> int:
         return self._pid
 
+    @property
+    def exitcode(self) -> int | None:
+        """The exit code once disposed of (negative: the signal that ended it)."""
+        return self._exitcode
+
     def wait_ready(self, deadline: float) -> None:
         """Block until the worker says Ready; on timeout or exit, dispose and raise."""
         ready = wait([self._conn, self._process.sentinel], _remaining(deadline))
@@ -78,9 +84,7 @@ class WorkerProcess:
         self.dispose()
         if timed_out:
             raise WorkerStartError("a query worker did not start within the start timeout")
-        raise WorkerStartError(
-            f"a query worker exited while starting (exit code {self._process.exitcode})"
-        )
+        raise WorkerStartError(f"a query worker exited while starting (exit code {self.exitcode})")
 
     def run(self, job: Job, deadline: float) -> Reply | Ended:
         """Send `job` and wait for its reply until `deadline` (time.monotonic)."""
@@ -127,7 +131,8 @@ class WorkerProcess:
                 return
             self._disposed = True
         self._conn.close()
-        if self._process.exitcode is not None:
+        self._exitcode = self._process.exitcode
+        if self._exitcode is not None:
             self._process.close()
 
     def stop(self, timeout_s: float) -> None:

@@ -18,7 +18,7 @@ def store_root(small_dataset: DatasetVersion, small_dataset_paths: tuple[Path, P
 
 
 @pytest.fixture(scope="module")
-def pool(store_root: Path) -> Iterator[QueryWorkerPool]:
+def started_pool(store_root: Path) -> Iterator[QueryWorkerPool]:
     """Two workers, a queue of four, a memory cap; shared by a module (starting costs seconds)."""
     settings = PoolSettings(
         workers=WORKERS,

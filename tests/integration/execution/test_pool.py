@@ -35,11 +35,11 @@ NOISE_BOUND = 24 * 40
 """Two Laplace(24) draws (k=24, epsilon 1) differ by more with probability below 1e-16."""
 
 
-@pytest.fixture(autouse=True)
-def whole_pool(pool: QueryWorkerPool) -> QueryWorkerPool:
-    """Each test starts with every worker alive and idle (earlier tests may replace some)."""
-    wait_for(pool, is_whole, RESTART_TIMEOUT_S)
-    return pool
+@pytest.fixture
+def pool(started_pool: QueryWorkerPool) -> QueryWorkerPool:
+    """The module's pool once every worker is alive and idle (earlier tests end some)."""
+    wait_for(started_pool, is_whole, RESTART_TIMEOUT_S)
+    return started_pool
 
 
 def _occupy_every_worker(
@@ -220,8 +220,9 @@ def test_worker_killed_from_outside_is_replaced(pool: QueryWorkerPool) -> None:
     assert victim not in answered
 
 
-def test_worker_past_the_memory_cap_fails_and_is_replaced(pool: QueryWorkerPool) -> None:
-    before = pool.stats()
+def test_worker_past_the_memory_cap_fails_and_is_replaced(started_pool: QueryWorkerPool) -> None:
+    pool = started_pool  # one idle worker is enough: the last replacement may still start
+    before = wait_for(pool, lambda s: s.alive > 0 and s.busy == 0, RESTART_TIMEOUT_S)
 
     with pytest.raises(WorkerFailed, match="out of memory or crashed"):
         pool.run_probe(Probe(allocate_bytes=2**30, sleep_s=30.0), 30.0)
