@@ -4,9 +4,30 @@ The client installs without the server's dependencies (no OpenDP): `pip install 
 Generated gRPC stubs live in `dpgate._proto` and never appear in the public API.
 """
 
+from dpgate._admin import AdminClient
+from dpgate._admin_types import (
+    AuditEvent,
+    AuditHead,
+    ChainVerification,
+    DatasetCap,
+    IssuedToken,
+    Requester,
+)
+from dpgate._audit import AuditClient
 from dpgate._client import Client
-from dpgate._types import ColumnInfo, DatasetDescription, DatasetInfo, KeyValue
+from dpgate._query import Condition, QuerySpec, count, total
+from dpgate._types import (
+    BudgetInfo,
+    ColumnInfo,
+    DatasetDescription,
+    DatasetInfo,
+    KeyValue,
+    PreviewResult,
+    QueryResult,
+    ReleaseInfo,
+)
 from dpgate.errors import (
+    AlreadyExistsError,
     AuthenticationError,
     BudgetExhaustedError,
     DpgateError,
@@ -15,24 +36,43 @@ from dpgate.errors import (
     NotImplementedYetError,
     OverloadedError,
     PermissionDeniedError,
+    PreconditionFailedError,
     ServerError,
 )
 
 __version__ = "0.1.0"
 __all__ = [
+    "AdminClient",
+    "AlreadyExistsError",
+    "AuditClient",
+    "AuditEvent",
+    "AuditHead",
     "AuthenticationError",
     "BudgetExhaustedError",
+    "BudgetInfo",
+    "ChainVerification",
     "Client",
     "ColumnInfo",
+    "Condition",
+    "DatasetCap",
     "DatasetDescription",
     "DatasetInfo",
     "DpgateError",
     "InvalidQueryError",
+    "IssuedToken",
     "KeyValue",
     "NotFoundError",
     "NotImplementedYetError",
     "OverloadedError",
     "PermissionDeniedError",
+    "PreconditionFailedError",
+    "PreviewResult",
+    "QueryResult",
+    "QuerySpec",
+    "ReleaseInfo",
+    "Requester",
     "ServerError",
     "__version__",
+    "count",
+    "total",
 ]

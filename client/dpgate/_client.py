@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from types import TracebackType
-from typing import TypeVar
+import time
+import uuid
 
-import grpc
 import polars as pl
 
-from dpgate._convert import column_info, dataset_info, key_value
+from dpgate._channel import Connection
+from dpgate._convert import (
+    budget_info,
+    column_info,
+    dataset_info,
+    key_value,
+    preview_result,
+    query_result,
+    release_info,
+)
 from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc
-from dpgate._types import DatasetDescription, DatasetInfo
-from dpgate.errors import from_rpc_error
+from dpgate._query import QuerySpec
+from dpgate._types import (
+    BudgetInfo,
+    DatasetDescription,
+    DatasetInfo,
+    PreviewResult,
+    QueryResult,
+    ReleaseInfo,
+)
+from dpgate.errors import OverloadedError
 
-_T = TypeVar("_T")
 
-
-class Client:
+class Client(Connection):
     """A connection to a dpgate server as an analyst.
 
     Example:
@@ -29,7 +42,11 @@ class Client:
         target: host:port of the server.
         token: the bearer token an administrator issued (sent on every call).
         root_certificates: PEM of the CA to trust; with it the connection uses TLS.
+        private_key: PEM client key, for servers that require mutual TLS.
+        certificate_chain: PEM client certificate, likewise.
         timeout: seconds each call may take.
+        retries: how often `query` retries when the server is busy (UNAVAILABLE); every
+            retry reuses the same idempotency key, so it is never charged twice.
     """
 
     def __init__(
@@ -38,15 +55,20 @@ class Client:
         token: str | None = None,
         *,
         root_certificates: bytes | None = None,
-        timeout: float = 60.0,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        timeout: float = 300.0,
+        retries: int = 3,
     ) -> None:
-        if root_certificates is None:
-            self._channel = grpc.insecure_channel(target)
-        else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(target, credentials)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._timeout = timeout
+        super().__init__(
+            target,
+            token,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+            timeout=timeout,
+        )
+        self._retries = retries
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
 
     def datasets(self) -> list[DatasetInfo]:
@@ -76,28 +98,48 @@ class Client:
             rows.extend(tuple(key_value(v) for v in row.values) for row in chunk.rows)
         return pl.DataFrame(rows, schema=columns, orient="row")
 
-    def close(self) -> None:
-        self._channel.close()
+    def preview(self, query: QuerySpec) -> PreviewResult:
+        """The cost and interval half-width of `query`; free, reads no data."""
+        reply = self._call(
+            self._queries.PreviewQuery, query_pb2.PreviewQueryRequest(query=query.to_proto())
+        )
+        return preview_result(reply)
 
-    def __enter__(self) -> Client:
-        return self
+    def query(self, query: QuerySpec, *, idempotency_key: str | None = None) -> QueryResult:
+        """Run `query`: a DP answer charged to your budget (free if it repeats a release).
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+        A busy server is retried with the same idempotency key, so a retried call is
+        charged once. Raises BudgetExhaustedError, InvalidQueryError, ... (dpgate.errors).
+        """
+        request = query_pb2.RunQueryRequest(
+            query=query.to_proto(), idempotency_key=idempotency_key or uuid.uuid4().hex
+        )
+        for attempt in range(self._retries + 1):
+            try:
+                return query_result(self._stream(self._queries.RunQuery, request))
+            except OverloadedError as busy:
+                if attempt == self._retries:
+                    raise
+                time.sleep(min(busy.retry_after or 0.5 * 2**attempt, 30.0))
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _call(self, method: Callable[..., _T], request: object) -> _T:
-        try:
-            return method(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+    def budget(self, dataset_id: str = "") -> list[BudgetInfo]:
+        """Your budgets (on one dataset, or all)."""
+        reply = self._call(
+            self._queries.GetBudget, query_pb2.GetBudgetRequest(dataset_id=dataset_id)
+        )
+        return [budget_info(b) for b in reply.budgets]
 
-    def _stream(self, method: Callable[..., Iterator[_T]], request: object) -> Iterator[_T]:
-        try:
-            yield from method(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+    def releases(self, dataset_id: str = "") -> list[ReleaseInfo]:
+        """Your earlier releases, newest first (all pages)."""
+        found: list[ReleaseInfo] = []
+        token = ""
+        while True:
+            reply = self._call(
+                self._queries.ListReleases,
+                query_pb2.ListReleasesRequest(dataset_id=dataset_id, page_token=token),
+            )
+            found.extend(release_info(r) for r in reply.releases)
+            token = reply.next_page_token
+            if not token:
+                return found

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from decimal import Decimal
 
-from dpgate._proto.dpgate.v1 import types_pb2
-from dpgate._types import ColumnInfo, DatasetInfo, KeyValue
+import polars as pl
+
+from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
+from dpgate._types import (
+    BudgetInfo,
+    ColumnInfo,
+    DatasetInfo,
+    KeyValue,
+    PreviewResult,
+    QueryResult,
+    ReleaseInfo,
+)
 
 _ACCOUNTING = {types_pb2.ACCOUNTING_PURE_DP: "pure_dp", types_pb2.ACCOUNTING_ZCDP: "zcdp"}
 _KINDS = {
@@ -52,4 +64,90 @@ def column_info(message: types_pb2.Column) -> ColumnInfo:
         bounds=(message.bounds.low, message.bounds.high) if message.HasField("bounds") else None,
         summable=message.summable,
         key_table=message.key_table,
+    )
+
+
+def spend(message: types_pb2.Spend) -> Decimal:
+    """Exact epsilon or rho from nano units."""
+    return Decimal(message.nano_units) / Decimal(10**9)
+
+
+def accounting_name(message: types_pb2.Spend) -> str:
+    return _ACCOUNTING.get(message.accounting, "unspecified")
+
+
+def budget_info(message: types_pb2.Budget) -> BudgetInfo:
+    return BudgetInfo(
+        dataset_id=message.dataset_id,
+        accounting=accounting_name(message.allocated),
+        allocated=spend(message.allocated),
+        spent=spend(message.spent),
+        remaining=spend(message.remaining),
+        expires_at=message.expires_at,
+    )
+
+
+def preview_result(message: query_pb2.PreviewQueryResponse) -> PreviewResult:
+    return PreviewResult(
+        spend=spend(message.spend),
+        accounting=accounting_name(message.spend),
+        half_width=message.half_width,
+        confidence_level=message.confidence_level,
+        cells=message.cell_count,
+        mechanism=message.mechanism,
+        noise_scale=message.noise_scale,
+        notes=tuple(message.notes),
+    )
+
+
+def release_info(message: query_pb2.ReleaseSummary) -> ReleaseInfo:
+    return ReleaseInfo(
+        release_id=message.release_id,
+        dataset_id=message.dataset_id,
+        dataset_version=message.dataset_version,
+        canonical_query=message.canonical_query,
+        cost=spend(message.cost),
+        created_at=message.created_at,
+    )
+
+
+def query_result(parts: Iterable[query_pb2.RunQueryResponse]) -> QueryResult:
+    """Assemble the streamed header and cell batches into a result with a Polars frame."""
+    header: query_pb2.ReleaseHeader | None = None
+    keys: list[list[KeyValue | None]] = []
+    values: list[int] = []
+    lows: list[float] = []
+    highs: list[float] = []
+    for part in parts:
+        if part.HasField("header"):
+            header = part.header
+            continue
+        for cell in part.cells.cells:
+            keys.append([key_value(k) for k in cell.keys])
+            values.append(cell.value)
+            lows.append(cell.ci_low)
+            highs.append(cell.ci_high)
+    if header is None:
+        raise ValueError("the server sent no release header")
+    columns: dict[str, list[object]] = {
+        name: [row[i] for row in keys] for i, name in enumerate(header.group_by)
+    }
+    frame = pl.DataFrame(
+        {**columns, "value": values, "ci_low": lows, "ci_high": highs},
+        schema_overrides={"value": pl.Int64, "ci_low": pl.Float64, "ci_high": pl.Float64},
+    )
+    return QueryResult(
+        frame=frame,
+        release_id=header.release_id,
+        dataset_id=header.dataset_id,
+        dataset_version=header.dataset_version,
+        group_by=tuple(header.group_by),
+        mechanism=header.mechanism,
+        noise_scale=header.noise_scale,
+        confidence_level=header.confidence_level,
+        charged=spend(header.charged),
+        release_cost=spend(header.release_cost),
+        remaining=spend(header.remaining),
+        repeat=header.repeat,
+        canonical_query=header.canonical_query,
     )

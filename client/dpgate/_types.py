@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal
+
+import polars as pl
 
 KeyValue = str | int | dt.date
 """A public value: a category label, an integer or a date."""
@@ -58,3 +61,79 @@ class DatasetDescription:
             if column.name == name:
                 return column
         raise KeyError(f"no column {name!r}; columns: {', '.join(c.name for c in self.columns)}")
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """A DP answer: one row per group with its noisy value and interval, and its bill.
+
+    `frame` has the group-by columns, then `value` (the unbiased noisy value, never
+    rounded or clamped), `ci_low` and `ci_high`. Add cells up from `frame` before any
+    rounding; `display()` is for showing, not for arithmetic.
+    """
+
+    frame: pl.DataFrame
+    release_id: str
+    dataset_id: str
+    dataset_version: str
+    group_by: tuple[str, ...]
+    mechanism: str
+    noise_scale: float
+    confidence_level: float
+    charged: Decimal
+    """Spend charged by this call (0 for a repeat)."""
+    release_cost: Decimal
+    """What the release cost when it was first computed."""
+    remaining: Decimal
+    """What remains of your budget on the dataset."""
+    repeat: bool
+    """True when this answer is an earlier release served again, free and identical."""
+    canonical_query: str
+
+    def display(self, *, clamp_at_zero: bool = True) -> pl.DataFrame:
+        """Values rounded to whole numbers (and negative ones shown as 0), for reading only."""
+        exprs = [pl.col(c).round(0).cast(pl.Int64) for c in ("value", "ci_low", "ci_high")]
+        shown = self.frame.with_columns(exprs)
+        if clamp_at_zero:
+            shown = shown.with_columns(
+                pl.col(c).clip(lower_bound=0) for c in ("value", "ci_low", "ci_high")
+            )
+        return shown
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewResult:
+    """What a query would cost and how accurate it would be (free; reads no data)."""
+
+    spend: Decimal
+    accounting: str
+    half_width: float
+    confidence_level: float
+    cells: int
+    mechanism: str
+    noise_scale: float
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetInfo:
+    """Your budget on one dataset (epsilon or rho, exact)."""
+
+    dataset_id: str
+    accounting: str
+    allocated: Decimal
+    spent: Decimal
+    remaining: Decimal
+    expires_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseInfo:
+    """One of your earlier releases (its cells are fetched by asking the same query again)."""
+
+    release_id: str
+    dataset_id: str
+    dataset_version: str
+    canonical_query: str
+    cost: Decimal
+    created_at: str

@@ -12,6 +12,8 @@ notebook catches `BudgetExhaustedError` rather than decoding status codes:
 | PermissionDeniedError   | PERMISSION_DENIED   | the token's role may not call this          |
 | NotFoundError           | NOT_FOUND           | unknown dataset, table, requester, release  |
 | NotImplementedYetError  | UNIMPLEMENTED       | the server does not offer this RPC yet      |
+| PreconditionFailedError | FAILED_PRECONDITION | e.g. reducing an allocation below its spend |
+| AlreadyExistsError      | ALREADY_EXISTS      | creating what exists already                |
 | ServerError             | anything else       | quote `request_id` to the operator          |
 """
 
@@ -95,6 +97,14 @@ class NotImplementedYetError(DpgateError):
     """The server's contract has this RPC but its implementation has not landed."""
 
 
+class PreconditionFailedError(DpgateError):
+    """The change conflicts with the current state (e.g. a cap below what is spent)."""
+
+
+class AlreadyExistsError(DpgateError):
+    """The requester, dataset or allocation being created already exists."""
+
+
 class ServerError(DpgateError):
     """An unexpected server-side failure; `request_id` identifies it in the server's logs."""
 
@@ -111,6 +121,8 @@ _BY_CODE: dict[grpc.StatusCode, type[DpgateError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.UNIMPLEMENTED: NotImplementedYetError,
+    grpc.StatusCode.FAILED_PRECONDITION: PreconditionFailedError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
 }
 
 

@@ -74,6 +74,31 @@ class DemoSettings(_Section):
     """Seed of the deterministic generator."""
 
 
+class LimitsSettings(_Section):
+    """Per-caller and per-query ceilings (bad or heavy input is refused, never queued forever)."""
+
+    requests_per_second: float = Field(default=20.0, gt=0, le=100_000)
+    """Sustained calls per token (token bucket); past it, UNAVAILABLE with a retry hint."""
+    burst: int = Field(default=40, ge=1, le=1_000_000)
+    """Calls a token may make at once before the rate applies."""
+    query_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    """Longest a query may run; its worker is then ended and nothing is charged."""
+    max_queued_queries: int = Field(default=8, ge=0, le=10_000)
+    """Queries that may wait for a worker; one more is answered OVERLOADED."""
+    worker_memory_mb: int = Field(default=8192, ge=256, le=1_048_576)
+    """Memory cap of each query worker process."""
+    max_cells: int = Field(default=400_000, ge=1)
+    """Most cells one answer may have."""
+    max_filters: int = Field(default=16, ge=0)
+    """Most filters one query may have."""
+    max_in_values: int = Field(default=1000, ge=1)
+    """Most values one IN filter may list."""
+    max_epsilon_per_query: float = Field(default=10.0, gt=0)
+    """Most epsilon one query may spend (pure-DP datasets)."""
+    max_rho_per_query: float = Field(default=5.0, gt=0)
+    """Most rho one query may spend (zCDP datasets)."""
+
+
 class TlsSettings(_Section):
     """TLS; all empty means plaintext, which is allowed only on a loopback address."""
 
@@ -96,6 +121,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
     demo: DemoSettings = DemoSettings()
+    limits: LimitsSettings = LimitsSettings()
     tls: TlsSettings = TlsSettings()
 
     @classmethod

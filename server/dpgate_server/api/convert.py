@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
-
+from dpgate_server.answers import Answer
+from dpgate_server.api.errors import BadRequestError
 from dpgate_server.data.metadata import (
     Accounting,
     ColumnKind,
@@ -15,6 +16,11 @@ from dpgate_server.data.metadata import (
     Visibility,
 )
 from dpgate_server.data.store import DatasetVersion
+from dpgate_server.ledger.model import Budget
+from dpgate_server.queries.engine import Preview
+from dpgate_server.queries.model import Aggregate, Filter, Query, Spend
+
+DEFAULT_CONFIDENCE_LEVEL = 0.95
 
 ACCOUNTING_TO_PROTO = {
     Accounting.PURE_DP: types_pb2.ACCOUNTING_PURE_DP,
@@ -92,3 +98,133 @@ def describe_to_proto(
 
 def public_rows_to_proto(rows: Iterable[Sequence[KeyValue | None]]) -> list[query_pb2.PublicRow]:
     return [query_pb2.PublicRow(values=[key_value_to_proto(v) for v in row]) for row in rows]
+
+
+_OPS = {
+    query_pb2.FILTER_OPERATOR_EQ: "=",
+    query_pb2.FILTER_OPERATOR_NE: "!=",
+    query_pb2.FILTER_OPERATOR_LT: "<",
+    query_pb2.FILTER_OPERATOR_LE: "<=",
+    query_pb2.FILTER_OPERATOR_GT: ">",
+    query_pb2.FILTER_OPERATOR_GE: ">=",
+    query_pb2.FILTER_OPERATOR_IN: "in",
+}
+CELLS_PER_MESSAGE = 4096
+"""Cells per streamed message: about 100-200 kB, far below the message size limit."""
+
+
+def key_value_from_proto(message: types_pb2.KeyValue, where: str) -> KeyValue:
+    """A filter operand; a malformed one is refused naming where it is."""
+    kind = message.WhichOneof("kind")
+    if kind == "string_value":
+        return message.string_value
+    if kind == "int_value":
+        return message.int_value
+    if kind == "date_value":
+        try:
+            return dt.date.fromisoformat(message.date_value)
+        except ValueError:
+            raise BadRequestError(
+                "BAD_VALUE", f"{where}: dates are YYYY-MM-DD, not {message.date_value!r}", where
+            ) from None
+    raise BadRequestError("BAD_VALUE", f"{where}: the value is empty; set one of its kinds", where)
+
+
+def query_from_proto(message: query_pb2.Query) -> Query:
+    """The domain query; everything beyond message shape is checked by the engine."""
+    function = message.aggregate.function
+    if function == query_pb2.AGGREGATE_FUNCTION_COUNT:
+        aggregate = Aggregate.count()
+    elif function == query_pb2.AGGREGATE_FUNCTION_SUM:
+        aggregate = Aggregate.sum(message.aggregate.column)
+    else:
+        aggregate = Aggregate(query_pb2.AggregateFunction.Name(function))
+    filters = tuple(
+        Filter(
+            column=f.column,
+            op=_OPS.get(f.operator, query_pb2.FilterOperator.Name(f.operator)),
+            values=tuple(
+                key_value_from_proto(v, f"filters[{i}].values[{j}]") for j, v in enumerate(f.values)
+            ),
+        )
+        for i, f in enumerate(message.filters)
+    )
+    spend_kind = message.WhichOneof("spend")
+    spend = None
+    target = None
+    if spend_kind == "epsilon":
+        spend = Spend.epsilon(message.epsilon)
+    elif spend_kind == "rho":
+        spend = Spend.rho(message.rho)
+    elif spend_kind == "target_half_width":
+        target = message.target_half_width
+    return Query(
+        dataset_id=message.dataset_id,
+        aggregate=aggregate,
+        filters=filters,
+        group_by=tuple(message.group_by),
+        spend=spend,
+        target_half_width=target,
+        confidence_level=message.confidence_level or DEFAULT_CONFIDENCE_LEVEL,
+        max_contributions=message.max_contributions or None,
+    )
+
+
+def spend_to_proto(accounting: Accounting | str, units: int) -> types_pb2.Spend:
+    return types_pb2.Spend(accounting=ACCOUNTING_TO_PROTO[Accounting(accounting)], nano_units=units)
+
+
+def preview_to_proto(preview: Preview) -> query_pb2.PreviewQueryResponse:
+    notes = [preview.truncation_note] if preview.truncation_note else []
+    return query_pb2.PreviewQueryResponse(
+        spend=spend_to_proto(preview.accounting, preview.spend_units),
+        half_width=float(preview.half_width),
+        confidence_level=preview.confidence_level,
+        cell_count=preview.cells,
+        mechanism=preview.mechanism.value,
+        noise_scale=preview.noise_scale,
+        notes=notes,
+    )
+
+
+def answer_to_proto(answer: Answer) -> Iterator[query_pb2.RunQueryResponse]:
+    """The header, then the cells in batches (large answers stream)."""
+    release = answer.release
+    header = query_pb2.ReleaseHeader(
+        release_id=answer.release_id,
+        dataset_id=release.dataset_id,
+        dataset_version=release.dataset_version,
+        group_by=list(release.group_by),
+        mechanism=release.mechanism.value,
+        noise_scale=release.noise_scale,
+        confidence_level=release.confidence_level,
+        charged=spend_to_proto(release.accounting, answer.charged_units),
+        remaining=spend_to_proto(release.accounting, answer.remaining_units),
+        repeat=answer.repeat,
+        cell_count=len(release.cells),
+        canonical_query=release.query.to_json(),
+        release_cost=spend_to_proto(release.accounting, release.cost_units),
+    )
+    yield query_pb2.RunQueryResponse(header=header)
+    cells = release.cells
+    for start in range(0, len(cells), CELLS_PER_MESSAGE):
+        batch = [
+            query_pb2.Cell(
+                keys=[key_value_to_proto(k) for k in cell.key],
+                value=cell.value,
+                ci_low=float(cell.ci_low),
+                ci_high=float(cell.ci_high),
+            )
+            for cell in cells[start : start + CELLS_PER_MESSAGE]
+        ]
+        yield query_pb2.RunQueryResponse(cells=query_pb2.CellBatch(cells=batch))
+
+
+def budget_to_proto(budget: Budget, accounting: Accounting) -> types_pb2.Budget:
+    return types_pb2.Budget(
+        dataset_id=budget.dataset_id,
+        allocated=spend_to_proto(accounting, budget.granted_units),
+        spent=spend_to_proto(accounting, budget.spent_units),
+        remaining=spend_to_proto(accounting, budget.remaining_units),
+        expires_at="" if budget.expires_at is None else budget.expires_at.isoformat(),
+    )

@@ -1,16 +1,31 @@
 """The one table from domain errors to gRPC status codes, with `google.rpc.ErrorInfo`.
 
-Servicers never choose a status code themselves: they let domain errors propagate and
-`translate_errors` maps them here. Anything not in the table is a bug: it is logged with
-a request id and answered `INTERNAL` with that id and no detail, so internals never leak.
+Servicers never choose a status code: they let domain errors propagate, and the
+`audited` decorator maps them here and writes the audit event. Anything not in the table
+is a bug: logged with a request id and answered INTERNAL with that id, no detail.
 
-| domain error             | status            | reason              |
-|--------------------------|-------------------|---------------------|
-| DatasetNotFoundError     | NOT_FOUND         | DATASET_NOT_FOUND   |
-| UnknownPublicTableError  | NOT_FOUND         | TABLE_NOT_FOUND     |
-| BadRequestError          | INVALID_ARGUMENT  | its own reason      |
-| NotYetAvailableError     | UNIMPLEMENTED     | NOT_IMPLEMENTED     |
-| anything else            | INTERNAL          | INTERNAL            |
+| domain error                              | status              | reason                   |
+|-------------------------------------------|---------------------|--------------------------|
+| InvalidQuery (UNKNOWN_DATASET)            | NOT_FOUND           | UNKNOWN_DATASET          |
+| InvalidQuery (any other reason)           | INVALID_ARGUMENT    | its reason, with field   |
+| BadRequestError                           | INVALID_ARGUMENT    | its reason, with field   |
+| ledger BudgetExhausted                    | RESOURCE_EXHAUSTED  | BUDGET_EXHAUSTED         |
+| ledger IdempotencyConflict                | INVALID_ARGUMENT    | IDEMPOTENCY_KEY_REUSED   |
+| ledger InvalidAmount                      | INVALID_ARGUMENT    | BAD_AMOUNT               |
+| ledger InvalidTokenRequest                | INVALID_ARGUMENT    | BAD_TOKEN_REQUEST        |
+| ledger MissingReason                      | INVALID_ARGUMENT    | REASON_REQUIRED          |
+| ledger AllocationBelowSpent/CapBelowSpent | FAILED_PRECONDITION | BELOW_SPENT              |
+| ledger SelfGrantForbidden                 | PERMISSION_DENIED   | ROLE_FORBIDDEN           |
+| ledger RequesterDisabled                  | PERMISSION_DENIED   | REQUESTER_DISABLED       |
+| ledger NotFound, DatasetNotFoundError     | NOT_FOUND           | NOT_FOUND / DATASET_...  |
+| UnknownPublicTableError                   | NOT_FOUND           | TABLE_NOT_FOUND          |
+| ledger AlreadyExists                      | ALREADY_EXISTS      | ALREADY_EXISTS           |
+| ledger LedgerBusy, PoolOverloaded         | UNAVAILABLE         | OVERLOADED (retry hint)  |
+| PoolClosed (shutting down)                | UNAVAILABLE         | OVERLOADED (retry hint)  |
+| QueryDeadlineExceeded                     | DEADLINE_EXCEEDED   | QUERY_TIMEOUT            |
+| WorkerFailed (out of memory, crash)       | INTERNAL            | WORKER_FAILED            |
+| NotYetAvailableError                      | UNIMPLEMENTED       | NOT_IMPLEMENTED          |
+| anything else (CostMismatchError, ...)    | INTERNAL            | INTERNAL (request id)    |
 """
 
 from __future__ import annotations
@@ -18,18 +33,23 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from dpgate_server import execution
+from dpgate_server.api.call_context import current_call
 from dpgate_server.data.catalog import UnknownPublicTableError
 from dpgate_server.data.store import DatasetNotFoundError
+from dpgate_server.ledger import errors as ledger_errors
+from dpgate_server.ledger.model import Outcome
+from dpgate_server.queries.errors import InvalidQuery, Reason
+from dpgate_server.spend import units_to_decimal
 
 ERROR_DOMAIN = "dpgate.v1"
 _log = logging.getLogger(__name__)
@@ -37,7 +57,7 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BadRequestError(Exception):
-    """A request the API layer itself can refuse (malformed before any domain call)."""
+    """A request the API layer itself refuses (malformed before any domain call)."""
 
     reason: str
     message: str
@@ -60,36 +80,122 @@ class NotYetAvailableError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ErrorAnswer:
-    """What the client receives for an error."""
+    """What the client receives for an error, and the audit outcome it records."""
 
     code: grpc.StatusCode
     reason: str
     message: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    outcome: Outcome | None = Outcome.INVALID
+    """None when the domain already wrote the event (a budget refusal is audited by debit)."""
 
 
-def answer_for(exc: BaseException, request_id: str) -> ErrorAnswer:
-    """The status, reason and message for `exc` (the table in the module docstring)."""
+def answer_for(exc: BaseException, request_id: str) -> ErrorAnswer:  # noqa: PLR0911 - a table
+    """The status, reason, message and audit outcome for `exc` (the module table)."""
+    code = grpc.StatusCode
+    if isinstance(exc, InvalidQuery):
+        status = code.NOT_FOUND if exc.reason is Reason.UNKNOWN_DATASET else code.INVALID_ARGUMENT
+        return ErrorAnswer(status, exc.reason.value, exc.message, {"field": exc.field})
+    if isinstance(exc, BadRequestError):
+        meta = {"field": exc.field} if exc.field else {}
+        return ErrorAnswer(code.INVALID_ARGUMENT, exc.reason, exc.message, meta)
+    if isinstance(exc, ledger_errors.BudgetExhausted):
+        return _budget_answer(exc)
+    if isinstance(exc, ledger_errors.LedgerError | DatasetNotFoundError | UnknownPublicTableError):
+        return _lookup_or_ledger_answer(exc)
+    if isinstance(exc, execution.ExecutionError):
+        return _execution_answer(exc, request_id)
+    if isinstance(exc, NotYetAvailableError):
+        return ErrorAnswer(code.UNIMPLEMENTED, "NOT_IMPLEMENTED", str(exc), {}, Outcome.INVALID)
+    _log.error("unexpected error (request id %s)", request_id, exc_info=exc)
+    return ErrorAnswer(
+        code.INTERNAL,
+        "INTERNAL",
+        f"internal error; nothing was charged. Quote request id {request_id} to the operator",
+        {"request_id": request_id},
+        Outcome.FAILED,
+    )
+
+
+def _budget_answer(exc: ledger_errors.BudgetExhausted) -> ErrorAnswer:
+    requested = units_to_decimal(exc.requested_units)
+    remaining = units_to_decimal(exc.remaining_units)
+    return ErrorAnswer(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "BUDGET_EXHAUSTED",
+        f"the query costs {requested} but only {remaining} remains of your allocation or the "
+        "dataset's cap; nothing was charged. Spend less, or ask an administrator to top up",
+        {
+            "requested": str(requested),
+            "remaining": str(remaining),
+            "requested_nano_units": str(exc.requested_units),
+            "remaining_nano_units": str(exc.remaining_units),
+        },
+        outcome=None,  # debit already wrote the refusal into the chain
+    )
+
+
+def _lookup_or_ledger_answer(exc: Exception) -> ErrorAnswer:
+    code = grpc.StatusCode
+    message = str(exc)
     if isinstance(exc, DatasetNotFoundError):
         return ErrorAnswer(
-            grpc.StatusCode.NOT_FOUND,
+            code.NOT_FOUND,
             "DATASET_NOT_FOUND",
             f"no dataset {exc.args[0]!r}; ListDatasets shows the datasets available",
             {"dataset_id": str(exc.args[0])},
         )
     if isinstance(exc, UnknownPublicTableError):
-        return ErrorAnswer(grpc.StatusCode.NOT_FOUND, "TABLE_NOT_FOUND", str(exc))
-    if isinstance(exc, BadRequestError):
-        meta = {"field": exc.field} if exc.field else {}
-        return ErrorAnswer(grpc.StatusCode.INVALID_ARGUMENT, exc.reason, exc.message, meta)
-    if isinstance(exc, NotYetAvailableError):
-        return ErrorAnswer(grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED", str(exc))
-    _log.exception("unexpected error (request id %s)", request_id, exc_info=exc)
+        return ErrorAnswer(code.NOT_FOUND, "TABLE_NOT_FOUND", message)
+    invalid, denied, le = Outcome.INVALID, Outcome.DENIED, ledger_errors
+    table: list[tuple[type[Exception], grpc.StatusCode, str, Outcome]] = [
+        (le.IdempotencyConflict, code.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED", invalid),
+        (le.InvalidAmount, code.INVALID_ARGUMENT, "BAD_AMOUNT", invalid),
+        (le.InvalidTokenRequest, code.INVALID_ARGUMENT, "BAD_TOKEN_REQUEST", invalid),
+        (le.MissingReason, code.INVALID_ARGUMENT, "REASON_REQUIRED", invalid),
+        (le.AllocationBelowSpent, code.FAILED_PRECONDITION, "BELOW_SPENT", invalid),
+        (le.CapBelowSpent, code.FAILED_PRECONDITION, "BELOW_SPENT", invalid),
+        (le.SelfGrantForbidden, code.PERMISSION_DENIED, "ROLE_FORBIDDEN", denied),
+        (le.RequesterDisabled, code.PERMISSION_DENIED, "REQUESTER_DISABLED", denied),
+        (le.NotFound, code.NOT_FOUND, "NOT_FOUND", invalid),
+        (le.AlreadyExists, code.ALREADY_EXISTS, "ALREADY_EXISTS", invalid),
+    ]
+    for error_type, status, reason, outcome in table:
+        if isinstance(exc, error_type):
+            return ErrorAnswer(status, reason, message, {}, outcome)
+    if isinstance(exc, ledger_errors.LedgerBusy):
+        return _overloaded("the ledger is busy; retry shortly", 1.0)
+    return answer_for(RuntimeError(message), "ledger")  # pragma: no cover - a new ledger error
+
+
+def _execution_answer(exc: execution.ExecutionError, request_id: str) -> ErrorAnswer:
+    code = grpc.StatusCode
+    if isinstance(exc, execution.PoolOverloaded):
+        return _overloaded(str(exc), exc.retry_after_s)
+    if isinstance(exc, execution.QueryDeadlineExceeded):
+        message = (
+            f"the query ran longer than {exc.timeout_s:g} s and was cancelled; nothing was "
+            "charged. Ask for fewer cells or a narrower filter"
+        )
+        return ErrorAnswer(code.DEADLINE_EXCEEDED, "QUERY_TIMEOUT", message, {}, Outcome.FAILED)
+    if isinstance(exc, execution.PoolClosed):
+        return _overloaded("the server is shutting down; retry on another replica or later", 5.0)
+    message = f"{exc}; nothing was charged. Quote request id {request_id} to the operator"
+    if not isinstance(exc, execution.WorkerFailed):
+        _log.error("query execution failed (request id %s)", request_id, exc_info=exc)
+        message = f"internal error; nothing was charged. Quote request id {request_id}"
     return ErrorAnswer(
-        grpc.StatusCode.INTERNAL,
-        "INTERNAL",
-        f"internal error; quote request id {request_id} to the operator",
-        {"request_id": request_id},
+        code.INTERNAL, "WORKER_FAILED", message, {"request_id": request_id}, Outcome.FAILED
+    )
+
+
+def _overloaded(message: str, retry_after_seconds: float) -> ErrorAnswer:
+    return ErrorAnswer(
+        grpc.StatusCode.UNAVAILABLE,
+        "OVERLOADED",
+        message,
+        {"retry_after_seconds": f"{retry_after_seconds:.3f}"},
+        Outcome.FAILED,
     )
 
 
@@ -100,49 +206,64 @@ def abort(context: grpc.ServicerContext, answer: ErrorAnswer) -> NoReturn:
     )
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(
-        code=_CODE_NUMBERS[answer.code], message=answer.message, details=[detail]
-    )
+    status = status_pb2.Status(code=answer.code.value[0], message=answer.message, details=[detail])
     context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
-_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
-    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
-    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
-    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
-    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
-    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
-}
+class AuditSink(Protocol):
+    """Where failed requests are recorded (the ledger)."""
+
+    def record_event(self, request: Any, outcome: Outcome, **kwargs: Any) -> Any: ...
+
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
-def translate_errors(method: _Method) -> _Method:
-    """Decorate a servicer method (unary or streaming) so domain errors become statuses."""
+def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
+    """Decorate a servicer method: map errors to statuses and write the audit event.
 
-    def fail(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
-        request_id = uuid.uuid4().hex[:16]
-        abort(context, answer_for(exc, request_id))
+    `record_success` is True for RPCs whose domain call writes no event of its own (reads);
+    False where the domain records success itself (debit, admin changes) or the servicer
+    does (a free repeat). Failures are always recorded here, unless the domain already did.
+    The servicer instance must have a `_ledger` attribute.
+    """
 
-    @functools.wraps(method)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except Exception as exc:
-            fail(context, exc)
+    def decorate(method: _Method) -> _Method:
+        def succeed(self: Any) -> None:
+            if record_success:
+                self._ledger.record_event(current_call().request_info(), Outcome.ANSWERED)
 
-    @functools.wraps(method)
-    def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
-            yield from method(self, request, context)
-        except Exception as exc:
-            fail(context, exc)
+        def fail(self: Any, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+            call = current_call()
+            answer = answer_for(exc, call.request_id)
+            if answer.outcome is not None:
+                try:
+                    self._ledger.record_event(
+                        call.request_info(), answer.outcome, detail=answer.reason
+                    )
+                except Exception:  # the refusal must still reach the caller
+                    _log.exception("could not audit request %s", call.request_id)
+            abort(context, answer)
 
-    wrapper = streaming if inspect.isgeneratorfunction(method) else unary
-    return cast(_Method, wrapper)
+        @functools.wraps(method)
+        def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                reply = method(self, request, context)
+            except Exception as exc:
+                fail(self, context, exc)
+            succeed(self)
+            return reply
+
+        @functools.wraps(method)
+        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:
+                fail(self, context, exc)
+            succeed(self)
+
+        wrapper = streaming if inspect.isgeneratorfunction(method) else unary
+        return cast(_Method, wrapper)
+
+    return decorate

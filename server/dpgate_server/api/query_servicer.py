@@ -1,28 +1,43 @@
-"""QueryService: what analysts call. Thin: convert, call the domain, convert back."""
+"""QueryService: what analysts call. Thin: convert, call one domain function, convert back."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import grpc
-from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc
 
+from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc
+from dpgate_server.answers import QueryAnswerer
+from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import (
+    answer_to_proto,
+    budget_to_proto,
     dataset_summary_to_proto,
     describe_to_proto,
+    preview_to_proto,
     public_rows_to_proto,
+    query_from_proto,
+    spend_to_proto,
 )
-from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, translate_errors
+from dpgate_server.api.errors import BadRequestError, audited
 from dpgate_server.data.catalog import Catalog
+from dpgate_server.ledger import errors as ledger_errors
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.queries.model import Release
+
+MAX_PAGE_SIZE = 1000
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
-    """Public metadata is served here; DP answers arrive with the engine and ledger."""
+    """Analysts' RPCs; every decision is in the catalog, the answerer or the ledger."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, ledger: Ledger, answerer: QueryAnswerer) -> None:
         self._catalog = catalog
+        self._ledger = ledger
+        self._answerer = answerer
 
-    @translate_errors
+    @audited(record_success=True)
     def ListDatasets(
         self, request: query_pb2.ListDatasetsRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListDatasetsResponse:
@@ -31,15 +46,22 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             datasets=[dataset_summary_to_proto(v) for v in versions]
         )
 
-    @translate_errors
+    @audited(record_success=True)
     def DescribeDataset(
         self, request: query_pb2.DescribeDatasetRequest, context: grpc.ServicerContext
     ) -> query_pb2.DescribeDatasetResponse:
         _require(request.dataset_id, "dataset_id")
         version = self._catalog.current(request.dataset_id)
-        return describe_to_proto(version, self._catalog.public_tables(version))
+        reply = describe_to_proto(version, self._catalog.public_tables(version))
+        requester_id = current_call().principal.requester_id
+        try:
+            budget = self._ledger.get_budget(requester_id, request.dataset_id)
+        except ledger_errors.NotFound:
+            return reply
+        reply.budget.CopyFrom(budget_to_proto(budget, version.metadata.accounting))
+        return reply
 
-    @translate_errors
+    @audited(record_success=True)
     def StreamPublicTable(
         self, request: query_pb2.StreamPublicTableRequest, context: grpc.ServicerContext
     ) -> Iterator[query_pb2.StreamPublicTableResponse]:
@@ -53,32 +75,89 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             first = False
 
-    @translate_errors
+    @audited(record_success=True)
     def PreviewQuery(
         self, request: query_pb2.PreviewQueryRequest, context: grpc.ServicerContext
     ) -> query_pb2.PreviewQueryResponse:
-        raise NotYetAvailableError("PreviewQuery", "the DP query engine (issue 5)")
+        return preview_to_proto(self._answerer.preview(query_from_proto(request.query)))
 
-    @translate_errors
+    @audited(record_success=False)  # debit, or the repeat lookup, writes the event
     def RunQuery(
         self, request: query_pb2.RunQueryRequest, context: grpc.ServicerContext
     ) -> Iterator[query_pb2.RunQueryResponse]:
-        raise NotYetAvailableError("RunQuery", "the DP query engine and the privacy ledger")
-        yield  # pragma: no cover - makes this a streaming handler
+        if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise BadRequestError(
+                "BAD_IDEMPOTENCY_KEY",
+                f"idempotency_key is at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+                "idempotency_key",
+            )
+        call = current_call()
+        answer = self._answerer.answer(
+            call.principal,
+            call.request_info(),
+            query_from_proto(request.query),
+            request.idempotency_key or None,
+        )
+        yield from answer_to_proto(answer)
 
-    @translate_errors
+    @audited(record_success=True)
     def GetBudget(
         self, request: query_pb2.GetBudgetRequest, context: grpc.ServicerContext
     ) -> query_pb2.GetBudgetResponse:
-        raise NotYetAvailableError("GetBudget", "the privacy ledger (issue 6)")
+        requester_id = current_call().principal.requester_id
+        versions = (
+            [self._catalog.current(request.dataset_id)]
+            if request.dataset_id
+            else self._catalog.current_versions()
+        )
+        budgets = []
+        for version in versions:
+            try:
+                budget = self._ledger.get_budget(requester_id, version.dataset_id)
+            except ledger_errors.NotFound:
+                continue
+            budgets.append(budget_to_proto(budget, version.metadata.accounting))
+        return query_pb2.GetBudgetResponse(budgets=budgets)
 
-    @translate_errors
+    @audited(record_success=True)
     def ListReleases(
         self, request: query_pb2.ListReleasesRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListReleasesResponse:
-        raise NotYetAvailableError("ListReleases", "the privacy ledger (issue 6)")
+        requester_id = current_call().principal.requester_id
+        offset = _page_offset(request.page_token)
+        size = min(request.page_size or 100, MAX_PAGE_SIZE)
+        stored = self._ledger.list_releases(requester_id, request.dataset_id or None)
+        stored.sort(key=lambda r: (r.created_at, r.release_id), reverse=True)
+        page = stored[offset : offset + size]
+        summaries = []
+        for item in page:
+            release = Release.from_bytes(item.payload)
+            summaries.append(
+                query_pb2.ReleaseSummary(
+                    release_id=item.release_id,
+                    dataset_id=item.dataset_id,
+                    dataset_version=release.dataset_version,
+                    canonical_query=release.query.to_json(),
+                    cost=spend_to_proto(release.accounting, item.cost_units),
+                    created_at=item.created_at.isoformat(),
+                )
+            )
+        more = offset + size < len(stored)
+        return query_pb2.ListReleasesResponse(
+            releases=summaries, next_page_token=str(offset + size) if more else ""
+        )
 
 
 def _require(value: str, field: str) -> None:
     if not value:
         raise BadRequestError("MISSING_FIELD", f"{field} is required", field)
+
+
+def _page_offset(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit() or len(token) > 12:
+        raise BadRequestError(
+            "BAD_PAGE_TOKEN", "page_token must be one returned by ListReleases", "page_token"
+        )
+    return int(token)

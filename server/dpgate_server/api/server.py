@@ -11,8 +11,12 @@ import ipaddress
 import logging
 from concurrent import futures
 from dataclasses import dataclass
+from decimal import Decimal
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from dpgate._proto.dpgate.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -23,14 +27,21 @@ from dpgate._proto.dpgate.v1 import (
     query_pb2,
     query_pb2_grpc,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
+from dpgate_server.answers import QueryAnswerer
+from dpgate_server.api.admin_servicer import AdminServicer
+from dpgate_server.api.audit_servicer import AuditServicer
+from dpgate_server.api.auth import AuthInterceptor
 from dpgate_server.api.pending import pending_servicer
 from dpgate_server.api.query_servicer import QueryServicer
+from dpgate_server.api.rate_limit import TokenBuckets
 from dpgate_server.config import Settings
 from dpgate_server.data.catalog import Catalog
 from dpgate_server.data.store import DatasetStore
+from dpgate_server.execution import PoolSettings, QueryWorkerPool
+from dpgate_server.ledger import errors as ledger_errors
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import RequestInfo
+from dpgate_server.queries.limits import QueryLimits
 
 _log = logging.getLogger(__name__)
 
@@ -55,11 +66,21 @@ class RunningServer:
     address: str
     health: health.HealthServicer
     tls: bool
+    ledger: Ledger
+    pool: QueryWorkerPool
 
     def stop(self, grace_seconds: float) -> None:
-        """Mark every service NOT_SERVING, then let in-flight RPCs finish within the grace."""
+        """Refuse new calls, let in-flight ones finish within the grace, then release state.
+
+        Health turns NOT_SERVING first so load balancers stop sending; queries still
+        running after the grace are cancelled (their workers end, nothing is charged,
+        because a debit happens only after a worker's answer arrives).
+        """
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_seconds).wait()
+        self.pool.close()
+        self.ledger.flush_unauthenticated()
+        self.ledger.close()
 
 
 def build_server(settings: Settings) -> RunningServer:
@@ -69,30 +90,68 @@ def build_server(settings: Settings) -> RunningServer:
         ("grpc.max_send_message_length", settings.server.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    tls = _credentials(settings)
+    if tls is None:
+        _refuse_plaintext_off_loopback(settings.server.address)
+    store = DatasetStore(settings.storage.data_dir)
+    catalog = Catalog(store)
+    settings.storage.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger.open_sqlite(settings.storage.ledger_path)
+    _register_datasets(catalog, ledger)
+    limits = settings.limits
+    pool = QueryWorkerPool(
+        settings.storage.data_dir,
+        PoolSettings(
+            workers=settings.server.workers,
+            max_queue=limits.max_queued_queries,
+            memory_limit_bytes=limits.worker_memory_mb * 1024 * 1024,
+        ),
+    )
+    try:
+        pool.start()
+        return _start(settings, options, tls, store, catalog, ledger, pool)
+    except BaseException:
+        pool.close()
+        ledger.close()
+        raise
+
+
+def _start(
+    settings: Settings,
+    options: list[tuple[str, int]],
+    tls: grpc.ServerCredentials | None,
+    store: DatasetStore,
+    catalog: Catalog,
+    ledger: Ledger,
+    pool: QueryWorkerPool,
+) -> RunningServer:
+    limits = settings.limits
+    answerer = QueryAnswerer(
+        store,
+        ledger,
+        pool,
+        QueryLimits(
+            max_cells=limits.max_cells,
+            max_filters=limits.max_filters,
+            max_in_values=limits.max_in_values,
+            max_epsilon=Decimal(str(limits.max_epsilon_per_query)),
+            max_rho=Decimal(str(limits.max_rho_per_query)),
+        ),
+        timeout_s=limits.query_timeout_seconds,
+    )
+    interceptor = AuthInterceptor(ledger, TokenBuckets(limits.requests_per_second, limits.burst))
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.server.rpc_threads, thread_name_prefix="rpc"
         ),
+        interceptors=[interceptor],
         options=options,
     )
-    catalog = Catalog(DatasetStore(settings.storage.data_dir))
-    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(catalog), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        pending_servicer(
-            admin_pb2_grpc.AdminServiceServicer,
-            admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-            "the privacy ledger and authenticated servicers (issues 6 and 7)",
-        ),
-        server,
+    query_pb2_grpc.add_QueryServiceServicer_to_server(
+        QueryServicer(catalog, ledger, answerer), server
     )
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(
-        pending_servicer(
-            audit_pb2_grpc.AuditServiceServicer,
-            audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
-            "the audit chain and authenticated servicers (issues 6 and 7)",
-        ),
-        server,
-    )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(ledger, catalog), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger), server)
     provider_pb2_grpc.add_ProviderServiceServicer_to_server(
         pending_servicer(
             provider_pb2_grpc.ProviderServiceServicer,
@@ -108,9 +167,7 @@ def build_server(settings: Settings) -> RunningServer:
         (*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server
     )
 
-    tls = _credentials(settings)
     if tls is None:
-        _refuse_plaintext_off_loopback(settings.server.address)
         port = server.add_insecure_port(settings.server.address)
     else:
         port = server.add_secure_port(settings.server.address, tls)
@@ -120,7 +177,30 @@ def build_server(settings: Settings) -> RunningServer:
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = settings.server.address.rpartition(":")[0]
-    return RunningServer(server, port, f"{host}:{port}", health_servicer, tls is not None)
+    return RunningServer(
+        server, port, f"{host}:{port}", health_servicer, tls is not None, ledger, pool
+    )
+
+
+def _register_datasets(catalog: Catalog, ledger: Ledger) -> None:
+    """Give every stored dataset a ledger record, with a cap of zero until an admin sets one.
+
+    Zero is the safe default: nothing can be spent on a dataset whose cap no administrator
+    has decided.
+    """
+    request = RequestInfo(request_id="startup", rpc="server-start")
+    for version in catalog.current_versions():
+        try:
+            ledger.get_dataset(version.dataset_id)
+        except ledger_errors.DatasetNotFound:
+            ledger.admin.create_dataset(
+                version.dataset_id,
+                accounting=version.metadata.accounting,
+                cap_units=0,
+                reason="registered at server start; an administrator sets the cap",
+                request=request,
+            )
+            _log.info("registered dataset %s in the ledger with cap 0", version.dataset_id)
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:

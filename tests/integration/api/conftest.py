@@ -1,35 +1,117 @@
-"""A real server on port 0 over the shared small synthetic dataset."""
+"""A real server on port 0 over the shared small synthetic dataset, with real tokens.
+
+`server` is the bare server; `service` adds a SQLite ledger prepared the way an
+administrator would: requesters, one token per role, a dataset cap and an allocation.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+
 from dpgate_server.api.server import RunningServer, build_server
-from dpgate_server.config import DemoSettings, ServerSettings, Settings, StorageSettings
+from dpgate_server.config import (
+    DemoSettings,
+    LimitsSettings,
+    ServerSettings,
+    Settings,
+    StorageSettings,
+)
 from dpgate_server.data.store import DatasetVersion
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import RequestInfo, Role
+from dpgate_server.spend import to_units_floor
+
+ANALYST_EPSILON = 5
+DATASET_CAP_EPSILON = 20
+SETUP = RequestInfo(request_id="test-setup", rpc="test-setup")
 
 
-def settings_for(store_root: Path, tmp: Path) -> Settings:
+def settings_for(store_root: Path, tmp: Path, workers: int = 2, **limits: float) -> Settings:
     return Settings(
-        server=ServerSettings(address="127.0.0.1:0", rpc_threads=4),
+        server=ServerSettings(address="127.0.0.1:0", rpc_threads=16, workers=workers),
         storage=StorageSettings(
             data_dir=store_root, ledger_path=tmp / "ledger.sqlite", key_file=tmp / "key"
         ),
         demo=DemoSettings(enabled=False),
+        # Generous rate limits: tests call fast on purpose; test_rate_limit sets its own.
+        limits=LimitsSettings(**{"requests_per_second": 10_000, "burst": 10_000, **limits}),  # type: ignore[arg-type]
     )
 
 
-@pytest.fixture(scope="module")
-def server(
+@dataclass(frozen=True)
+class Service:
+    """A running server and the credentials a test needs."""
+
+    running: RunningServer
+    target: str
+    ledger_path: Path
+    dataset_id: str
+    tokens: dict[str, str]
+    """Role name -> bearer token ("analyst", "admin", "auditor", "provider")."""
+    analyst_id: str
+
+
+def prepare_ledger(path: Path, dataset_id: str, practice_code: str) -> dict[str, str]:
+    """Requesters and tokens as an administrator would set them up; returns the tokens."""
+    with Ledger.open_sqlite(path) as ledger:
+        admin = ledger.admin
+        admin.set_dataset_cap(
+            dataset_id,
+            to_units_floor(DATASET_CAP_EPSILON),
+            reason="test cap",
+            request=SETUP,
+        )
+        tokens = {}
+        for role in Role:
+            requester_id = f"{role.value}-1"
+            admin.create_requester(
+                requester_id,
+                name=f"Test {role.value}",
+                organisation="Test Trust",
+                agreement="DSA-TEST",
+                request=SETUP,
+            )
+            codes = (practice_code,) if role is Role.PROVIDER else ()
+            issued = admin.issue_token(requester_id, role, request=SETUP, practice_codes=codes)
+            tokens[role.value] = issued.token
+        admin.grant_allocation(
+            "analyst-1", dataset_id, to_units_floor(ANALYST_EPSILON), request=SETUP
+        )
+    return tokens
+
+
+def start_service(small_dataset: DatasetVersion, tmp: Path, **limits: float) -> Service:
+    settings = settings_for(small_dataset.path.parents[2], tmp, **limits)
+    running = build_server(settings)
+    codes = small_dataset.metadata.column("practice_code").values or ("A00000",)
+    tokens = prepare_ledger(settings.storage.ledger_path, small_dataset.dataset_id, str(codes[0]))
+    return Service(
+        running=running,
+        target=f"127.0.0.1:{running.port}",
+        ledger_path=settings.storage.ledger_path,
+        dataset_id=small_dataset.dataset_id,
+        tokens=tokens,
+        analyst_id="analyst-1",
+    )
+
+
+@pytest.fixture(scope="session")
+def service(
     small_dataset: DatasetVersion, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    store_root = small_dataset.path.parents[2]
-    running = build_server(settings_for(store_root, tmp_path_factory.mktemp("server")))
-    yield running
-    running.stop(grace_seconds=1)
+) -> Iterator[Service]:
+    started = start_service(small_dataset, tmp_path_factory.mktemp("service"))
+    yield started
+    started.running.stop(grace_seconds=1)
+
+
+@pytest.fixture(scope="session")
+def server(service: Service) -> RunningServer:
+    return service.running
 
 
 @pytest.fixture

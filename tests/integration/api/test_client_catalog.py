@@ -6,14 +6,16 @@ from collections.abc import Iterator
 
 import polars as pl
 import pytest
+
 from dpgate import Client, InvalidQueryError, NotFoundError
-from dpgate_server.api.server import RunningServer
 from dpgate_server.data.store import DatasetVersion
+
+from .conftest import Service
 
 
 @pytest.fixture
-def client(server: RunningServer) -> Iterator[Client]:
-    with Client(f"127.0.0.1:{server.port}", timeout=10) as connected:
+def client(service: Service) -> Iterator[Client]:
+    with Client(service.target, token=service.tokens["analyst"], timeout=10) as connected:
         yield connected
 
 

@@ -7,11 +7,18 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import grpc
-from dpgate_server.data.store import DatasetVersion
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dpgate import Client, DpgateError, count
+from dpgate_server.data.store import DatasetVersion
+from dpgate_server.ledger.ledger import Ledger
+
+from .conftest import prepare_ledger
 
 SERVE = [sys.executable, "-m", "dpgate_server.cli", "serve", "--config"]
 
@@ -19,7 +26,7 @@ SERVE = [sys.executable, "-m", "dpgate_server.cli", "serve", "--config"]
 def write_config(tmp_path: Path, store_root: Path, address: str = "127.0.0.1:0") -> Path:
     config = tmp_path / "dpgate.toml"
     config.write_text(
-        f'[server]\naddress = "{address}"\ngrace_seconds = 2\n'
+        f'[server]\naddress = "{address}"\ngrace_seconds = 2\nworkers = 1\n'
         f'[storage]\ndata_dir = "{store_root}"\n'
         f'ledger_path = "{tmp_path / "ledger.sqlite"}"\nkey_file = "{tmp_path / "key"}"\n'
         "[demo]\nenabled = false\n"
@@ -76,3 +83,42 @@ def test_plaintext_on_a_public_address_is_refused(
     result = subprocess.run([*SERVE, str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "refusing to serve without TLS" in result.stderr
+
+
+def test_sigterm_during_queries_leaves_a_consistent_ledger(
+    small_dataset: DatasetVersion, tmp_path: Path
+) -> None:
+    process, port = start(write_config(tmp_path, small_dataset.path.parents[2]))
+    seen: list[str] = []
+    lock = threading.Lock()
+    try:
+        codes = small_dataset.metadata.column("practice_code").values or ("A00000",)
+        tokens = prepare_ledger(tmp_path / "ledger.sqlite", small_dataset.dataset_id, str(codes[0]))
+
+        def ask(epsilon: float) -> None:
+            with Client(f"127.0.0.1:{port}", token=tokens["analyst"], retries=0) as client:
+                try:
+                    result = client.query(
+                        count(small_dataset.dataset_id).by("practice_code").epsilon(epsilon)
+                    )
+                except DpgateError:
+                    return
+                with lock:
+                    seen.append(result.release_id)
+
+        threads = [threading.Thread(target=ask, args=(0.01 * (i + 1),)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    with Ledger.open_sqlite(tmp_path / "ledger.sqlite") as ledger:
+        assert ledger.reconcile().ok
+        assert ledger.verify().ok
+        stored = {r.release_id for r in ledger.list_releases()}
+    assert set(seen) <= stored

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from dpgate._proto.dpgate.v1 import admin_pb2, admin_pb2_grpc, query_pb2, query_pb2_grpc, types_pb2
-from dpgate_server.data.store import DatasetVersion
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+
+from dpgate._proto.dpgate.v1 import (
+    provider_pb2,
+    provider_pb2_grpc,
+    query_pb2,
+    query_pb2_grpc,
+    types_pb2,
+)
+from dpgate_server.data.store import DatasetVersion
+
+from .conftest import Service
 
 
 def error_reason(error: grpc.RpcError) -> str:
@@ -20,14 +29,22 @@ def error_reason(error: grpc.RpcError) -> str:
     return info.reason
 
 
-def test_health_reports_serving(channel: grpc.Channel) -> None:
+Metadata = tuple[tuple[str, str], ...]
+
+
+@pytest.fixture
+def analyst(service: Service) -> Metadata:
+    return (("authorization", f"Bearer {service.tokens['analyst']}"),)
+
+
+def test_health_reports_serving(channel: grpc.Channel, analyst: Metadata) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     for service in ("", "dpgate.v1.QueryService", "dpgate.v1.AdminService"):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_reflection_lists_every_service(channel: grpc.Channel) -> None:
+def test_reflection_lists_every_service(channel: grpc.Channel, analyst: Metadata) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     reply = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=5)))
@@ -41,7 +58,7 @@ def test_reflection_lists_every_service(channel: grpc.Channel) -> None:
     } <= names
 
 
-def test_reflection_serves_the_contract_file(channel: grpc.Channel) -> None:
+def test_reflection_serves_the_contract_file(channel: grpc.Channel, analyst: Metadata) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="dpgate.v1.Query")
     reply = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=5)))
@@ -49,10 +66,10 @@ def test_reflection_serves_the_contract_file(channel: grpc.Channel) -> None:
 
 
 def test_list_datasets_names_the_synthetic_dataset(
-    channel: grpc.Channel, small_dataset: DatasetVersion
+    channel: grpc.Channel, small_dataset: DatasetVersion, analyst: Metadata
 ) -> None:
     reply = query_pb2_grpc.QueryServiceStub(channel).ListDatasets(
-        query_pb2.ListDatasetsRequest(), timeout=10
+        query_pb2.ListDatasetsRequest(), timeout=10, metadata=analyst
     )
     assert [d.dataset_id for d in reply.datasets] == [small_dataset.dataset_id]
     summary = reply.datasets[0]
@@ -62,10 +79,12 @@ def test_list_datasets_names_the_synthetic_dataset(
 
 
 def test_describe_dataset_returns_public_metadata(
-    channel: grpc.Channel, small_dataset: DatasetVersion
+    channel: grpc.Channel, small_dataset: DatasetVersion, analyst: Metadata
 ) -> None:
     reply = query_pb2_grpc.QueryServiceStub(channel).DescribeDataset(
-        query_pb2.DescribeDatasetRequest(dataset_id=small_dataset.dataset_id), timeout=10
+        query_pb2.DescribeDatasetRequest(dataset_id=small_dataset.dataset_id),
+        timeout=10,
+        metadata=analyst,
     )
     columns = {c.name: c for c in reply.columns}
     assert set(columns) == {c.name for c in small_dataset.metadata.columns}
@@ -80,10 +99,12 @@ def test_describe_dataset_returns_public_metadata(
 
 
 def test_describe_dataset_never_lists_private_values(
-    channel: grpc.Channel, small_dataset: DatasetVersion
+    channel: grpc.Channel, small_dataset: DatasetVersion, analyst: Metadata
 ) -> None:
     reply = query_pb2_grpc.QueryServiceStub(channel).DescribeDataset(
-        query_pb2.DescribeDatasetRequest(dataset_id=small_dataset.dataset_id), timeout=10
+        query_pb2.DescribeDatasetRequest(dataset_id=small_dataset.dataset_id),
+        timeout=10,
+        metadata=analyst,
     )
     patient = next(c for c in reply.columns if c.name == "patient_key")
     assert patient.visibility == types_pb2.VISIBILITY_PRIVATE
@@ -92,35 +113,41 @@ def test_describe_dataset_never_lists_private_values(
     assert not patient.filterable
 
 
-def test_describe_unknown_dataset_is_not_found_with_reason(channel: grpc.Channel) -> None:
+def test_describe_unknown_dataset_is_not_found_with_reason(
+    channel: grpc.Channel, analyst: Metadata
+) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         query_pb2_grpc.QueryServiceStub(channel).DescribeDataset(
-            query_pb2.DescribeDatasetRequest(dataset_id="no_such_dataset"), timeout=10
+            query_pb2.DescribeDatasetRequest(dataset_id="no_such_dataset"),
+            timeout=10,
+            metadata=analyst,
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "ListDatasets" in (caught.value.details() or "")
     assert error_reason(caught.value) == "DATASET_NOT_FOUND"
 
 
-def test_describe_without_dataset_id_is_invalid_argument(channel: grpc.Channel) -> None:
+def test_describe_without_dataset_id_is_invalid_argument(
+    channel: grpc.Channel, analyst: Metadata
+) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         query_pb2_grpc.QueryServiceStub(channel).DescribeDataset(
-            query_pb2.DescribeDatasetRequest(), timeout=10
+            query_pb2.DescribeDatasetRequest(), timeout=10, metadata=analyst
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "dataset_id is required" in (caught.value.details() or "")
 
 
-def test_path_like_dataset_id_is_not_found(channel: grpc.Channel) -> None:
+def test_path_like_dataset_id_is_not_found(channel: grpc.Channel, analyst: Metadata) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         query_pb2_grpc.QueryServiceStub(channel).DescribeDataset(
-            query_pb2.DescribeDatasetRequest(dataset_id="../../etc"), timeout=10
+            query_pb2.DescribeDatasetRequest(dataset_id="../../etc"), timeout=10, metadata=analyst
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_public_table_streams_every_practice(
-    channel: grpc.Channel, small_dataset: DatasetVersion
+    channel: grpc.Channel, small_dataset: DatasetVersion, analyst: Metadata
 ) -> None:
     chunks = list(
         query_pb2_grpc.QueryServiceStub(channel).StreamPublicTable(
@@ -128,6 +155,7 @@ def test_public_table_streams_every_practice(
                 dataset_id=small_dataset.dataset_id, table="practices"
             ),
             timeout=10,
+            metadata=analyst,
         )
     )
     columns = list(chunks[0].columns)
@@ -138,7 +166,7 @@ def test_public_table_streams_every_practice(
 
 
 def test_private_table_is_not_a_public_table(
-    channel: grpc.Channel, small_dataset: DatasetVersion
+    channel: grpc.Channel, small_dataset: DatasetVersion, analyst: Metadata
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         list(
@@ -147,25 +175,19 @@ def test_private_table_is_not_a_public_table(
                     dataset_id=small_dataset.dataset_id, table="appointments"
                 ),
                 timeout=10,
+                metadata=analyst,
             )
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_reason(caught.value) == "TABLE_NOT_FOUND"
 
 
-def test_rpcs_of_later_issues_say_what_is_missing(channel: grpc.Channel) -> None:
+def test_rpcs_of_later_issues_say_what_is_missing(service: Service, channel: grpc.Channel) -> None:
+    provider = (("authorization", f"Bearer {service.tokens['provider']}"),)
     with pytest.raises(grpc.RpcError) as caught:
-        admin_pb2_grpc.AdminServiceStub(channel).ListRequesters(
-            admin_pb2.ListRequestersRequest(), timeout=10
+        provider_pb2_grpc.ProviderServiceStub(channel).GetPracticeStatus(
+            provider_pb2.GetPracticeStatusRequest(), timeout=10, metadata=provider
         )
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ListRequesters is not implemented yet: it needs" in (caught.value.details() or "")
+    assert "GetPracticeStatus is not implemented yet: it needs" in (caught.value.details() or "")
     assert error_reason(caught.value) == "NOT_IMPLEMENTED"
-
-
-def test_streaming_rpc_of_later_issue_is_unimplemented(channel: grpc.Channel) -> None:
-    stub = query_pb2_grpc.QueryServiceStub(channel)
-    with pytest.raises(grpc.RpcError) as caught:
-        list(stub.RunQuery(query_pb2.RunQueryRequest(), timeout=10))
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "RunQuery is not implemented yet" in (caught.value.details() or "")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import Ledger, RequestInfo
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dpgate_server.config import ConfigError, load_settings
 
 

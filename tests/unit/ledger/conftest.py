@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import DebitResult, Ledger, Principal, RequestInfo, Role
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import (
     AllocationBelowSpent,

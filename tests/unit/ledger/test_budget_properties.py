@@ -9,6 +9,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import (
     AllocationBelowSpent,
@@ -18,9 +22,6 @@ from dpgate_server.ledger import (
     Ledger,
     RequestInfo,
 )
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 REQUESTERS = ("r0", "r1", "r2")
 DATASET = "d"

@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import replace
 
 import pytest
+
 from dpgate_server.ledger import ChainHead, Outcome, RequestInfo
 from dpgate_server.ledger.chain import GENESIS_HASH, event_hash
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import (
     BudgetExhausted,

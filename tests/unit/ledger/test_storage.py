@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+
 from dpgate_server.ledger import Ledger, LedgerBusy, LedgerSchemaError, Outcome, SqliteStorage
 from dpgate_server.ledger.sqlite_schema import MIGRATIONS
 

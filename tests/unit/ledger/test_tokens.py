@@ -6,6 +6,7 @@ import datetime as dt
 import sqlite3
 
 import pytest
+
 from dpgate_server.ledger import InvalidTokenRequest, Role
 from dpgate_server.ledger.tokens import TOKEN_PREFIX, hash_token, mint_token
 

@@ -7,6 +7,7 @@ import io
 import json
 
 import pytest
+
 from dpgate_server.ledger import Outcome
 
 SECRET_VALUE = b"noisy-value-12345.678"

@@ -1,0 +1,147 @@
+"""Authentication, roles and rate limits, applied once to every RPC by an interceptor.
+
+`authorization: Bearer <token>` is looked up by hash in the ledger (constant-time
+compare there). No, bad, expired or revoked token: UNAUTHENTICATED, counted in the audit
+chain per source (aggregated, so a flood cannot fill the disk). A role not in
+`roles.ROLES_BY_METHOD` for the RPC: PERMISSION_DENIED, audited. Over the token's rate:
+UNAVAILABLE/RATE_LIMITED with a retry hint (not audited: refusing costs nothing and must
+stay cheap under a flood). Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeAlias
+
+import grpc
+
+from dpgate_server.api.call_context import CallContext, bind_call, unbind_call
+from dpgate_server.api.errors import ErrorAnswer, abort
+from dpgate_server.api.rate_limit import TokenBuckets
+from dpgate_server.api.roles import PUBLIC_SERVICES, ROLES_BY_METHOD, rpc_name
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import Outcome, Principal, RequestInfo
+
+_BEARER = "bearer "
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Authenticates each call, checks its role and rate, and binds a CallContext."""
+
+    def __init__(self, ledger: Ledger, buckets: TokenBuckets) -> None:
+        self._ledger = ledger
+        self._buckets = buckets
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(PUBLIC_SERVICES):
+            return handler
+        return _wrap(handler, lambda context: self._admit(method, context))
+
+    def _admit(self, method: str, context: grpc.ServicerContext) -> CallContext:
+        """The caller's context, or abort with the status that says why not."""
+        rpc = rpc_name(method)
+        request_id = uuid.uuid4().hex[:16]
+        source = _peer_address(context.peer())
+        principal = self._authenticate(context)
+        if principal is None:
+            self._ledger.record_unauthenticated(
+                RequestInfo(request_id=request_id, rpc=rpc, source=source)
+            )
+            abort(
+                context,
+                ErrorAnswer(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "BAD_TOKEN",
+                    "missing, unknown, expired or revoked token: send the metadata "
+                    "'authorization: Bearer <token>' with a token an administrator issued",
+                ),
+            )
+        call = CallContext(request_id=request_id, rpc=rpc, principal=principal, source=source)
+        allowed = ROLES_BY_METHOD.get(method, frozenset())
+        if principal.role not in allowed:
+            self._ledger.record_event(call.request_info(), Outcome.DENIED)
+            roles = ", ".join(sorted(r.value for r in allowed)) or "no role"
+            abort(
+                context,
+                ErrorAnswer(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "ROLE_FORBIDDEN",
+                    f"a {principal.role.value} token may not call {rpc}; it needs: {roles}",
+                    {"role": principal.role.value, "rpc": rpc},
+                ),
+            )
+        decision = self._buckets.take(principal.token_id)
+        if not decision.allowed:
+            wait = max(decision.retry_after_seconds, 0.001)
+            abort(
+                context,
+                ErrorAnswer(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "RATE_LIMITED",
+                    f"too many calls with this token; retry after {wait:.3f} s",
+                    {"retry_after_seconds": f"{wait:.3f}"},
+                ),
+            )
+        return call
+
+    def _authenticate(self, context: grpc.ServicerContext) -> Principal | None:
+        values = [v for k, v in context.invocation_metadata() if k == "authorization"]
+        if len(values) != 1 or not isinstance(values[0], str):
+            return None
+        header = values[0]
+        if not header.lower().startswith(_BEARER):
+            return None
+        return self._ledger.authenticate(header[len(_BEARER) :].strip())
+
+
+def _peer_address(peer: str) -> str:
+    """ "ipv4:127.0.0.1:5000" -> "127.0.0.1"; "ipv6:[::1]:5000" -> "::1" (for aggregation)."""
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
+    if kind == "ipv6" and rest.startswith("[") and "]" in rest:
+        return rest[1 : rest.index("]")]
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return rest or peer
+
+
+def _wrap(handler: Handler, admit: Callable[[grpc.ServicerContext], CallContext]) -> Handler:
+    """The same handler, with `admit` run first and its context bound around the call."""
+
+    def unary_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            token = bind_call(admit(context))
+            try:
+                return behavior(request, context)
+            finally:
+                unbind_call(token)
+
+        return guarded
+
+    def stream_response(behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            token = bind_call(admit(context))
+            try:
+                yield from behavior(request, context)
+            finally:
+                unbind_call(token)
+
+        return guarded
+
+    codec = (handler.request_deserializer, handler.response_serializer)
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), *codec)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), *codec)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), *codec)
+    assert handler.stream_stream is not None
+    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), *codec)

@@ -1,0 +1,239 @@
+"""A planner's DP answers over the wire: the real client, server, workers and ledger."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dpgate import (
+    BudgetExhaustedError,
+    Client,
+    DpgateError,
+    InvalidQueryError,
+    OverloadedError,
+    count,
+    total,
+)
+from dpgate_server.data.store import DatasetVersion
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import Role
+from dpgate_server.spend import to_units_floor
+
+from .conftest import SETUP, Service, start_service
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[Client]:
+    with Client(service.target, token=service.tokens["analyst"], timeout=120) as connected:
+        yield connected
+
+
+def new_analyst(service: Service, epsilon: float) -> str:
+    """A fresh analyst with its own allocation; returns its token."""
+    requester_id = f"analyst-{uuid.uuid4().hex[:8]}"
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        ledger.admin.create_requester(
+            requester_id, name="A", organisation="Org", agreement="DSA", request=SETUP
+        )
+        ledger.admin.grant_allocation(
+            requester_id, service.dataset_id, to_units_floor(epsilon), request=SETUP
+        )
+        return ledger.admin.issue_token(requester_id, Role.ANALYST, request=SETUP).token
+
+
+def remaining(client: Client, dataset_id: str) -> Decimal:
+    [budget] = client.budget(dataset_id)
+    return budget.remaining
+
+
+def test_count_by_practice_has_every_practice_and_charges_epsilon(
+    client: Client, service: Service, small_dataset: DatasetVersion
+) -> None:
+    before = remaining(client, service.dataset_id)
+    result = client.query(count(service.dataset_id).by("practice_code").epsilon(0.25))
+    practices = set(small_dataset.metadata.column("practice_code").values or ())
+    assert set(result.frame["practice_code"]) == practices
+    assert result.frame.columns == ["practice_code", "value", "ci_low", "ci_high"]
+    assert (result.frame["ci_low"] < result.frame["value"]).all()
+    assert (result.frame["value"] < result.frame["ci_high"]).all()
+    assert result.charged == Decimal("0.25")
+    assert not result.repeat
+    assert remaining(client, service.dataset_id) == before - Decimal("0.25")
+    assert result.remaining == before - Decimal("0.25")
+
+
+def test_dna_count_by_practice_and_week_needs_no_protobuf(client: Client, service: Service) -> None:
+    query = count(service.dataset_id).where(status="DNA").by("practice_code", "week").epsilon(0.2)
+    result = client.query(query)
+    assert result.frame.height == result.frame.select("practice_code", "week").n_unique()
+    assert result.frame.height > 10 * 50
+
+
+def test_sum_of_duration_is_released_with_its_interval(client: Client, service: Service) -> None:
+    result = client.query(total(service.dataset_id, "duration_minutes").epsilon(0.2))
+    assert result.frame.height == 1
+    assert result.frame["ci_high"][0] - result.frame["ci_low"][0] > 0
+    assert "laplace" in result.mechanism
+
+
+def test_repeat_is_free_identical_and_does_not_run_the_query(
+    client: Client, service: Service
+) -> None:
+    query = count(service.dataset_id).by("mode").epsilon(0.3)
+    first = client.query(query)
+    completed_before = service.running.pool.stats().completed
+    again = client.query(query)
+    assert again.repeat
+    assert again.charged == 0
+    assert again.release_id == first.release_id
+    assert again.frame.equals(first.frame)
+    assert service.running.pool.stats().completed == completed_before
+
+
+def test_other_confidence_level_is_the_same_release_with_other_intervals(
+    client: Client, service: Service
+) -> None:
+    query = count(service.dataset_id).by("status").epsilon(0.3)
+    first = client.query(query)
+    wider = client.query(query.confidence(0.99))
+    assert wider.repeat
+    assert wider.charged == 0
+    assert wider.release_id == first.release_id
+    assert wider.frame["value"].equals(first.frame["value"])
+    assert (
+        (wider.frame["ci_high"] - wider.frame["ci_low"])
+        > (first.frame["ci_high"] - first.frame["ci_low"])
+    ).all()
+
+
+def test_retried_call_with_the_same_idempotency_key_is_charged_once(
+    client: Client, service: Service
+) -> None:
+    before = remaining(client, service.dataset_id)
+    query = count(service.dataset_id).by("hcp_type").epsilon(0.15)
+    key = uuid.uuid4().hex
+    first = client.query(query, idempotency_key=key)
+    second = client.query(query, idempotency_key=key)
+    assert second.release_id == first.release_id
+    assert remaining(client, service.dataset_id) == before - Decimal("0.15")
+
+
+def test_exhausted_budget_raises_with_figures_and_charges_nothing(service: Service) -> None:
+    token = new_analyst(service, epsilon=0.5)
+    with Client(service.target, token=token, timeout=120) as poor:
+        with pytest.raises(BudgetExhaustedError) as caught:
+            poor.query(count(service.dataset_id).by("region_code").epsilon(0.75))
+        assert caught.value.requested == Decimal("0.75")
+        assert caught.value.remaining == Decimal("0.5")
+        assert remaining(poor, service.dataset_id) == Decimal("0.5")
+        assert poor.releases() == []
+
+
+def test_preview_is_free_and_matches_the_release(client: Client, service: Service) -> None:
+    query = count(service.dataset_id).by("sex").epsilon(0.4)
+    before = remaining(client, service.dataset_id)
+    preview = client.preview(query)
+    assert remaining(client, service.dataset_id) == before
+    assert preview.spend == Decimal("0.4")
+    assert preview.cells == 2
+    result = client.query(query)
+    width = result.frame["ci_high"][0] - result.frame["ci_low"][0]
+    assert width == pytest.approx(2 * preview.half_width)
+    assert result.noise_scale == pytest.approx(preview.noise_scale)
+
+
+def test_preview_resolves_a_target_accuracy_to_a_spend(client: Client, service: Service) -> None:
+    preview = client.preview(count(service.dataset_id).by("sex").accuracy(500))
+    assert 0 < preview.spend < 1
+    assert preview.half_width <= 500
+
+
+def test_invalid_query_names_reason_and_field_and_charges_nothing(
+    client: Client, service: Service
+) -> None:
+    before = remaining(client, service.dataset_id)
+    with pytest.raises(InvalidQueryError) as caught:
+        client.query(count(service.dataset_id).by("nhs_number").epsilon(0.1))
+    assert caught.value.reason == "UNKNOWN_COLUMN"
+    assert "group_by" in caught.value.field
+    assert remaining(client, service.dataset_id) == before
+
+
+def test_grouping_on_the_patient_key_is_refused(client: Client, service: Service) -> None:
+    with pytest.raises(InvalidQueryError) as caught:
+        client.query(count(service.dataset_id).by("patient_key").epsilon(0.1))
+    assert caught.value.reason == "PRIVATE_COLUMN"
+
+
+def test_releases_lists_what_was_paid_for(client: Client, service: Service) -> None:
+    result = client.query(count(service.dataset_id).by("age_band").epsilon(0.1))
+    listed = {r.release_id: r for r in client.releases(service.dataset_id)}
+    assert result.release_id in listed
+    assert listed[result.release_id].cost == Decimal("0.1")
+
+
+def test_query_past_its_deadline_is_cancelled_free_and_health_answers(
+    small_dataset: DatasetVersion, tmp_path: Path
+) -> None:
+    slow = start_service(small_dataset, tmp_path, workers=1, query_timeout_seconds=0.001)
+    try:
+        with Client(slow.target, token=slow.tokens["analyst"], timeout=120) as client:
+            before = remaining(client, slow.dataset_id)
+            with pytest.raises(DpgateError) as caught:
+                client.query(count(slow.dataset_id).by("practice_code").epsilon(0.5))
+            assert caught.value.code == "DEADLINE_EXCEEDED"
+            assert caught.value.reason == "QUERY_TIMEOUT"
+            assert remaining(client, slow.dataset_id) == before
+            with grpc.insecure_channel(slow.target) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=10
+                )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        slow.running.stop(grace_seconds=1)
+
+
+def test_full_queue_answers_overloaded_not_budget_exhausted(
+    small_dataset: DatasetVersion, tmp_path: Path
+) -> None:
+    busy = start_service(small_dataset, tmp_path, max_queued_queries=0)
+    outcomes: list[str] = []
+    hints: list[float | None] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def ask(epsilon: float) -> None:
+        with Client(busy.target, token=busy.tokens["analyst"], timeout=120, retries=0) as c:
+            start.wait()
+            try:
+                c.query(count(busy.dataset_id).by("practice_code", "week").epsilon(epsilon))
+                outcome = "ok"
+            except OverloadedError as error:
+                outcome = "overloaded"
+                with lock:
+                    hints.append(error.retry_after)
+            with lock:
+                outcomes.append(outcome)
+
+    try:
+        threads = [threading.Thread(target=ask, args=(0.01 * (i + 1),)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert "overloaded" in outcomes
+        assert "ok" in outcomes
+        assert all(hint is not None and hint > 0 for hint in hints)
+        with Client(busy.target, token=busy.tokens["analyst"]) as c:
+            spent = 5 - remaining(c, busy.dataset_id)
+            assert len(c.releases()) == outcomes.count("ok")
+        assert spent > 0
+    finally:
+        busy.running.stop(grace_seconds=1)
