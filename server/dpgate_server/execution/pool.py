@@ -20,10 +20,11 @@ Guarantees:
   `WorkerFailed`. `setrlimit` was measured and rejected: with OpenDP and Polars loaded, a
   worker reserves far more address space than it uses (RLIMIT_AS counts 2.9 GB of
   address space and RLIMIT_DATA 1.4 GB of private mappings for 0.27 GB resident after one
-  small query), so either limit would refuse queries that fit well in memory, by an
-  amount that grows with the machine's thread count. The RSS cap is soft by up to one
-  sampling interval of allocation (a query allocating at several GB/s can overshoot by a
-  few hundred MB before it is ended).
+  small query; under RLIMIT_AS = 2 GiB a 200 MB allocation already failed at 0.35 GB
+  resident), so either limit would refuse queries that fit well in memory, by an amount
+  that grows with the machine's thread count. The RSS cap is soft by one sampling interval
+  of allocation: a worker touching memory as fast as it can was ended at ~70 MB past a
+  512 MiB cap; allow that much headroom below the machine's memory.
 
 Errors raised in a worker by the engine or store (`InvalidQuery`, `CostMismatchError`,
 `EngineError`, `DatasetNotFoundError`) are re-raised in the caller as themselves;
@@ -420,7 +421,7 @@ class QueryWorkerPool:
             while not self._closing.is_set():
                 try:
                     worker = self._launch_tracked()
-                except (OSError, WorkerStartError) as exc:
+                except Exception as exc:  # keep trying: the pool is short of a worker
                     if self._closing.is_set():  # close() ended it while it started
                         return
                     _log.error("could not start a replacement query worker: %s", exc)

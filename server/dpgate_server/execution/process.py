@@ -43,7 +43,10 @@ class WorkerProcess:
         self._disposed = False
         self._pid = process.pid or 0
         self._exitcode: int | None = None
-        self._ps = psutil.Process(self._pid)
+        try:
+            self._ps: psutil.Process | None = psutil.Process(self._pid)
+        except psutil.Error:  # it already exited: wait_ready will say so
+            self._ps = None
         self.over_memory = False
         """Set by the watchdog when it ends this worker for passing the memory cap."""
 
@@ -109,7 +112,7 @@ class WorkerProcess:
     def rss_bytes(self) -> int | None:
         """Resident memory of the process, or None if it is gone."""
         with self._lock:
-            if self._disposed:
+            if self._disposed or self._ps is None:
                 return None
             try:
                 return int(self._ps.memory_info().rss)
