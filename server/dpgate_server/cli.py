@@ -14,6 +14,8 @@ import typer
 
 from dpgate_server.api.server import InsecureBindError, RunningServer, build_server
 from dpgate_server.config import ConfigError, Settings, load_settings
+from dpgate_server.data.store import DatasetStore
+from dpgate_server.demo_bootstrap import bootstrap_demo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 _log = logging.getLogger("dpgate_server")
@@ -37,6 +39,8 @@ def serve(config: ConfigOption = None) -> None:
         typer.echo(f"dpgate-server: {exc}", err=True)
         raise typer.Exit(2) from None
     _announce(running, settings)
+    if settings.demo.enabled:
+        _announce_demo_accounts(running)
     _wait_for_signal(running, settings.server.grace_seconds)
 
 
@@ -72,6 +76,37 @@ def _announce(running: RunningServer, settings: Settings) -> None:
     print(f"dpgate server listening on {running.address} ({security})", flush=True)
     print(f"  data:   {settings.storage.data_dir}", flush=True)
     print(f"  ledger: {settings.storage.ledger_path}", flush=True)
+
+
+def _announce_demo_accounts(running: RunningServer) -> None:
+    store = DatasetStore(running.store_root)
+    for dataset_id in store.dataset_ids():
+        version = store.current(dataset_id)
+        codes = version.metadata.column("practice_code")
+        practice = str(codes.values[0]) if codes is not None and codes.values else ""
+        accounts = bootstrap_demo(running.ledger, dataset_id, practice)
+        if accounts is None:
+            print(
+                "  demo tokens were printed at the first start (only their hashes are kept);"
+                " delete the ledger file to start the demo afresh",
+                flush=True,
+            )
+            return
+        print("\n  demo tokens (shown once; the server keeps only their hashes):", flush=True)
+        for role, token in accounts.tokens.items():
+            print(f"    {role:9s} {token}", flush=True)
+        print(
+            f"\n  the analyst may spend epsilon {accounts.allocation} on {dataset_id}. Try:\n\n"
+            f"    .tools/bin/uv run python - <<'PY'\n"
+            f"    from dpgate import Client, count\n"
+            f"    with Client('{running.address}', token='{accounts.tokens['analyst']}') as c:\n"
+            f"        r = c.query(count('{dataset_id}').where(status='DNA').by('month')"
+            f".epsilon(0.5))\n"
+            f"        print(r.frame, r.charged, r.remaining)\n"
+            f"    PY\n",
+            flush=True,
+        )
+        return
 
 
 def _wait_for_signal(running: RunningServer, grace_seconds: float) -> None:

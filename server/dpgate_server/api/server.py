@@ -12,6 +12,7 @@ import logging
 from concurrent import futures
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -68,6 +69,7 @@ class RunningServer:
     tls: bool
     ledger: Ledger
     pool: QueryWorkerPool
+    store_root: Path
 
     def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace, then release state.
@@ -178,7 +180,14 @@ def _start(
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = settings.server.address.rpartition(":")[0]
     return RunningServer(
-        server, port, f"{host}:{port}", health_servicer, tls is not None, ledger, pool
+        server,
+        port,
+        f"{host}:{port}",
+        health_servicer,
+        tls is not None,
+        ledger,
+        pool,
+        settings.storage.data_dir,
     )
 
 

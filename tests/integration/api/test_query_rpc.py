@@ -237,3 +237,20 @@ def test_full_queue_answers_overloaded_not_budget_exhausted(
         assert spent > 0
     finally:
         busy.running.stop(grace_seconds=1)
+
+
+def test_rate_limit_answers_unavailable_with_a_hint_not_budget(
+    small_dataset: DatasetVersion, tmp_path: Path
+) -> None:
+    limited = start_service(small_dataset, tmp_path, workers=1, requests_per_second=0.01, burst=2)
+    try:
+        with Client(limited.target, token=limited.tokens["analyst"], retries=0) as client:
+            client.datasets()
+            client.datasets()
+            with pytest.raises(OverloadedError) as caught:
+                client.datasets()
+        assert caught.value.reason == "RATE_LIMITED"
+        assert caught.value.retry_after is not None
+        assert caught.value.retry_after > 1
+    finally:
+        limited.running.stop(grace_seconds=1)

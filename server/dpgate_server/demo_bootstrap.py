@@ -1,0 +1,57 @@
+"""First start of the embedded demo: requesters, one token per role, a cap and a grant.
+
+Runs only when the demo is enabled and the ledger has no requester yet, so a real
+deployment (demo disabled) never gets accounts it did not ask for. Tokens are returned
+once, to be printed once; the ledger keeps only their hashes, as for any token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import RequestInfo, Role
+from dpgate_server.spend import to_units_floor
+
+DEMO_CAP = Decimal(50)
+"""The demo dataset's global cap (epsilon or rho) across all requesters."""
+DEMO_ALLOCATION = Decimal(10)
+"""The demo analyst's allocation."""
+_REQUEST = RequestInfo(request_id="demo-bootstrap", rpc="demo-bootstrap")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAccounts:
+    """The demo's bearer tokens by role (shown once) and the analyst's allocation."""
+
+    tokens: dict[str, str]
+    dataset_id: str
+    allocation: Decimal
+
+
+def bootstrap_demo(ledger: Ledger, dataset_id: str, practice_code: str) -> DemoAccounts | None:
+    """Create the demo accounts if the ledger has no requester; None if it already has."""
+    admin = ledger.admin
+    if admin.list_requesters():
+        return None
+    admin.set_dataset_cap(
+        dataset_id, to_units_floor(DEMO_CAP), reason="demo: first start", request=_REQUEST
+    )
+    tokens = {}
+    for role in Role:
+        requester_id = f"demo-{role.value}"
+        admin.create_requester(
+            requester_id,
+            name=f"Demo {role.value}",
+            organisation="dpgate demo",
+            agreement="demo only: synthetic data",
+            request=_REQUEST,
+        )
+        codes = (practice_code,) if role is Role.PROVIDER else ()
+        issued = admin.issue_token(requester_id, role, request=_REQUEST, practice_codes=codes)
+        tokens[role.value] = issued.token
+    admin.grant_allocation(
+        "demo-analyst", dataset_id, to_units_floor(DEMO_ALLOCATION), request=_REQUEST
+    )
+    return DemoAccounts(tokens=tokens, dataset_id=dataset_id, allocation=DEMO_ALLOCATION)
