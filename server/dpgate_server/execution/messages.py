@@ -11,7 +11,9 @@ equal exception of one of the whitelisted types without calling its `__init__`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 from dpgate_server.data.store import DatasetNotFoundError
@@ -19,10 +21,12 @@ from dpgate_server.queries.errors import CostMismatchError, EngineError, Invalid
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import Query
 
-DOMAIN_ERRORS: Final[dict[str, type[Exception]]] = {
-    cls.__name__: cls
-    for cls in (InvalidQuery, CostMismatchError, EngineError, DatasetNotFoundError)
-}
+DOMAIN_ERRORS: Final[Mapping[str, type[Exception]]] = MappingProxyType(
+    {
+        cls.__name__: cls
+        for cls in (InvalidQuery, CostMismatchError, EngineError, DatasetNotFoundError)
+    }
+)
 """Errors re-raised in the caller as themselves; anything else becomes WorkerFailed."""
 
 STOP: Final = None
