@@ -85,8 +85,8 @@ class LimitsSettings(_Section):
     """Longest a query may run; its worker is then ended and nothing is charged."""
     max_queued_queries: int = Field(default=8, ge=0, le=10_000)
     """Queries that may wait for a worker; one more is answered OVERLOADED."""
-    worker_memory_mb: int = Field(default=8192, ge=256, le=1_048_576)
-    """Memory cap of each query worker process."""
+    worker_memory_mb: int = Field(default=8192, ge=512, le=1_048_576)
+    """Resident-memory cap of each query worker (an idle worker uses ~160 MB, so >= 512)."""
     max_cells: int = Field(default=400_000, ge=1)
     """Most cells one answer may have."""
     max_filters: int = Field(default=16, ge=0)
