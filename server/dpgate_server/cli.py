@@ -72,7 +72,7 @@ def _prepare_demo_data(settings: Settings) -> None:
 
 
 def _announce(running: RunningServer, settings: Settings) -> None:
-    security = "TLS" if running.tls else "plaintext on loopback only (no TLS configured)"
+    security = "TLS" if running.tls else "plaintext, loopback only: no TLS configured"
     print(f"dpgate server listening on {running.address} ({security})", flush=True)
     print(f"  data:   {settings.storage.data_dir}", flush=True)
     print(f"  ledger: {settings.storage.ledger_path}", flush=True)
@@ -96,14 +96,17 @@ def _announce_demo_accounts(running: RunningServer) -> None:
         for role, token in accounts.tokens.items():
             print(f"    {role:9s} {token}", flush=True)
         print(
-            f"\n  the analyst may spend epsilon {accounts.allocation} on {dataset_id}. Try:\n\n"
-            f"    .tools/bin/uv run python - <<'PY'\n"
-            f"    from dpgate import Client, count\n"
-            f"    with Client('{running.address}', token='{accounts.tokens['analyst']}') as c:\n"
-            f"        r = c.query(count('{dataset_id}').where(status='DNA').by('month')"
-            f".epsilon(0.5))\n"
-            f"        print(r.frame, r.charged, r.remaining)\n"
-            f"    PY\n",
+            f"\n  the analyst may spend epsilon {accounts.allocation} on {dataset_id}."
+            " Paste this in another terminal, in this folder:\n",
+            flush=True,
+        )
+        print(
+            ".tools/bin/uv run python - <<'PY'\n"
+            "from dpgate import Client, count\n"
+            f"with Client('{running.address}', token='{accounts.tokens['analyst']}') as c:\n"
+            f"    r = c.query(count('{dataset_id}').where(status='DNA').by('month').epsilon(0.5))\n"
+            "    print(r.frame, r.charged, r.remaining)\n"
+            "PY\n",
             flush=True,
         )
         return
