@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, json_format
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -234,13 +235,17 @@ def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
             if record_success:
                 self._ledger.record_event(current_call().request_info(), Outcome.ANSWERED)
 
-        def fail(self: Any, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+        def fail(
+            self: Any, context: grpc.ServicerContext, exc: Exception, request: Any
+        ) -> NoReturn:
             call = current_call()
             answer = answer_for(exc, call.request_id)
             if answer.outcome is not None:
                 try:
                     self._ledger.record_event(
-                        call.request_info(), answer.outcome, detail=answer.reason
+                        call.request_info(_request_text(request)),
+                        answer.outcome,
+                        detail=answer.reason,
                     )
                 except Exception:  # the refusal must still reach the caller
                     _log.exception("could not audit request %s", call.request_id)
@@ -251,7 +256,7 @@ def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
             try:
                 reply = method(self, request, context)
             except Exception as exc:
-                fail(self, context, exc)
+                fail(self, context, exc, request)
             succeed(self)
             return reply
 
@@ -260,10 +265,21 @@ def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
             try:
                 yield from method(self, request, context)
             except Exception as exc:
-                fail(self, context, exc)
+                fail(self, context, exc, request)
             succeed(self)
 
         wrapper = streaming if inspect.isgeneratorfunction(method) else unary
         return cast(_Method, wrapper)
 
     return decorate
+
+
+MAX_AUDITED_REQUEST_CHARS = 4096
+
+
+def _request_text(request: Any) -> str:
+    """What a refused request asked for, for the audit log (bounded; streams are not read)."""
+    if not isinstance(request, Message):
+        return ""
+    text = json_format.MessageToJson(request, indent=None, sort_keys=True)
+    return text[:MAX_AUDITED_REQUEST_CHARS]

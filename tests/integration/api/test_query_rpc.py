@@ -23,7 +23,7 @@ from dpgate import (
 )
 from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
-from dpgate_server.ledger.model import Role
+from dpgate_server.ledger.model import Outcome, Role
 from dpgate_server.spend import to_units_floor
 
 from .conftest import SETUP, Service, start_service
@@ -254,3 +254,14 @@ def test_rate_limit_answers_unavailable_with_a_hint_not_budget(
         assert caught.value.retry_after > 1
     finally:
         limited.running.stop(grace_seconds=1)
+
+
+def test_a_refused_query_is_audited_with_what_it_asked(client: Client, service: Service) -> None:
+    with pytest.raises(InvalidQueryError):
+        client.query(count(service.dataset_id).by("date_of_birth").epsilon(0.1))
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        events = ledger.list_events(after_seq=max(0, ledger.head().count - 20), limit=100)
+    refused = [e for e in events if e.rpc == "RunQuery" and e.outcome is Outcome.INVALID]
+    assert refused
+    assert "date_of_birth" in refused[-1].query_text
+    assert refused[-1].detail == "UNKNOWN_COLUMN"
