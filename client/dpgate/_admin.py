@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 
 import polars as pl
@@ -44,25 +45,9 @@ class AdminClient(Connection):
         timeout: seconds each call may take.
     """
 
-    def __init__(
-        self,
-        target: str,
-        token: str | None = None,
-        *,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        super().__init__(
-            target,
-            token,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-            timeout=timeout,
-        )
-        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+    @functools.cached_property
+    def _admin(self) -> admin_pb2_grpc.AdminServiceStub:
+        return admin_pb2_grpc.AdminServiceStub(self._channel)
 
     # requesters
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dpgate._admin_convert import (
     audit_event,
     audit_head,
@@ -35,25 +37,9 @@ class AuditClient(Connection):
         timeout: seconds each call may take.
     """
 
-    def __init__(
-        self,
-        target: str,
-        token: str | None = None,
-        *,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        super().__init__(
-            target,
-            token,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-            timeout=timeout,
-        )
-        self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+    @functools.cached_property
+    def _audit(self) -> audit_pb2_grpc.AuditServiceStub:
+        return audit_pb2_grpc.AuditServiceStub(self._channel)
 
     def events(self, from_sequence: int = 1, limit: int | None = None) -> list[AuditEvent]:
         """Events from `from_sequence` on, oldest first (at most `limit` if given)."""
