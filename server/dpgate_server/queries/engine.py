@@ -128,7 +128,6 @@ def prepare(
         version.metadata,
         record=version.manifest.bound,
         version_name=version.version,
-        provenance=version.manifest.source,
         keys=KeySets.of_version(version, dict(dtypes)),
         query=query,
         limits=QueryLimits() if limits is None else limits,
@@ -208,7 +207,6 @@ def preview(
             source,
             record=None,
             version_name="",
-            provenance={},
             keys=KeySets.of_metadata(source),
             query=query,
             limits=limits,
@@ -236,7 +234,6 @@ def _prepare(
     *,
     record: ContributionBound | None,
     version_name: str,
-    provenance: dict[str, Any],
     keys: KeySets,
     query: Query,
     limits: QueryLimits,
@@ -269,7 +266,7 @@ def _prepare(
         half_width=accuracy.half_width(
             calibration.mechanism, calibration.noise_scale, validated.confidence_level
         ),
-        truncation_note=_truncation_note(bounding, provenance),
+        truncation_note=_truncation_note(bounding),
     )
 
 
@@ -372,7 +369,7 @@ def _release(prepared: PreparedQuery, frame: pl.DataFrame) -> Release:
     )
 
 
-def _truncation_note(bounding: Bounding, provenance: dict[str, Any]) -> str:
+def _truncation_note(bounding: Bounding) -> str:
     k = bounding.max_contributions
     if bounding.method is BoundingMethod.PER_QUERY:
         return (
@@ -380,11 +377,9 @@ def _truncation_note(bounding: Bounding, provenance: dict[str, Any]) -> str:
             "at random in this query); values estimate that truncated table, and intervals do "
             "not cover the rows dropped."
         )
-    before, kept = provenance.get("rows_before_bound"), provenance.get("rows")
-    note = (
+    # Never quote the version's observed row counts here: they are exact aggregates of
+    # private data (a differencing attack across versions would read them).
+    return (
         f"This version was cut to at most {k} random rows per patient when it was published; "
         "values estimate the bounded table, and intervals do not cover the rows dropped."
     )
-    if isinstance(before, int) and isinstance(kept, int) and before > 0:
-        note += f" Publishing kept {kept:,} of {before:,} rows ({kept / before:.1%})."
-    return note

@@ -67,4 +67,4 @@ def test_generated_dataset_answers_a_grouped_query_on_the_publish_time_path(
     assert release.bounding is BoundingMethod.PUBLISH_TIME
     assert len(release.cells) == shown.cells == practices
     assert release.cost_units == 500_000_000
-    assert "Publishing kept" in shown.truncation_note
+    assert "cut to at most 24 random rows per patient" in shown.truncation_note
