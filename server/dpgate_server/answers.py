@@ -83,8 +83,13 @@ class QueryAnswerer:
         request: RequestInfo,
         query: Query,
         idempotency_key: str | None,
+        caller_deadline_s: float | None = None,
     ) -> Answer:
         """Answer `query` for `principal`, charging its budget unless it is a repeat.
+
+        `caller_deadline_s` is the time the caller still waits; the query is cancelled at
+        the earlier of it and the configured timeout, so no one is charged for an answer
+        computed after they stopped waiting.
 
         Raises:
             InvalidQuery: the query is malformed or not allowed (nothing spent).
@@ -114,8 +119,11 @@ class QueryAnswerer:
             )
             raise BudgetExhausted(prepared.cost_units, budget.remaining_units)
 
+        timeout_s = self._timeout_s
+        if caller_deadline_s is not None:
+            timeout_s = max(0.001, min(timeout_s, caller_deadline_s))
         payload = self._executor.execute(
-            dataset_id, version.version, query, prepared.key, self._limits, self._timeout_s
+            dataset_id, version.version, query, prepared.key, self._limits, timeout_s
         )
         result = self._ledger.debit(
             requester_id,

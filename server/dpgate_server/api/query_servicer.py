@@ -97,6 +97,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             call.request_info(),
             query_from_proto(request.query),
             request.idempotency_key or None,
+            caller_deadline_s=context.time_remaining(),
         )
         yield from answer_to_proto(answer)
 
