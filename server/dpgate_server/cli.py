@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import uuid
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -16,6 +17,9 @@ from dpgate_server.api.server import InsecureBindError, RunningServer, build_ser
 from dpgate_server.config import ConfigError, Settings, load_settings
 from dpgate_server.data.store import DatasetStore
 from dpgate_server.demo_bootstrap import bootstrap_demo
+from dpgate_server.ledger import errors as ledger_errors
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import IssuedToken, RequestInfo, Role
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 _log = logging.getLogger("dpgate_server")
@@ -49,6 +53,61 @@ def generate_demo(config: ConfigOption = None) -> None:
     """Generate (or reuse) the synthetic demo dataset without starting the server."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     _prepare_demo_data(_settings_or_exit(config))
+
+
+@app.command("create-admin-token")
+def create_admin_token(
+    config: ConfigOption = None,
+    requester_id: Annotated[
+        str, typer.Option(help="The administrator's requester id (created if it does not exist).")
+    ] = "admin",
+    name: Annotated[str, typer.Option(help="Their name, for a new requester.")] = "Administrator",
+    organisation: Annotated[
+        str, typer.Option(help="Their organisation, for a new requester.")
+    ] = "local operator",
+) -> None:
+    """Create an admin token on the ledger file itself: the first admin, with no server.
+
+    Works offline (the server may be stopped or running). The token alone goes to stdout,
+    this once: the ledger keeps only its hash. The requester and the token are recorded in
+    the audit chain as the work of the local operator, like any administrative change.
+    """
+    settings = _settings_or_exit(config)
+    path = settings.storage.ledger_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    request = RequestInfo(
+        request_id=f"cli-{uuid.uuid4().hex}", rpc="create-admin-token", source="local"
+    )
+    try:
+        with Ledger.open_sqlite(path) as ledger:
+            issued = _issue_admin_token(ledger, requester_id, name, organisation, request)
+    except (ledger_errors.LedgerError, ValueError) as exc:
+        typer.echo(f"dpgate-server: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"admin token {issued.info.token_id} for requester {requester_id} on {path}"
+        " (shown once; only its hash is kept):",
+        err=True,
+    )
+    typer.echo(issued.token)
+
+
+def _issue_admin_token(
+    ledger: Ledger, requester_id: str, name: str, organisation: str, request: RequestInfo
+) -> IssuedToken:
+    admin = ledger.admin
+    existing = {r.requester_id: r for r in admin.list_requesters()}.get(requester_id)
+    if existing is None:
+        admin.create_requester(
+            requester_id,
+            name=name,
+            organisation=organisation,
+            agreement="server operator (create-admin-token)",
+            request=request,
+        )
+    elif not existing.enabled:
+        raise ValueError(f"requester {requester_id!r} is disabled; choose another --requester-id")
+    return admin.issue_token(requester_id, Role.ADMIN, request=request)
 
 
 def _settings_or_exit(config: Path | None) -> Settings:
@@ -107,6 +166,13 @@ def _announce_demo_accounts(running: RunningServer) -> None:
             f"    r = c.query(count('{dataset_id}').where(status='DNA').by('month').epsilon(0.5))\n"
             "    print(r.frame, r.charged, r.remaining)\n"
             "PY\n",
+            flush=True,
+        )
+        print("  or, with the command line (a repeat of the same query is free):\n", flush=True)
+        print(
+            f"DPGATE_TARGET={running.address} DPGATE_TOKEN={accounts.tokens['analyst']} \\\n"
+            f"  .tools/bin/uv run dpgate query {dataset_id} --count --where status=DNA"
+            " --by month --epsilon 0.5\n",
             flush=True,
         )
         return

@@ -1,0 +1,102 @@
+"""Output of every command: a rich view for people, or one JSON document for scripts.
+
+JSON conventions (stable for scripts): amounts of epsilon or rho are strings holding
+exact decimals ("0.500000000"), so no budget is ever rounded through a float; times and
+dates are ISO 8601 strings; noisy values and intervals are numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+UNIT_OF = {"pure_dp": "epsilon", "zcdp": "rho"}
+
+
+def unit(accounting: str) -> str:
+    """ "epsilon" for pure-DP datasets, "rho" for zCDP ones."""
+    return UNIT_OF.get(accounting, accounting or "budget")
+
+
+def amount(value: Decimal) -> str:
+    """An exact amount without trailing zeros: Decimal("0.500000000") -> "0.5"."""
+    if value == value.to_integral_value():
+        return str(value.quantize(Decimal(1)))
+    return format(value.normalize(), "f")
+
+
+def jsonable(value: Any) -> Any:
+    """`value` in JSON's types: dataclasses and mappings become objects, Decimals strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    elif isinstance(value, pl.DataFrame):
+        value = list(value.iter_rows(named=True))
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def stdout() -> Console:
+    """A console on standard output (made per call: no console outlives a command)."""
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr() -> Console:
+    """A console on standard error, for notes and progress that scripts do not parse."""
+    return Console(stderr=True, highlight=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Output:
+    """Where one command's result goes: JSON on stdout, or a view drawn with rich."""
+
+    as_json: bool
+
+    def emit(self, value: Any, render: Callable[[Console], None]) -> None:
+        """Print `value` as JSON, or call `render` with a stdout console."""
+        if self.as_json:
+            typer.echo(json.dumps(jsonable(value), indent=2))
+        else:
+            render(stdout())
+
+    @contextmanager
+    def working(self, message: str) -> Iterator[None]:
+        """A spinner on stderr while slow work runs (shown on terminals only)."""
+        console = stderr()
+        if self.as_json or not console.is_terminal:
+            yield
+            return
+        with console.status(message):
+            yield
+
+
+def table(
+    columns: Sequence[str], rows: Sequence[Sequence[object]], *, title: str = "", **kw: Any
+) -> Table:
+    """A rich table of plain cells (None shows as blank)."""
+    view = Table(title=title or None, title_justify="left", **kw)
+    for name in columns:
+        view.add_column(name, overflow="fold")
+    for row in rows:
+        view.add_row(*("" if cell is None else str(cell) for cell in row))
+    return view

@@ -1,0 +1,310 @@
+"""Administrator commands (an admin token): requesters, tokens, allocations, caps, reports.
+
+Amounts are given as decimals (`--epsilon 0.5`) and sent exactly (to 1e-9); every change
+is recorded in the server's audit chain under the token that made it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+
+from dpgate._admin import AdminClient
+from dpgate._admin_types import Requester
+from dpgate._types import BudgetInfo
+from dpgate.cli._output import amount, table, unit
+from dpgate.cli._session import JsonOption, connect, output
+from dpgate.errors import NotFoundError
+
+app = typer.Typer(help="Run requesters, tokens and budgets (admin token).", no_args_is_help=True)
+requesters_app = typer.Typer(help="Requesters: who may be issued tokens.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Issue and revoke tokens.", no_args_is_help=True)
+cap_app = typer.Typer(help="A dataset's global cap across all requesters.", no_args_is_help=True)
+app.add_typer(requesters_app, name="requesters")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(cap_app, name="cap")
+
+
+class RoleName(StrEnum):
+    """The four roles a token may carry (exactly one)."""
+
+    analyst = "analyst"
+    admin = "admin"
+    auditor = "auditor"
+    provider = "provider"
+
+
+RequesterArgument = Annotated[str, typer.Argument(help="The requester's id.")]
+DatasetArgument = Annotated[str, typer.Argument(help="Dataset id, e.g. gp_appointments.")]
+EpsilonAmount = Annotated[
+    str | None, typer.Option("--epsilon", "-e", help="An amount of epsilon (pure-DP datasets).")
+]
+RhoAmount = Annotated[str | None, typer.Option("--rho", help="An amount of rho (zCDP datasets).")]
+ExpiresOption = Annotated[
+    str | None,
+    typer.Option(
+        "--expires",
+        metavar="WHEN",
+        help="ISO date or time, e.g. 2026-03-31 (midnight UTC) or 2026-03-31T17:00:00+01:00.",
+    ),
+]
+
+
+# requesters
+
+
+@requesters_app.command("list")
+def list_requesters(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Every requester, enabled or not."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        found = admin.requesters()
+    out.emit(found, lambda console: console.print(_requesters_table(found)))
+
+
+@requesters_app.command("create")
+def create_requester(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="The person or team.")],
+    organisation: Annotated[str, typer.Option(help="Their organisation.")],
+    purpose: Annotated[
+        str, typer.Option(help="The purpose or data-sharing agreement under which they ask.")
+    ],
+    json_output: JsonOption = False,
+) -> None:
+    """Register a requester (enabled); the server chooses the id, printed here."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        created = admin.create_requester(name, organisation, purpose)
+    out.emit(created, lambda console: console.print(f"created requester {created.requester_id}"))
+
+
+@requesters_app.command("disable")
+def disable_requester(
+    ctx: typer.Context, requester_id: RequesterArgument, json_output: JsonOption = False
+) -> None:
+    """Disable a requester: every token of theirs stops working at once."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        disabled = admin.disable_requester(requester_id)
+    message = f"disabled requester {disabled.requester_id}: their tokens no longer work"
+    out.emit(disabled, lambda console: console.print(message))
+
+
+# tokens
+
+
+@tokens_app.command("issue")
+def issue_token(
+    ctx: typer.Context,
+    requester_id: RequesterArgument,
+    role: Annotated[RoleName, typer.Option(help="The token's one role.")],
+    expires: ExpiresOption = None,
+    practice: Annotated[
+        list[str] | None,
+        typer.Option(metavar="CODE", help="A practice a provider token acts for (repeatable)."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Issue a token. Its secret is printed this once: hand it over, do not keep it."""
+    out = output(ctx, json_output)
+    expires_at = _moment(expires)
+    with connect(ctx, AdminClient, out) as admin:
+        issued = admin.issue_token(requester_id, role.value, expires_at, practice or ())
+    document = {
+        "token_id": issued.token_id,
+        "token": issued.token,
+        "role": role.value,
+        "requester_id": requester_id,
+    }
+
+    def render(console: Console) -> None:
+        console.print(f"issued {role.value} token {issued.token_id} to {requester_id}")
+        console.print("token (shown once; the server keeps only its hash):")
+        console.print(issued.token, markup=False, soft_wrap=True)
+
+    out.emit(document, render)
+
+
+@tokens_app.command("revoke")
+def revoke_token(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(help="The token's public id (not the secret).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Revoke a token from now on (revoking twice is harmless)."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        admin.revoke_token(token_id)
+    out.emit(
+        {"token_id": token_id, "revoked": True},
+        lambda console: console.print(f"revoked token {token_id}"),
+    )
+
+
+# allocations
+
+
+@app.command()
+def grant(
+    ctx: typer.Context,
+    requester_id: RequesterArgument,
+    dataset: DatasetArgument,
+    epsilon: EpsilonAmount = None,
+    rho: RhoAmount = None,
+    expires: ExpiresOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Give a requester an allocation on a dataset (or add to the one they have)."""
+    out = output(ctx, json_output)
+    expires_at = _moment(expires)
+    with connect(ctx, AdminClient, out) as admin:
+        budget = admin.grant(requester_id, dataset, epsilon, rho, expires_at)
+    out.emit(budget, lambda console: _print_budget(console, "granted", requester_id, budget))
+
+
+@app.command("top-up")
+def top_up(
+    ctx: typer.Context,
+    requester_id: RequesterArgument,
+    dataset: DatasetArgument,
+    epsilon: EpsilonAmount = None,
+    rho: RhoAmount = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Add to an existing allocation (refused, code 5, if there is none: use grant)."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        report = admin.spending_report(dataset)
+        if report.filter(pl.col("requester_id") == requester_id).is_empty():
+            raise NotFoundError(
+                f"{requester_id} has no allocation on {dataset}; `dpgate admin grant` creates one",
+                code="NOT_FOUND",
+            )
+        budget = admin.grant(requester_id, dataset, epsilon, rho)
+    out.emit(budget, lambda console: _print_budget(console, "topped up", requester_id, budget))
+
+
+@app.command()
+def reduce(
+    ctx: typer.Context,
+    requester_id: RequesterArgument,
+    dataset: DatasetArgument,
+    epsilon: EpsilonAmount = None,
+    rho: RhoAmount = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Take back part of an allocation; never below what is already spent (code 7)."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        budget = admin.reduce(requester_id, dataset, epsilon, rho)
+    out.emit(budget, lambda console: _print_budget(console, "reduced", requester_id, budget))
+
+
+@cap_app.command("set")
+def set_cap(
+    ctx: typer.Context,
+    dataset: DatasetArgument,
+    reason: Annotated[str, typer.Option(help="Why: recorded in the audit chain.")],
+    epsilon: EpsilonAmount = None,
+    rho: RhoAmount = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Set a dataset's global cap (never below what has been spent), with the reason."""
+    out = output(ctx, json_output)
+    if not reason.strip():
+        raise typer.BadParameter("a cap change needs a reason", param_hint="--reason")
+    with connect(ctx, AdminClient, out) as admin:
+        cap = admin.set_cap(dataset, epsilon, rho, reason=reason)
+    name = unit(cap.accounting)
+    out.emit(
+        cap,
+        lambda console: console.print(
+            f"cap of {cap.dataset_id} set to {name} {amount(cap.cap)}"
+            f" ({name} {amount(cap.spent)} spent so far)"
+        ),
+    )
+
+
+# reports and data
+
+
+@app.command()
+def spending(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="Only this dataset.")] = "",
+    json_output: JsonOption = False,
+) -> None:
+    """Allocated and spent per requester and dataset, with release counts."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        report = admin.spending_report(dataset)
+    out.emit(report, lambda console: console.print(_spending_table(report)))
+
+
+@app.command()
+def publish(ctx: typer.Context, dataset: DatasetArgument, json_output: JsonOption = False) -> None:
+    """Publish the dataset's next version from the staged practice uploads."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin, out.working("publishing"):
+        info = admin.publish_dataset_version(dataset)
+    out.emit(
+        info,
+        lambda console: console.print(f"{info.dataset_id} version {info.version} is now current"),
+    )
+
+
+def _moment(text: str | None) -> dt.datetime | None:
+    """An ISO date (midnight UTC) or time; a time without an offset is read as UTC."""
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO date or time, e.g. 2026-03-31", param_hint="--expires"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _print_budget(console: Console, verb: str, requester_id: str, budget: BudgetInfo) -> None:
+    name = unit(budget.accounting)
+    console.print(
+        f"{verb}: {requester_id} on {budget.dataset_id} has {name} {amount(budget.allocated)}"
+        f" allocated, {amount(budget.spent)} spent, {amount(budget.remaining)} remaining"
+        f" (expires {budget.expires_at or 'never'})"
+    )
+
+
+def _requesters_table(found: list[Requester]) -> Any:
+    rows = [
+        (r.requester_id, r.name, r.organisation, r.purpose, "enabled" if r.enabled else "disabled")
+        for r in found
+    ]
+    return table(
+        ("requester", "name", "organisation", "purpose", "state"),
+        rows,
+        title=f"Requesters ({len(found)})",
+    )
+
+
+def _spending_table(report: pl.DataFrame) -> Any:
+    rows = [
+        (
+            r["requester_id"],
+            r["organisation"],
+            r["dataset_id"],
+            unit(r["accounting"]),
+            amount(r["allocated"]),
+            amount(r["spent"]),
+            r["release_count"],
+        )
+        for r in report.iter_rows(named=True)
+    ]
+    columns = ("requester", "organisation", "dataset", "spend", "allocated", "spent", "releases")
+    return table(columns, rows, title="Spending")
