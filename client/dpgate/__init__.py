@@ -26,6 +26,14 @@ from dpgate._types import (
     QueryResult,
     ReleaseInfo,
 )
+from dpgate.analysis import (
+    Estimates,
+    compare_with,
+    per_population,
+    ratio,
+    round_for_display,
+    sum_cells,
+)
 from dpgate.errors import (
     AlreadyExistsError,
     AuthenticationError,
@@ -58,6 +66,7 @@ __all__ = [
     "DatasetDescription",
     "DatasetInfo",
     "DpgateError",
+    "Estimates",
     "InvalidQueryError",
     "IssuedToken",
     "KeyValue",
@@ -73,6 +82,11 @@ __all__ = [
     "Requester",
     "ServerError",
     "__version__",
+    "compare_with",
     "count",
+    "per_population",
+    "ratio",
+    "round_for_display",
+    "sum_cells",
     "total",
 ]
