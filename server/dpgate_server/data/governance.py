@@ -1,0 +1,428 @@
+"""Data governance in one place: uploads, opt-out lists, consent and publishing.
+
+Both the ProviderService/AdminService servicers and the local command line call this
+facade; it decides who may act for which practice, serialises changes per dataset, and
+writes every change into the audit chain *before* it takes effect (an upload or a consent
+change that cannot be audited changes nothing). Publishing is audited once it is live.
+
+Folder layout (`GovernancePolicy.root`; default `<data_dir>/.governance`)::
+
+    optouts/<kind>.parquet          keyed hashes of the opt-out lists (optouts.py)
+    <dataset_id>/LOCK               flock: one change at a time, across processes
+    <dataset_id>/practices.parquet  the declared practice table (public policy)
+    <dataset_id>/consent.json       consent decisions (consent.py)
+    <dataset_id>/staged/*.parquet   each practice's minimised rows (staging.py)
+
+The declared practice table is captured from the dataset's current version the first time
+governance touches the dataset, before any withdrawal can remove a practice from a
+version; a withdrawn practice that re-grants consent is therefore still known, and comes
+back (as a key at once, with rows from its next upload).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import functools
+import hashlib
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+
+from dpgate_server.data.consent import ConsentRecord, ConsentState, ConsentStore
+from dpgate_server.data.durable import fsync_path
+from dpgate_server.data.governance_errors import GovernanceError, Refusal
+from dpgate_server.data.ingest import IngestPolicy, minimise_extract
+from dpgate_server.data.optouts import KEY_COLUMN, OptOutKind, OptOutLists
+from dpgate_server.data.pseudonym import key_id
+from dpgate_server.data.publishing import (
+    PRACTICES_TABLE,
+    PublishInputs,
+    PublishResult,
+    publish_version,
+)
+from dpgate_server.data.staging import StagingArea, UploadRecord
+from dpgate_server.data.store import DatasetStore, DatasetVersion
+from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
+
+OPERATOR = "operator"
+"""Who a change is attributed to when it comes from the local command line."""
+DECLARED_PRACTICES_FILE = "practices.parquet"
+
+
+class AuditSink(Protocol):
+    """Where governance changes are recorded (the ledger's audit chain)."""
+
+    def record_event(
+        self,
+        request: RequestInfo,
+        outcome: Outcome,
+        *,
+        dataset_id: str | None = None,
+        cost_units: int = 0,
+        release_id: str | None = None,
+        detail: str = "",
+    ) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GovernancePolicy:
+    """Settings of governance (config.GovernanceSettings, resolved).
+
+    Attributes:
+        root: the governance folder.
+        max_upload_bytes: largest raw extract accepted.
+        opt_out_drops: where each opt-out list file is dropped to be consumed (None: only
+            by an explicit load).
+        granted_by_default: datasets whose practices consent unless they withdraw; every
+            other dataset's practices must grant first.
+    """
+
+    root: Path
+    max_upload_bytes: int
+    opt_out_drops: Mapping[OptOutKind, Path | None]
+    granted_by_default: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """An accepted extract."""
+
+    practice_code: str
+    rows_staged: int
+    rows_opted_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class PracticeStatus:
+    """A practice's consent and its last staged upload."""
+
+    practice_code: str
+    consent: ConsentState
+    last_upload: UploadRecord | None
+
+
+class Governance:
+    """Uploads, opt-outs, consent and publishing over one dataset store."""
+
+    def __init__(
+        self,
+        store: DatasetStore,
+        policy: GovernancePolicy,
+        key_source: Callable[[], bytes],
+        audit: AuditSink,
+    ) -> None:
+        self._store = store
+        self.policy = policy
+        self._key_source = key_source
+        self._audit = audit
+        self._opt_outs = OptOutLists(policy.root)
+
+    @functools.cached_property
+    def _key(self) -> bytes:
+        """The pseudonymisation key, read on first use (servers that never ingest never
+        touch it)."""
+        return self._key_source()
+
+    # uploads
+
+    def ingest(
+        self, dataset_id: str, practice_code: str, data: bytes, request: RequestInfo
+    ) -> IngestResult:
+        """Validate, minimise and stage one practice's raw extract (held in memory only).
+
+        Raises:
+            GovernanceError: refused (bad extract, practice not the caller's, consent
+                withdrawn, ...); nothing changed.
+            DatasetNotFoundError: no such dataset.
+        """
+        current = self._store.current(dataset_id)
+        _authorise(request.principal, practice_code, uploading=True)
+        if len(data) > self.policy.max_upload_bytes:
+            raise extract_too_large(len(data), self.policy.max_upload_bytes)
+        self.refresh_opt_outs()
+        with self._locked(dataset_id):
+            self._require_known(dataset_id, current, practice_code)
+            self._require_granted(dataset_id, practice_code)
+        self._require_same_key(current)
+        minimised = minimise_extract(
+            data, IngestPolicy.of(current.metadata, practice_code), self._key
+        )
+        digest = hashlib.sha256(data).hexdigest()
+        with self._locked(dataset_id):
+            self._require_granted(dataset_id, practice_code)  # a withdrawal may have come
+            staging = StagingArea(self._folder(dataset_id))
+            staging.clean()
+            kept = minimised.rows.join(
+                self._opt_outs.keys(), on=KEY_COLUMN, how="anti", maintain_order="left"
+            )
+            record = UploadRecord(
+                practice_code=practice_code,
+                uploaded_at=_now(),
+                uploaded_by=_who(request.principal),
+                rows_staged=kept.height,
+                rows_opted_out=minimised.rows.height - kept.height,
+                key_id=key_id(self._key),
+                extract_sha256=digest,
+            )
+            staging.stage(
+                kept,
+                record,
+                before_swap=lambda: self._record(
+                    request,
+                    dataset_id,
+                    f"staged the extract of practice {practice_code} (sha256 {digest[:16]}),"
+                    " replacing its previous staged rows",
+                ),
+            )
+        return IngestResult(practice_code, record.rows_staged, record.rows_opted_out)
+
+    def status(
+        self, dataset_id: str, practice_code: str, principal: Principal | None
+    ) -> PracticeStatus:
+        """The practice's consent state and last staged upload."""
+        current = self._store.current(dataset_id)
+        _authorise(principal, practice_code, uploading=False)
+        with self._locked(dataset_id):
+            self._require_known(dataset_id, current, practice_code)
+            consent = self._consent(dataset_id).state(practice_code)
+            record = StagingArea(self._folder(dataset_id)).record(practice_code)
+        return PracticeStatus(practice_code, consent, record)
+
+    # consent
+
+    def set_consent(
+        self,
+        dataset_id: str,
+        practice_code: str,
+        state: ConsentState,
+        request: RequestInfo,
+        instruction_reference: str = "",
+    ) -> ConsentState:
+        """Record a practice's decision; a withdrawal also deletes its staged rows.
+
+        The practice's rows and key leave the dataset at the next publish; versions
+        already published (and answers already released from them) are not changed.
+        An administrator must give the reference of the practice's written instruction.
+        """
+        current = self._store.current(dataset_id)
+        principal = request.principal
+        _authorise(principal, practice_code, uploading=False)
+        reference = instruction_reference.strip()
+        if principal is not None and principal.role is Role.ADMIN and not reference:
+            raise GovernanceError(
+                Refusal.INVALID,
+                "INSTRUCTION_REFERENCE_REQUIRED",
+                "an administrator records a practice's consent only on its written "
+                "instruction: give the instruction's reference",
+                {"field": "instruction_reference"},
+            )
+        with self._locked(dataset_id):
+            self._require_known(dataset_id, current, practice_code)
+            detail = f"consent of practice {practice_code}: {state.value}"
+            self._record(
+                request, dataset_id, detail + (f" (instruction {reference})" if reference else "")
+            )
+            self._consent(dataset_id).record(
+                ConsentRecord(practice_code, state, _now(), _who(principal), reference)
+            )
+            if state is ConsentState.WITHDRAWN:
+                StagingArea(self._folder(dataset_id)).remove(practice_code)
+        return state
+
+    # opt-outs
+
+    def load_opt_out_list(self, kind: OptOutKind, path: Path, request: RequestInfo) -> int:
+        """Consume an opt-out list file (it is deleted once its keys are stored) and
+        remove the listed patients' staged rows from every dataset; returns the list size."""
+        count = self._opt_outs.consume(kind, path, self._key)
+        self._record(request, None, f"{kind.value} opt-out list replaced ({count} patients)")
+        self._purge_all()
+        return count
+
+    def refresh_opt_outs(self) -> None:
+        """Consume any list file waiting at the configured drop paths."""
+        for kind, drop in self.policy.opt_out_drops.items():
+            if drop is not None and drop.is_file():
+                request = RequestInfo(request_id=f"opt-out-{kind.value}", rpc="LoadOptOutList")
+                self.load_opt_out_list(kind, drop, request)
+
+    # publishing
+
+    def publish(self, dataset_id: str, request: RequestInfo) -> PublishResult:
+        """Build and publish the next version from the staged practices (publishing.py)."""
+        current = self._store.current(dataset_id)
+        self.refresh_opt_outs()
+        self._require_same_key(current)
+        with self._locked(dataset_id), self._store_lock(dataset_id):
+            current = self._store.current(dataset_id)
+            staging = StagingArea(self._folder(dataset_id))
+            staging.clean()
+            opted_out = self._opt_outs.keys()
+            staging.purge(opted_out)
+            self._require_staged_key(staging)
+            declared = self._declared(dataset_id, current)
+            withdrawn = frozenset(
+                code
+                for code, record in self._consent(dataset_id).records().items()
+                if record.state is ConsentState.WITHDRAWN
+            )
+            if dataset_id not in self.policy.granted_by_default:
+                granted = {
+                    c
+                    for c, r in self._consent(dataset_id).records().items()
+                    if r.state is ConsentState.GRANTED
+                }
+                withdrawn |= frozenset(declared.get_column("practice_code").to_list()) - granted
+            result = publish_version(
+                self._store,
+                PublishInputs(current, declared, withdrawn, staging, opted_out, key_id(self._key)),
+            )
+        self._record(
+            request,
+            dataset_id,
+            f"published {result.version.version} from {current.version}: {result.practices} "
+            f"practices ({len(result.staged_practices)} from uploads), "
+            f"{len(result.withdrawn_practices)} withdrawn",
+        )
+        return result
+
+    # helpers
+
+    def _folder(self, dataset_id: str) -> Path:
+        return self.policy.root / dataset_id
+
+    def _consent(self, dataset_id: str) -> ConsentStore:
+        default = (
+            ConsentState.GRANTED
+            if dataset_id in self.policy.granted_by_default
+            else ConsentState.WITHDRAWN
+        )
+        return ConsentStore(self._folder(dataset_id), default)
+
+    @contextlib.contextmanager
+    def _locked(self, dataset_id: str) -> Iterator[None]:
+        folder = self._folder(dataset_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "LOCK").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    @contextlib.contextmanager
+    def _store_lock(self, dataset_id: str) -> Iterator[None]:
+        """The lock generator.ensure_demo_dataset takes, so a demo start never races a
+        publish."""
+        with (self._store.root / f".{dataset_id}.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _declared(self, dataset_id: str, current: DatasetVersion) -> pl.DataFrame:
+        """The declared practice table, captured from `current` on first use (hold the lock)."""
+        path = self._folder(dataset_id) / DECLARED_PRACTICES_FILE
+        if not path.is_file():
+            temporary = path.with_name(f".{path.name}.tmp")
+            shutil.copyfile(current.public_table_path(PRACTICES_TABLE), temporary)
+            fsync_path(temporary)
+            temporary.replace(path)
+            fsync_path(path.parent)
+        return pl.read_parquet(path)
+
+    def _require_known(self, dataset_id: str, current: DatasetVersion, practice_code: str) -> None:
+        codes = self._declared(dataset_id, current).get_column("practice_code")
+        if not codes.is_in([practice_code]).any():
+            raise GovernanceError(
+                Refusal.INVALID,
+                "UNKNOWN_PRACTICE",
+                f"practice {practice_code!r} is not in the practice table of {dataset_id}",
+                {"field": "practice_code"},
+            )
+
+    def _require_granted(self, dataset_id: str, practice_code: str) -> None:
+        if self._consent(dataset_id).state(practice_code) is not ConsentState.GRANTED:
+            raise GovernanceError(
+                Refusal.PRECONDITION,
+                "CONSENT_WITHDRAWN",
+                f"practice {practice_code} has not granted consent for {dataset_id}: its "
+                "extracts are refused until it grants consent (SetConsent)",
+            )
+
+    def _require_same_key(self, current: DatasetVersion) -> None:
+        recorded = current.manifest.source.get("key_id")
+        if recorded is not None and recorded != key_id(self._key):
+            raise GovernanceError(
+                Refusal.PRECONDITION,
+                "KEY_MISMATCH",
+                f"the server's pseudonymisation key is not the one {current.dataset_id} was "
+                "built with: its rows would not match; restore the key file, or re-ingest "
+                "every practice into a new dataset",
+            )
+
+    def _require_staged_key(self, staging: StagingArea) -> None:
+        expected = key_id(self._key)
+        for code in staging.practices():
+            record = staging.record(code)
+            if record is not None and record.key_id != expected:
+                raise GovernanceError(
+                    Refusal.PRECONDITION,
+                    "KEY_MISMATCH",
+                    f"practice {code}'s staged rows were keyed with another pseudonymisation "
+                    "key; it must upload again",
+                )
+
+    def _purge_all(self) -> None:
+        """Remove newly opted-out patients' rows from every dataset's staging."""
+        keys = self._opt_outs.keys()
+        root = self.policy.root
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            staging = StagingArea(folder)
+            if not staging.practices():
+                continue
+            with self._locked(folder.name):
+                staging.purge(keys)
+
+    def _record(self, request: RequestInfo, dataset_id: str | None, detail: str) -> None:
+        self._audit.record_event(request, Outcome.ANSWERED, dataset_id=dataset_id, detail=detail)
+
+
+def extract_too_large(size: int, limit: int) -> GovernanceError:
+    """The refusal of an extract over the size limit (raised as soon as it is known)."""
+    return GovernanceError(
+        Refusal.INVALID,
+        "EXTRACT_TOO_LARGE",
+        f"the extract is {'at least ' if size > limit else ''}{size:,} bytes, over the limit of "
+        f"{limit:,} bytes; nothing was staged (the operator sets the limit: "
+        "governance.max_upload_bytes)",
+        {"limit_bytes": str(limit)},
+    )
+
+
+def _authorise(principal: Principal | None, practice_code: str, *, uploading: bool) -> None:
+    """Providers act only for their bound practices; administrators may record consent and
+    read status for any practice but never upload; None is the local operator."""
+    if principal is None:
+        return
+    if principal.role is Role.PROVIDER and practice_code in principal.practice_codes:
+        return
+    if principal.role is Role.ADMIN and not uploading:
+        return
+    bound = ", ".join(sorted(principal.practice_codes)) or "none"
+    raise GovernanceError(
+        Refusal.FORBIDDEN,
+        "PRACTICE_FORBIDDEN",
+        f"this {principal.role.value} token may not act for practice {practice_code!r} "
+        f"(its practices: {bound})",
+        {"practice_code": practice_code},
+    )
+
+
+def _who(principal: Principal | None) -> str:
+    return OPERATOR if principal is None else principal.requester_id
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

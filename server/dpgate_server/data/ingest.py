@@ -1,0 +1,424 @@
+"""Ingest of one raw extract: validate it whole, then minimise it (DESIGN.md guarantee 6).
+
+The extract arrives as bytes and is parsed in memory: it is never written to disk, so no
+copy with NHS numbers, dates of birth or postcodes can be left behind by a crash. Either
+every row passes every check and the minimised rows come back, or the whole extract is
+refused with the first problems in file order and their total count.
+
+Minimisation keeps only what the `appointments` table needs:
+
+- NHS number -> `patient_key` (pseudonym.patient_key: HMAC-SHA-256 under the server key),
+- date of birth -> age band at the appointment,
+- postcode and any undeclared column -> dropped unread,
+- appointment and booking times -> date, ISO week, month, weekday, hour, lead time in days,
+- durations and lead times -> AGP's bands as well as the values.
+
+Opt-outs are applied after this step, by the caller holding the governance lock, so the
+rows staged always reflect the lists as they are at the moment of staging.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from dpgate_server.data import extract_format as fmt
+from dpgate_server.data.appointment_model import (
+    DURATION_BANDS,
+    DURATION_LIMITS,
+    LEAD_TIME_BANDS,
+    LEAD_TIME_LIMITS,
+)
+from dpgate_server.data.governance_errors import (
+    MAX_REPORTED_PROBLEMS,
+    Problem,
+    extract_rejected,
+)
+from dpgate_server.data.metadata import DatasetMetadata
+from dpgate_server.data.population import AGE_BANDS
+from dpgate_server.data.pseudonym import patient_keys
+
+STAGED_COLUMNS: dict[str, pl.DataType] = {
+    "patient_key": pl.Int64(),
+    "practice_code": pl.String(),
+    "appointment_date": pl.Date(),
+    "week": pl.String(),
+    "month": pl.String(),
+    "weekday": pl.String(),
+    "hour": pl.Int32(),
+    "duration_minutes": pl.Int64(),
+    "duration_band": pl.String(),
+    "lead_time_days": pl.Int64(),
+    "lead_time_band": pl.String(),
+    "mode": pl.String(),
+    "status": pl.String(),
+    "hcp_type": pl.String(),
+    "national_category": pl.String(),
+    "service_setting": pl.String(),
+    "age_band": pl.String(),
+    "sex": pl.String(),
+}
+"""A staged row: the appointments schema without the practice's hierarchy columns, which
+publishing joins from the public practice table."""
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_NHS, _APPOINTMENT, _BOOKED, _BIRTH, _DURATION = (
+    "_nhs",
+    "_appointment",
+    "_booked",
+    "_birth",
+    "_duration",
+)
+"""Parsed columns added beside the raw strings (each parsed once, then reused)."""
+_DECODE_BLOCK = 1 << 20
+_MAX_QUOTED_VALUE = 40
+_MODULUS_11_WEIGHTS = range(10, 1, -1)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestPolicy:
+    """What an extract must satisfy, all of it public policy of the dataset.
+
+    Attributes:
+        practice_code: the practice the extract is for (every row must say so).
+        period_start: first day appointments may fall on.
+        period_end: last day (inclusive).
+        labels: for each category column and `sex`, the allowed labels.
+    """
+
+    practice_code: str
+    period_start: dt.date
+    period_end: dt.date
+    labels: dict[str, tuple[str, ...]]
+
+    @staticmethod
+    def of(metadata: DatasetMetadata, practice_code: str) -> IngestPolicy:
+        """The policy of `metadata`'s dataset for one practice's extract."""
+        labels: dict[str, tuple[str, ...]] = {}
+        for name in (*fmt.CATEGORY_COLUMNS, fmt.SEX):
+            spec = metadata.column(name)
+            if spec is None or spec.values is None:
+                raise ValueError(f"dataset {metadata.dataset_id} declares no labels for {name}")
+            labels[name] = tuple(str(v) for v in spec.values)
+        return IngestPolicy(practice_code, metadata.period_start, metadata.period_end, labels)
+
+
+@dataclass(frozen=True, slots=True)
+class MinimisedExtract:
+    """An accepted extract after minimisation (not yet filtered for opt-outs)."""
+
+    rows: pl.DataFrame
+    """Columns STAGED_COLUMNS, in the extract's row order."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One row-level check: which rows fail it and how to describe a failure."""
+
+    column: str
+    failing: pl.Expr
+    describe: Callable[[str | None], str]
+    """Message for a failing row, given the row's raw value (None if it must not be quoted)."""
+
+
+def minimise_extract(data: bytes, policy: IngestPolicy, key: bytes) -> MinimisedExtract:
+    """Validate `data` (a raw CSV extract) and return its minimised rows.
+
+    Raises:
+        GovernanceError: EXTRACT_REJECTED listing the first problems and their count;
+            nothing about the extract is kept.
+    """
+    raw = _parse(data)
+    parsed = raw.with_columns(
+        _nhs_digits().alias(_NHS),
+        _datetime(fmt.APPOINTMENT_DATETIME).alias(_APPOINTMENT),
+        _datetime(fmt.BOOKED_DATETIME).alias(_BOOKED),
+        pl.col(fmt.DATE_OF_BIRTH)
+        .str.strip_chars()
+        .str.to_date(fmt.DATE_FORMAT, strict=False)
+        .alias(_BIRTH),
+        pl.col(fmt.DURATION_MINUTES)
+        .str.strip_chars()
+        .cast(pl.Int64, strict=False)
+        .alias(_DURATION),
+    )
+    _check_rows(parsed, policy)
+    return MinimisedExtract(rows=_minimise(parsed, policy, key))
+
+
+def _parse(data: bytes) -> pl.DataFrame:
+    """The extract as a frame of strings (nulls for empty fields), or a refusal."""
+    if not data.strip():
+        raise extract_rejected([Problem(0, "", "the extract is empty")], 1)
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    _check_utf8(data)
+    header = _header(data)
+    missing = [c for c in fmt.REQUIRED_COLUMNS if c not in header]
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    problems = [
+        Problem(1, c, f"required column is missing (required: {', '.join(fmt.REQUIRED_COLUMNS)})")
+        for c in missing
+    ] + [Problem(1, c, "column appears more than once") for c in duplicated]
+    if problems:
+        raise extract_rejected(problems, len(problems))
+    wanted = [c for c in fmt.RAW_COLUMNS if c in header and c != fmt.POSTCODE]
+    try:
+        frame = pl.read_csv(
+            io.BytesIO(data),
+            infer_schema=False,
+            columns=wanted,
+            missing_utf8_is_empty_string=False,
+        )
+    except pl.exceptions.PolarsError:
+        # Polars' message quotes the offending field: it may be an NHS number, so it is
+        # never passed on. The usual cause is a row with more fields than the header.
+        raise extract_rejected(
+            [
+                Problem(
+                    0,
+                    "",
+                    "not a well-formed CSV file (a row has more fields than the "
+                    "header, or a quote is not closed)",
+                )
+            ],
+            1,
+        ) from None
+    if frame.height == 0:
+        raise extract_rejected([Problem(0, "", "the extract has a header but no rows")], 1)
+    return frame
+
+
+def _check_utf8(data: bytes) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for start in range(0, len(data), _DECODE_BLOCK):
+        block = data[start : start + _DECODE_BLOCK]
+        try:
+            decoder.decode(block, final=start + _DECODE_BLOCK >= len(data))
+        except UnicodeDecodeError as exc:
+            line = data[: start + max(exc.start, 0)].count(b"\n") + 1
+            raise extract_rejected(
+                [Problem(line, "", "the file is not UTF-8 text (is it compressed or corrupt?)")],
+                1,
+            ) from None
+
+
+def _header(data: bytes) -> list[str]:
+    first_line = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8")
+    return next(csv.reader([first_line]), [])
+
+
+def _check_rows(parsed: pl.DataFrame, policy: IngestPolicy) -> None:
+    """Evaluate every check on every row; refuse with the first failures in file order."""
+    checks = _checks(parsed, policy)
+    failing = parsed.select(
+        *(c.failing.fill_null(False).alias(f"check_{i}") for i, c in enumerate(checks))
+    )
+    totals = failing.sum().row(0)
+    total = int(sum(totals))
+    if total == 0:
+        return
+    found: list[tuple[int, int]] = []
+    for i, count in enumerate(totals):
+        if count:
+            rows = failing.get_column(f"check_{i}").arg_true().head(MAX_REPORTED_PROBLEMS)
+            found.extend((int(r), i) for r in rows)
+    found.sort()
+    problems = []
+    for row, i in found[:MAX_REPORTED_PROBLEMS]:
+        check = checks[i]
+        quotable = check.column not in fmt.IDENTIFYING_COLUMNS
+        value = parsed.get_column(check.column)[row] if quotable else None
+        problems.append(Problem(row + 2, check.column, check.describe(_quoted(value))))
+    raise extract_rejected(problems, total)
+
+
+def _quoted(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text if len(text) <= _MAX_QUOTED_VALUE else text[:_MAX_QUOTED_VALUE] + "..."
+
+
+def _checks(parsed: pl.DataFrame, policy: IngestPolicy) -> list[_Check]:
+    nullable = {fmt.BOOKED_DATETIME, fmt.DURATION_MINUTES}
+    checks = [
+        _Check(name, pl.col(name).is_null(), lambda _v: "a value is required")
+        for name in parsed.columns
+        if name in fmt.RAW_COLUMNS and name not in nullable
+    ]
+    nhs = pl.col(_NHS)
+    appointment = pl.col(_APPOINTMENT)
+    booked = pl.col(_BOOKED)
+    birth = pl.col(_BIRTH)
+    duration = pl.col(_DURATION)
+    start, end = policy.period_start, policy.period_end
+    code = policy.practice_code
+    checks += [
+        _Check(
+            fmt.PRACTICE_CODE,
+            pl.col(fmt.PRACTICE_CODE) != code,
+            lambda v: f"{v!r} is not the practice being uploaded ({code})",
+        ),
+        _Check(
+            fmt.NHS_NUMBER,
+            ~nhs.str.contains(r"^\d{10}$"),
+            lambda _v: "an NHS number is 10 digits",
+        ),
+        _Check(
+            fmt.NHS_NUMBER,
+            nhs.str.contains(r"^\d{10}$") & ~_check_digit_matches(nhs),
+            lambda _v: "the check digit does not match (Modulus 11): mistyped number?",
+        ),
+        _Check(
+            fmt.DATE_OF_BIRTH,
+            pl.col(fmt.DATE_OF_BIRTH).is_not_null() & birth.is_null(),
+            lambda _v: "not a date in the form YYYY-MM-DD",
+        ),
+        _Check(
+            fmt.DATE_OF_BIRTH,
+            birth.dt.year() < fmt.EARLIEST_BIRTH_YEAR,
+            lambda _v: f"before {fmt.EARLIEST_BIRTH_YEAR}",
+        ),
+        _Check(
+            fmt.DATE_OF_BIRTH,
+            birth > appointment.dt.date(),
+            lambda _v: "after the appointment",
+        ),
+        _Check(
+            fmt.APPOINTMENT_DATETIME,
+            pl.col(fmt.APPOINTMENT_DATETIME).is_not_null() & appointment.is_null(),
+            lambda v: f"{v!r} is not a date and time in the form YYYY-MM-DD HH:MM",
+        ),
+        _Check(
+            fmt.APPOINTMENT_DATETIME,
+            ~appointment.dt.date().is_between(start, end),
+            lambda v: f"{v} is outside the dataset's period {start} to {end}",
+        ),
+        _Check(
+            fmt.BOOKED_DATETIME,
+            pl.col(fmt.BOOKED_DATETIME).is_not_null() & booked.is_null(),
+            lambda v: f"{v!r} is not a date and time in the form YYYY-MM-DD HH:MM",
+        ),
+        _Check(
+            fmt.BOOKED_DATETIME,
+            booked > appointment,
+            lambda v: f"booked at {v}, after the appointment",
+        ),
+        _Check(
+            fmt.DURATION_MINUTES,
+            pl.col(fmt.DURATION_MINUTES).is_not_null() & duration.is_null(),
+            lambda v: f"{v!r} is not a whole number of minutes",
+        ),
+        _Check(
+            fmt.DURATION_MINUTES,
+            ~duration.is_between(1, fmt.MAX_DURATION_MINUTES),
+            lambda v: f"{v} minutes is not possible (1 to {fmt.MAX_DURATION_MINUTES})",
+        ),
+    ]
+    for name, labels in policy.labels.items():
+        checks.append(
+            _Check(
+                name,
+                pl.col(name).is_not_null() & ~pl.col(name).is_in(labels),
+                _unknown_label(labels),
+            )
+        )
+    return checks
+
+
+def _unknown_label(labels: Sequence[str]) -> Callable[[str | None], str]:
+    allowed = ", ".join(labels)
+    return lambda v: f"unknown value {v!r}; expected one of: {allowed}"
+
+
+def _nhs_digits() -> pl.Expr:
+    return pl.col(fmt.NHS_NUMBER).str.replace_all(" ", "", literal=True)
+
+
+def _check_digit_matches(nhs: pl.Expr) -> pl.Expr:
+    """Modulus 11 (as pseudonym.is_valid_nhs_number), on 10-digit strings."""
+    digit = [nhs.str.slice(i, 1).cast(pl.Int64, strict=False) for i in range(10)]
+    total = pl.sum_horizontal(d * w for d, w in zip(digit, _MODULUS_11_WEIGHTS, strict=False))
+    check = 11 - total % 11
+    expected = pl.when(check == 11).then(0).otherwise(check)
+    return (check != 10) & (expected == digit[9])
+
+
+def _datetime(name: str) -> pl.Expr:
+    return pl.col(name).str.strip_chars().str.to_datetime(fmt.DATETIME_FORMAT, strict=False)
+
+
+def _minimise(parsed: pl.DataFrame, policy: IngestPolicy, key: bytes) -> pl.DataFrame:
+    distinct = parsed.get_column(_NHS).unique(maintain_order=True)
+    keys = pl.DataFrame({_NHS: distinct, "patient_key": patient_keys(key, distinct.to_list())})
+    day = pl.col(_APPOINTMENT).dt.date()
+    with_keys = parsed.join(keys, on=_NHS, how="left", maintain_order="left").with_columns(
+        day.alias("appointment_date"),
+        (day - pl.col(_BOOKED).dt.date()).dt.total_days().alias("lead_time_days"),
+        _age(pl.col(_BIRTH), day).alias("_age"),
+    )
+    minimised = with_keys.select(
+        pl.col("patient_key"),
+        pl.lit(policy.practice_code).alias("practice_code"),
+        pl.col("appointment_date"),
+        pl.format(
+            "{}-W{}",
+            pl.col(_APPOINTMENT).dt.iso_year(),
+            pl.col(_APPOINTMENT).dt.week().cast(pl.String).str.zfill(2),
+        ).alias("week"),
+        pl.col(_APPOINTMENT).dt.strftime("%Y-%m").alias("month"),
+        pl.col(_APPOINTMENT).dt.strftime("%a").alias("weekday"),
+        pl.col(_APPOINTMENT).dt.hour().alias("hour"),
+        pl.col(_DURATION).alias("duration_minutes"),
+        _band(pl.col(_DURATION), DURATION_LIMITS, DURATION_BANDS, DURATION_BANDS[-1]).alias(
+            "duration_band"
+        ),
+        pl.col("lead_time_days"),
+        _band(
+            pl.col("lead_time_days"), LEAD_TIME_LIMITS, LEAD_TIME_BANDS, LEAD_TIME_BANDS[-2]
+        ).alias("lead_time_band"),
+        *(pl.col(c) for c in fmt.CATEGORY_COLUMNS),
+        _age_band(pl.col("_age")).alias("age_band"),
+        pl.col(fmt.SEX),
+    )
+    return minimised.cast(STAGED_COLUMNS)  # type: ignore[arg-type]
+
+
+def _band(
+    value: pl.Expr, limits: tuple[tuple[int, int], ...], labels: tuple[str, ...], overflow: str
+) -> pl.Expr:
+    """The AGP band of `value`; null is the last label (unknown), above the last band
+    `overflow` (durations over an hour are AGP's data-quality band; long leads stay in the
+    top band)."""
+    expression: Any = pl.when(value.is_null()).then(pl.lit(labels[-1]))
+    for (low, high), label in zip(limits, labels, strict=False):
+        expression = expression.when(value.is_between(low, high)).then(pl.lit(label))
+    result: pl.Expr = expression.otherwise(pl.lit(overflow))
+    return result
+
+
+def _age(birth: pl.Expr, day: pl.Expr) -> pl.Expr:
+    """Age in whole years on `day` (the birthday counts on the day itself)."""
+    before_birthday = (day.dt.month() < birth.dt.month()) | (
+        (day.dt.month() == birth.dt.month()) & (day.dt.day() < birth.dt.day())
+    )
+    return day.dt.year().cast(pl.Int32) - birth.dt.year() - before_birthday.cast(pl.Int32)
+
+
+def _age_band(age: pl.Expr) -> pl.Expr:
+    """The published age band of an age in whole years."""
+    expression: Any = pl.when(age.is_null()).then(pl.lit(None, dtype=pl.String))
+    for label in AGE_BANDS:
+        first, _, last = label.rstrip("+").partition("-")
+        upper = int(last) if last else 10_000
+        expression = expression.when(age.is_between(int(first), upper)).then(pl.lit(label))
+    result: pl.Expr = expression.otherwise(pl.lit(None, dtype=pl.String))
+    return result

@@ -1,0 +1,278 @@
+"""Synthetic raw extracts, as a practice's system supplier would export them, and opt-out lists.
+
+From the same model as the synthetic dataset (population.py, appointments.py) and the same
+seed: the same practices, the same patients and NHS numbers, appointments drawn from the
+same tables. Unlike the dataset, an extract is what a supplier holds before governance:
+it includes patients who opted out, heavy users beyond `max_contributions`, and the
+identifying columns (NHS number, date of birth, full postcode) that ingest must remove.
+Every NHS number comes from the reserved test range, so none can be a real patient's.
+
+Differences from the generated dataset's rows, by design: the appointments are drawn
+without the opt-out and without the per-patient cut (so the random streams, hence the rows,
+differ from the dataset's), and the test range holds only 909,091 valid numbers, so patients
+past the first reuse of the range (`cohort` > 0 in population.py) share a number with a
+patient elsewhere; their keys after ingest are those of the bare number.
+
+Files written (see extract_format.py for the columns)::
+
+    <out>/<practice_code>.csv      one per practice
+    <out>/national_opt_out.csv     NHS numbers on the national data opt-out
+    <out>/type1_opt_out.csv        NHS numbers with a type-1 opt-out at their practice
+
+Command line::
+
+    python -m dpgate_server.data.raw_extracts --practices 150 --seed 2025 --out var/extracts
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from dpgate_server.data import extract_format as fmt
+from dpgate_server.data.appointment_model import (
+    HCP_TYPES,
+    MODES,
+    NATIONAL_CATEGORIES,
+    SERVICE_SETTINGS,
+    STATUSES,
+    appointment_model,
+)
+from dpgate_server.data.appointments import PracticeAppointments, draw_appointments
+from dpgate_server.data.england_calendar import WINDOW_START, window_calendar
+from dpgate_server.data.population import (
+    AGE_BANDS,
+    SEXES,
+    PracticeTable,
+    draw_patients,
+    select_practices,
+)
+
+NATIONAL_OPT_OUT_FILE = "national_opt_out.csv"
+TYPE1_OPT_OUT_FILE = "type1_opt_out.csv"
+TYPE1_OPT_OUT_RATE = 0.03
+"""Assumed share of patients with a type-1 opt-out (a modelling choice, not a statistic)."""
+UNBOUNDED = 1_000_000
+"""`max_contributions` passed to the model: a supplier's export is not cut per patient."""
+OLDEST_AGE = 100
+"""Upper end of the open "85+" band when drawing dates of birth."""
+EXTRA_COLUMN = "appointment_id"
+"""A supplier's own column that is not part of the declared extract: ingest drops it."""
+
+_RAW_STREAM = 11
+_TYPE1_STREAM = 12
+_POSTCODE_AREAS = ("AB", "BD", "CF", "DH", "EX", "GL", "HU", "LN", "NR", "PL", "SN", "TQ")
+_INWARD_LETTERS = np.array(list("ABDEFGHJLNPQRSTUWXYZ"))
+
+
+@dataclass(frozen=True, slots=True)
+class RawExtractFiles:
+    """What `write_raw_extracts` wrote."""
+
+    extracts: dict[str, Path]
+    """Practice code -> its CSV extract."""
+    national_opt_out: Path
+    type1_opt_out: Path
+
+
+def practice_extract(table: PracticeTable, position: int, seed: int) -> pl.DataFrame:
+    """The raw extract of the practice at `position` of `table`, as a frame of strings."""
+    index = int(table.index[position])
+    patients = draw_patients(
+        seed, index, int(table.list_size[position]), int(table.first_patient[position])
+    )
+    everyone = dataclasses.replace(patients, opted_out=np.zeros_like(patients.opted_out))
+    drawn = draw_appointments(appointment_model(), seed, index, everyone, UNBOUNDED)
+    rng = np.random.default_rng([seed, index, _RAW_STREAM])
+    birth = _dates_of_birth(rng, patients.age_band)
+    postcodes = _postcodes(rng, index, patients.sex.size)
+    appointment, booked = _datetimes(rng, drawn)
+    who = drawn.patient
+    frame = pl.DataFrame(
+        {
+            EXTRA_COLUMN: np.arange(1, len(drawn) + 1, dtype=np.int64),
+            fmt.PRACTICE_CODE: np.full(len(drawn), table.practice_code[position], dtype=object),
+            fmt.NHS_NUMBER: patients.nhs_number[who],
+            fmt.DATE_OF_BIRTH: birth[who],
+            fmt.POSTCODE: postcodes[who],
+            fmt.SEX: _labels(SEXES, patients.sex[who]),
+            fmt.APPOINTMENT_DATETIME: appointment.astype("datetime64[ms]"),
+            fmt.BOOKED_DATETIME: booked.astype("datetime64[ms]"),
+            fmt.DURATION_MINUTES: np.where(drawn.duration_minutes < 0, -1, drawn.duration_minutes),
+            "mode": _labels(MODES, drawn.mode),
+            "status": _labels(STATUSES, drawn.status),
+            "hcp_type": _labels(HCP_TYPES, drawn.hcp_type),
+            "national_category": _labels(NATIONAL_CATEGORIES, drawn.national_category),
+            "service_setting": _labels(SERVICE_SETTINGS, drawn.service_setting),
+        }
+    )
+    return frame.with_columns(
+        pl.col(fmt.NHS_NUMBER).cast(pl.String).str.zfill(10),
+        pl.when(pl.col(fmt.DURATION_MINUTES) >= 0).then(pl.col(fmt.DURATION_MINUTES)),
+    ).select(EXTRA_COLUMN, *fmt.RAW_COLUMNS)
+
+
+def write_extract(frame: pl.DataFrame, path: Path) -> None:
+    """Write an extract frame as the CSV a supplier uploads."""
+    frame.write_csv(
+        path, datetime_format=fmt.DATETIME_FORMAT, date_format=fmt.DATE_FORMAT, null_value=""
+    )
+
+
+def opt_out_numbers(table: PracticeTable, seed: int) -> tuple[list[str], list[str]]:
+    """(national, type-1) opt-out NHS numbers of the patients of `table`, sorted, distinct.
+
+    The national list is exactly the patients the generated dataset leaves out; the type-1
+    list is drawn from its own stream.
+    """
+    national: set[int] = set()
+    type1: set[int] = set()
+    for position in range(len(table)):
+        index = int(table.index[position])
+        patients = draw_patients(
+            seed, index, int(table.list_size[position]), int(table.first_patient[position])
+        )
+        national.update(patients.nhs_number[patients.opted_out].tolist())
+        rng = np.random.default_rng([seed, index, _TYPE1_STREAM])
+        chosen = rng.random(patients.sex.size) < TYPE1_OPT_OUT_RATE
+        type1.update(patients.nhs_number[chosen].tolist())
+    return [f"{n:010d}" for n in sorted(national)], [f"{n:010d}" for n in sorted(type1)]
+
+
+def write_opt_out_list(numbers: Sequence[str], path: Path) -> None:
+    """An opt-out list file: a header and one NHS number a line."""
+    pl.DataFrame(
+        {fmt.OPT_OUT_COLUMN: list(numbers)}, schema={fmt.OPT_OUT_COLUMN: pl.String}
+    ).write_csv(path)
+
+
+def write_raw_extracts(
+    out: Path, practices: int | None, seed: int, only: Sequence[str] = ()
+) -> RawExtractFiles:
+    """Write the extracts of the chosen practices (or of `only` among them) and both lists.
+
+    The opt-out lists cover every practice of the selection, as national lists would.
+    """
+    table = select_practices(practices)
+    wanted = set(only)
+    unknown = wanted - set(table.practice_code)
+    if unknown:
+        raise ValueError(f"practices not in the selection: {', '.join(sorted(unknown))}")
+    out.mkdir(parents=True, exist_ok=True)
+    extracts: dict[str, Path] = {}
+    for position, code in enumerate(table.practice_code):
+        if wanted and code not in wanted:
+            continue
+        path = out / f"{code}.csv"
+        write_extract(practice_extract(table, position, seed), path)
+        extracts[code] = path
+    national, type1 = opt_out_numbers(table, seed)
+    files = RawExtractFiles(extracts, out / NATIONAL_OPT_OUT_FILE, out / TYPE1_OPT_OUT_FILE)
+    write_opt_out_list(national, files.national_opt_out)
+    write_opt_out_list(type1, files.type1_opt_out)
+    return files
+
+
+def _labels(labels: tuple[str, ...], codes: npt.NDArray[np.integer]) -> npt.NDArray[np.object_]:
+    named: npt.NDArray[np.object_] = np.asarray(labels, dtype=object)[codes]
+    return named
+
+
+def _age_limits() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Lowest and highest whole age of each band ("85+" ends at OLDEST_AGE)."""
+    low, high = [], []
+    for label in AGE_BANDS:
+        first, _, last = label.rstrip("+").partition("-")
+        low.append(int(first))
+        high.append(int(last) if last else OLDEST_AGE)
+    return np.array(low), np.array(high)
+
+
+def _dates_of_birth(
+    rng: np.random.Generator, age_band: npt.NDArray[np.int8]
+) -> npt.NDArray[np.datetime64]:
+    """Dates of birth keeping each patient in their age band for the whole window.
+
+    Age at the window's start is drawn in [low, high - 1] of the band and the window lasts
+    less than a year, so the age at any appointment is in [low, high].
+    """
+    low, high = _age_limits()
+    band = age_band.astype(np.int64)
+    age = low[band] + np.floor(rng.random(band.size) * (high[band] - low[band])).astype(np.int64)
+    anniversary = np.array(
+        [
+            f"{WINDOW_START.year - a:04d}-{WINDOW_START.month:02d}-{WINDOW_START.day:02d}"
+            for a in age
+        ],
+        dtype="datetime64[D]",
+    )
+    births: npt.NDArray[np.datetime64] = anniversary - rng.integers(0, 365, band.size).astype(
+        "timedelta64[D]"
+    )
+    return births
+
+
+def _postcodes(rng: np.random.Generator, practice_index: int, size: int) -> npt.NDArray[np.object_]:
+    """Full postcodes around the practice: one area, districts 1-29, random inward codes."""
+    area = _POSTCODE_AREAS[practice_index % len(_POSTCODE_AREAS)]
+    district = rng.integers(1, 30, size)
+    sector = rng.integers(0, 10, size)
+    letters = _INWARD_LETTERS[rng.integers(0, _INWARD_LETTERS.size, (size, 2))]
+    return np.array(
+        [
+            f"{area}{d} {s}{a}{b}"
+            for d, s, (a, b) in zip(
+                district.tolist(), sector.tolist(), letters.tolist(), strict=True
+            )
+        ],
+        dtype=object,
+    )
+
+
+def _datetimes(
+    rng: np.random.Generator, drawn: PracticeAppointments
+) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.datetime64]]:
+    """Appointment and booking times (minute precision); booking is NaT when unknown."""
+    calendar = window_calendar()
+    day = calendar.epoch_days()[drawn.day].astype("datetime64[D]")
+    minute_of_day = drawn.hour.astype(np.int64) * 60 + rng.integers(0, 12, len(drawn)) * 5
+    appointment = day.astype("datetime64[m]") + minute_of_day.astype("timedelta64[m]")
+    lead = drawn.lead_time_days.astype(np.int64)
+    same_day_minute = minute_of_day - np.floor(rng.random(len(drawn)) * (minute_of_day + 1))
+    other_day_minute = rng.integers(7 * 60, 19 * 60, len(drawn))
+    booked_minute = np.where(lead == 0, same_day_minute, other_day_minute).astype(np.int64)
+    booked_day = (day - np.maximum(lead, 0).astype("timedelta64[D]")).astype("datetime64[m]")
+    booked = booked_day + booked_minute.astype("timedelta64[m]")
+    booked[lead < 0] = np.datetime64("NaT")
+    return appointment, booked
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: write extracts and opt-out lists, print where."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--practices", default="150", help='N or "all" (as the generator)')
+    parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--only", nargs="*", default=(), help="practice codes to write")
+    args = parser.parse_args(argv)
+    practices = None if args.practices == "all" else int(args.practices)
+    started = time.perf_counter()
+    files = write_raw_extracts(args.out, practices, args.seed, args.only)
+    print(
+        f"{len(files.extracts)} extract(s), opt-out lists {files.national_opt_out.name} and "
+        f"{files.type1_opt_out.name} in {args.out} ({time.perf_counter() - started:.1f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
