@@ -10,15 +10,17 @@ stay cheap under a flood). Tokens are never logged.
 
 from __future__ import annotations
 
+import contextvars
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeAlias
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 
 from dpgate_server.api.call_context import CallContext, bind_call, unbind_call
-from dpgate_server.api.errors import ErrorAnswer, abort
+from dpgate_server.api.errors import BadRequestError, ErrorAnswer, abort
 from dpgate_server.api.rate_limit import TokenBuckets
 from dpgate_server.api.roles import PUBLIC_SERVICES, ROLES_BY_METHOD, rpc_name
 from dpgate_server.ledger.ledger import Ledger
@@ -26,6 +28,8 @@ from dpgate_server.ledger.model import Outcome, Principal, RequestInfo
 
 _BEARER = "bearer "
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_Call: TypeAlias = "CallContext | None"
+"""The admitted caller; None on the public services."""
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -42,9 +46,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
     ) -> Handler | None:
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_SERVICES):
+        if handler is None:
             return handler
-        return _wrap(handler, lambda context: self._admit(method, context))
+        if method.startswith(PUBLIC_SERVICES):
+            return _wrap(handler, _public)
+        return _wrap(handler, lambda context: self._admit(method, context), self._refuse)
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> CallContext:
         """The caller's context, or abort with the status that says why not."""
@@ -93,6 +99,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
             )
         return call
 
+    def _refuse(self, call: _Call, context: grpc.ServicerContext) -> NoReturn:
+        """End an authenticated call whose request bytes do not parse; audited."""
+        if call is not None:
+            self._ledger.record_event(call.request_info(), Outcome.INVALID, detail=_MALFORMED)
+        abort(context, _malformed_answer())
+
     def _authenticate(self, context: grpc.ServicerContext) -> Principal | None:
         values = [v for k, v in context.invocation_metadata() if k == "authorization"]
         if len(values) != 1 or not isinstance(values[0], str):
@@ -113,30 +125,102 @@ def _peer_address(peer: str) -> str:
     return rest or peer
 
 
-def _wrap(handler: Handler, admit: Callable[[grpc.ServicerContext], CallContext]) -> Handler:
-    """The same handler, with `admit` run first and its context bound around the call."""
+_MALFORMED = "MALFORMED_REQUEST"
+
+
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """Stands for request bytes that do not parse as the RPC's request message."""
+
+    error: str
+
+
+def _malformed_answer() -> ErrorAnswer:
+    return ErrorAnswer(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        _MALFORMED,
+        "the request bytes are not a valid message of this RPC's request type; send a "
+        "message built from the dpgate.v1 protos",
+    )
+
+
+def _public(context: grpc.ServicerContext) -> None:
+    """Public services (health, reflection) admit everyone."""
+
+
+def _refuse_public(call: _Call, context: grpc.ServicerContext) -> NoReturn:
+    abort(context, _malformed_answer())
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, returning `_Malformed` instead of raising.
+
+    gRPC answers INTERNAL ("Exception deserializing request!") when a deserializer raises,
+    before any handler or interceptor code runs; bad bytes are bad input, so the handler
+    refuses them itself with INVALID_ARGUMENT (after authentication, so an anonymous caller
+    still gets UNAUTHENTICATED).
+    """
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def tolerant(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # DecodeError, or invalid UTF-8 in a string field
+            return _Malformed(type(exc).__name__)
+
+    return tolerant
+
+
+def _wrap(
+    handler: Handler,
+    admit: Callable[[grpc.ServicerContext], _Call],
+    refuse: Callable[[_Call, grpc.ServicerContext], NoReturn] = _refuse_public,
+) -> Handler:
+    """The same handler, with `admit` run first and its context bound around the call.
+
+    A request that did not parse is refused by `refuse` once admitted; in a request stream,
+    a message that did not parse raises BadRequestError where the servicer reads it.
+    """
+
+    def bind(call: _Call) -> contextvars.Token[CallContext] | None:
+        return None if call is None else bind_call(call)
+
+    def unbind(token: contextvars.Token[CallContext] | None) -> None:
+        if token is not None:
+            unbind_call(token)
+
+    def checked(request: Any, call: _Call, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            refuse(call, context)
+        if isinstance(request, Iterator):
+            return _checked_stream(request)
+        return request
 
     def unary_response(behavior: Callable[..., Any]) -> Callable[..., Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-            token = bind_call(admit(context))
+            call = admit(context)
+            token = bind(call)
             try:
-                return behavior(request, context)
+                return behavior(checked(request, call, context), context)
             finally:
-                unbind_call(token)
+                unbind(token)
 
         return guarded
 
     def stream_response(behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            token = bind_call(admit(context))
+            call = admit(context)
+            token = bind(call)
             try:
-                yield from behavior(request, context)
+                yield from behavior(checked(request, call, context), context)
             finally:
-                unbind_call(token)
+                unbind(token)
 
         return guarded
 
-    codec = (handler.request_deserializer, handler.response_serializer)
+    codec = (_tolerant(handler.request_deserializer), handler.response_serializer)
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), *codec)
     if handler.stream_unary is not None:
@@ -145,3 +229,12 @@ def _wrap(handler: Handler, admit: Callable[[grpc.ServicerContext], CallContext]
         return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), *codec)
     assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), *codec)
+
+
+def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if isinstance(request, _Malformed):
+            raise BadRequestError(
+                _MALFORMED, _malformed_answer().message + f" ({request.error})", "request"
+            )
+        yield request

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
 from dpgate_server.answers import Answer
@@ -138,11 +139,11 @@ def query_from_proto(message: query_pb2.Query) -> Query:
     elif function == query_pb2.AGGREGATE_FUNCTION_SUM:
         aggregate = Aggregate.sum(message.aggregate.column)
     else:
-        aggregate = Aggregate(query_pb2.AggregateFunction.Name(function))
+        aggregate = Aggregate(_enum_name(query_pb2.AggregateFunction, function))
     filters = tuple(
         Filter(
             column=f.column,
-            op=_OPS.get(f.operator, query_pb2.FilterOperator.Name(f.operator)),
+            op=_OPS.get(f.operator, _enum_name(query_pb2.FilterOperator, f.operator)),
             values=tuple(
                 key_value_from_proto(v, f"filters[{i}].values[{j}]") for j, v in enumerate(f.values)
             ),
@@ -168,6 +169,18 @@ def query_from_proto(message: query_pb2.Query) -> Query:
         confidence_level=message.confidence_level or DEFAULT_CONFIDENCE_LEVEL,
         max_contributions=message.max_contributions or None,
     )
+
+
+def _enum_name(enum: Any, number: int) -> str:
+    """The enum value's name, or its number for one this server does not know.
+
+    Proto3 enums are open: a newer or hostile client may send any int32, and the validator
+    must refuse it with INVALID_ARGUMENT rather than fail converting it.
+    """
+    try:
+        return str(enum.Name(number))
+    except ValueError:
+        return f"unknown value {number}"
 
 
 def spend_to_proto(accounting: Accounting | str, units: int) -> types_pb2.Spend:

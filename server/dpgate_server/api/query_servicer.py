@@ -157,7 +157,8 @@ def _require(value: str, field: str) -> None:
 def _page_offset(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit() or len(token) > 12:
+    # isascii: str.isdigit also accepts digits int() refuses, such as "²".
+    if not (token.isascii() and token.isdigit()) or len(token) > 12:
         raise BadRequestError(
             "BAD_PAGE_TOKEN", "page_token must be one returned by ListReleases", "page_token"
         )

@@ -1,0 +1,116 @@
+"""Bad input found by the adversarial suite is refused as bad input, never as INTERNAL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc
+from dpgate.errors import from_rpc_error
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import Outcome
+
+from .conftest import Service
+
+NOT_A_MESSAGE = b"\xff\xff\xff\x0f\x01"
+INVALID_UTF8_STRING = b"\x0a\x02\xc3\x28"  # field 1 (a string) holding invalid UTF-8
+
+
+@pytest.fixture(scope="module")
+def channel(service: Service) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(service.target) as chan:
+        yield chan
+
+
+def bearer(service: Service) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {service.tokens['analyst']}"),)
+
+
+@pytest.mark.parametrize("payload", [NOT_A_MESSAGE, INVALID_UTF8_STRING])
+def test_unparsable_request_bytes_are_invalid_argument_and_audited(
+    channel: grpc.Channel, service: Service, payload: bytes
+) -> None:
+    raw = channel.unary_unary("/dpgate.v1.QueryService/DescribeDataset")
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(payload, metadata=bearer(service), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        last = ledger.list_events(after_seq=ledger.head().count - 1)[-1]
+    assert (last.rpc, last.outcome, last.detail) == (
+        "DescribeDataset",
+        Outcome.INVALID,
+        "MALFORMED_REQUEST",
+    )
+
+
+def test_unparsable_bytes_on_a_streaming_rpc_are_invalid_argument(
+    channel: grpc.Channel, service: Service
+) -> None:
+    raw = channel.unary_stream("/dpgate.v1.QueryService/RunQuery")
+    with pytest.raises(grpc.RpcError) as caught:
+        list(raw(NOT_A_MESSAGE, metadata=bearer(service), timeout=30))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_unparsable_bytes_without_a_token_are_unauthenticated(channel: grpc.Channel) -> None:
+    raw = channel.unary_unary("/dpgate.v1.QueryService/GetBudget")
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(NOT_A_MESSAGE, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_unparsable_bytes_to_health_are_invalid_argument_and_health_answers(
+    channel: grpc.Channel,
+) -> None:
+    raw = channel.unary_unary("/grpc.health.v1.Health/Check")
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(NOT_A_MESSAGE, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        (query_pb2.Query(aggregate=query_pb2.Aggregate(function=99), epsilon=0.1), "BAD_AGGREGATE"),
+        (
+            query_pb2.Query(
+                aggregate=query_pb2.Aggregate(function=query_pb2.AGGREGATE_FUNCTION_COUNT),
+                filters=[query_pb2.Filter(column="mode", operator=-7)],
+                epsilon=0.1,
+            ),
+            "BAD_OPERATOR",
+        ),
+    ],
+)
+def test_unknown_enum_numbers_are_invalid_argument(
+    channel: grpc.Channel, service: Service, query: query_pb2.Query, reason: str
+) -> None:
+    query.dataset_id = service.dataset_id
+    stub = query_pb2_grpc.QueryServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.PreviewQuery(
+            query_pb2.PreviewQueryRequest(query=query), metadata=bearer(service), timeout=30
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert from_rpc_error(caught.value).reason == reason
+    number = query.filters[0].operator if query.filters else query.aggregate.function
+    assert f"unknown value {number}" in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize("page_token", ["²", "٣", "1e3", "-1", " 1"])
+def test_a_page_token_of_unicode_digits_is_invalid_argument(
+    channel: grpc.Channel, service: Service, page_token: str
+) -> None:
+    stub = query_pb2_grpc.QueryServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListReleases(
+            query_pb2.ListReleasesRequest(page_token=page_token),
+            metadata=bearer(service),
+            timeout=30,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
