@@ -15,6 +15,7 @@ from dpgate._admin_types import (
 )
 from dpgate._audit import AuditClient
 from dpgate._client import Client
+from dpgate._provider import PracticeStatus, ProviderClient, UploadResult
 from dpgate._query import Condition, QuerySpec, count, total
 from dpgate._types import (
     BudgetInfo,
@@ -74,13 +75,16 @@ __all__ = [
     "NotImplementedYetError",
     "OverloadedError",
     "PermissionDeniedError",
+    "PracticeStatus",
     "PreconditionFailedError",
     "PreviewResult",
+    "ProviderClient",
     "QueryResult",
     "QuerySpec",
     "ReleaseInfo",
     "Requester",
     "ServerError",
+    "UploadResult",
     "__version__",
     "compare_with",
     "count",

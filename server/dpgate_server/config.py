@@ -99,6 +99,21 @@ class LimitsSettings(_Section):
     """Most rho one query may spend (zCDP datasets)."""
 
 
+class GovernanceSettings(_Section):
+    """Provider uploads, opt-out lists and practice consent (DESIGN.md guarantee 6)."""
+
+    staging_dir: Path | None = None
+    """Staged practices, consent and opt-out keys; default: <storage.data_dir>/.governance."""
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, le=64 * 1024**3)
+    """Largest raw extract accepted (held in memory while validated, never written raw)."""
+    national_opt_out_file: Path | None = None
+    """Where the national data opt-out list is dropped; consumed (deleted) when loaded."""
+    type1_opt_out_file: Path | None = None
+    """Where the type-1 opt-out list is dropped; consumed (deleted) when loaded."""
+    granted_by_default: tuple[str, ...] = ("gp_appointments",)
+    """Datasets whose practices consent unless they withdraw; others must grant first."""
+
+
 class TlsSettings(_Section):
     """TLS; all empty means plaintext, which is allowed only on a loopback address."""
 
@@ -123,6 +138,7 @@ class Settings(BaseSettings):
     demo: DemoSettings = DemoSettings()
     limits: LimitsSettings = LimitsSettings()
     tls: TlsSettings = TlsSettings()
+    governance: GovernanceSettings = GovernanceSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -189,4 +205,11 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "client_ca_file": resolve(settings.tls.client_ca_file),
         }
     )
-    return settings.model_copy(update={"storage": storage, "tls": tls})
+    governance = settings.governance.model_copy(
+        update={
+            "staging_dir": resolve(settings.governance.staging_dir),
+            "national_opt_out_file": resolve(settings.governance.national_opt_out_file),
+            "type1_opt_out_file": resolve(settings.governance.type1_opt_out_file),
+        }
+    )
+    return settings.model_copy(update={"storage": storage, "tls": tls, "governance": governance})

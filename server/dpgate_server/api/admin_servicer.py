@@ -30,7 +30,9 @@ from dpgate_server.api.admin_convert import (
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import budget_to_proto
 from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, audited
+from dpgate_server.api.publish_rpc import publish_dataset_version
 from dpgate_server.data.catalog import Catalog
+from dpgate_server.data.governance import Governance
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
@@ -43,9 +45,12 @@ MAX_TEXT_LENGTH = 200
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """Budget administration; every decision (and its audit event) is in the ledger."""
 
-    def __init__(self, ledger: Ledger, catalog: Catalog) -> None:
+    def __init__(
+        self, ledger: Ledger, catalog: Catalog, governance: Governance | None = None
+    ) -> None:
         self._ledger = ledger
         self._catalog = catalog
+        self._governance = governance
 
     @audited(record_success=False)
     def CreateRequester(
@@ -183,7 +188,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def PublishDatasetVersion(
         self, request: admin_pb2.PublishDatasetVersionRequest, context: grpc.ServicerContext
     ) -> admin_pb2.PublishDatasetVersionResponse:
-        raise NotYetAvailableError("PublishDatasetVersion", "data governance (issue 9)")
+        if self._governance is None:
+            raise NotYetAvailableError("PublishDatasetVersion", "a server with data governance")
+        return publish_dataset_version(self._governance, request)
 
 
 def new_requester_id(name: str) -> str:

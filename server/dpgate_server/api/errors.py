@@ -25,6 +25,9 @@ is a bug: logged with a request id and answered INTERNAL with that id, no detail
 | QueryDeadlineExceeded                     | DEADLINE_EXCEEDED   | QUERY_TIMEOUT            |
 | WorkerFailed (out of memory, crash)       | INTERNAL            | WORKER_FAILED            |
 | NotYetAvailableError                      | UNIMPLEMENTED       | NOT_IMPLEMENTED          |
+| GovernanceError INVALID (bad extract)     | INVALID_ARGUMENT    | e.g. EXTRACT_REJECTED    |
+| GovernanceError FORBIDDEN (other practice)| PERMISSION_DENIED   | PRACTICE_FORBIDDEN       |
+| GovernanceError PRECONDITION (no consent) | FAILED_PRECONDITION | e.g. CONSENT_WITHDRAWN   |
 | anything else (CostMismatchError, ...)    | INTERNAL            | INTERNAL (request id)    |
 """
 
@@ -46,6 +49,7 @@ from grpc_status import rpc_status
 from dpgate_server import execution
 from dpgate_server.api.call_context import current_call
 from dpgate_server.data.catalog import UnknownPublicTableError
+from dpgate_server.data.governance_errors import GovernanceError, Refusal
 from dpgate_server.data.store import DatasetNotFoundError
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.model import Outcome
@@ -106,6 +110,8 @@ def answer_for(exc: BaseException, request_id: str) -> ErrorAnswer:  # noqa: PLR
         return _lookup_or_ledger_answer(exc)
     if isinstance(exc, execution.ExecutionError):
         return _execution_answer(exc, request_id)
+    if isinstance(exc, GovernanceError):
+        return _governance_answer(exc)
     if isinstance(exc, NotYetAvailableError):
         return ErrorAnswer(code.UNIMPLEMENTED, "NOT_IMPLEMENTED", str(exc), {}, Outcome.INVALID)
     _log.error("unexpected error (request id %s)", request_id, exc_info=exc)
@@ -116,6 +122,15 @@ def answer_for(exc: BaseException, request_id: str) -> ErrorAnswer:  # noqa: PLR
         {"request_id": request_id},
         Outcome.FAILED,
     )
+
+
+def _governance_answer(exc: GovernanceError) -> ErrorAnswer:
+    status = {
+        Refusal.INVALID: (grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID),
+        Refusal.FORBIDDEN: (grpc.StatusCode.PERMISSION_DENIED, Outcome.DENIED),
+        Refusal.PRECONDITION: (grpc.StatusCode.FAILED_PRECONDITION, Outcome.INVALID),
+    }[exc.kind]
+    return ErrorAnswer(status[0], exc.reason, exc.message, dict(exc.metadata), status[1])
 
 
 def _budget_answer(exc: ledger_errors.BudgetExhausted) -> ErrorAnswer:

@@ -32,7 +32,7 @@ from dpgate_server.answers import QueryAnswerer
 from dpgate_server.api.admin_servicer import AdminServicer
 from dpgate_server.api.audit_servicer import AuditServicer
 from dpgate_server.api.auth import AuthInterceptor
-from dpgate_server.api.pending import pending_servicer
+from dpgate_server.api.provider_servicer import ProviderServicer, governance_for
 from dpgate_server.api.query_servicer import QueryServicer
 from dpgate_server.api.rate_limit import TokenBuckets
 from dpgate_server.config import Settings
@@ -152,15 +152,13 @@ def _start(
     query_pb2_grpc.add_QueryServiceServicer_to_server(
         QueryServicer(catalog, ledger, answerer), server
     )
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(ledger, catalog), server)
+    governance = governance_for(settings, store, ledger)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(ledger, catalog, governance), server
+    )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger), server)
     provider_pb2_grpc.add_ProviderServiceServicer_to_server(
-        pending_servicer(
-            provider_pb2_grpc.ProviderServiceServicer,
-            provider_pb2.DESCRIPTOR.services_by_name["ProviderService"],
-            "provider uploads and consent (issue 9)",
-        ),
-        server,
+        ProviderServicer(governance, ledger), server
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

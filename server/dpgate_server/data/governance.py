@@ -142,7 +142,7 @@ class Governance:
             DatasetNotFoundError: no such dataset.
         """
         current = self._store.current(dataset_id)
-        _authorise(request.principal, practice_code, uploading=True)
+        authorise(request.principal, practice_code, uploading=True)
         if len(data) > self.policy.max_upload_bytes:
             raise extract_too_large(len(data), self.policy.max_upload_bytes)
         self.refresh_opt_outs()
@@ -187,7 +187,7 @@ class Governance:
     ) -> PracticeStatus:
         """The practice's consent state and last staged upload."""
         current = self._store.current(dataset_id)
-        _authorise(principal, practice_code, uploading=False)
+        authorise(principal, practice_code, uploading=False)
         with self._locked(dataset_id):
             self._require_known(dataset_id, current, practice_code)
             consent = self._consent(dataset_id).state(practice_code)
@@ -212,7 +212,7 @@ class Governance:
         """
         current = self._store.current(dataset_id)
         principal = request.principal
-        _authorise(principal, practice_code, uploading=False)
+        authorise(principal, practice_code, uploading=False)
         reference = instruction_reference.strip()
         if principal is not None and principal.role is Role.ADMIN and not reference:
             raise GovernanceError(
@@ -401,9 +401,13 @@ def extract_too_large(size: int, limit: int) -> GovernanceError:
     )
 
 
-def _authorise(principal: Principal | None, practice_code: str, *, uploading: bool) -> None:
-    """Providers act only for their bound practices; administrators may record consent and
-    read status for any practice but never upload; None is the local operator."""
+def authorise(principal: Principal | None, practice_code: str, *, uploading: bool) -> None:
+    """Refuse unless the caller may act for `practice_code`.
+
+    Providers act only for the practices their token is bound to; administrators may
+    record consent and read status for any practice but never upload; None is the local
+    operator (the command line on the server).
+    """
     if principal is None:
         return
     if principal.role is Role.PROVIDER and practice_code in principal.practice_codes:
