@@ -87,7 +87,11 @@ def report_error(error: DpgateError, *, as_json: bool, target: str) -> ExitCode:
     lines = [f"dpgate: error: {error.message}"]
     if error.reason:
         lines.append(f"  reason: {error.reason}")
-    lines.extend(f"  {key}: {value}" for key, value in sorted(error.metadata.items()))
+    lines.extend(
+        f"  {key}: {value}"
+        for key, value in sorted(error.metadata.items())
+        if not key.endswith("_nano_units")  # the same amounts, in wire units
+    )
     hint = _hint(error, code, target)
     if hint:
         lines.append(f"  hint: {hint}")

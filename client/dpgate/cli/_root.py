@@ -38,11 +38,11 @@ def root(
     profile: Annotated[
         str | None,
         typer.Option(
-            help="Profile of the config file to use [env: DPGATE_PROFILE; default: default]."
+            help="Profile of the config file to use (env DPGATE_PROFILE; else 'default')."
         ),
     ] = None,
     target: Annotated[
-        str | None, typer.Option(help="Server host:port [env: DPGATE_TARGET].", show_default=False)
+        str | None, typer.Option(help="Server host:port (env DPGATE_TARGET).", show_default=False)
     ] = None,
     token: Annotated[
         str | None,
@@ -54,17 +54,17 @@ def root(
     ] = None,
     ca_cert: Annotated[
         Path | None,
-        typer.Option(help="CA certificate (PEM) to trust: use TLS [env: DPGATE_CA_CERT]."),
+        typer.Option(help="CA certificate (PEM) to trust: use TLS (env DPGATE_CA_CERT)."),
     ] = None,
     client_cert: Annotated[
         Path | None,
-        typer.Option(help="Client certificate for mutual TLS [env: DPGATE_CLIENT_CERT]."),
+        typer.Option(help="Client certificate for mutual TLS (env DPGATE_CLIENT_CERT)."),
     ] = None,
     client_key: Annotated[
-        Path | None, typer.Option(help="Client key for mutual TLS [env: DPGATE_CLIENT_KEY].")
+        Path | None, typer.Option(help="Client key for mutual TLS (env DPGATE_CLIENT_KEY).")
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds a call may take [env: DPGATE_TIMEOUT].")
+        float | None, typer.Option(help="Seconds a call may take (env DPGATE_TIMEOUT).")
     ] = None,
     json_output: JsonOption = False,
     version: Annotated[

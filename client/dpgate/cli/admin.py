@@ -39,8 +39,12 @@ class RoleName(StrEnum):
     provider = "provider"
 
 
-RequesterArgument = Annotated[str, typer.Argument(help="The requester's id.")]
-DatasetArgument = Annotated[str, typer.Argument(help="Dataset id, e.g. gp_appointments.")]
+RequesterArgument = Annotated[
+    str, typer.Argument(metavar="REQUESTER_ID", help="The requester's id.")
+]
+DatasetArgument = Annotated[
+    str, typer.Argument(metavar="DATASET", help="Dataset id, e.g. gp_appointments.")
+]
 EpsilonAmount = Annotated[
     str | None, typer.Option("--epsilon", "-e", help="An amount of epsilon (pure-DP datasets).")
 ]
@@ -134,7 +138,9 @@ def issue_token(
 @tokens_app.command("revoke")
 def revoke_token(
     ctx: typer.Context,
-    token_id: Annotated[str, typer.Argument(help="The token's public id (not the secret).")],
+    token_id: Annotated[
+        str, typer.Argument(metavar="TOKEN_ID", help="The token's public id (not the secret).")
+    ],
     json_output: JsonOption = False,
 ) -> None:
     """Revoke a token from now on (revoking twice is harmless)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,8 +39,12 @@ from dpgate.cli._session import JsonOption, connect, output
 
 app = typer.Typer(help="Ask questions (analyst token).")
 
-DatasetArgument = Annotated[str, typer.Argument(help="Dataset id, e.g. gp_appointments.")]
-OptionalDataset = Annotated[str, typer.Argument(help="Only this dataset (default: all).")]
+DatasetArgument = Annotated[
+    str, typer.Argument(metavar="DATASET", help="Dataset id, e.g. gp_appointments.")
+]
+OptionalDataset = Annotated[
+    str, typer.Argument(metavar="[DATASET]", help="Only this dataset (default: all).")
+]
 _SHOWN_VALUES = 8
 
 
@@ -302,17 +307,48 @@ def _budgets_table(budgets: list[BudgetInfo]) -> Any:
 def _releases_table(found: list[ReleaseInfo]) -> Any:
     rows = [
         (
-            r.created_at,
+            _when(r.created_at),
             r.release_id,
             r.dataset_id,
             r.dataset_version,
             amount(r.cost),
-            r.canonical_query,
+            summarise_canonical(r.canonical_query),
         )
         for r in found
     ]
     columns = ("created", "release", "dataset", "version", "cost", "query")
     return table(columns, rows, title=f"Your releases ({len(found)})")
+
+
+def summarise_canonical(canonical: str) -> str:
+    """A release's canonical query in words ("COUNT where status in (DNA) by month").
+
+    The canonical text is the server's; anything this does not recognise is shown as is.
+    """
+    try:
+        query = json.loads(canonical)
+        what = str(query["aggregate"]) + (f"({query['column']})" if query.get("column") else "")
+        conditions = [
+            f"{f['column']} {f['op']} ({', '.join(_canonical_value(v) for v in f['values'])})"
+            for f in query.get("filters", [])
+        ]
+        group_by = [str(c) for c in query.get("group_by", [])]
+    except (ValueError, KeyError, TypeError):
+        return canonical
+    text = what + (" where " + " and ".join(conditions) if conditions else "")
+    return text + (" by " + ", ".join(group_by) if group_by else "")
+
+
+def _canonical_value(value: object) -> str:
+    """A canonical filter value: a label, a number, or a tagged one like {"date": "..."}."""
+    if isinstance(value, dict) and len(value) == 1:
+        return str(next(iter(value.values())))
+    return str(value)
+
+
+def _when(timestamp: str) -> str:
+    """ "2025-06-01T09:30:12.123+00:00" -> "2025-06-01 09:30:12" (UTC, as the server sends)."""
+    return timestamp.replace("T", " ")[:19] if "T" in timestamp else timestamp
 
 
 def _percent(level: float) -> str:

@@ -107,15 +107,15 @@ def _parse_head(text: str | None) -> AuditHead | None:
 
 
 def _print_head(console: Console, found: AuditHead) -> None:
-    console.print(f"{found.event_count} events; head {found.event_count}:{found.head_hash}")
+    # soft_wrap: the head stays on one line, to be copied whole into --expected-head.
+    console.print(f"{found.event_count} events; head", soft_wrap=True)
+    console.print(f"{found.event_count}:{found.head_hash}", soft_wrap=True)
 
 
 def _print_verification(console: Console, result: ChainVerification) -> None:
     if result.valid:
-        console.print(
-            f"the audit chain is valid: {result.head.event_count} events,"
-            f" head {result.head.event_count}:{result.head.head_hash}"
-        )
+        console.print(f"the audit chain is valid: {result.head.event_count} events; head")
+        console.print(f"{result.head.event_count}:{result.head.head_hash}", soft_wrap=True)
         return
     console.print(
         f"[bold red]the audit chain is NOT valid[/bold red] from event"
@@ -127,16 +127,14 @@ def _events_table(found: list[AuditEvent]) -> object:
     rows = [
         (
             e.sequence,
-            e.occurred_at.isoformat(timespec="seconds"),
-            e.requester_id,
-            e.role,
+            e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{e.requester_id} ({e.role})" if e.role else e.requester_id,
             e.rpc,
-            e.dataset_id,
             e.outcome,
             amount(e.cost) if e.cost else "",
             e.detail,
         )
         for e in found
     ]
-    columns = ("seq", "at", "requester", "role", "rpc", "dataset", "outcome", "cost", "detail")
+    columns = ("seq", "at (UTC)", "requester", "rpc", "outcome", "cost", "detail")
     return table(columns, rows, title=f"Audit events ({len(found)})")
