@@ -22,7 +22,6 @@ from dpgate.errors import (
     DpgateError,
     InvalidQueryError,
     NotFoundError,
-    NotImplementedYetError,
     PermissionDeniedError,
     from_rpc_error,
 )
@@ -408,9 +407,10 @@ def test_spending_report_of_unknown_dataset_is_not_found(admin: AdminClient) -> 
         admin.spending_report("no_such_dataset")
 
 
-def test_publishing_is_not_available_yet(admin: AdminClient, service: Service) -> None:
-    with pytest.raises(NotImplementedYetError):
-        admin.publish_dataset_version(service.dataset_id)
+def test_publishing_an_unknown_dataset_is_not_found(admin: AdminClient) -> None:
+    # Publishing itself is tested in tests/integration/governance (on its own store).
+    with pytest.raises(NotFoundError):
+        admin.publish_dataset_version("no_such_dataset")
 
 
 # the audit trail of administration

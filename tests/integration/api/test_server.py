@@ -182,12 +182,12 @@ def test_private_table_is_not_a_public_table(
     assert error_reason(caught.value) == "TABLE_NOT_FOUND"
 
 
-def test_rpcs_of_later_issues_say_what_is_missing(service: Service, channel: grpc.Channel) -> None:
+def test_provider_rpcs_name_a_missing_field(service: Service, channel: grpc.Channel) -> None:
     provider = (("authorization", f"Bearer {service.tokens['provider']}"),)
     with pytest.raises(grpc.RpcError) as caught:
         provider_pb2_grpc.ProviderServiceStub(channel).GetPracticeStatus(
             provider_pb2.GetPracticeStatusRequest(), timeout=10, metadata=provider
         )
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "GetPracticeStatus is not implemented yet: it needs" in (caught.value.details() or "")
-    assert error_reason(caught.value) == "NOT_IMPLEMENTED"
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "dataset_id is required" in (caught.value.details() or "")
+    assert error_reason(caught.value) == "MISSING_FIELD"
