@@ -137,8 +137,9 @@ def ratio(
     unbounded above (ci_high is infinite, or 1 for a proportion).
 
     Returns:
-        The keys, `numerator`, `denominator`, then `value` (their ratio, NaN where the
-        noisy denominator is not positive), `ci_low` and `ci_high`.
+        The keys, `numerator`, `denominator`, then `value` (their ratio, clipped to the
+        possible range like the interval; NaN where the noisy denominator is not
+        positive), `ci_low` and `ci_high`.
     """
     top, bottom = _as_estimates(numerator), _as_estimates(denominator)
     if set(top.keys) != set(bottom.keys):
@@ -160,7 +161,7 @@ def ratio(
         *top.keys,
         n.alias("numerator"),
         d.alias("denominator"),
-        pl.when(d > 0).then(n / d).otherwise(float("nan")).alias("value"),
+        pl.when(d > 0).then((n / d).clip(0.0, upper)).otherwise(float("nan")).alias("value"),
         pl.when(d_high > 0).then(n_low / d_high).otherwise(0.0).clip(0.0, upper).alias("ci_low"),
         pl.when(d_low > 0).then(n_high / d_low).otherwise(upper).clip(0.0, upper).alias("ci_high"),
     )
@@ -169,23 +170,26 @@ def ratio(
 
 def per_population(
     source: QueryResult | Estimates,
-    population: pl.DataFrame,
+    population: pl.DataFrame | float,
     *,
-    on: str,
+    on: str | None = None,
     size_column: str = "list_size",
     per: float = 1_000.0,
 ) -> pl.DataFrame:
     """Values per `per` people, from an exact public population (e.g. practice list sizes).
 
-    Dividing by a public, exact number keeps the interval's coverage. Groups without a
-    population, or with a population of zero, are dropped.
+    Dividing by a public, exact number keeps the interval's coverage. Counts and sums of
+    dpgate's columns are never negative, so the interval's lower end is raised to 0 where
+    noise took it below (coverage is unchanged). Groups without a population, or with a
+    population of zero, are dropped.
 
     Args:
         source: a release or sums grouped by `on` (and possibly more keys).
         population: a public table with columns `on` and `size_column`, such as
-            `client.public_table("gp_appointments", "practices")`.
-        on: the key column shared by both.
-        size_column: the population column.
+            `client.public_table("gp_appointments", "practices")`; or one number for
+            every row (e.g. the total list size, for a pooled rate).
+        on: the key column shared by the estimates and the table.
+        size_column: the population column of the table.
         per: the rate's base (1,000 for "per 1,000 registered patients").
 
     Returns:
@@ -193,18 +197,23 @@ def per_population(
         per `per` people.
     """
     base = _as_estimates(source)
-    if on not in base.keys:
-        raise ValueError(f"{on!r} is not a key of the estimates ({list(base.keys)})")
-    sizes = population.select(
-        pl.col(on), pl.col(size_column).cast(pl.Float64).alias("population")
-    ).filter(pl.col("population") > 0)
-    joined = base.frame.join(sizes, on=on, how="inner")
+    if isinstance(population, pl.DataFrame):
+        if on is None or on not in base.keys:
+            raise ValueError(f"on must name a key of the estimates ({list(base.keys)})")
+        sizes = population.select(
+            pl.col(on), pl.col(size_column).cast(pl.Float64).alias("population")
+        )
+        joined = base.frame.join(sizes, on=on, how="inner")
+    else:
+        joined = base.frame.with_columns(pl.lit(float(population)).alias("population"))
     scale = per / pl.col("population")
-    return joined.select(
+    return joined.filter(pl.col("population") > 0).select(
         *base.keys,
         pl.col("value").alias("count"),
         "population",
-        *((pl.col(c) * scale).alias(c) for c in _INTERVAL),
+        (pl.col("value") * scale).alias("value"),
+        (pl.max_horizontal(pl.col("ci_low"), pl.lit(0.0)) * scale).alias("ci_low"),
+        (pl.col("ci_high") * scale).alias("ci_high"),
     )
 
 

@@ -307,6 +307,14 @@ def test_proportion_interval_stays_within_zero_and_one() -> None:
     assert (row["ci_low"], row["ci_high"]) == (0.0, 1.0)
 
 
+def test_ratio_point_value_lies_in_its_interval_when_noise_made_it_negative() -> None:
+    top = release(pl.DataFrame({"mode": ["home"], "value": [-20]}), ("mode",), 96.0, "dna")
+    bottom = release(pl.DataFrame({"mode": ["home"], "value": [900]}), ("mode",), 96.0, "all")
+    row = ratio(top, bottom, proportion=True).row(0, named=True)
+    assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert row["value"] == 0.0
+
+
 def test_ratio_is_unbounded_when_the_denominator_may_be_zero() -> None:
     top = release(pl.DataFrame({"mode": ["a"], "value": [30]}), ("mode",), 96.0, "dna")
     bottom = release(pl.DataFrame({"mode": ["a"], "value": [-4]}), ("mode",), 96.0, "all")
@@ -350,12 +358,27 @@ def test_rate_per_population_keeps_coverage() -> None:
     assert_covers(hits, _noise.coverage(_noise.LAPLACE, scale, width))
 
 
+def test_rate_per_population_never_goes_below_zero() -> None:
+    counts = release(
+        pl.DataFrame({"practice_code": ["A"], "value": [20]}), ("practice_code",), 48.0
+    )
+    sizes = pl.DataFrame({"practice_code": ["A"], "list_size": [400]})
+    assert per_population(counts, sizes, on="practice_code")["ci_low"].to_list() == [0.0]
+
+
 def test_rate_per_population_drops_groups_without_population() -> None:
     counts = release(
         pl.DataFrame({"practice_code": ["A", "B"], "value": [600, 90]}), ("practice_code",), 48.0
     )
     sizes = pl.DataFrame({"practice_code": ["A", "B"], "list_size": [12_000, 0]})
     assert per_population(counts, sizes, on="practice_code")["practice_code"].to_list() == ["A"]
+
+
+def test_pooled_rate_divides_by_one_population() -> None:
+    counts = release(pl.DataFrame({"week": ["w1", "w2"], "value": [600, 400]}), ("week",), 48.0)
+    pooled = per_population(sum_cells(counts), 20_000).row(0, named=True)
+    width = _noise.half_width(_noise.LAPLACE, 48.0, LEVEL, 2)
+    assert (pooled["value"], pooled["ci_high"]) == (50.0, pytest.approx((1_000 + width) / 20))
 
 
 def test_compare_with_labels_only_separated_intervals() -> None:

@@ -1,0 +1,85 @@
+"""Both notebooks run top to bottom against a real server, as a planner and an admin would.
+
+One server (port 0, temporary ledger, the session's small dataset, a token per role: the
+analyst has epsilon 5) serves both notebooks; its target and tokens reach the notebooks
+through the DPGATE_* environment variables they read. A cell that raises fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from dpgate_server.data.store import DatasetVersion
+from tests.integration.api.conftest import Service, start_service
+
+NOTEBOOKS = Path(__file__).resolve().parents[3] / "notebooks"
+CELL_TIMEOUT_SECONDS = 120
+
+
+def run_notebook(path: Path, env: dict[str, str]) -> nbformat.NotebookNode:
+    """Execute a notebook in a fresh kernel with `env` added to the environment."""
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT_SECONDS,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    previous = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return client.execute()
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def service_env(service: Service) -> dict[str, str]:
+    return {
+        "DPGATE_TARGET": service.target,
+        "DPGATE_TOKEN": service.tokens["analyst"],
+        "DPGATE_ADMIN_TOKEN": service.tokens["admin"],
+        "DPGATE_AUDITOR_TOKEN": service.tokens["auditor"],
+        "MPLBACKEND": "Agg",
+    }
+
+
+@pytest.fixture(scope="module")
+def notebook_service(
+    small_dataset: DatasetVersion, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    started = start_service(small_dataset, tmp_path_factory.mktemp("notebooks"))
+    yield started
+    started.running.stop(grace_seconds=1)
+
+
+def output_text(notebook: nbformat.NotebookNode) -> str:
+    return "\n".join(
+        str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
+def test_planner_notebook_runs_within_the_analyst_allocation(notebook_service: Service) -> None:
+    executed = run_notebook(
+        NOTEBOOKS / "01_planner_exploration.ipynb", service_env(notebook_service)
+    )
+    text = output_text(executed)
+    assert "BudgetExhaustedError" in text
+    assert "InvalidQueryError" in text
+
+
+def test_budget_admin_notebook_runs(notebook_service: Service) -> None:
+    executed = run_notebook(NOTEBOOKS / "02_budget_admin.ipynb", service_env(notebook_service))
+    assert "valid=True" in output_text(executed)
