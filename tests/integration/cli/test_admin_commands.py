@@ -1,0 +1,227 @@
+"""`dpgate admin ...` and `dpgate-server create-admin-token` against a real server."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from typer.testing import CliRunner
+
+from dpgate_server import cli as server_cli
+from dpgate_server.ledger.ledger import Ledger
+from tests.integration.cli.helpers import CliService, as_json, dpgate, error_of
+
+
+def admin(service: CliService, *args: str) -> Any:
+    """Run an admin command with --json and return its document."""
+    return as_json(dpgate(service, service.tokens["admin"], "admin", *args, "--json"))
+
+
+def new_requester(service: CliService, name: str) -> str:
+    created = admin(
+        service, "requesters", "create", "--name", name, "--organisation", "NHS Leeds",
+        "--purpose", "DSA-0042",
+    )  # fmt: skip
+    assert isinstance(created, dict)
+    return str(created["requester_id"])
+
+
+def test_create_admin_token_prints_only_the_token_on_stdout(cli_service: CliService) -> None:
+    created = cli_service.create_admin_token
+    assert created.stdout.strip().startswith("dpg_")
+    assert len(created.stdout.strip().splitlines()) == 1
+    assert "shown once" in created.stderr
+
+
+def test_admin_token_created_offline_works_against_the_server(cli_service: CliService) -> None:
+    found = admin(cli_service, "requesters", "list")
+    assert "admin" in [r["requester_id"] for r in found]
+
+
+def test_create_admin_token_is_audited_without_the_secret(cli_service: CliService) -> None:
+    with Ledger.open_sqlite(cli_service.ledger_path) as ledger:
+        events = [e for e in ledger.list_events() if e.rpc == "create-admin-token"]
+    assert [e.detail.split()[0] for e in events] == ["create", "issue"]
+    assert all(cli_service.tokens["admin"] not in e.detail for e in events)
+
+
+def test_create_admin_token_for_a_disabled_requester_is_refused(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Leaver")
+    admin(cli_service, "requesters", "disable", requester_id)
+    result = CliRunner().invoke(
+        server_cli.app,
+        ["create-admin-token", "--config", str(cli_service.config), "--requester-id", requester_id],
+    )
+    assert result.exit_code == 1
+    assert "disabled" in result.stderr
+    assert result.stdout == ""
+
+
+def test_requesters_create_then_list_shows_them_enabled(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "A Planner")
+    found = {r["requester_id"]: r for r in admin(cli_service, "requesters", "list")}
+    assert found[requester_id]["enabled"] is True
+    assert found[requester_id]["purpose"] == "DSA-0042"
+
+
+def test_requesters_list_table(cli_service: CliService) -> None:
+    result = dpgate(cli_service, cli_service.tokens["admin"], "admin", "requesters", "list")
+    assert result.exit_code == 0
+    assert "poor_analyst" in result.stdout
+
+
+def test_disabled_requesters_tokens_stop_working(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Short Stay")
+    issued = admin(cli_service, "tokens", "issue", requester_id, "--role", "analyst")
+    assert isinstance(issued, dict)
+    admin(cli_service, "requesters", "disable", requester_id)
+    result = dpgate(cli_service, str(issued["token"]), "budget")
+    assert result.exit_code == 4
+
+
+def test_disabling_an_unknown_requester_exits_5(cli_service: CliService) -> None:
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "requesters", "disable", "nobody"
+    )
+    assert result.exit_code == 5
+
+
+def test_issued_token_works_and_revoked_token_does_not(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Token Holder")
+    issued = admin(cli_service, "tokens", "issue", requester_id, "--role", "analyst")
+    assert isinstance(issued, dict)
+    assert dpgate(cli_service, str(issued["token"]), "budget").exit_code == 0
+    admin(cli_service, "tokens", "revoke", str(issued["token_id"]))
+    assert dpgate(cli_service, str(issued["token"]), "budget").exit_code == 4
+
+
+def test_issue_token_table_shows_the_secret_once(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Shown Once")
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "tokens", "issue", requester_id,
+        "--role", "auditor", "--expires", "2099-01-31",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("dpg_") == 1
+    assert "shown once" in result.stdout
+
+
+def test_provider_token_without_practice_exits_2(cli_service: CliService) -> None:
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "tokens", "issue", "provider",
+        "--role", "provider", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "practice" in error_of(result)["message"]
+
+
+def test_unknown_role_is_a_usage_error(cli_service: CliService) -> None:
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "tokens", "issue", "analyst",
+        "--role", "superuser",
+    )  # fmt: skip
+    assert result.exit_code == 2
+
+
+def test_grant_top_up_and_reduce_move_the_allocation(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Budget Holder")
+    granted = admin(cli_service, "grant", requester_id, "gp_appointments", "--epsilon", "1.5")
+    topped = admin(cli_service, "top-up", requester_id, "gp_appointments", "--epsilon", "0.25")
+    reduced = admin(cli_service, "reduce", requester_id, "gp_appointments", "--epsilon", "1")
+    allocated = [Decimal(str(b["allocated"])) for b in (granted, topped, reduced)]
+    assert allocated == [Decimal("1.5"), Decimal("1.75"), Decimal("0.75")]
+
+
+def test_grant_table_says_what_is_allocated(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Granted Table")
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "grant", requester_id,
+        "gp_appointments", "--epsilon", "2", "--expires", "2099-12-31",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "epsilon 2 allocated" in result.stdout
+    assert "2099-12-31" in result.stdout
+
+
+def test_top_up_without_an_allocation_exits_5(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Never Granted")
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "top-up", requester_id,
+        "gp_appointments", "--epsilon", "1",
+    )  # fmt: skip
+    assert result.exit_code == 5
+    assert "admin grant" in result.stderr
+
+
+def test_reduce_below_spent_exits_7(cli_service: CliService) -> None:
+    as_json(
+        dpgate(
+            cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
+            "--count", "--by", "age_band", "--epsilon", "0.05", "--json",
+        )
+    )  # fmt: skip
+    allocated = as_json(dpgate(cli_service, cli_service.tokens["analyst"], "budget", "--json"))
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "reduce", "analyst",
+        "gp_appointments", "--epsilon", allocated[0]["allocated"],
+    )  # fmt: skip
+    assert result.exit_code == 7
+    assert "BELOW_SPENT" in result.stderr
+
+
+def test_amount_with_too_many_decimals_exits_2(cli_service: CliService) -> None:
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "grant", "analyst",
+        "gp_appointments", "--epsilon", "0.0000000001",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "9 decimal places" in result.stderr
+
+
+def test_cap_set_records_the_new_cap(cli_service: CliService) -> None:
+    cap = admin(
+        cli_service, "cap", "set", "gp_appointments", "--epsilon", "25",
+        "--reason", "second quarter",
+    )  # fmt: skip
+    assert isinstance(cap, dict)
+    assert Decimal(str(cap["cap"])) == 25
+    with Ledger.open_sqlite(cli_service.ledger_path) as ledger:
+        history = ledger.admin.cap_history("gp_appointments")
+    assert history[-1].reason == "second quarter"
+
+
+def test_cap_set_without_a_reason_is_a_usage_error(cli_service: CliService) -> None:
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "cap", "set", "gp_appointments",
+        "--epsilon", "25",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--reason" in result.output
+
+
+def test_cap_set_below_spent_exits_7(cli_service: CliService) -> None:
+    as_json(
+        dpgate(
+            cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
+            "--count", "--by", "hcp_type", "--epsilon", "0.05", "--json",
+        )
+    )  # fmt: skip
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "cap", "set", "gp_appointments",
+        "--epsilon", "0.01", "--reason", "too low",
+    )  # fmt: skip
+    assert result.exit_code == 7
+
+
+def test_spending_report_lists_allocations(cli_service: CliService) -> None:
+    report = admin(cli_service, "spending", "--dataset", "gp_appointments")
+    rows = {r["requester_id"]: r for r in report}
+    assert rows["poor_analyst"]["allocated"] == "0.100000000"
+    table = dpgate(cli_service, cli_service.tokens["admin"], "admin", "spending")
+    assert "poor_analyst" in table.stdout
+
+
+def test_admin_command_with_an_analyst_token_exits_4(cli_service: CliService) -> None:
+    result = dpgate(cli_service, cli_service.tokens["analyst"], "admin", "requesters", "list")
+    assert result.exit_code == 4
+    assert "ROLE_FORBIDDEN" in result.stderr
