@@ -16,7 +16,7 @@ and no file the server writes ever holds them (README, "Provider uploads and gov
 | duration_minutes     | whole minutes 1..1440, or empty | kept, and its band               |
 | mode, status, hcp_type, national_category, service_setting | the dataset's labels | kept |
 
-Any other column is dropped unread.
+Any other column is dropped as soon as the file is parsed.
 """
 
 from __future__ import annotations

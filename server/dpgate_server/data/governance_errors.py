@@ -9,7 +9,7 @@ postcode): they end up in audit details and client logs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -25,14 +25,24 @@ class Refusal(StrEnum):
     """The state forbids it (consent withdrawn, key mismatch): FAILED_PRECONDITION."""
 
 
-@dataclass(frozen=True)
 class GovernanceError(Exception):
-    """A refused governance action; nothing was changed."""
+    """A refused governance action; nothing was changed.
 
-    kind: Refusal
-    reason: str
-    message: str
-    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    Not a frozen dataclass: raising through a `with` block sets `__traceback__`.
+    """
+
+    def __init__(
+        self,
+        kind: Refusal,
+        reason: str,
+        message: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reason = reason
+        self.message = message
+        self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata or {}))
 
     def __str__(self) -> str:
         return self.message
@@ -69,10 +79,5 @@ def extract_rejected(problems: Sequence[Problem], total: int) -> GovernanceError
         Refusal.INVALID,
         "EXTRACT_REJECTED",
         f"the extract was refused, nothing was staged: {total} problem(s){more}: {listing}",
-        MappingProxyType(
-            {
-                "problem_count": str(total),
-                "problems": "\n".join(str(p) for p in shown),
-            }
-        ),
+        {"problem_count": str(total), "problems": "\n".join(str(p) for p in shown)},
     )

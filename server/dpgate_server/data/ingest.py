@@ -9,7 +9,7 @@ Minimisation keeps only what the `appointments` table needs:
 
 - NHS number -> `patient_key` (pseudonym.patient_key: HMAC-SHA-256 under the server key),
 - date of birth -> age band at the appointment,
-- postcode and any undeclared column -> dropped unread,
+- postcode and any undeclared column -> dropped as soon as parsed,
 - appointment and booking times -> date, ISO week, month, weekday, hour, lead time in days,
 - durations and lead times -> AGP's bands as well as the values.
 
@@ -171,26 +171,21 @@ def _parse(data: bytes) -> pl.DataFrame:
         raise extract_rejected(problems, len(problems))
     wanted = [c for c in fmt.RAW_COLUMNS if c in header and c != fmt.POSTCODE]
     try:
+        # Every column is read (so a row with more fields than the header is caught), then
+        # only the declared ones are kept: postcode and undeclared columns go at once.
         frame = pl.read_csv(
-            io.BytesIO(data),
-            infer_schema=False,
-            columns=wanted,
-            missing_utf8_is_empty_string=False,
-        )
+            io.BytesIO(data), infer_schema=False, missing_utf8_is_empty_string=False
+        ).select(wanted)
     except pl.exceptions.PolarsError:
         # Polars' message quotes the offending field: it may be an NHS number, so it is
         # never passed on. The usual cause is a row with more fields than the header.
-        raise extract_rejected(
-            [
-                Problem(
-                    0,
-                    "",
-                    "not a well-formed CSV file (a row has more fields than the "
-                    "header, or a quote is not closed)",
-                )
-            ],
-            1,
-        ) from None
+        problem = Problem(
+            0,
+            "",
+            "not a well-formed CSV file (a row has more fields than the header, or a "
+            "quote is not closed)",
+        )
+        raise extract_rejected([problem], 1) from None
     if frame.height == 0:
         raise extract_rejected([Problem(0, "", "the extract has a header but no rows")], 1)
     return frame
