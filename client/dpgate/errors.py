@@ -7,6 +7,8 @@ notebook catches `BudgetExhaustedError` rather than decoding status codes:
 |-------------------------|---------------------|---------------------------------------------|
 | InvalidQueryError       | INVALID_ARGUMENT    | the request is malformed or not allowed     |
 | BudgetExhaustedError    | RESOURCE_EXHAUSTED  | the spend exceeds what remains              |
+| InvalidQueryError       | RESOURCE_EXHAUSTED  | the request is over the server's message    |
+|                         | (MESSAGE_TOO_LARGE) | size limit (gRPC's own refusal, no budget)  |
 | OverloadedError         | UNAVAILABLE         | the server is busy; retry after a while     |
 | AuthenticationError     | UNAUTHENTICATED     | no, bad, expired or revoked token           |
 | PermissionDeniedError   | PERMISSION_DENIED   | the token's role may not call this          |
@@ -113,6 +115,9 @@ class ServerError(DpgateError):
         return self.metadata.get("request_id", "")
 
 
+BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
+MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+
 _BY_CODE: dict[grpc.StatusCode, type[DpgateError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidQueryError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: BudgetExhaustedError,
@@ -138,6 +143,10 @@ def from_rpc_error(error: grpc.RpcError) -> DpgateError:
             if detail.Unpack(info):
                 reason, metadata = info.reason, dict(info.metadata)
     cls = _BY_CODE.get(code, ServerError)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and reason != BUDGET_EXHAUSTED:
+        # gRPC itself answers RESOURCE_EXHAUSTED for a message over the size limit; that is
+        # a request to shrink, never a budget refusal.
+        cls, reason = InvalidQueryError, reason or MESSAGE_TOO_LARGE
     return cls(message, reason=reason, metadata=metadata, code=code.name)
 
 
