@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.governance.helpers import World, build_world, copy_world
+from tests.unit.governance.helpers import World, copy_world, shared_world
 
 
 @pytest.fixture(scope="session")
 def governance_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """Read-only: the generated dataset, raw extracts and opt-out lists."""
-    return build_world(tmp_path_factory.mktemp("governance_world"))
+    return shared_world(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

@@ -21,7 +21,12 @@ from dpgate_server.data.generator import ensure_demo_dataset
 from dpgate_server.data.governance import Governance, GovernancePolicy
 from dpgate_server.data.optouts import OptOutKind
 from dpgate_server.data.pseudonym import load_or_create_key, reserved_test_numbers
-from dpgate_server.data.raw_extracts import RawExtractFiles, write_raw_extracts
+from dpgate_server.data.raw_extracts import (
+    NATIONAL_OPT_OUT_FILE,
+    TYPE1_OPT_OUT_FILE,
+    RawExtractFiles,
+    write_raw_extracts,
+)
 from dpgate_server.data.store import DatasetStore
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
 
@@ -62,15 +67,31 @@ def build_world(root: Path) -> World:
     return World(root, store_root, key_file, files)
 
 
+def shared_world(base_temp: Path) -> World:
+    """The session's world under `base_temp`, built by whichever test package asks first."""
+    root = base_temp / "governance_world"
+    ready = root / "READY"
+    if not ready.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        build_world(root)
+        ready.touch()
+    return world_at(root)
+
+
+def world_at(root: Path) -> World:
+    extracts = root / "extracts"
+    files = RawExtractFiles(
+        extracts={code: extracts / f"{code}.csv" for code in (SMALL, OTHER)},
+        national_opt_out=extracts / NATIONAL_OPT_OUT_FILE,
+        type1_opt_out=extracts / TYPE1_OPT_OUT_FILE,
+    )
+    return World(root, root / "store", root / "secrets" / "pseudonym.key", files)
+
+
 def copy_world(world: World, root: Path) -> World:
     """An independent copy (store, key, extracts and lists) under `root`."""
     shutil.copytree(world.root, root, dirs_exist_ok=True)
-    files = RawExtractFiles(
-        extracts={c: root / p.relative_to(world.root) for c, p in world.files.extracts.items()},
-        national_opt_out=root / world.files.national_opt_out.relative_to(world.root),
-        type1_opt_out=root / world.files.type1_opt_out.relative_to(world.root),
-    )
-    return World(root, root / "store", root / "secrets" / "pseudonym.key", files)
+    return world_at(root)
 
 
 @dataclass

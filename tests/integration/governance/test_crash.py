@@ -1,0 +1,90 @@
+"""SIGKILL in the middle of a publish or an upload leaves the previous state usable."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dpgate_server.data.bounding import max_rows_per_patient
+from dpgate_server.data.staging import StagingArea
+from dpgate_server.data.store import DatasetStore
+from dpgate_server.queries import engine
+from dpgate_server.queries.model import Aggregate, Query, Spend
+from tests.unit.governance.helpers import (
+    DATASET_ID,
+    OPERATOR,
+    SMALL,
+    RecordingAudit,
+    World,
+    copy_world,
+    open_governance,
+    provider,
+)
+
+CHILD = Path(__file__).with_name("crash_child.py")
+
+
+def run_and_kill(world: World, operation: str, delay_s: float) -> None:
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), str(world.root), operation],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdin is not None
+        assert child.stdout.readline().strip() == "ready"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        time.sleep(delay_s)
+        assert child.poll() is None, "the child stopped by itself"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+        assert child.returncode == -signal.SIGKILL
+
+
+def assert_current_version_is_whole(world: World) -> None:
+    version = DatasetStore(world.store_root).current(DATASET_ID)
+    version.verify_files()
+    assert version.manifest.bound is not None
+    assert version.manifest.bound.verified
+    assert max_rows_per_patient(version.appointment_paths()) <= 24
+
+
+@pytest.fixture
+def crash_world(governance_source: World, tmp_path: Path) -> World:
+    return copy_world(governance_source, tmp_path / "world")
+
+
+def test_sigkill_during_publish_leaves_a_whole_current_version(crash_world: World) -> None:
+    governance = open_governance(crash_world, RecordingAudit())
+    governance.ingest(DATASET_ID, SMALL, crash_world.extract(SMALL), provider(SMALL))
+    for delay in (0.5, 1.4):
+        run_and_kill(crash_world, "publish", delay)
+        assert_current_version_is_whole(crash_world)
+    after = governance.publish(DATASET_ID, OPERATOR).version  # the lock died with the child
+    query = Query(DATASET_ID, Aggregate.count(), spend=Spend.epsilon(1))
+    assert engine.run(after, query).cells[0].value > 100_000
+
+
+def test_sigkill_during_upload_leaves_one_whole_staged_extract(crash_world: World) -> None:
+    full = crash_world.extract(SMALL).count(b"\n") - 1
+    staging = StagingArea(crash_world.governance_root / DATASET_ID)
+    for delay in (0.15, 0.45):
+        run_and_kill(crash_world, "ingest", delay)
+        record = staging.record(SMALL)
+        assert record is not None
+        rows = pl.read_parquet(staging.path(SMALL))
+        assert rows.height == record.rows_staged
+        assert rows.height in (1, full)
+    governance = open_governance(crash_world, RecordingAudit())
+    governance.ingest(DATASET_ID, SMALL, crash_world.extract(SMALL), provider(SMALL))
+    assert not [p for p in staging.folder.iterdir() if p.name.endswith(".tmp")]
