@@ -2,7 +2,8 @@
 
 The server consumes the world's opt-out lists from its configured drop paths at the first
 upload; their numbers are read here first, so tests can check the stored files against
-them. One server per module (a worker takes seconds to start).
+them. One server per session (a worker takes seconds to start); tests must not depend on
+each other's changes.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def governance_source(tmp_path_factory: pytest.TempPathFactory) -> World:
     return shared_world(tmp_path_factory.getbasetemp())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def governed(
     governance_source: World, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GovernedService]:
