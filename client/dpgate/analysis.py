@@ -21,9 +21,9 @@ spends nothing and reads no data. What each helper guarantees:
 * `round_for_display`: rounds for reading, to the precision the interval supports.
 
 Example:
-    >>> from dpgate import analysis  # doctest: +SKIP
-    >>> weekly = client.query(count("gp_appointments").by("week").epsilon(0.5))
-    >>> analysis.sum_cells(weekly).frame  # the year's total with its (wider) interval
+    >>> from dpgate import count, sum_cells
+    >>> weekly = client.query(count("gp_appointments").by("week").epsilon(0.5))  # doctest: +SKIP
+    >>> sum_cells(weekly).frame  # the year's total, with its wider interval  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -145,7 +145,8 @@ def ratio(
     if set(top.keys) != set(bottom.keys):
         raise ValueError(f"keys differ: {list(top.keys)} and {list(bottom.keys)}")
     level = top.confidence_level if confidence_level is None else confidence_level
-    _noise.half_width(_noise.LAPLACE, 1.0, level)  # validates the level
+    if not 0 < level < 1:
+        raise ValueError(f"the confidence level must be in (0, 1), got {level!r}")
     shared = set(top.release_ids) & set(bottom.release_ids)
     each = (1.0 + level) / 2.0 if shared else math.sqrt(level)
     upper = 1.0 if proportion else math.inf
