@@ -127,7 +127,10 @@ class WorkerProcess:
 
     def dispose(self) -> None:
         """Kill (if still running), reap, and close the pipe; idempotent."""
-        self.kill()
+        with self._lock:
+            if self._disposed:  # a closed Process refuses join(); nothing left to do
+                return
+            self._process.kill()
         self._process.join(_REAP_TIMEOUT_S)
         with self._lock:
             if self._disposed:
