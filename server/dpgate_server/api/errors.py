@@ -215,16 +215,36 @@ def _overloaded(message: str, retry_after_seconds: float) -> ErrorAnswer:
     )
 
 
+MAX_MESSAGE_BYTES = 1024
+"""Longest error message sent (UTF-8 bytes); longer ones are cut with "..."."""
+MAX_METADATA_VALUE_BYTES = 128
+"""Longest ErrorInfo metadata value sent; likewise cut."""
+
+
 def abort(context: grpc.ServicerContext, answer: ErrorAnswer) -> NoReturn:
-    """End the RPC with `answer` as a rich status (code, message and ErrorInfo)."""
-    info = error_details_pb2.ErrorInfo(
-        reason=answer.reason, domain=ERROR_DOMAIN, metadata=dict(answer.metadata)
-    )
+    """End the RPC with `answer` as a rich status (code, message and ErrorInfo).
+
+    The message and metadata travel in trailing metadata, which gRPC clients refuse past
+    8-16 KiB (the caller then sees RESOURCE_EXHAUSTED "Stream removed" instead of our
+    answer). Messages quote what the requester sent, which can be any size, so both are
+    bounded here, once for every error.
+    """
+    metadata = {k: _bounded(v, MAX_METADATA_VALUE_BYTES) for k, v in answer.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=answer.reason, domain=ERROR_DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=answer.code.value[0], message=answer.message, details=[detail])
+    message = _bounded(answer.message, MAX_MESSAGE_BYTES)
+    status = status_pb2.Status(code=answer.code.value[0], message=message, details=[detail])
     context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _bounded(text: str, limit: int) -> str:
+    """`text` if its UTF-8 form fits in `limit` bytes, else its longest prefix that does + "..."."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", errors="ignore") + "..."
 
 
 class AuditSink(Protocol):

@@ -114,3 +114,23 @@ def test_a_page_token_of_unicode_digits_is_invalid_argument(
             timeout=30,
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("echoed", ["a" * 20_000, "\u00e9" * 10_000, "\U0001f916" * 5_000])
+def test_an_error_quoting_enormous_input_is_bounded_and_keeps_its_status(
+    channel: grpc.Channel, service: Service, echoed: str
+) -> None:
+    stub = query_pb2_grpc.QueryServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.DescribeDataset(
+            query_pb2.DescribeDatasetRequest(dataset_id=echoed),
+            metadata=bearer(service),
+            timeout=30,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # not "Stream removed"
+    details = caught.value.details() or ""
+    assert details.endswith("...")
+    assert len(details.encode("utf-8")) <= 1024
+    error = from_rpc_error(caught.value)
+    assert error.reason == "DATASET_NOT_FOUND"
+    assert all(len(v.encode("utf-8")) <= 128 for v in error.metadata.values())
