@@ -102,7 +102,7 @@ def resolve(flags: Flags, environ: Mapping[str, str]) -> ConnectionSettings:
     """
     path = config_path(environ)
     profile_name = flags.profile or environ.get("DPGATE_PROFILE") or DEFAULT_PROFILE
-    explicit = flags.profile is not None or "DPGATE_PROFILE" in environ
+    explicit = bool(flags.profile or environ.get("DPGATE_PROFILE"))
     profile = _profile(path, profile_name, required=explicit)
     where = f"profile {profile_name!r} in {path}"
 
