@@ -60,27 +60,27 @@ ERROR_DOMAIN = "dpgate.v1"
 _log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
 class BadRequestError(Exception):
-    """A request the API layer itself refuses (malformed before any domain call)."""
+    """A request the API layer itself refuses (malformed before any domain call).
 
-    reason: str
-    message: str
-    field: str = ""
+    A plain exception, not a frozen dataclass: Python sets `__traceback__` on exceptions
+    as they propagate (through `with` blocks too), which a frozen instance refuses.
+    """
 
-    def __str__(self) -> str:
-        return self.message
+    def __init__(self, reason: str, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.field = field
 
 
-@dataclass(frozen=True)
 class NotYetAvailableError(Exception):
     """An RPC in the contract whose implementation has not landed yet."""
 
-    rpc: str
-    missing: str
-
-    def __str__(self) -> str:
-        return f"{self.rpc} is not implemented yet: it needs {self.missing}"
+    def __init__(self, rpc: str, missing: str) -> None:
+        super().__init__(f"{rpc} is not implemented yet: it needs {missing}")
+        self.rpc = rpc
+        self.missing = missing
 
 
 @dataclass(frozen=True, slots=True)
