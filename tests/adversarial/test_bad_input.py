@@ -628,7 +628,7 @@ def _throw(port: int, payload: bytes) -> str:
                 pass
         except TimeoutError:
             return "left open"
-        except (ConnectionResetError, BrokenPipeError):
+        except OSError:  # reset, broken pipe, not connected: the server hung up first
             return "closed"
     return "closed"
 
