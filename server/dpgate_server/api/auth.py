@@ -81,7 +81,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 ErrorAnswer(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "ROLE_FORBIDDEN",
-                    f"a {principal.role.value} token may not call {rpc}; it needs: {roles}",
+                    f"a token with role {principal.role.value} may not call {rpc}; "
+                    f"it needs: {roles}",
                     {"role": principal.role.value, "rpc": rpc},
                 ),
             )
