@@ -277,6 +277,7 @@ def check_refused(answer: Answer, payload_size: int) -> None:
     assert answer.details
 
 
+@pytest.mark.timeout(scale(300, 3_600))
 @settings(SETTINGS, max_examples=scale(250, 6_000))
 @given(case=broken_queries(), run=st.booleans())
 def test_broken_queries_are_refused_with_a_reason(
@@ -443,6 +444,7 @@ def _send_random(
         assert answer.details
 
 
+@pytest.mark.timeout(scale(300, 3_600))
 @settings(SETTINGS, max_examples=scale(120, 2_600))
 @given(request=random_requests())
 def test_random_messages_to_every_rpc_get_a_clear_status(
@@ -455,6 +457,7 @@ def test_random_messages_to_every_rpc_get_a_clear_status(
     _send_random(channel, request, role_tokens, charged_by_random, figures, "random messages")
 
 
+@pytest.mark.timeout(scale(300, 3_600))
 @settings(SETTINGS, max_examples=scale(80, 1_500))
 @given(request=random_bytes())
 def test_random_bytes_to_every_rpc_get_a_clear_status(

@@ -19,6 +19,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import pytest
+
 from dpgate import Client, count
 from dpgate_server.data.store import DatasetVersion
 from tests.adversarial.conftest import Figures
@@ -33,6 +35,7 @@ def dp_bound(epsilon: float) -> float:
     return math.exp(epsilon) / (1 + math.exp(epsilon))
 
 
+@pytest.mark.timeout(scale(300, 3_600))
 def test_differencing_attack_succeeds_no_more_often_than_dp_allows(
     server_a: Server,
     server_b: Server,

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 import grpc
 import psutil
+import pytest
 
 from dpgate import Client, DpgateError, OverloadedError, QuerySpec, count
 from dpgate_server.ledger.ledger import Ledger
@@ -159,6 +160,7 @@ def _flush_closed_windows(server: Server) -> int:
         return ledger.head().count
 
 
+@pytest.mark.timeout(scale(300, 3_600))
 def test_a_flood_of_unauthenticated_calls_adds_a_few_counted_audit_events(
     server_b: Server, figures: Figures
 ) -> None:

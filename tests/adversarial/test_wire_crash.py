@@ -26,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import psutil
+import pytest
 
 from dpgate import AdminClient, Client, DpgateError, count, total
 from dpgate_server.data.store import DatasetStore, DatasetVersion
@@ -170,6 +171,7 @@ def _no_orphans(session_id: int) -> bool:
     return not _orphans(session_id)
 
 
+@pytest.mark.timeout(scale(300, 3_600))
 def test_sigkilled_server_never_loses_a_release_or_a_debit(
     small_dataset: DatasetVersion, tmp_path: Path, figures: Figures
 ) -> None:

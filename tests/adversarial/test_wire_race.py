@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dpgate_server.ledger.model import Outcome
 from dpgate_server.spend import to_units_floor
 from tests.adversarial.conftest import Figures
@@ -30,7 +32,11 @@ ALLOWED = {"OK", "RESOURCE_EXHAUSTED", "OVERLOADED"}
 
 
 def run_race(server: Server, allocation: float, seed: int) -> tuple[str, list[dict[str, Any]]]:
-    """One race: CLIENTS clients, PROCESSES of them in their own processes; all answers."""
+    """One race: CLIENTS clients, PROCESSES of them in their own processes; all answers.
+
+    Client i of race `seed` asks with index `seed * CLIENTS + i`, so no two clients of any
+    race ask the same question (a question asked before would be a free shared release).
+    """
     requester_id, token = server.new_analyst(allocation, "racer")
     tokens = [token, *server.extra_tokens(requester_id, CLIENTS - 1)]
     start_at = time.time() + 3.0  # a client process needs ~2 s to import grpc and polars
@@ -43,7 +49,7 @@ def run_race(server: Server, allocation: float, seed: int) -> tuple[str, list[di
                 tokens[i],
                 server.dataset_id,
                 str(start_at),
-                str(i),
+                str(seed * CLIENTS + i),
                 str(seed * 1_000 + i),
             ],
             stdout=subprocess.PIPE,
@@ -61,7 +67,14 @@ def run_race(server: Server, allocation: float, seed: int) -> tuple[str, list[di
     def client(i: int) -> None:
         time.sleep(max(0.0, start_at - time.time()))
         try:
-            race(server.target, tokens[i], server.dataset_id, i, seed * 1_000 + i, emit)
+            race(
+                server.target,
+                tokens[i],
+                server.dataset_id,
+                seed * CLIENTS + i,
+                seed * 1_000 + i,
+                emit,
+            )
         except Exception as error:  # a crash of the client counts as an unexpected outcome
             emit({"outcome": "OTHER", "code": "CLIENT_CRASH", "reason": repr(error)})
 
@@ -77,6 +90,7 @@ def run_race(server: Server, allocation: float, seed: int) -> tuple[str, list[di
     return requester_id, records
 
 
+@pytest.mark.timeout(scale(300, 1_800))
 def test_racing_clients_never_spend_beyond_the_allocation_and_every_answer_is_recorded(
     server_a: Server, figures: Figures
 ) -> None:
