@@ -38,8 +38,15 @@ MAX_RETRY_WAIT_S = 1.0
 
 
 def fresh_query(dataset_id: str, index: int, attempt: int, rng: random.Random) -> QuerySpec:
-    """A query no other racer asks: the nano-epsilon offset is unique per (index, attempt)."""
-    epsilon = Decimal(rng.randint(1, 5)) / 100 + Decimal(index * 100_000 + attempt) / NANO
+    """A query no other racer asks: the nano-epsilon offset is unique per (index, attempt).
+
+    Offsets stay below 0.01 (the step between base costs), so no two (index, attempt)
+    pairs can land on the same epsilon.
+    """
+    offset = index * MAX_ATTEMPTS + attempt
+    if not 0 <= attempt < MAX_ATTEMPTS or offset >= 10**7:
+        raise ValueError(f"index {index} or attempt {attempt} out of range")
+    epsilon = Decimal(rng.randint(1, 5)) / 100 + Decimal(offset) / NANO
     shape = rng.randrange(3)
     if shape == 0:
         return count(dataset_id).epsilon(epsilon)
@@ -59,35 +66,37 @@ def race(
     """Ask fresh queries until a refusal says less than the smallest cost remains."""
     rng = random.Random(seed)
     with Client(target, token=token, retries=0, timeout=120) as client:
-        attempt = 0
-        query = fresh_query(dataset_id, index, attempt, rng)
-        while attempt < MAX_ATTEMPTS:
-            try:
-                result = client.query(query)
-            except BudgetExhaustedError as refused:
-                remaining = refused.remaining if refused.remaining is not None else Decimal(-1)
-                emit({"outcome": "RESOURCE_EXHAUSTED", "remaining": int(remaining * NANO)})
-                if remaining < SMALLEST_COST:
-                    return
-            except OverloadedError as busy:
-                emit({"outcome": "OVERLOADED", "reason": busy.reason})
-                time.sleep(min(busy.retry_after or MAX_RETRY_WAIT_S, MAX_RETRY_WAIT_S))
-                continue  # the same query again: nothing was charged
-            except DpgateError as other:
-                emit({"outcome": "OTHER", "code": other.code, "reason": other.reason})
+        for attempt in range(MAX_ATTEMPTS):
+            if not _ask(client, fresh_query(dataset_id, index, attempt, rng), emit):
                 return
-            else:
-                emit(
-                    {
-                        "outcome": "OK",
-                        "release_id": result.release_id,
-                        "charged": int(result.charged * NANO),
-                        "repeat": result.repeat,
-                    }
-                )
-            attempt += 1
-            query = fresh_query(dataset_id, index, attempt, rng)
         emit({"outcome": "OTHER", "code": "GAVE_UP", "reason": f"{MAX_ATTEMPTS} attempts"})
+
+
+def _ask(client: Client, query: QuerySpec, emit: Callable[[dict[str, Any]], None]) -> bool:
+    """Ask until not overloaded (nothing was charged then); False when the racer is done."""
+    while True:
+        try:
+            result = client.query(query)
+        except BudgetExhaustedError as refused:
+            remaining = refused.remaining if refused.remaining is not None else Decimal(-1)
+            emit({"outcome": "RESOURCE_EXHAUSTED", "remaining": int(remaining * NANO)})
+            return remaining >= SMALLEST_COST
+        except OverloadedError as busy:
+            emit({"outcome": "OVERLOADED", "reason": busy.reason})
+            time.sleep(min(busy.retry_after or MAX_RETRY_WAIT_S, MAX_RETRY_WAIT_S))
+            continue
+        except DpgateError as other:
+            emit({"outcome": "OTHER", "code": other.code, "reason": other.reason})
+            return False
+        emit(
+            {
+                "outcome": "OK",
+                "release_id": result.release_id,
+                "charged": int(result.charged * NANO),
+                "repeat": result.repeat,
+            }
+        )
+        return True
 
 
 def main(argv: list[str]) -> int:
