@@ -22,7 +22,7 @@ from dpgate import Client, DpgateError, OverloadedError, QuerySpec, count
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome
 from tests.adversarial.conftest import SERVER_B_QUEUE, SERVER_B_WORKER_MB, Figures
-from tests.adversarial.helpers import SERVING, Server, health_status, scale
+from tests.adversarial.helpers import SERVING, Server, health_status, scale, wait_for
 from tests.adversarial.wire import METHODS, send
 
 RSS_HEADROOM_MB = 128
@@ -128,10 +128,17 @@ def test_an_overloaded_query_retried_after_its_hint_is_answered_and_charged_once
         threading.Thread(target=_ask_quietly, args=(server_b, blocker_token, 10**6 + j))
         for j in range(1, 1 + SERVER_B_QUEUE + 2)
     ]
+    assert server_b.running is not None
+    pool = server_b.running.pool
     with Client(server_b.target, token=token, retries=10, timeout=300) as client:
+        client.budget()  # connected before the queue fills, so the query arrives at once
         for thread in blockers:
             thread.start()
-        time.sleep(0.3)  # the worker and the queue are full now
+        full = wait_for(
+            lambda: pool.stats().busy == 1 and pool.stats().waiting == SERVER_B_QUEUE,
+            timeout=60,
+            interval=0.005,
+        )
         result = client.query(query, idempotency_key="retry me")
         for thread in blockers:
             thread.join(timeout=300)
@@ -139,6 +146,7 @@ def test_an_overloaded_query_retried_after_its_hint_is_answered_and_charged_once
         releases = ledger.list_releases(requester_id)
         events = [e for e in ledger.list_events(limit=10**7) if e.requester_id == requester_id]
     refusals = [e for e in events if e.outcome is Outcome.FAILED and e.detail == "OVERLOADED"]
+    assert full
     assert refusals  # it was turned away at least once, then answered after the hint
     assert [r.release_id for r in releases] == [result.release_id]
     assert result.charged == Decimal("0.05") + Decimal(10**6) / 10**9
