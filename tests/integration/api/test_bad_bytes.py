@@ -134,3 +134,14 @@ def test_an_error_quoting_enormous_input_is_bounded_and_keeps_its_status(
     error = from_rpc_error(caught.value)
     assert error.reason == "DATASET_NOT_FOUND"
     assert all(len(v.encode("utf-8")) <= 128 for v in error.metadata.values())
+
+
+def test_unparsable_bytes_in_a_request_stream_are_invalid_argument(
+    channel: grpc.Channel, service: Service
+) -> None:
+    raw = channel.stream_unary("/dpgate.v1.ProviderService/UploadExtract")
+    provider = (("authorization", f"Bearer {service.tokens['provider']}"),)
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(iter([NOT_A_MESSAGE]), metadata=provider, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert from_rpc_error(caught.value).reason == "MALFORMED_REQUEST"
