@@ -3,6 +3,8 @@
 # generated-code freshness, then the whole pytest suite.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+source scripts/ci-packages.sh
+ensure_ci_packages
 run() { "$UV" run --frozen --no-sync "$@"; }
 start=$(date +%s)
 echo "== ruff format --check"; run ruff format --check .
