@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from dpgate_server.api.server import InsecureBindError, RunningServer, build_server
+from dpgate_server.api.server import RunningServer, build_server
+from dpgate_server.api.startup_checks import StartupError, check_address_free
 from dpgate_server.config import ConfigError, Settings, load_settings
 from dpgate_server.data.store import DatasetStore
 from dpgate_server.demo_bootstrap import bootstrap_demo
@@ -31,15 +32,26 @@ ConfigOption = Annotated[
 
 
 @app.command()
-def serve(config: ConfigOption = None) -> None:
+def serve(
+    config: ConfigOption = None,
+    accept_broken_audit_chain: Annotated[
+        bool,
+        typer.Option(
+            "--accept-broken-audit-chain",
+            help="Start even though the audit chain fails its start-up check (to export and"
+            " investigate); the override is recorded in the chain.",
+        ),
+    ] = False,
+) -> None:
     """Start the server; stop it cleanly with SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings_or_exit(config)
-    if settings.demo.enabled:
-        _prepare_demo_data(settings)
     try:
-        running = build_server(settings)
-    except (InsecureBindError, OSError, ValueError) as exc:
+        check_address_free(settings.server.address)  # before minutes of demo generation
+        if settings.demo.enabled:
+            _prepare_demo_data(settings)
+        running = build_server(settings, accept_broken_audit_chain=accept_broken_audit_chain)
+    except StartupError as exc:
         typer.echo(f"dpgate-server: {exc}", err=True)
         raise typer.Exit(2) from None
     _announce(running, settings)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sqlite3
+import uuid
 from concurrent import futures
 from dataclasses import dataclass
 from decimal import Decimal
@@ -35,13 +37,14 @@ from dpgate_server.api.auth import AuthInterceptor
 from dpgate_server.api.provider_servicer import ProviderServicer, governance_for
 from dpgate_server.api.query_servicer import QueryServicer
 from dpgate_server.api.rate_limit import TokenBuckets
+from dpgate_server.api.startup_checks import StartupError, check_address_free, read_tls_material
 from dpgate_server.config import Settings
 from dpgate_server.data.catalog import Catalog
 from dpgate_server.data.store import DatasetStore
 from dpgate_server.execution import PoolSettings, QueryWorkerPool
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
-from dpgate_server.ledger.model import RequestInfo
+from dpgate_server.ledger.model import Outcome, RequestInfo
 from dpgate_server.queries.limits import QueryLimits
 
 _log = logging.getLogger(__name__)
@@ -54,8 +57,16 @@ SERVICE_NAMES = (
 )
 
 
-class InsecureBindError(ValueError):
+RECENT_EVENTS_VERIFIED_AT_START = 1000
+"""Audit events whose links and hashes are checked at every start (with the stored head)."""
+
+
+class InsecureBindError(StartupError, ValueError):
     """Plaintext was asked for on an address other hosts can reach."""
+
+
+class BrokenAuditChainError(StartupError):
+    """The audit chain's recent events or its head fail verification."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +96,18 @@ class RunningServer:
         self.ledger.close()
 
 
-def build_server(settings: Settings) -> RunningServer:
-    """Create, wire and start a server for `settings` (port 0 binds a free port)."""
+def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False) -> RunningServer:
+    """Create, wire and start a server for `settings` (port 0 binds a free port).
+
+    Args:
+        settings: the validated settings.
+        accept_broken_audit_chain: the operator's explicit override to start although the
+            audit chain fails its start-up check; the start is then recorded in the chain.
+
+    Raises:
+        StartupError: the server cannot start (address, TLS files, ledger, audit chain);
+            the message is one line saying what to change.
+    """
     options = [
         ("grpc.max_receive_message_length", settings.server.max_message_bytes),
         ("grpc.max_send_message_length", settings.server.max_message_bytes),
@@ -95,11 +116,16 @@ def build_server(settings: Settings) -> RunningServer:
     tls = _credentials(settings)
     if tls is None:
         _refuse_plaintext_off_loopback(settings.server.address)
+    check_address_free(settings.server.address)
     store = DatasetStore(settings.storage.data_dir)
     catalog = Catalog(store)
-    settings.storage.ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger.open_sqlite(settings.storage.ledger_path)
-    _register_datasets(catalog, ledger)
+    ledger = _open_ledger(settings.storage.ledger_path)
+    try:
+        _check_audit_chain(ledger, accept_broken_audit_chain)
+        _register_datasets(catalog, ledger)
+    except BaseException:
+        ledger.close()
+        raise
     limits = settings.limits
     pool = QueryWorkerPool(
         settings.storage.data_dir,
@@ -116,6 +142,40 @@ def build_server(settings: Settings) -> RunningServer:
         pool.close()
         ledger.close()
         raise
+
+
+def _open_ledger(path: Path) -> Ledger:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Ledger.open_sqlite(path)
+    except (OSError, sqlite3.Error, ledger_errors.LedgerSchemaError) as exc:
+        raise StartupError(f"cannot open the ledger {path}: {exc}") from None
+
+
+def _check_audit_chain(ledger: Ledger, accept_broken: bool) -> None:
+    """Refuse to start on a chain whose head or recent events fail verification.
+
+    A broken chain means the ledger file was edited, truncated or damaged: serving on it
+    would add new events to a record nobody can trust. The operator may still start (to
+    export and investigate) with the explicit override, which is itself chained.
+    """
+    verification = ledger.verify_recent(RECENT_EVENTS_VERIFIED_AT_START)
+    if verification.ok:
+        return
+    problem = (
+        f"the audit chain is broken at event {verification.first_bad_seq}: {verification.problem}"
+    )
+    if not accept_broken:
+        raise BrokenAuditChainError(
+            f"{problem}; restore the ledger from a backup, or start anyway with"
+            " --accept-broken-audit-chain (recorded in the chain)"
+        )
+    _log.warning("%s; starting anyway on the operator's override", problem)
+    ledger.record_event(
+        RequestInfo(request_id=f"startup-{uuid.uuid4().hex}", rpc="server-start", source="local"),
+        Outcome.ANSWERED,
+        detail=f"started on the operator's override (--accept-broken-audit-chain): {problem}",
+    )
 
 
 def _start(
@@ -167,12 +227,7 @@ def _start(
         (*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server
     )
 
-    if tls is None:
-        port = server.add_insecure_port(settings.server.address)
-    else:
-        port = server.add_secure_port(settings.server.address, tls)
-    if port == 0:
-        raise OSError(f"could not bind {settings.server.address}")
+    port = _add_port(server, settings.server.address, tls)
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -187,6 +242,21 @@ def _start(
         pool,
         settings.storage.data_dir,
     )
+
+
+def _add_port(server: grpc.Server, address: str, tls: grpc.ServerCredentials | None) -> int:
+    """Bind `address`; gRPC raises RuntimeError (not OSError) when it cannot."""
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        check_address_free(address)  # names the reason if it is one the probe can see
+        raise StartupError(f"cannot listen on {address}: gRPC could not bind it")
+    return port
 
 
 def _register_datasets(catalog: Catalog, ledger: Ledger) -> None:
@@ -211,17 +281,13 @@ def _register_datasets(catalog: Catalog, ledger: Ledger) -> None:
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    tls = settings.tls
-    if tls.cert_file is None and tls.key_file is None:
-        if tls.client_ca_file is not None:
-            raise ValueError("tls.client_ca_file needs tls.cert_file and tls.key_file")
+    material = read_tls_material(settings.tls)
+    if material is None:
         return None
-    if tls.cert_file is None or tls.key_file is None:
-        raise ValueError("TLS needs both tls.cert_file and tls.key_file")
-    pair = (tls.key_file.read_bytes(), tls.cert_file.read_bytes())
-    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
     return grpc.ssl_server_credentials(
-        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+        [(material.key, material.cert)],
+        root_certificates=material.client_ca,
+        require_client_auth=material.client_ca is not None,
     )
 
 

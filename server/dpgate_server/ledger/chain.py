@@ -82,6 +82,65 @@ def verify_events(
     return ChainVerification(ok=True, checked=count, head=head)
 
 
+def verify_tail(
+    events: Iterable[AuditEvent], stored_head: ChainHead, first_seq: int
+) -> ChainVerification:
+    """Check the chain's last events and its stored head, without reading the whole chain.
+
+    What the server checks at every start (a full `verify_events` reads every event, too
+    slow to repeat at each start of a long chain): from `first_seq` on, no event is
+    missing, each links to the one before, each hash recomputes, and the last one is the
+    stored head. It catches an edited or deleted recent event and a head that no longer
+    matches the chain; older edits are found by a full verification.
+
+    Args:
+        events: the stored events with `seq >= first_seq`, ascending.
+        stored_head: the head the ledger keeps beside the chain.
+        first_seq: where the check starts (>= 1); that event's `prev_hash` is taken on
+            trust unless it is event 1, which must link to the genesis hash.
+
+    Example:
+        >>> verify_tail([], ChainHead(count=0, hash=GENESIS_HASH), first_seq=1).ok
+        True
+        >>> verify_tail([], ChainHead(count=3, hash="ab" * 32), first_seq=1).problem
+        'events 1..3 are missing'
+    """
+    running = GENESIS_HASH
+    checked = 0
+    for event in events:
+        seq = first_seq + checked
+        if checked == 0 and seq > 1:
+            running = event.prev_hash
+        problem = _link_problem(event, seq, running, None)
+        if problem is not None:
+            return _tail_bad(checked, seq - 1, running, problem)
+        running = event.event_hash
+        checked += 1
+    last = first_seq + checked - 1
+    if checked == 0:
+        if stored_head.count < first_seq:
+            return ChainVerification(ok=True, checked=0, head=stored_head)
+        return _tail_bad(
+            0, last, running, (first_seq, f"events {first_seq}..{stored_head.count} are missing")
+        )
+    problem = _head_problem(ChainHead(count=last, hash=running), stored_head, None)
+    if problem is not None:
+        return _tail_bad(checked, last, running, problem)
+    return ChainVerification(ok=True, checked=checked, head=ChainHead(count=last, hash=running))
+
+
+def _tail_bad(
+    checked: int, last_seq: int, running: str, problem: tuple[int, str]
+) -> ChainVerification:
+    return ChainVerification(
+        ok=False,
+        checked=checked,
+        head=ChainHead(count=last_seq, hash=running),
+        first_bad_seq=problem[0],
+        problem=problem[1],
+    )
+
+
 def _link_problem(
     event: AuditEvent, expected_seq: int, running: str, expected_head: ChainHead | None
 ) -> tuple[int, str] | None:

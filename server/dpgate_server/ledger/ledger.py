@@ -32,7 +32,7 @@ from dpgate_server.ledger._audit import (
 )
 from dpgate_server.ledger._time import utc_now
 from dpgate_server.ledger.admin import LedgerAdmin
-from dpgate_server.ledger.chain import verify_events
+from dpgate_server.ledger.chain import verify_events, verify_tail
 from dpgate_server.ledger.errors import (
     BudgetExhausted,
     DatasetNotFound,
@@ -301,6 +301,27 @@ class Ledger:
                     first_bad_seq=bad,
                     problem=f"event {bad} is unreadable ({error})",
                 )
+
+    def verify_recent(self, events: int = 1000) -> ChainVerification:
+        """Check the stored head and the last `events` events (what the server does at start).
+
+        Reads at most `events + 1` events (one more shows events added past the stored
+        head), so it is quick however long the chain is; `verify` checks all of it.
+        """
+        with self._storage.read() as tx:
+            stored = tx.get_head()
+            first_seq = max(1, stored.count - events + 1)
+            try:
+                return verify_tail(tx.list_events(first_seq - 1, events + 1), stored, first_seq)
+            except (ValueError, TypeError, KeyError) as error:
+                unreadable = error
+        return ChainVerification(
+            ok=False,
+            checked=0,
+            head=stored,
+            first_bad_seq=first_seq,
+            problem=f"an event from {first_seq} on is unreadable ({unreadable})",
+        )
 
     def transparency_report(self) -> TransparencyReport:
         """The public report (answered queries, spend, head) at one consistent snapshot.

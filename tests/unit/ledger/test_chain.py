@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from dpgate_server.ledger import ChainHead, Outcome, RequestInfo
+from dpgate_server.ledger import ChainHead, Ledger, Outcome, RequestInfo
 from dpgate_server.ledger.chain import GENESIS_HASH, event_hash
 
 EVENTS = 10
@@ -155,3 +155,56 @@ def test_unauthenticated_events_must_go_through_the_aggregator(setup):
 
 def test_head_type_is_comparable(chain):
     assert chain.ledger.head() == ChainHead(EVENTS, chain.ledger.verify().head.hash)
+
+
+# -- the start-up check: the stored head and the last events only ------------------------
+
+
+def test_recent_check_passes_an_untouched_chain(chain):
+    result = chain.ledger.verify_recent(events=4)
+    assert (result.ok, result.checked, result.head) == (True, 4, chain.ledger.head())
+
+
+def test_recent_check_passes_an_empty_ledger(tmp_path):
+    with Ledger.open_sqlite(tmp_path / "empty.sqlite") as ledger:
+        assert ledger.verify_recent().ok
+
+
+@pytest.mark.parametrize("seq", [EVENTS - 3, EVENTS])
+def test_recent_check_names_an_edited_recent_event(chain, seq):
+    _sql(chain, "UPDATE audit_events SET detail = 'forged' WHERE seq = ?", seq)
+    result = chain.ledger.verify_recent(events=4)
+    assert (result.ok, result.first_bad_seq) == (False, seq)
+
+
+def test_recent_check_does_not_read_older_events(chain):
+    _sql(chain, "UPDATE audit_events SET detail = 'forged' WHERE seq = 2")
+    assert chain.ledger.verify_recent(events=4).ok
+    assert not chain.ledger.verify().ok
+
+
+@pytest.mark.parametrize("seq", [EVENTS - 1, EVENTS])
+def test_recent_check_names_a_deleted_recent_event(chain, seq):
+    _sql(chain, "DELETE FROM audit_events WHERE seq = ?", seq)
+    result = chain.ledger.verify_recent(events=4)
+    assert (result.ok, result.first_bad_seq) == (False, seq)
+    assert "missing" in (result.problem or "")
+
+
+def test_recent_check_names_a_head_that_is_not_the_last_event(chain):
+    _sql(chain, "UPDATE audit_head SET head_hash = ?", "ab" * 32)
+    result = chain.ledger.verify_recent(events=4)
+    assert (result.ok, result.first_bad_seq) == (False, EVENTS)
+    assert "stored head" in (result.problem or "")
+
+
+def test_recent_check_names_events_added_past_the_head(chain):
+    _sql(chain, "UPDATE audit_head SET event_count = ?", EVENTS - 1)
+    result = chain.ledger.verify_recent(events=4)
+    assert not result.ok
+    assert "added" in (result.problem or "")
+
+
+def test_recent_check_names_garbage_instead_of_crashing(chain):
+    _sql(chain, "UPDATE audit_events SET outcome = 'bogus' WHERE seq = ?", EVENTS)
+    assert not chain.ledger.verify_recent(events=4).ok
