@@ -21,6 +21,7 @@ from dpgate_server.demo_bootstrap import bootstrap_demo
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import IssuedToken, RequestInfo, Role
+from dpgate_server.observability.logs import configure_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 _log = logging.getLogger("dpgate_server")
@@ -44,8 +45,8 @@ def serve(
     ] = False,
 ) -> None:
     """Start the server; stop it cleanly with SIGTERM or Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = _settings_or_exit(config)
+    configure_logging(settings.operations.log_format, settings.operations.log_level)
     try:
         check_address_free(settings.server.address)  # before minutes of demo generation
         if settings.demo.enabled:
@@ -147,6 +148,8 @@ def _announce(running: RunningServer, settings: Settings) -> None:
     print(f"dpgate server listening on {running.address} ({security})", flush=True)
     print(f"  data:   {settings.storage.data_dir}", flush=True)
     print(f"  ledger: {settings.storage.ledger_path}", flush=True)
+    for line in running.sidecars.describe():
+        print(f"  {line}", flush=True)
 
 
 def _announce_demo_accounts(running: RunningServer) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -123,6 +123,65 @@ class TlsSettings(_Section):
     """If set, clients must present a certificate signed by this CA (mutual TLS)."""
 
 
+def _check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("must be host:port with a port from 0 to 65535")
+    return value
+
+
+class OperationsSettings(_Section):
+    """Logs, metrics and health, for whoever runs the server (README "Operating dpgate")."""
+
+    log_format: Literal["json", "text"] = "json"
+    """One JSON object per line (for log shippers), or plain text lines."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_enabled: bool = False
+    """Serve Prometheus metrics on `metrics_address`."""
+    metrics_address: str = "127.0.0.1:9464"
+    """host:port of the metrics listener; keep it on loopback (latencies depend on the data)."""
+    health_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """How often the health status re-checks the worker pool and the ledger."""
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _address_has_port(cls, value: str) -> str:
+        return _check_address(value)
+
+
+class AuditSettings(_Section):
+    """Signed heads of the audit chain: published so a cut or rewritten chain is detected."""
+
+    signing_key_file: Path | None = None
+    """Ed25519 private key (PEM), created owner-only if missing; outside data_dir. None: no
+    signed heads."""
+    signed_heads_dir: Path | None = None
+    """Where signed heads are written; default: signed-heads/ beside the ledger file."""
+    sign_interval_seconds: float = Field(default=3600.0, gt=0, le=31 * 24 * 3600)
+    """A head is signed at this interval (when the chain has grown) and after every publish."""
+
+
+class WebSettings(_Section):
+    """The transparency page and the administrator pages, on their own HTTP port."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1:8080"
+    """host:port; plaintext is allowed only on loopback (like gRPC); TLS uses [tls]."""
+    show_organisations: bool = False
+    """Whether the public page names the requester's organisation beside each release."""
+    near_cap_fraction: float = Field(default=0.8, gt=0, le=1)
+    """Administrator pages warn when an allocation or a cap is spent past this fraction."""
+    page_size: int = Field(default=50, ge=1, le=1000)
+    """Releases per page."""
+    admin_session_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    """How long an administrator's login lasts (the token is checked again at each page)."""
+
+    @field_validator("address")
+    @classmethod
+    def _address_has_port(cls, value: str) -> str:
+        return _check_address(value)
+
+
 class Settings(BaseSettings):
     """All server settings."""
 
@@ -139,6 +198,9 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     tls: TlsSettings = TlsSettings()
     governance: GovernanceSettings = GovernanceSettings()
+    operations: OperationsSettings = OperationsSettings()
+    audit: AuditSettings = AuditSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -216,4 +278,12 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "type1_opt_out_file": resolve(settings.governance.type1_opt_out_file),
         }
     )
-    return settings.model_copy(update={"storage": storage, "tls": tls, "governance": governance})
+    audit = settings.audit.model_copy(
+        update={
+            "signing_key_file": resolve(settings.audit.signing_key_file),
+            "signed_heads_dir": resolve(settings.audit.signed_heads_dir),
+        }
+    )
+    return settings.model_copy(
+        update={"storage": storage, "tls": tls, "governance": governance, "audit": audit}
+    )

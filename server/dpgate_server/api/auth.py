@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeAlias
@@ -25,6 +24,7 @@ from dpgate_server.api.rate_limit import TokenBuckets
 from dpgate_server.api.roles import PUBLIC_SERVICES, ROLES_BY_METHOD, rpc_name
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo
+from dpgate_server.observability.logs import current_request_id, new_request_id
 
 _BEARER = "bearer "
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -55,7 +55,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _admit(self, method: str, context: grpc.ServicerContext) -> CallContext:
         """The caller's context, or abort with the status that says why not."""
         rpc = rpc_name(method)
-        request_id = uuid.uuid4().hex[:16]
+        request_id = current_request_id() or new_request_id()
         source = _peer_address(context.peer())
         principal = self._authenticate(context)
         if principal is None:

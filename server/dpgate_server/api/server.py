@@ -45,7 +45,9 @@ from dpgate_server.execution import PoolSettings, QueryWorkerPool
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, RequestInfo
+from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.queries.limits import QueryLimits
+from dpgate_server.sidecars import Sidecars
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ class RunningServer:
     ledger: Ledger
     pool: QueryWorkerPool
     store_root: Path
+    sidecars: Sidecars
+    """Metrics, health monitoring, signed heads and web pages beside the gRPC server."""
 
     def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace, then release state.
@@ -89,6 +93,7 @@ class RunningServer:
         running after the grace are cancelled (their workers end, nothing is charged,
         because a debit happens only after a worker's answer arrives).
         """
+        self.sidecars.close()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_seconds).wait()
         self.pool.close()
@@ -119,7 +124,8 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     check_address_free(settings.server.address)
     store = DatasetStore(settings.storage.data_dir)
     catalog = Catalog(store)
-    ledger = _open_ledger(settings.storage.ledger_path)
+    sidecars = Sidecars.prepare()
+    ledger = _open_ledger(settings.storage.ledger_path, sidecars)
     try:
         _check_audit_chain(ledger, accept_broken_audit_chain)
         _register_datasets(catalog, ledger)
@@ -137,17 +143,19 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     )
     try:
         pool.start()
-        return _start(settings, options, tls, store, catalog, ledger, pool)
+        sidecars.attach_heads(settings, ledger)
+        return _start(settings, options, tls, store, catalog, ledger, pool, sidecars)
     except BaseException:
+        sidecars.close()
         pool.close()
         ledger.close()
         raise
 
 
-def _open_ledger(path: Path) -> Ledger:
+def _open_ledger(path: Path, sidecars: Sidecars) -> Ledger:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return Ledger.open_sqlite(path)
+        return Ledger(sidecars.timed(SqliteStorage(path)))
     except (OSError, sqlite3.Error, ledger_errors.LedgerSchemaError) as exc:
         raise StartupError(f"cannot open the ledger {path}: {exc}") from None
 
@@ -186,6 +194,7 @@ def _start(
     catalog: Catalog,
     ledger: Ledger,
     pool: QueryWorkerPool,
+    sidecars: Sidecars,
 ) -> RunningServer:
     limits = settings.limits
     answerer = QueryAnswerer(
@@ -206,7 +215,7 @@ def _start(
         futures.ThreadPoolExecutor(
             max_workers=settings.server.rpc_threads, thread_name_prefix="rpc"
         ),
-        interceptors=[interceptor],
+        interceptors=[sidecars.interceptor(), interceptor],
         options=options,
     )
     query_pb2_grpc.add_QueryServiceServicer_to_server(
@@ -216,7 +225,7 @@ def _start(
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(ledger, catalog, governance), server
     )
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger, sidecars.heads), server)
     provider_pb2_grpc.add_ProviderServiceServicer_to_server(
         ProviderServicer(governance, ledger), server
     )
@@ -229,8 +238,11 @@ def _start(
 
     port = _add_port(server, settings.server.address, tls)
     server.start()
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    try:
+        sidecars.start(settings, ledger, pool, health_servicer, SERVICE_NAMES)
+    except BaseException:
+        server.stop(None)
+        raise
     host = settings.server.address.rpartition(":")[0]
     return RunningServer(
         server,
@@ -241,6 +253,7 @@ def _start(
         ledger,
         pool,
         settings.storage.data_dir,
+        sidecars,
     )
 
 

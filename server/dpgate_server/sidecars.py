@@ -1,0 +1,178 @@
+"""What runs beside the gRPC server: metrics, health monitoring, signed heads, web pages.
+
+`Sidecars.prepare` makes the parts the gRPC server itself needs (the metrics it records
+into, the head publisher its publish hook calls); `start` starts the listeners and threads
+once the server is up; `close` stops them before the server drains. Each part is optional
+and off unless its settings turn it on (health monitoring is always on).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from grpc_health.v1 import health as grpc_health
+from prometheus_client import CollectorRegistry
+
+from dpgate_server.config import Settings
+from dpgate_server.data.metadata import Accounting
+from dpgate_server.execution import QueryWorkerPool
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.storage import LedgerStorage
+from dpgate_server.observability.health import HealthMonitor, ledger_check, pool_check
+from dpgate_server.observability.interceptor import PUBLISH_RPC, ObservabilityInterceptor
+from dpgate_server.observability.metrics import (
+    DatasetFigures,
+    MetricsListener,
+    PoolFigures,
+    ServerMetrics,
+    StateCollector,
+)
+from dpgate_server.observability.timed_storage import TimedStorage
+from dpgate_server.signed_heads import HeadPublisher, load_or_create_signing_key
+from dpgate_server.spend import units_to_decimal
+
+_log = logging.getLogger(__name__)
+
+
+class InsecureListenerError(ValueError):
+    """Plaintext HTTP was asked for on an address other hosts can reach."""
+
+
+@dataclass(slots=True)
+class Sidecars:
+    """The server's companions; `close` is idempotent."""
+
+    registry: CollectorRegistry
+    metrics: ServerMetrics
+    heads: HeadPublisher | None = None
+    health: HealthMonitor | None = None
+    metrics_listener: MetricsListener | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls) -> Sidecars:
+        """A fresh metrics registry (one per server, so tests can run several)."""
+        registry = CollectorRegistry(auto_describe=True)
+        return cls(registry, ServerMetrics(registry))
+
+    def timed(self, storage: LedgerStorage) -> TimedStorage:
+        """`storage` with its write transactions timed into the metrics."""
+        return TimedStorage(storage, self.metrics.ledger_write)
+
+    def attach_heads(self, settings: Settings, ledger: Ledger) -> None:
+        """Load (or create) the signing key and make the head publisher, if configured."""
+        audit = settings.audit
+        if audit.signing_key_file is None:
+            return
+        key = load_or_create_signing_key(audit.signing_key_file, settings.storage.data_dir)
+        folder = audit.signed_heads_dir or settings.storage.ledger_path.parent / "signed-heads"
+        self.heads = HeadPublisher(ledger.head, key, folder, audit.sign_interval_seconds)
+
+    def interceptor(self) -> ObservabilityInterceptor:
+        """The outermost interceptor: request ids, RPC metrics, a signed head per publish."""
+        hooks: dict[str, Callable[[], None]] = {}
+        heads = self.heads
+        if heads is not None:
+            hooks[PUBLISH_RPC] = lambda: _sign(heads)
+        return ObservabilityInterceptor(self.metrics, hooks)
+
+    def start(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        pool: QueryWorkerPool,
+        health_servicer: grpc_health.HealthServicer,
+        service_names: Sequence[str],
+    ) -> None:
+        """Start health monitoring, the metrics listener and the head publisher."""
+        self.registry.register(StateCollector(_State(ledger, pool)))
+        operations = settings.operations
+        self.health = HealthMonitor(
+            health_servicer,
+            service_names,
+            [pool_check(lambda: pool.stats().alive), ledger_check(ledger.head)],
+            operations.health_interval_seconds,
+        )
+        self.health.start()
+        self.closers.append(self.health.stop)
+        if operations.metrics_enabled:
+            host, port = split_address(operations.metrics_address)
+            self.metrics_listener = MetricsListener(host, port, self.registry)
+            self.closers.append(self.metrics_listener.close)
+            _log.info("metrics on http://%s:%d/metrics", host, self.metrics_listener.port)
+        if self.heads is not None:
+            self.heads.start()
+            self.closers.append(self.heads.close)
+
+    def describe(self) -> list[str]:
+        """One line per listener or signer, for the start-up banner."""
+        lines = []
+        if self.metrics_listener is not None:
+            lines.append(f"metrics: http://{self.metrics_listener.address}/metrics (loopback)")
+        if self.heads is not None:
+            lines.append(f"signed heads: {self.heads.folder} (key {self.heads.key_id})")
+        return lines
+
+    def close(self) -> None:
+        """Stop everything started, newest first."""
+        while self.closers:
+            closer = self.closers.pop()
+            try:
+                closer()
+            except Exception:
+                _log.exception("error while stopping a sidecar")
+
+
+def _sign(heads: HeadPublisher) -> None:
+    heads.publish_now()
+
+
+class _State:
+    """Scrape-time figures from the ledger and the pool."""
+
+    def __init__(self, ledger: Ledger, pool: QueryWorkerPool) -> None:
+        self._ledger = ledger
+        self._pool = pool
+
+    def datasets(self) -> list[DatasetFigures]:
+        report = self._ledger.admin.spending_report()
+        return [
+            DatasetFigures(
+                dataset_id=d.dataset_id,
+                measure="epsilon" if d.accounting is Accounting.PURE_DP else "rho",
+                releases=d.releases,
+                spent=float(units_to_decimal(d.spent_units)),
+            )
+            for d in report.datasets
+        ]
+
+    def pool(self) -> PoolFigures:
+        stats = self._pool.stats()
+        return PoolFigures(
+            workers=stats.workers,
+            alive=stats.alive,
+            busy=stats.busy,
+            waiting=stats.waiting,
+            deadline_kills=stats.killed,
+            crashes=stats.crashed,
+            rejected=stats.rejected,
+        )
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """ "127.0.0.1:9464" -> ("127.0.0.1", 9464); "[::1]:0" -> ("::1", 0)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address, or "localhost") is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
