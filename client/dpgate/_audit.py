@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+from typing import Any
 
 from dpgate._admin_convert import (
     audit_event,
@@ -73,3 +75,69 @@ class AuditClient(Connection):
         return b"".join(
             chunk.data for chunk in self._stream(self._audit.ExportTransparencyReport, request)
         )
+
+    def signed_head(self) -> dict[str, Any] | None:
+        """The latest head the server signed, in its published JSON form (None if none).
+
+        Keep it (a file, a copy in another place): `verify_signed_head` later shows whether
+        the chain still holds it.
+        """
+        reply = self._call(self._audit.GetSignedAuditHead, audit_pb2.GetSignedAuditHeadRequest())
+        if not reply.HasField("signed_head"):
+            return None
+        head = reply.signed_head
+        return {
+            "format": SIGNED_HEAD_FORMAT,
+            "event_count": head.event_count,
+            "head_hash": head.head_hash,
+            "signed_at": head.signed_at,
+            "public_key": head.public_key,
+            "signature": head.signature,
+        }
+
+    def verify_signed_head(self, signed_head_json: str) -> ChainVerification:
+        """Check a kept signed head (its published JSON): the signature is this server's,
+        event `event_count` still has `head_hash`, and the chain verifies from there.
+
+        A chain whose last events were deleted and whose stored head was rewritten passes
+        `verify()` but fails here.
+
+        Raises:
+            ValueError: the text is not a signed head.
+        """
+        request = audit_pb2.VerifySignedAuditHeadRequest(
+            signed_head=signed_head_message(signed_head_json)
+        )
+        reply = self._call(self._audit.VerifySignedAuditHead, request)
+        return ChainVerification(
+            valid=reply.valid,
+            first_bad_sequence=reply.first_bad_sequence or None,
+            problem=reply.problem,
+            head=audit_head(reply.head),
+        )
+
+
+SIGNED_HEAD_FORMAT = "dpgate-signed-head/1"
+MAX_SIGNED_HEAD_CHARS = 4096
+
+
+def signed_head_message(text: str) -> audit_pb2.SignedAuditHead:
+    """The wire form of a published signed head (the server checks every field)."""
+    if len(text) > MAX_SIGNED_HEAD_CHARS:
+        raise ValueError(f"a signed head is under {MAX_SIGNED_HEAD_CHARS} characters")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"a signed head is JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != SIGNED_HEAD_FORMAT:
+        raise ValueError(f"not a signed head (format {SIGNED_HEAD_FORMAT!r})")
+    count = raw.get("event_count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError("event_count must be a non-negative integer")
+    fields = {}
+    for name in ("head_hash", "signed_at", "public_key", "signature"):
+        value = raw.get(name)
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
+        fields[name] = value
+    return audit_pb2.SignedAuditHead(event_count=count, **fields)

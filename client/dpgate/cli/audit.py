@@ -15,6 +15,7 @@ from dpgate._audit import AuditClient
 from dpgate.cli._errors import ExitCode
 from dpgate.cli._output import amount, table
 from dpgate.cli._session import JsonOption, connect, output
+from dpgate.cli._signed_head_source import read_signed_head
 
 app = typer.Typer(help="Read and verify the audit chain (auditor token).", no_args_is_help=True)
 
@@ -45,13 +46,30 @@ def verify(
             help="A head seen earlier (`dpgate audit head`): the chain must still hold it.",
         ),
     ] = None,
+    against_head: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE_OR_URL",
+            help="A signed head kept earlier (a file, or its URL on the transparency page):"
+            " the signature must be the server's and the chain must still hold it.",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check every event's hash and link; exit code 8 if the chain fails."""
     out = output(ctx, json_output)
+    if expected_head is not None and against_head is not None:
+        raise typer.BadParameter("give --expected-head or --against-head, not both")
     kept = _parse_head(expected_head)
+    signed = None if against_head is None else read_signed_head(against_head)
     with connect(ctx, AuditClient, out) as audit, out.working("verifying the audit chain"):
-        result = audit.verify(kept)
+        if signed is not None:
+            try:
+                result = audit.verify_signed_head(signed)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--against-head") from None
+        else:
+            result = audit.verify(kept)
     out.emit(result, lambda console: _print_verification(console, result))
     if not result.valid:
         raise typer.Exit(ExitCode.AUDIT_INVALID)

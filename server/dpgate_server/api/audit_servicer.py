@@ -19,8 +19,10 @@ from dpgate_server.api.admin_convert import (
     verification_to_proto,
 )
 from dpgate_server.api.errors import BadRequestError, audited
+from dpgate_server.api.signed_head_convert import signed_head_from_proto, signed_head_to_proto
 from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.signed_heads import HeadPublisher
 
 EVENTS_PER_MESSAGE = 500
 REPORT_BYTES_PER_MESSAGE = 64 * 1024
@@ -29,8 +31,9 @@ REPORT_BYTES_PER_MESSAGE = 64 * 1024
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     """The audit chain, its verification and the transparency report."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, heads: HeadPublisher | None = None) -> None:
         self._ledger = ledger
+        self._heads = heads
 
     @audited(record_success=True)
     def ListAuditEvents(
@@ -84,6 +87,45 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         text = report.to_csv() if render == "csv" else report.to_json()
         for piece in chunks(text.encode("utf-8"), REPORT_BYTES_PER_MESSAGE):
             yield audit_pb2.ExportTransparencyReportResponse(data=piece)
+
+    @audited(record_success=True)
+    def GetSignedAuditHead(
+        self, request: audit_pb2.GetSignedAuditHeadRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.GetSignedAuditHeadResponse:
+        if self._heads is None:
+            return audit_pb2.GetSignedAuditHeadResponse()
+        reply = audit_pb2.GetSignedAuditHeadResponse(public_key=self._heads.public_key)
+        latest = self._heads.latest()
+        if latest is not None:
+            reply.signed_head.CopyFrom(signed_head_to_proto(latest))
+        return reply
+
+    @audited(record_success=True)
+    def VerifySignedAuditHead(
+        self, request: audit_pb2.VerifySignedAuditHeadRequest, context: grpc.ServicerContext
+    ) -> audit_pb2.VerifySignedAuditHeadResponse:
+        """Signature first (a head this server never signed proves nothing), then the chain."""
+        if not request.HasField("signed_head"):
+            raise BadRequestError("BAD_SIGNED_HEAD", "signed_head is required", "signed_head")
+        signed = signed_head_from_proto(request.signed_head)
+        if self._heads is None or not signed.signature_matches(self._heads.public_key):
+            why = (
+                "this server signs no heads (audit.signing_key_file is not set)"
+                if self._heads is None
+                else "the signature is not this server's: a forged head, or one signed with "
+                "another key"
+            )
+            return audit_pb2.VerifySignedAuditHeadResponse(
+                valid=False, problem=why, head=head_to_proto(self._ledger.head())
+            )
+        result = self._ledger.verify_from(signed.head)
+        return audit_pb2.VerifySignedAuditHeadResponse(
+            valid=result.ok,
+            signature_valid=True,
+            first_bad_sequence=result.first_bad_seq or 0,
+            problem=result.problem or "",
+            head=head_to_proto(self._ledger.head() if not result.ok else result.head),
+        )
 
     def _accounting(self) -> dict[str, Accounting]:
         return {d.dataset_id: d.accounting for d in self._ledger.admin.list_datasets()}

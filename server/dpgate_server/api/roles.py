@@ -40,6 +40,8 @@ ROLES_BY_METHOD = MappingProxyType(
         "/dpgate.v1.AuditService/VerifyAuditChain": _AUDITOR,
         "/dpgate.v1.AuditService/GetAuditHead": _AUDITOR,
         "/dpgate.v1.AuditService/ExportTransparencyReport": _AUDITOR,
+        "/dpgate.v1.AuditService/GetSignedAuditHead": _AUDITOR,
+        "/dpgate.v1.AuditService/VerifySignedAuditHead": _AUDITOR,
         "/dpgate.v1.ProviderService/UploadExtract": _PROVIDER,
         "/dpgate.v1.ProviderService/GetPracticeStatus": _PROVIDER_OR_ADMIN,
         "/dpgate.v1.ProviderService/SetConsent": _PROVIDER_OR_ADMIN,

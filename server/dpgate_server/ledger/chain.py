@@ -141,6 +141,53 @@ def _tail_bad(
     )
 
 
+def verify_from(
+    events: Iterable[AuditEvent], kept: ChainHead, stored_head: ChainHead
+) -> ChainVerification:
+    """Check that the chain still holds `kept` and is intact from there to its end.
+
+    Args:
+        events: the stored events from sequence number `kept.count` on, ascending.
+        kept: a head published earlier (a signed head): event `kept.count` had `kept.hash`.
+        stored_head: the head the ledger keeps beside the chain.
+
+    Returns:
+        The verification of events `kept.count`.. (the events before it are covered by
+        `kept.hash`, which chains them). A cut tail shows as the kept event missing.
+    """
+    if kept.count == 0:
+        return verify_events(events, stored_head)
+    iterator = iter(events)
+    first = next(iterator, None)
+    kept_problem = _kept_event_problem(first, kept)
+    if first is None or kept_problem is not None:
+        return _bad(0, "", kept.count, kept_problem or "")
+    running = first.event_hash
+    count = kept.count
+    for event in iterator:
+        problem = _link_problem(event, count + 1, running, None)
+        if problem is not None:
+            return _bad(count, running, *problem)
+        running = event.event_hash
+        count += 1
+    head = ChainHead(count=count, hash=running)
+    problem_at_head = _head_problem(head, stored_head, None)
+    if problem_at_head is not None:
+        return _bad(count, running, *problem_at_head)
+    return ChainVerification(ok=True, checked=count - kept.count + 1, head=head)
+
+
+def _kept_event_problem(first: AuditEvent | None, kept: ChainHead) -> str | None:
+    """What is wrong with the event a kept head names, if anything."""
+    if first is None or first.seq != kept.count:
+        return f"event {kept.count} of the kept head is missing: the chain was cut"
+    if event_hash(first) != first.event_hash:
+        return f"event {first.seq} was altered"
+    if first.event_hash != kept.hash:
+        return f"event {first.seq} differs from the kept head: the chain was rewritten"
+    return None
+
+
 def _link_problem(
     event: AuditEvent, expected_seq: int, running: str, expected_head: ChainHead | None
 ) -> tuple[int, str] | None:

@@ -32,7 +32,7 @@ from dpgate_server.ledger._audit import (
 )
 from dpgate_server.ledger._time import utc_now
 from dpgate_server.ledger.admin import LedgerAdmin
-from dpgate_server.ledger.chain import verify_events, verify_tail
+from dpgate_server.ledger.chain import verify_events, verify_from, verify_tail
 from dpgate_server.ledger.errors import (
     BudgetExhausted,
     DatasetNotFound,
@@ -322,6 +322,25 @@ class Ledger:
             first_bad_seq=first_seq,
             problem=f"an event from {first_seq} on is unreadable ({unreadable})",
         )
+
+    def verify_from(self, kept: ChainHead) -> ChainVerification:
+        """Check that event `kept.count` still has `kept.hash` and the chain verifies from it.
+
+        For a head published earlier (a signed head): a cut or rewritten chain fails here
+        even when its stored head was rewritten to match.
+        """
+        with self._storage.read() as tx:
+            stored = tx.get_head()
+            try:
+                return verify_from(tx.iter_events(max(kept.count, 1)), kept, stored)
+            except (ValueError, TypeError, KeyError) as error:
+                return ChainVerification(
+                    ok=False,
+                    checked=0,
+                    head=stored,
+                    first_bad_seq=kept.count,
+                    problem=f"an event after {kept.count} is unreadable ({error})",
+                )
 
     def transparency_report(self) -> TransparencyReport:
         """The public report (answered queries, spend, head) at one consistent snapshot.

@@ -345,3 +345,155 @@ class ExportTransparencyReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportTransparencyReportResponse: _TypeAlias = ExportTransparencyReportResponse  # noqa: Y015
+
+@_typing.final
+class SignedAuditHead(_message.Message):
+    """A head of the audit chain signed with the server's Ed25519 key, as published (JSON on
+    the transparency page and in the server's signed-heads folder). The signature covers the
+    UTF-8 text "dpgate-signed-head/1\\n<event_count>\\n<head_hash>\\n<signed_at>\\n".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    HEAD_HASH_FIELD_NUMBER: _builtins.int
+    SIGNED_AT_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    event_count: _builtins.int
+    """Number of events in the chain when it was signed."""
+    head_hash: _builtins.str
+    """Hash of event number event_count, hex."""
+    signed_at: _builtins.str
+    """When it was signed, RFC 3339 UTC with microseconds, exactly as signed."""
+    public_key: _builtins.str
+    """The signer's Ed25519 public key, 32 bytes in hex."""
+    signature: _builtins.str
+    """The Ed25519 signature, 64 bytes in hex."""
+    def __init__(
+        self,
+        *,
+        event_count: _builtins.int = ...,
+        head_hash: _builtins.str = ...,
+        signed_at: _builtins.str = ...,
+        public_key: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "head_hash", b"head_hash", "public_key", b"public_key", "signature", b"signature", "signed_at", b"signed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedAuditHead: _TypeAlias = SignedAuditHead  # noqa: Y015
+
+@_typing.final
+class GetSignedAuditHeadRequest(_message.Message):
+    """Request for GetSignedAuditHead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSignedAuditHeadRequest: _TypeAlias = GetSignedAuditHeadRequest  # noqa: Y015
+
+@_typing.final
+class GetSignedAuditHeadResponse(_message.Message):
+    """Response of GetSignedAuditHead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNED_HEAD_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.str
+    """The server's signing public key, hex (empty if it signs no heads)."""
+    @_builtins.property
+    def signed_head(self) -> Global___SignedAuditHead:
+        """The latest published signed head (unset if the server signs no heads or none yet)."""
+
+    def __init__(
+        self,
+        *,
+        signed_head: Global___SignedAuditHead | None = ...,
+        public_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed_head", b"signed_head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "signed_head", b"signed_head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSignedAuditHeadResponse: _TypeAlias = GetSignedAuditHeadResponse  # noqa: Y015
+
+@_typing.final
+class VerifySignedAuditHeadRequest(_message.Message):
+    """Request for VerifySignedAuditHead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNED_HEAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def signed_head(self) -> Global___SignedAuditHead:
+        """A signed head kept from earlier (a file, or the transparency page)."""
+
+    def __init__(
+        self,
+        *,
+        signed_head: Global___SignedAuditHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed_head", b"signed_head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed_head", b"signed_head"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifySignedAuditHeadRequest: _TypeAlias = VerifySignedAuditHeadRequest  # noqa: Y015
+
+@_typing.final
+class VerifySignedAuditHeadResponse(_message.Message):
+    """Response of VerifySignedAuditHead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_VALID_FIELD_NUMBER: _builtins.int
+    FIRST_BAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    valid: _builtins.bool
+    """The signature is this server's, event event_count still has head_hash, and the chain
+    verifies from there to its end.
+    """
+    signature_valid: _builtins.bool
+    """The signature is valid and made with this server's key."""
+    first_bad_sequence: _builtins.int
+    """The first bad event's sequence number (0 if none)."""
+    problem: _builtins.str
+    """What is wrong, in words (empty if valid)."""
+    @_builtins.property
+    def head(self) -> Global___AuditHead:
+        """The chain's head now."""
+
+    def __init__(
+        self,
+        *,
+        valid: _builtins.bool = ...,
+        signature_valid: _builtins.bool = ...,
+        first_bad_sequence: _builtins.int = ...,
+        problem: _builtins.str = ...,
+        head: Global___AuditHead | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_bad_sequence", b"first_bad_sequence", "head", b"head", "problem", b"problem", "signature_valid", b"signature_valid", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifySignedAuditHeadResponse: _TypeAlias = VerifySignedAuditHeadResponse  # noqa: Y015

@@ -56,6 +56,16 @@ class AuditServiceStub:
                 request_serializer=dpgate_dot_v1_dot_audit__pb2.ExportTransparencyReportRequest.SerializeToString,
                 response_deserializer=dpgate_dot_v1_dot_audit__pb2.ExportTransparencyReportResponse.FromString,
                 _registered_method=True)
+        self.GetSignedAuditHead = channel.unary_unary(
+                '/dpgate.v1.AuditService/GetSignedAuditHead',
+                request_serializer=dpgate_dot_v1_dot_audit__pb2.GetSignedAuditHeadRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_audit__pb2.GetSignedAuditHeadResponse.FromString,
+                _registered_method=True)
+        self.VerifySignedAuditHead = channel.unary_unary(
+                '/dpgate.v1.AuditService/VerifySignedAuditHead',
+                request_serializer=dpgate_dot_v1_dot_audit__pb2.VerifySignedAuditHeadRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_audit__pb2.VerifySignedAuditHeadResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -90,6 +100,20 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSignedAuditHead(self, request, context):
+        """The latest signed head and the server's signing public key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifySignedAuditHead(self, request, context):
+        """Checks a kept signed head: its signature, and that the chain holds it and verifies from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +136,16 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ExportTransparencyReport,
                     request_deserializer=dpgate_dot_v1_dot_audit__pb2.ExportTransparencyReportRequest.FromString,
                     response_serializer=dpgate_dot_v1_dot_audit__pb2.ExportTransparencyReportResponse.SerializeToString,
+            ),
+            'GetSignedAuditHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSignedAuditHead,
+                    request_deserializer=dpgate_dot_v1_dot_audit__pb2.GetSignedAuditHeadRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_audit__pb2.GetSignedAuditHeadResponse.SerializeToString,
+            ),
+            'VerifySignedAuditHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifySignedAuditHead,
+                    request_deserializer=dpgate_dot_v1_dot_audit__pb2.VerifySignedAuditHeadRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_audit__pb2.VerifySignedAuditHeadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +257,60 @@ class AuditService:
             '/dpgate.v1.AuditService/ExportTransparencyReport',
             dpgate_dot_v1_dot_audit__pb2.ExportTransparencyReportRequest.SerializeToString,
             dpgate_dot_v1_dot_audit__pb2.ExportTransparencyReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSignedAuditHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpgate.v1.AuditService/GetSignedAuditHead',
+            dpgate_dot_v1_dot_audit__pb2.GetSignedAuditHeadRequest.SerializeToString,
+            dpgate_dot_v1_dot_audit__pb2.GetSignedAuditHeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifySignedAuditHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpgate.v1.AuditService/VerifySignedAuditHead',
+            dpgate_dot_v1_dot_audit__pb2.VerifySignedAuditHeadRequest.SerializeToString,
+            dpgate_dot_v1_dot_audit__pb2.VerifySignedAuditHeadResponse.FromString,
             options,
             channel_credentials,
             insecure,

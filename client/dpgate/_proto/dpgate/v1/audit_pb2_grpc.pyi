@@ -42,6 +42,10 @@ class AuditServiceStub:
     """The chain's current head."""
     ExportTransparencyReport: _grpc.UnaryStreamMultiCallable[_audit_pb2.ExportTransparencyReportRequest, _audit_pb2.ExportTransparencyReportResponse]
     """Streams the transparency report (every answered query, never a value)."""
+    GetSignedAuditHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetSignedAuditHeadRequest, _audit_pb2.GetSignedAuditHeadResponse]
+    """The latest signed head and the server's signing public key."""
+    VerifySignedAuditHead: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifySignedAuditHeadRequest, _audit_pb2.VerifySignedAuditHeadResponse]
+    """Checks a kept signed head: its signature, and that the chain holds it and verifies from it."""
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -56,6 +60,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """The chain's current head."""
     ExportTransparencyReport: _aio.UnaryStreamMultiCallable[_audit_pb2.ExportTransparencyReportRequest, _audit_pb2.ExportTransparencyReportResponse]  # type: ignore[assignment]
     """Streams the transparency report (every answered query, never a value)."""
+    GetSignedAuditHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetSignedAuditHeadRequest, _audit_pb2.GetSignedAuditHeadResponse]  # type: ignore[assignment]
+    """The latest signed head and the server's signing public key."""
+    VerifySignedAuditHead: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifySignedAuditHeadRequest, _audit_pb2.VerifySignedAuditHeadResponse]  # type: ignore[assignment]
+    """Checks a kept signed head: its signature, and that the chain holds it and verifies from it."""
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accountability: the audit log, its verification and the public transparency report."""
@@ -91,5 +99,21 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_audit_pb2.ExportTransparencyReportResponse], _abc.AsyncIterator[_audit_pb2.ExportTransparencyReportResponse]]:
         """Streams the transparency report (every answered query, never a value)."""
+
+    @_abc_1.abstractmethod
+    def GetSignedAuditHead(
+        self,
+        request: _audit_pb2.GetSignedAuditHeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetSignedAuditHeadResponse, _abc.Awaitable[_audit_pb2.GetSignedAuditHeadResponse]]:
+        """The latest signed head and the server's signing public key."""
+
+    @_abc_1.abstractmethod
+    def VerifySignedAuditHead(
+        self,
+        request: _audit_pb2.VerifySignedAuditHeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.VerifySignedAuditHeadResponse, _abc.Awaitable[_audit_pb2.VerifySignedAuditHeadResponse]]:
+        """Checks a kept signed head: its signature, and that the chain holds it and verifies from it."""
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
