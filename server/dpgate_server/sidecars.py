@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from grpc_health.v1 import health as grpc_health
 from prometheus_client import CollectorRegistry
 
+from dpgate_server.api.startup_checks import StartupError
 from dpgate_server.config import Settings
 from dpgate_server.data.metadata import Accounting
 from dpgate_server.execution import QueryWorkerPool
@@ -31,7 +32,7 @@ from dpgate_server.observability.metrics import (
     StateCollector,
 )
 from dpgate_server.observability.timed_storage import TimedStorage
-from dpgate_server.signed_heads import HeadPublisher, load_or_create_signing_key
+from dpgate_server.signed_heads import HeadPublisher, SigningKeyError, load_or_create_signing_key
 from dpgate_server.spend import units_to_decimal
 
 _log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ class Sidecars:
         audit = settings.audit
         if audit.signing_key_file is None:
             return
-        key = load_or_create_signing_key(audit.signing_key_file, settings.storage.data_dir)
+        try:
+            key = load_or_create_signing_key(audit.signing_key_file, settings.storage.data_dir)
+        except SigningKeyError as exc:
+            raise StartupError(str(exc)) from None
         folder = audit.signed_heads_dir or settings.storage.ledger_path.parent / "signed-heads"
         self.heads = HeadPublisher(ledger.head, key, folder, audit.sign_interval_seconds)
 
@@ -100,7 +104,13 @@ class Sidecars:
         self.closers.append(self.health.stop)
         if operations.metrics_enabled:
             host, port = split_address(operations.metrics_address)
-            self.metrics_listener = MetricsListener(host, port, self.registry)
+            try:
+                self.metrics_listener = MetricsListener(host, port, self.registry)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve metrics on {operations.metrics_address}: {exc.strerror};"
+                    " choose another operations.metrics_address"
+                ) from None
             self.closers.append(self.metrics_listener.close)
             _log.info("metrics on http://%s:%d/metrics", host, self.metrics_listener.port)
         if self.heads is not None:
