@@ -28,11 +28,11 @@ from typing import Any
 import opendp.prelude as dp
 import polars as pl
 
-from dpgate_server.data.generator import ensure_demo_dataset
-from dpgate_server.data.store import DatasetStore
 from dpgate_server.queries import Aggregate, Filter, Query, Spend, prepare, run
 from dpgate_server.queries.engine import build_measurement
 from dpgate_server.queries.keys import KeySets
+from dpgate_server.store.store import DatasetStore
+from dpgate_server.synthetic.generator import ensure_demo_dataset
 
 QUERIES = ("Q1", "Q2", "Q3", "Q4", "Q5")
 DESCRIPTIONS = {

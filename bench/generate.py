@@ -1,6 +1,6 @@
 """Benchmark the synthetic GP appointments generator and measure the AGP checklist.
 
-Runs `python -m dpgate_server.data.generator` in a subprocess for each scale, polling the
+Runs `python -m dpgate_server.synthetic.generator` in a subprocess for each scale, polling the
 whole process tree's resident memory, then reads the published version back and prints
 the checklist figures (plain statistics over the synthetic files).
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psutil
 
-from dpgate_server.data import agp_checklist
-from dpgate_server.data.gp_metadata import DATASET_ID
-from dpgate_server.data.store import DatasetStore, DatasetVersion
+from dpgate_server.store.store import DatasetStore, DatasetVersion
+from dpgate_server.synthetic import agp_checklist
+from dpgate_server.synthetic.gp_metadata import DATASET_ID
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -41,7 +41,7 @@ def run_generator(
     command = [
         sys.executable,
         "-m",
-        "dpgate_server.data.generator",
+        "dpgate_server.synthetic.generator",
         "--practices",
         practices,
         "--seed",

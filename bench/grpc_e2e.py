@@ -43,10 +43,10 @@ import polars as pl
 import psutil
 
 from dpgate import AdminClient, Client, OverloadedError, QuerySpec, count, total
-from dpgate_server.data.generator import ensure_demo_dataset
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries import Aggregate, Filter, Query, Spend, run
 from dpgate_server.queries.keys import KeySets
+from dpgate_server.store.store import DatasetVersion
+from dpgate_server.synthetic.generator import ensure_demo_dataset
 
 DATASET = "gp_appointments"
 QUERIES = ("Q1", "Q2", "Q3", "Q4", "Q5")

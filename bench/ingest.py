@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dpgate_server.data.generator import ensure_demo_dataset
-from dpgate_server.data.governance import Governance, GovernancePolicy
-from dpgate_server.data.optouts import OptOutKind
-from dpgate_server.data.pseudonym import load_or_create_key
-from dpgate_server.data.raw_extracts import write_raw_extracts
-from dpgate_server.data.store import DatasetStore
+from dpgate_server.governance.optouts import OptOutKind
+from dpgate_server.governance.service import Governance, GovernancePolicy
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
+from dpgate_server.store.pseudonym import load_or_create_key
+from dpgate_server.store.store import DatasetStore
+from dpgate_server.synthetic.generator import ensure_demo_dataset
+from dpgate_server.synthetic.raw_extracts import write_raw_extracts
 
 OPERATOR = RequestInfo(request_id="bench", rpc="Bench")
 

@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import Ledger, RequestInfo
+from dpgate_server.store.metadata import Accounting
 
 OPERATOR = RequestInfo(request_id="bench", rpc="Bench")
 BIG = 10**15

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dpgate_server.data.generator import ensure_demo_dataset
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
+from dpgate_server.synthetic.generator import ensure_demo_dataset
 
 SMALL_DATASET_PRACTICES = 10
 SMALL_DATASET_SEED = 7

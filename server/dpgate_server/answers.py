@@ -13,7 +13,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
-from dpgate_server.data.store import DatasetStore
 from dpgate_server.ledger.errors import BudgetExhausted
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo
@@ -21,6 +20,7 @@ from dpgate_server.queries import engine
 from dpgate_server.queries.accuracy import with_confidence_level
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import Query, Release
+from dpgate_server.store.store import DatasetStore
 
 
 class QueryExecutor(Protocol):

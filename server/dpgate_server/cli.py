@@ -16,12 +16,12 @@ import typer
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.api.startup_checks import StartupError, check_address_free
 from dpgate_server.config import ConfigError, Settings, load_settings
-from dpgate_server.data.store import DatasetStore
 from dpgate_server.demo_bootstrap import bootstrap_demo
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import IssuedToken, RequestInfo, Role
 from dpgate_server.observability.logs import configure_logging
+from dpgate_server.store.store import DatasetStore
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 _log = logging.getLogger("dpgate_server")
@@ -132,7 +132,7 @@ def _settings_or_exit(config: Path | None) -> Settings:
 
 
 def _prepare_demo_data(settings: Settings) -> None:
-    from dpgate_server.data.generator import ensure_demo_dataset  # noqa: PLC0415 - heavy import
+    from dpgate_server.synthetic.generator import ensure_demo_dataset  # noqa: PLC0415 - heavy import
 
     version = ensure_demo_dataset(
         settings.storage.data_dir,

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 
 from dpgate_server.api.startup_checks import StartupError
 from dpgate_server.config import Settings
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.execution import QueryWorkerPool
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.storage import LedgerStorage
@@ -34,6 +33,7 @@ from dpgate_server.observability.metrics import (
 from dpgate_server.observability.timed_storage import TimedStorage
 from dpgate_server.signed_heads import HeadPublisher, SigningKeyError, load_or_create_signing_key
 from dpgate_server.spend import units_to_decimal
+from dpgate_server.store.metadata import Accounting
 
 _log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
 from tests.adversarial.helpers import (
     FULL_RUN,
     Neighbour,

@@ -31,11 +31,11 @@ from dpgate_server.config import (
     Settings,
     StorageSettings,
 )
-from dpgate_server.data.bounding import verify_bound
-from dpgate_server.data.store import DatasetStore, DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
+from dpgate_server.store.bounding import verify_bound
+from dpgate_server.store.store import DatasetStore, DatasetVersion
 
 FULL_RUN = os.environ.get("DPGATE_FULL_RUN") == "1"
 SETUP = RequestInfo(request_id="adversarial-setup", rpc="test-setup")

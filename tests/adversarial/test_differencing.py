@@ -22,7 +22,7 @@ from decimal import Decimal
 import pytest
 
 from dpgate import Client, count
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
 from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import Neighbour, Server, scale, true_count
 

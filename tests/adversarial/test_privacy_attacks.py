@@ -20,8 +20,8 @@ from scipy import stats
 
 from dpgate import BudgetExhaustedError, Client, InvalidQueryError, QueryResult, count, total
 from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc, types_pb2
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.spend import to_units_floor
+from dpgate_server.store.store import DatasetVersion
 from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import SETUP, Server, scale
 from tests.adversarial.wire import METHODS, RUN_QUERY, send

@@ -29,9 +29,9 @@ import psutil
 import pytest
 
 from dpgate import AdminClient, Client, DpgateError, count, total
-from dpgate_server.data.store import DatasetStore, DatasetVersion
 from dpgate_server.ledger.model import Outcome
 from dpgate_server.spend import to_units_floor
+from dpgate_server.store.store import DatasetStore, DatasetVersion
 from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import (
     Server,

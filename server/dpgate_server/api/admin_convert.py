@@ -17,7 +17,6 @@ from google.protobuf.message import Message
 from dpgate._proto.dpgate.v1 import admin_pb2, audit_pb2, types_pb2
 from dpgate_server.api.convert import ACCOUNTING_TO_PROTO
 from dpgate_server.api.errors import BadRequestError
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger._time import format_time
 from dpgate_server.ledger.model import (
     AuditEvent,
@@ -27,6 +26,7 @@ from dpgate_server.ledger.model import (
     Role,
     SpendingLine,
 )
+from dpgate_server.store.metadata import Accounting
 
 ROLE_FROM_PROTO = {
     admin_pb2.ROLE_ANALYST: Role.ANALYST,

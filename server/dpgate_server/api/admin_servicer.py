@@ -31,11 +31,11 @@ from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import budget_to_proto
 from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, audited
 from dpgate_server.api.publish_rpc import publish_dataset_version
-from dpgate_server.data.catalog import Catalog
-from dpgate_server.data.governance import Governance
+from dpgate_server.governance.service import Governance
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
+from dpgate_server.store.catalog import Catalog
 
 SPENDING_ROWS_PER_MESSAGE = 500
 MAX_TEXT_LENGTH = 200

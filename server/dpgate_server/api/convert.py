@@ -9,17 +9,17 @@ from typing import Any
 from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
 from dpgate_server.answers import Answer
 from dpgate_server.api.errors import BadRequestError
-from dpgate_server.data.metadata import (
+from dpgate_server.ledger.model import Budget
+from dpgate_server.queries.engine import Preview
+from dpgate_server.queries.model import Aggregate, Filter, Query, Spend
+from dpgate_server.store.metadata import (
     Accounting,
     ColumnKind,
     ColumnSpec,
     KeyValue,
     Visibility,
 )
-from dpgate_server.data.store import DatasetVersion
-from dpgate_server.ledger.model import Budget
-from dpgate_server.queries.engine import Preview
-from dpgate_server.queries.model import Aggregate, Filter, Query, Spend
+from dpgate_server.store.store import DatasetVersion
 
 DEFAULT_CONFIDENCE_LEVEL = 0.95
 

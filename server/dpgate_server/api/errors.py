@@ -48,13 +48,13 @@ from grpc_status import rpc_status
 
 from dpgate_server import execution
 from dpgate_server.api.call_context import current_call
-from dpgate_server.data.catalog import UnknownPublicTableError
-from dpgate_server.data.governance_errors import GovernanceError, Refusal
-from dpgate_server.data.store import DatasetNotFoundError
+from dpgate_server.governance.errors import GovernanceError, Refusal
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.model import Outcome
 from dpgate_server.queries.errors import InvalidQuery, Reason
 from dpgate_server.spend import units_to_decimal
+from dpgate_server.store.catalog import UnknownPublicTableError
+from dpgate_server.store.store import DatasetNotFoundError
 
 ERROR_DOMAIN = "dpgate.v1"
 _log = logging.getLogger(__name__)

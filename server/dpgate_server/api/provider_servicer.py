@@ -17,18 +17,18 @@ from dpgate_server.api.admin_convert import canonical_request, require
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.errors import BadRequestError, audited
 from dpgate_server.config import Settings
-from dpgate_server.data.consent import ConsentState
-from dpgate_server.data.governance import (
+from dpgate_server.governance.consent import ConsentState
+from dpgate_server.governance.errors import GovernanceError, Refusal
+from dpgate_server.governance.optouts import OptOutKind
+from dpgate_server.governance.service import (
     Governance,
     GovernancePolicy,
     authorise,
     extract_too_large,
 )
-from dpgate_server.data.governance_errors import GovernanceError, Refusal
-from dpgate_server.data.optouts import OptOutKind
-from dpgate_server.data.pseudonym import load_or_create_key
-from dpgate_server.data.store import DatasetStore
 from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.store.pseudonym import load_or_create_key
+from dpgate_server.store.store import DatasetStore
 
 CONSENT_FROM_PROTO = {
     provider_pb2.CONSENT_STATE_GRANTED: ConsentState.GRANTED,

@@ -10,7 +10,7 @@ from dpgate._proto.dpgate.v1 import admin_pb2
 from dpgate_server.api.admin_convert import canonical_request, require
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import dataset_summary_to_proto
-from dpgate_server.data.governance import Governance
+from dpgate_server.governance.service import Governance
 
 
 def publish_dataset_version(

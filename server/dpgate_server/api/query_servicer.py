@@ -20,10 +20,10 @@ from dpgate_server.api.convert import (
     spend_to_proto,
 )
 from dpgate_server.api.errors import BadRequestError, audited
-from dpgate_server.data.catalog import Catalog
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.queries.model import Release
+from dpgate_server.store.catalog import Catalog
 
 MAX_PAGE_SIZE = 1000
 MAX_IDEMPOTENCY_KEY_LENGTH = 128

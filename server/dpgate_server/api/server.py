@@ -39,8 +39,6 @@ from dpgate_server.api.query_servicer import QueryServicer
 from dpgate_server.api.rate_limit import TokenBuckets
 from dpgate_server.api.startup_checks import StartupError, check_address_free, read_tls_material
 from dpgate_server.config import Settings
-from dpgate_server.data.catalog import Catalog
-from dpgate_server.data.store import DatasetStore
 from dpgate_server.execution import PoolSettings, QueryWorkerPool
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
@@ -48,6 +46,8 @@ from dpgate_server.ledger.model import Outcome, RequestInfo
 from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.sidecars import Sidecars
+from dpgate_server.store.catalog import Catalog
+from dpgate_server.store.store import DatasetStore
 
 _log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from dpgate_server.data.store import DatasetNotFoundError
 from dpgate_server.queries.errors import CostMismatchError, EngineError, InvalidQuery
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import Query
+from dpgate_server.store.store import DatasetNotFoundError
 
 DOMAIN_ERRORS: Final[Mapping[str, type[Exception]]] = MappingProxyType(
     {

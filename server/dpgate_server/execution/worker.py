@@ -19,7 +19,6 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from dpgate_server.data.store import DatasetStore
 from dpgate_server.execution.messages import (
     STOP,
     Done,
@@ -33,6 +32,7 @@ from dpgate_server.execution.messages import (
 )
 from dpgate_server.queries import engine
 from dpgate_server.queries.errors import EngineError
+from dpgate_server.store.store import DatasetStore
 
 
 def main(conn: Connection, store_root: Path) -> None:

@@ -29,21 +29,21 @@ from typing import Any
 
 import polars as pl
 
-from dpgate_server.data import extract_format as fmt
-from dpgate_server.data.appointment_model import (
+from dpgate_server.governance import extract_format as fmt
+from dpgate_server.governance.errors import (
+    MAX_REPORTED_PROBLEMS,
+    Problem,
+    extract_rejected,
+)
+from dpgate_server.store.metadata import DatasetMetadata
+from dpgate_server.store.pseudonym import patient_keys
+from dpgate_server.synthetic.appointment_model import (
     DURATION_BANDS,
     DURATION_LIMITS,
     LEAD_TIME_BANDS,
     LEAD_TIME_LIMITS,
 )
-from dpgate_server.data.governance_errors import (
-    MAX_REPORTED_PROBLEMS,
-    Problem,
-    extract_rejected,
-)
-from dpgate_server.data.metadata import DatasetMetadata
-from dpgate_server.data.population import AGE_BANDS
-from dpgate_server.data.pseudonym import patient_keys
+from dpgate_server.synthetic.population import AGE_BANDS
 
 STAGED_COLUMNS: dict[str, pl.DataType] = {
     "patient_key": pl.Int64(),

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import polars as pl
 
-from dpgate_server.data import extract_format as fmt
-from dpgate_server.data.durable import remove_temporaries, replace_with
-from dpgate_server.data.governance_errors import GovernanceError, Refusal
-from dpgate_server.data.pseudonym import is_valid_nhs_number, patient_keys
+from dpgate_server.governance import extract_format as fmt
+from dpgate_server.governance.errors import GovernanceError, Refusal
+from dpgate_server.store.durable import remove_temporaries, replace_with
+from dpgate_server.store.pseudonym import is_valid_nhs_number, patient_keys
 
 OPT_OUT_DIR = "optouts"
 KEY_COLUMN = "patient_key"

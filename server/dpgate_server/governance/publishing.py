@@ -39,12 +39,12 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from dpgate_server.data.appointment_files import APPOINTMENTS_SCHEMA, write_table
-from dpgate_server.data.bounding import bound_lazyframe, verify_bound
-from dpgate_server.data.ingest import STAGED_COLUMNS
-from dpgate_server.data.metadata import DatasetMetadata
-from dpgate_server.data.staging import StagingArea
-from dpgate_server.data.store import DatasetStore, DatasetVersion, VersionBuilder
+from dpgate_server.governance.ingest import STAGED_COLUMNS
+from dpgate_server.governance.staging import StagingArea
+from dpgate_server.store.appointment_files import APPOINTMENTS_SCHEMA, write_table
+from dpgate_server.store.bounding import bound_lazyframe, verify_bound
+from dpgate_server.store.metadata import DatasetMetadata
+from dpgate_server.store.store import DatasetStore, DatasetVersion, VersionBuilder
 
 PUBLISHER = "dpgate governance"
 PRACTICES_TABLE = "practices"

@@ -34,21 +34,21 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from dpgate_server.data.consent import ConsentRecord, ConsentState, ConsentStore
-from dpgate_server.data.durable import fsync_path
-from dpgate_server.data.governance_errors import GovernanceError, Refusal
-from dpgate_server.data.ingest import IngestPolicy, minimise_extract
-from dpgate_server.data.optouts import KEY_COLUMN, OptOutKind, OptOutLists
-from dpgate_server.data.pseudonym import key_id
-from dpgate_server.data.publishing import (
+from dpgate_server.governance.consent import ConsentRecord, ConsentState, ConsentStore
+from dpgate_server.governance.errors import GovernanceError, Refusal
+from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
+from dpgate_server.governance.optouts import KEY_COLUMN, OptOutKind, OptOutLists
+from dpgate_server.governance.publishing import (
     PRACTICES_TABLE,
     PublishInputs,
     PublishResult,
     publish_version,
 )
-from dpgate_server.data.staging import StagingArea, UploadRecord
-from dpgate_server.data.store import DatasetStore, DatasetVersion
+from dpgate_server.governance.staging import StagingArea, UploadRecord
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
+from dpgate_server.store.durable import fsync_path
+from dpgate_server.store.pseudonym import key_id
+from dpgate_server.store.store import DatasetStore, DatasetVersion
 
 OPERATOR = "operator"
 """Who a change is attributed to when it comes from the local command line."""

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger._audit import UnauthenticatedPolicy, append_event, flush_unauthenticated
 from dpgate_server.ledger._time import format_optional, utc_now
 from dpgate_server.ledger.errors import (
@@ -49,6 +48,7 @@ from dpgate_server.ledger.model import (
 )
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 from dpgate_server.ledger.tokens import hash_token, mint_token, mint_token_id
+from dpgate_server.store.metadata import Accounting
 
 
 class LedgerAdmin:

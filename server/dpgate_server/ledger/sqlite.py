@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger._time import (
     format_optional,
     format_time,
@@ -51,6 +50,7 @@ from dpgate_server.ledger.storage import (
     PendingUnauthenticated,
     ReleaseTotal,
 )
+from dpgate_server.store.metadata import Accounting
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for the lock before `LedgerBusy` (debits take about a millisecond)."""

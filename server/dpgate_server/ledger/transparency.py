@@ -20,11 +20,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger._time import format_time
 from dpgate_server.ledger.model import ChainHead, Outcome
 from dpgate_server.ledger.storage import StorageTransaction
 from dpgate_server.spend import units_to_decimal
+from dpgate_server.store.metadata import Accounting
 
 CSV_COLUMNS = (
     "record",

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpgate_server.data.store import ContributionBound
 from dpgate_server.queries.model import BoundingMethod
+from dpgate_server.store.store import ContributionBound
 
 
 @dataclass(frozen=True, slots=True)

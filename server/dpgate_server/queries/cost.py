@@ -25,10 +25,10 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.queries.errors import CostMismatchError
 from dpgate_server.queries.model import Mechanism
 from dpgate_server.spend import UNITS_PER_WHOLE, to_units_ceil
+from dpgate_server.store.metadata import Accounting
 
 logger = logging.getLogger(__name__)
 

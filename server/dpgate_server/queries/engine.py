@@ -23,8 +23,6 @@ from typing import Any
 import opendp.prelude as dp
 import polars as pl
 
-from dpgate_server.data.metadata import DatasetMetadata
-from dpgate_server.data.store import ContributionBound, DatasetVersion
 from dpgate_server.queries import accuracy, cost
 from dpgate_server.queries.bounding import Bounding, choose_bounding
 from dpgate_server.queries.cost import Calibration
@@ -42,6 +40,8 @@ from dpgate_server.queries.model import (
 from dpgate_server.queries.plans import VALUE_COLUMN, build_plan, make_measurement
 from dpgate_server.queries.validation import ValidatedQuery, validate
 from dpgate_server.spend import units_to_decimal, units_to_float
+from dpgate_server.store.metadata import DatasetMetadata
+from dpgate_server.store.store import ContributionBound, DatasetVersion
 
 STREAMING_VARIABLE = "POLARS_AUTO_NEW_STREAMING"
 """Polars switch (internal, read at every collect) letting `engine="auto"` use the streaming

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import polars as pl
 
-from dpgate_server.data.metadata import KeyValue
 from dpgate_server.queries.model import CanonicalFilter, FilterOp
+from dpgate_server.store.metadata import KeyValue
 
 _EPOCH = dt.date(1970, 1, 1)
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from dpgate_server.data.metadata import ColumnKind, DatasetMetadata
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries.expressions import conjunction
 from dpgate_server.queries.model import CanonicalFilter
+from dpgate_server.store.metadata import ColumnKind, DatasetMetadata
+from dpgate_server.store.store import DatasetVersion
 
 _KIND_DTYPES: dict[ColumnKind, pl.DataType] = {
     ColumnKind.STRING: pl.String(),

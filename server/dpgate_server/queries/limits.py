@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.spend import to_units_floor
+from dpgate_server.store.metadata import Accounting
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from dpgate_server.data.metadata import Accounting, KeyValue
 from dpgate_server.queries.errors import ReleaseFormatError
+from dpgate_server.store.metadata import Accounting, KeyValue
 
 CANONICAL_FORMAT = 1
 """Bumped if the canonical JSON ever changes shape (old keys then never collide)."""

@@ -20,11 +20,11 @@ import opendp.prelude as dp
 import polars as pl
 from opendp.extras.polars import Margin, dp_len
 
-from dpgate_server.data.metadata import Accounting, DatasetMetadata
 from dpgate_server.queries.bounding import Bounding
 from dpgate_server.queries.expressions import conjunction
 from dpgate_server.queries.model import AggregateFunction, BoundingMethod
 from dpgate_server.queries.validation import ValidatedQuery
+from dpgate_server.store.metadata import Accounting, DatasetMetadata
 
 dp.enable_features("contrib")
 

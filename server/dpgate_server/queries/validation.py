@@ -18,14 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
-from dpgate_server.data.metadata import (
-    Accounting,
-    ColumnKind,
-    ColumnSpec,
-    DatasetMetadata,
-    KeyValue,
-    Visibility,
-)
 from dpgate_server.queries.errors import InvalidQuery, Reason
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import (
@@ -37,6 +29,14 @@ from dpgate_server.queries.model import (
     value_to_json,
 )
 from dpgate_server.spend import UNITS_PER_WHOLE
+from dpgate_server.store.metadata import (
+    Accounting,
+    ColumnKind,
+    ColumnSpec,
+    DatasetMetadata,
+    KeyValue,
+    Visibility,
+)
 
 _UNIT_DIGITS = len(str(UNITS_PER_WHOLE)) - 1
 """Decimal places of one ledger unit (9: nano-epsilon)."""

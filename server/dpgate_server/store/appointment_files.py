@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dpgate_server.data.appointment_model import (
+from dpgate_server.synthetic.appointment_model import (
     DURATION_BANDS,
     HCP_TYPES,
     LEAD_TIME_BANDS,
@@ -26,8 +26,8 @@ from dpgate_server.data.appointment_model import (
     SERVICE_SETTINGS,
     STATUSES,
 )
-from dpgate_server.data.england_calendar import WEEKDAY_LABELS, window_calendar
-from dpgate_server.data.population import AGE_BANDS, SEXES, PracticeTable
+from dpgate_server.synthetic.england_calendar import WEEKDAY_LABELS, window_calendar
+from dpgate_server.synthetic.population import AGE_BANDS, SEXES, PracticeTable
 
 APPOINTMENTS_SCHEMA = pa.schema(
     [

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from dpgate_server.data.store import ContributionBound
+from dpgate_server.store.store import ContributionBound
 
 BOUND_METHOD = "random-k-per-patient"
 """Each patient's rows beyond k are dropped uniformly at random, independently of queries."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dpgate_server.data.metadata import KeyValue
-from dpgate_server.data.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+from dpgate_server.store.metadata import KeyValue
+from dpgate_server.store.store import DatasetNotFoundError, DatasetStore, DatasetVersion
 
 
 class UnknownPublicTableError(LookupError):

@@ -30,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-from dpgate_server.data.metadata import DatasetMetadata
+from dpgate_server.store.metadata import DatasetMetadata
 
 APPOINTMENTS_DIR = "appointments"
 PUBLIC_DIR = "public"

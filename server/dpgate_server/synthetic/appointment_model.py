@@ -22,8 +22,8 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from dpgate_server.data.england_calendar import window_calendar
-from dpgate_server.data.population import AGE_BANDS, AGE_SEX_SHARES, opt_out_probability
+from dpgate_server.synthetic.england_calendar import window_calendar
+from dpgate_server.synthetic.population import AGE_BANDS, AGE_SEX_SHARES, opt_out_probability
 
 Matrix = npt.NDArray[np.float64]
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from dpgate_server.data.appointment_model import (
+from dpgate_server.store.bounding import truncation_mask
+from dpgate_server.synthetic.appointment_model import (
     APPOINTMENT_DISPERSION,
     DNA_BASE,
     DURATION_LIMITS,
@@ -30,9 +31,8 @@ from dpgate_server.data.appointment_model import (
     UNKNOWN_STATUS_BASE,
     AppointmentModel,
 )
-from dpgate_server.data.bounding import truncation_mask
-from dpgate_server.data.england_calendar import window_calendar
-from dpgate_server.data.population import PracticePatients
+from dpgate_server.synthetic.england_calendar import window_calendar
+from dpgate_server.synthetic.population import PracticePatients
 
 _APPOINTMENTS_STREAM = 1
 _UNKNOWN_DURATION_BAND = len(DURATION_LIMITS)

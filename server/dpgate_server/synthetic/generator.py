@@ -7,7 +7,7 @@ The same seed and scale always give byte-identical Parquet files.
 
 Command line::
 
-    python -m dpgate_server.data.generator --practices 150 --seed 7 \\
+    python -m dpgate_server.synthetic.generator --practices 150 --seed 7 \\
         --store var/datasets --key-file var/secrets/pseudonym.key
 """
 
@@ -29,20 +29,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from dpgate_server.data.appointment_files import AppointmentRows, MonthFiles, write_table
-from dpgate_server.data.appointment_model import appointment_model
-from dpgate_server.data.appointments import draw_appointments
-from dpgate_server.data.bounding import verify_bound
-from dpgate_server.data.england_calendar import window_calendar
-from dpgate_server.data.gp_metadata import (
+from dpgate_server.store.appointment_files import AppointmentRows, MonthFiles, write_table
+from dpgate_server.store.bounding import verify_bound
+from dpgate_server.store.pseudonym import key_id, load_or_create_key, patient_keys
+from dpgate_server.store.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+from dpgate_server.synthetic.appointment_model import appointment_model
+from dpgate_server.synthetic.appointments import draw_appointments
+from dpgate_server.synthetic.england_calendar import window_calendar
+from dpgate_server.synthetic.gp_metadata import (
     CATEGORY_SETS,
     DATASET_ID,
     MAX_CONTRIBUTIONS,
     gp_appointments_metadata,
 )
-from dpgate_server.data.population import PracticeTable, draw_patients, select_practices
-from dpgate_server.data.pseudonym import key_id, load_or_create_key, patient_keys
-from dpgate_server.data.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+from dpgate_server.synthetic.population import PracticeTable, draw_patients, select_practices
 
 GENERATOR_NAME = "dpgate synthetic England GP appointments"
 MODEL_VERSION = 1

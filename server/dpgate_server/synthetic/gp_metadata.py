@@ -7,7 +7,15 @@ different seeds over the same practices produce byte-identical metadata.
 
 from __future__ import annotations
 
-from dpgate_server.data.appointment_model import (
+from dpgate_server.store.metadata import (
+    Accounting,
+    ColumnKind,
+    ColumnSpec,
+    DatasetMetadata,
+    KeyValue,
+    Visibility,
+)
+from dpgate_server.synthetic.appointment_model import (
     DURATION_BANDS,
     HCP_TYPES,
     LEAD_TIME_BANDS,
@@ -17,21 +25,13 @@ from dpgate_server.data.appointment_model import (
     SERVICE_SETTINGS,
     STATUSES,
 )
-from dpgate_server.data.england_calendar import (
+from dpgate_server.synthetic.england_calendar import (
     WEEKDAY_LABELS,
     WINDOW_END,
     WINDOW_START,
     window_calendar,
 )
-from dpgate_server.data.metadata import (
-    Accounting,
-    ColumnKind,
-    ColumnSpec,
-    DatasetMetadata,
-    KeyValue,
-    Visibility,
-)
-from dpgate_server.data.population import AGE_BANDS, SEXES, PracticeTable
+from dpgate_server.synthetic.population import AGE_BANDS, SEXES, PracticeTable
 
 DATASET_ID = "gp_appointments"
 MAX_CONTRIBUTIONS = 24

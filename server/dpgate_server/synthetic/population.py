@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from dpgate_server.data.england_geography import SUB_ICB_LOCATIONS
-from dpgate_server.data.pseudonym import reserved_test_numbers, synthetic_identity
+from dpgate_server.store.pseudonym import reserved_test_numbers, synthetic_identity
+from dpgate_server.synthetic.england_geography import SUB_ICB_LOCATIONS
 
 POPULATION_SEED = 20251101
 """Seed of the public practice table (list sizes, PCNs): part of the model, not of a run."""

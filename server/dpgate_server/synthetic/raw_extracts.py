@@ -21,7 +21,7 @@ Files written (see extract_format.py for the columns)::
 
 Command line::
 
-    python -m dpgate_server.data.raw_extracts --practices 150 --seed 2025 --out var/extracts
+    python -m dpgate_server.synthetic.raw_extracts --practices 150 --seed 2025 --out var/extracts
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from dpgate_server.data import extract_format as fmt
-from dpgate_server.data.appointment_model import (
+from dpgate_server.governance import extract_format as fmt
+from dpgate_server.synthetic.appointment_model import (
     HCP_TYPES,
     MODES,
     NATIONAL_CATEGORIES,
@@ -47,9 +47,9 @@ from dpgate_server.data.appointment_model import (
     STATUSES,
     appointment_model,
 )
-from dpgate_server.data.appointments import PracticeAppointments, draw_appointments
-from dpgate_server.data.england_calendar import WINDOW_START, window_calendar
-from dpgate_server.data.population import (
+from dpgate_server.synthetic.appointments import PracticeAppointments, draw_appointments
+from dpgate_server.synthetic.england_calendar import WINDOW_START, window_calendar
+from dpgate_server.synthetic.population import (
     AGE_BANDS,
     SEXES,
     PracticeTable,

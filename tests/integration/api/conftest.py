@@ -21,10 +21,10 @@ from dpgate_server.config import (
     Settings,
     StorageSettings,
 )
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
+from dpgate_server.store.store import DatasetVersion
 
 ANALYST_EPSILON = 5
 DATASET_CAP_EPSILON = 20

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from dpgate import Client, InvalidQueryError, NotFoundError
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
 
 from .conftest import Service
 

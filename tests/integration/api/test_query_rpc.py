@@ -21,10 +21,10 @@ from dpgate import (
     count,
     total,
 )
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Role
 from dpgate_server.spend import to_units_floor
+from dpgate_server.store.store import DatasetVersion
 
 from .conftest import SETUP, Service, start_service
 

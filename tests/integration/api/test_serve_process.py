@@ -15,8 +15,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dpgate import Client, DpgateError, count
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.store.store import DatasetVersion
 
 from .conftest import prepare_ledger
 

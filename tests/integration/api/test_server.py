@@ -16,7 +16,7 @@ from dpgate._proto.dpgate.v1 import (
     query_pb2_grpc,
     types_pb2,
 )
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
 
 from .conftest import Service
 

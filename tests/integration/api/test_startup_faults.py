@@ -16,9 +16,9 @@ from dpgate_server import cli as server_cli
 from dpgate_server.api.server import BrokenAuditChainError, build_server
 from dpgate_server.api.startup_checks import StartupError
 from dpgate_server.config import load_settings
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
+from dpgate_server.store.store import DatasetVersion
 
 from .conftest import settings_for
 from .test_serve_process import SERVE, write_config

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from dpgate import Client, DpgateError
 from dpgate_server.api.server import build_server
 from dpgate_server.config import TlsSettings
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
 
 from .conftest import prepare_ledger, settings_for
 

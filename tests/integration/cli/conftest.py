@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
 from tests.integration.cli.helpers import CliService, start_cli_service
 
 

@@ -19,10 +19,10 @@ from dpgate.cli import app
 from dpgate_server import cli as server_cli
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.config import load_settings
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
+from dpgate_server.store.store import DatasetVersion
 
 SETUP = RequestInfo(request_id="cli-test-setup", rpc="cli-test-setup")
 ANALYST_EPSILON = 5

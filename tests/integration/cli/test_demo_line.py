@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from dpgate_server import cli as server_cli
-from dpgate_server.data.metadata import Accounting
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.store.metadata import Accounting
+from dpgate_server.store.store import DatasetVersion
 from tests.integration.cli.helpers import SETUP, CliService, dpgate
 
 

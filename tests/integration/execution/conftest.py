@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.execution import PoolSettings, QueryWorkerPool
+from dpgate_server.store.store import DatasetVersion
 from tests.integration.execution.helpers import MAX_QUEUE, MEMORY_CAP, RESTART_TIMEOUT_S, WORKERS
 
 

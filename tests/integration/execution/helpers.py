@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.execution import PoolStats, QueryWorkerPool
 from dpgate_server.queries import engine
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import Aggregate, Query, Spend
+from dpgate_server.store.store import DatasetVersion
 
 MEMORY_CAP = 768 * 2**20
 """Well above a worker's resident memory on the small dataset (~350 MB after a query)."""

@@ -9,7 +9,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from dpgate_server.data.store import DatasetNotFoundError, DatasetVersion
 from dpgate_server.execution import (
     PoolOverloaded,
     Probe,
@@ -20,6 +19,7 @@ from dpgate_server.execution import (
 from dpgate_server.queries import engine
 from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
 from dpgate_server.queries.model import Aggregate, Query, Release, Spend
+from dpgate_server.store.store import DatasetNotFoundError, DatasetVersion
 from tests.integration.execution.helpers import (
     LIMITS,
     MAX_QUEUE,

@@ -24,7 +24,7 @@ from dpgate_server.config import (
     Settings,
     StorageSettings,
 )
-from dpgate_server.data.optouts import read_opt_out_numbers
+from dpgate_server.governance.optouts import read_opt_out_numbers
 from tests.integration.api.conftest import prepare_ledger
 from tests.unit.governance.helpers import DATASET_ID, SMALL, World, copy_world, shared_world
 

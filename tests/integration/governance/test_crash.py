@@ -11,11 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dpgate_server.data.bounding import max_rows_per_patient
-from dpgate_server.data.staging import StagingArea
-from dpgate_server.data.store import DatasetStore
+from dpgate_server.governance.staging import StagingArea
 from dpgate_server.queries import engine
 from dpgate_server.queries.model import Aggregate, Query, Spend
+from dpgate_server.store.bounding import max_rows_per_patient
+from dpgate_server.store.store import DatasetStore
 from tests.unit.governance.helpers import (
     DATASET_ID,
     OPERATOR,

@@ -14,10 +14,10 @@ import pytest
 
 from dpgate import InvalidQueryError, PermissionDeniedError, count
 from dpgate._proto.dpgate.v1 import provider_pb2, provider_pb2_grpc
-from dpgate_server.data.ingest import IngestPolicy, minimise_extract
-from dpgate_server.data.pseudonym import load_or_create_key, patient_keys
-from dpgate_server.data.staging import StagingArea
-from dpgate_server.data.store import DatasetStore
+from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
+from dpgate_server.governance.staging import StagingArea
+from dpgate_server.store.pseudonym import load_or_create_key, patient_keys
+from dpgate_server.store.store import DatasetStore
 from tests.integration.governance.conftest import UPLOAD_LIMIT, GovernedService
 from tests.unit.governance.helpers import (
     DATASET_ID,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import Ledger, RequestInfo
+from dpgate_server.store.metadata import Accounting
 
 WORKER = Path(__file__).with_name("ledger_worker.py")
 

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
 from tests.integration.api.conftest import Service, start_service
 
 NOTEBOOKS = Path(__file__).resolve().parents[3] / "notebooks"

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.config import AuditSettings, OperationsSettings, Settings
-from dpgate_server.data.store import DatasetVersion
+from dpgate_server.store.store import DatasetVersion
 from tests.integration.api.conftest import prepare_ledger, settings_for
 
 

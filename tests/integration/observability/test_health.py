@@ -7,9 +7,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.observability.health import ledger_check, pool_check
+from dpgate_server.store.store import DatasetVersion
 
 from .conftest import start_observed
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from dpgate._audit import AuditClient
 from dpgate._client import Client
 from dpgate.cli import app
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.signed_heads import SignedHead
+from dpgate_server.store.store import DatasetVersion
 
 from .conftest import ObservedService, start_observed
 

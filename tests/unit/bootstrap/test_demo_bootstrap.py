@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.demo_bootstrap import DEMO_ALLOCATION, bootstrap_demo
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
+from dpgate_server.store.metadata import Accounting
 
 
 def open_ledger(tmp_path: Path) -> Ledger:

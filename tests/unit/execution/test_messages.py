@@ -6,7 +6,6 @@ import pickle
 
 import pytest
 
-from dpgate_server.data.store import DatasetNotFoundError, ManifestError
 from dpgate_server.execution.messages import Refused, rebuild_error, refusal_of
 from dpgate_server.queries.errors import (
     CostMismatchError,
@@ -15,6 +14,7 @@ from dpgate_server.queries.errors import (
     Reason,
     ReleaseFormatError,
 )
+from dpgate_server.store.store import DatasetNotFoundError, ManifestError
 
 
 def _round_trip(exc: Exception) -> Exception:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from dpgate_server.data.store import DatasetStore, DatasetVersion
 from dpgate_server.execution.messages import (
     Done,
     Failed,
@@ -21,6 +20,7 @@ from dpgate_server.queries import engine
 from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import Aggregate, Query, Release, Spend
+from dpgate_server.store.store import DatasetStore, DatasetVersion
 
 _NO_STORE = DatasetStore(Path(os.devnull))
 """Probes read no data."""

@@ -17,18 +17,18 @@ from typing import Any
 
 import polars as pl
 
-from dpgate_server.data.generator import ensure_demo_dataset
-from dpgate_server.data.governance import Governance, GovernancePolicy
-from dpgate_server.data.optouts import OptOutKind
-from dpgate_server.data.pseudonym import load_or_create_key, reserved_test_numbers
-from dpgate_server.data.raw_extracts import (
+from dpgate_server.governance.optouts import OptOutKind
+from dpgate_server.governance.service import Governance, GovernancePolicy
+from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
+from dpgate_server.store.pseudonym import load_or_create_key, reserved_test_numbers
+from dpgate_server.store.store import DatasetStore
+from dpgate_server.synthetic.generator import ensure_demo_dataset
+from dpgate_server.synthetic.raw_extracts import (
     NATIONAL_OPT_OUT_FILE,
     TYPE1_OPT_OUT_FILE,
     RawExtractFiles,
     write_raw_extracts,
 )
-from dpgate_server.data.store import DatasetStore
-from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
 
 PRACTICES = 5
 SEED = 7

@@ -5,13 +5,13 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from dpgate_server.data.bounding import max_rows_per_patient
-from dpgate_server.data.consent import ConsentState
-from dpgate_server.data.governance_errors import GovernanceError, Refusal
-from dpgate_server.data.optouts import OptOutKind, OptOutLists, read_opt_out_numbers
-from dpgate_server.data.pseudonym import load_or_create_key, patient_key, patient_keys
-from dpgate_server.data.staging import StagingArea
-from dpgate_server.data.store import DatasetStore
+from dpgate_server.governance.consent import ConsentState
+from dpgate_server.governance.errors import GovernanceError, Refusal
+from dpgate_server.governance.optouts import OptOutKind, OptOutLists, read_opt_out_numbers
+from dpgate_server.governance.staging import StagingArea
+from dpgate_server.store.bounding import max_rows_per_patient
+from dpgate_server.store.pseudonym import load_or_create_key, patient_key, patient_keys
+from dpgate_server.store.store import DatasetStore
 from tests.unit.governance.helpers import (
     DATASET_ID,
     OPERATOR,

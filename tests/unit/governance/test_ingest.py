@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dpgate_server.data.governance_errors import GovernanceError
-from dpgate_server.data.gp_metadata import gp_appointments_metadata
-from dpgate_server.data.ingest import STAGED_COLUMNS, IngestPolicy, minimise_extract
-from dpgate_server.data.population import select_practices
-from dpgate_server.data.pseudonym import is_valid_nhs_number, patient_key
-from dpgate_server.data.raw_extracts import EXTRA_COLUMN
+from dpgate_server.governance.errors import GovernanceError
+from dpgate_server.governance.ingest import STAGED_COLUMNS, IngestPolicy, minimise_extract
+from dpgate_server.store.pseudonym import is_valid_nhs_number, patient_key
+from dpgate_server.synthetic.gp_metadata import gp_appointments_metadata
+from dpgate_server.synthetic.population import select_practices
+from dpgate_server.synthetic.raw_extracts import EXTRA_COLUMN
 from tests.unit.governance.helpers import (
     PRACTICES,
     SMALL,

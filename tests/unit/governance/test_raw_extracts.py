@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dpgate_server.data import extract_format as fmt
-from dpgate_server.data.population import draw_patients, select_practices
-from dpgate_server.data.pseudonym import TEST_RANGE_FIRST, is_valid_nhs_number
-from dpgate_server.data.raw_extracts import (
+from dpgate_server.governance import extract_format as fmt
+from dpgate_server.store.pseudonym import TEST_RANGE_FIRST, is_valid_nhs_number
+from dpgate_server.synthetic.population import draw_patients, select_practices
+from dpgate_server.synthetic.raw_extracts import (
     EXTRA_COLUMN,
     opt_out_numbers,
     practice_extract,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import DebitResult, Ledger, Principal, RequestInfo, Role
+from dpgate_server.store.metadata import Accounting
 
 
 class FakeClock:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import (
     AllocationBelowSpent,
     AlreadyExists,
@@ -15,6 +14,7 @@ from dpgate_server.ledger import (
     Role,
     SelfGrantForbidden,
 )
+from dpgate_server.store.metadata import Accounting
 
 
 def test_top_up_adds_to_the_grant(setup):

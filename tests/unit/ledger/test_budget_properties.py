@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import (
     AllocationBelowSpent,
     BudgetExhausted,
@@ -22,6 +21,7 @@ from dpgate_server.ledger import (
     Ledger,
     RequestInfo,
 )
+from dpgate_server.store.metadata import Accounting
 
 REQUESTERS = ("r0", "r1", "r2")
 DATASET = "d"

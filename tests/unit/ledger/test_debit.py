@@ -6,7 +6,6 @@ import datetime as dt
 
 import pytest
 
-from dpgate_server.data.metadata import Accounting
 from dpgate_server.ledger import (
     BudgetExhausted,
     DatasetNotFound,
@@ -16,6 +15,7 @@ from dpgate_server.ledger import (
     ReleaseKeyConflict,
     RequesterDisabled,
 )
+from dpgate_server.store.metadata import Accounting
 
 
 def test_debit_charges_the_allocation_and_the_cap(setup):

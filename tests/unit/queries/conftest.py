@@ -16,16 +16,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dpgate_server.data.bounding import verify_bound
-from dpgate_server.data.metadata import (
+from dpgate_server.queries import QueryLimits
+from dpgate_server.store.bounding import verify_bound
+from dpgate_server.store.metadata import (
     Accounting,
     ColumnKind,
     ColumnSpec,
     DatasetMetadata,
     Visibility,
 )
-from dpgate_server.data.store import ContributionBound, DatasetStore, DatasetVersion
-from dpgate_server.queries import QueryLimits
+from dpgate_server.store.store import ContributionBound, DatasetStore, DatasetVersion
 
 TINY_K = 4
 PRACTICES = tuple(f"P{i:03d}" for i in range(60))

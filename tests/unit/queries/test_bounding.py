@@ -16,9 +16,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dpgate_server.data.store import ContributionBound, DatasetStore, DatasetVersion
 from dpgate_server.queries import Aggregate, BoundingMethod, Filter, Query, Spend, prepare, run
 from dpgate_server.queries.bounding import choose_bounding
+from dpgate_server.store.store import ContributionBound, DatasetStore, DatasetVersion
 from tests.unit.queries.conftest import (
     HUGE_EPSILON,
     HUGE_LIMITS,

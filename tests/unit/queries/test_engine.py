@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries import (
     Aggregate,
     BoundingMethod,
@@ -16,6 +15,7 @@ from dpgate_server.queries import (
     preview,
     run,
 )
+from dpgate_server.store.store import DatasetVersion
 from tests.unit.queries.conftest import TinyVersions
 
 

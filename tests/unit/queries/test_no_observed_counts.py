@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries import engine
 from dpgate_server.queries.model import Aggregate, Query, Spend
+from dpgate_server.store.store import DatasetVersion
 
 
 def test_preview_quotes_no_observed_row_count(small_dataset: DatasetVersion) -> None:

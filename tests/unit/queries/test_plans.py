@@ -11,9 +11,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries import Aggregate, Filter, Query, Release, Spend, prepare, run
 from dpgate_server.queries.plans import build_plan
+from dpgate_server.store.store import DatasetVersion
 from tests.unit.queries.conftest import (
     HUGE_EPSILON,
     HUGE_LIMITS,

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from dpgate_server.data.store import DatasetVersion
 from dpgate_server.queries import (
     Aggregate,
     Mechanism,
@@ -25,6 +24,7 @@ from dpgate_server.queries import (
     with_confidence_level,
 )
 from dpgate_server.queries.accuracy import coverage
+from dpgate_server.store.store import DatasetVersion
 from tests.unit.queries.conftest import PRACTICES_WITH_ROWS, TinyVersions
 
 RUNS = 10

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dpgate_server.data import bounding
-from dpgate_server.data.bounding import (
+from dpgate_server.store import bounding
+from dpgate_server.store.bounding import (
     BOUND_METHOD,
     BoundViolationError,
     bound_lazyframe,

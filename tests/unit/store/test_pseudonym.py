@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpgate_server.data.pseudonym import (
+from dpgate_server.store.pseudonym import (
     KEY_BYTES,
     KeyFileError,
     check_digit,

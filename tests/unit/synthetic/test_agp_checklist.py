@@ -13,16 +13,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dpgate_server.data import agp_checklist
-from dpgate_server.data.agp_checklist import (
+from dpgate_server.store.store import DatasetStore, DatasetVersion
+from dpgate_server.synthetic import agp_checklist
+from dpgate_server.synthetic.agp_checklist import (
     PatientFigures,
     PracticeFigures,
     RowFigures,
     VolumeFigures,
 )
-from dpgate_server.data.appointment_model import NATIONAL_CATEGORIES
-from dpgate_server.data.generator import generate_dataset
-from dpgate_server.data.store import DatasetStore, DatasetVersion
+from dpgate_server.synthetic.appointment_model import NATIONAL_CATEGORIES
+from dpgate_server.synthetic.generator import generate_dataset
 
 # One function per checklist line; each returns its failures, so the test-scale tests assert
 # one line each and the demo-scale test reports every line that is off at once.

@@ -7,8 +7,8 @@ from itertools import pairwise
 
 import numpy as np
 
-from dpgate_server.data.agp_checklist import practice_figures
-from dpgate_server.data.population import (
+from dpgate_server.synthetic.agp_checklist import practice_figures
+from dpgate_server.synthetic.population import (
     AGE_SEX_SHARES,
     draw_patients,
     england_practices,
