@@ -232,10 +232,30 @@ def _wrap(
     return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), *codec)
 
 
+_STREAM_ENDED = "REQUEST_STREAM_ENDED"
+
+
 def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
-    for request in requests:
-        if isinstance(request, _Malformed):
-            raise BadRequestError(
-                _MALFORMED, _malformed_answer().message + f" ({request.error})", "request"
-            )
-        yield request
+    """The stream's requests; bad bytes and a stream gRPC ended early are bad input.
+
+    gRPC ends the call itself (RESOURCE_EXHAUSTED to the client) when a message is larger
+    than `server.max_message_bytes`, and the request iterator then raises a bare
+    `grpc.RpcError`; a client that cancels mid-stream looks exactly the same from here.
+    Either way the caller sent an incomplete request: it is refused (audited as invalid,
+    nothing is staged), not a server failure.
+    """
+    try:
+        for request in requests:
+            if isinstance(request, _Malformed):
+                raise BadRequestError(
+                    _MALFORMED, _malformed_answer().message + f" ({request.error})", "request"
+                )
+            yield request
+    except grpc.RpcError:
+        raise BadRequestError(
+            _STREAM_ENDED,
+            "the request stream ended before it was complete: a message was larger than the"
+            " server accepts (server.max_message_bytes), or the client cancelled; send"
+            " smaller messages (uploads: chunks of at most 1 MiB)",
+            "request",
+        ) from None

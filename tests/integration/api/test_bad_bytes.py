@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc
+from dpgate._proto.dpgate.v1 import provider_pb2, provider_pb2_grpc, query_pb2, query_pb2_grpc
 from dpgate.errors import from_rpc_error
+from dpgate_server.data.store import DatasetVersion
 from dpgate_server.ledger.ledger import Ledger
-from dpgate_server.ledger.model import Outcome
+from dpgate_server.ledger.model import AuditEvent, Outcome
 
 from .conftest import Service
 
@@ -145,3 +147,51 @@ def test_unparsable_bytes_in_a_request_stream_are_invalid_argument(
         raw(iter([NOT_A_MESSAGE]), metadata=provider, timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert from_rpc_error(caught.value).reason == "MALFORMED_REQUEST"
+
+
+@pytest.mark.parametrize("oversized", ["chunk", "header"])
+def test_an_oversized_message_in_an_upload_stream_is_audited_as_invalid(
+    service: Service, small_dataset: DatasetVersion, oversized: str
+) -> None:
+    """A 5 MB chunk (or header field) is an incomplete request, not a server failure.
+
+    gRPC ends the call; the servicer's request iterator then usually raises, but may
+    first end as if the client had finished: the upload is then refused as incomplete
+    (no header, or fewer bytes than declared). Either way: invalid, never FAILED/INTERNAL.
+    """
+    big = 5 * 1024 * 1024
+    practice = str((small_dataset.metadata.column("practice_code").values or ("",))[0])
+    header = provider_pb2.UploadHeader(
+        dataset_id=service.dataset_id, practice_code=practice, size_bytes=big
+    )
+    if oversized == "header":
+        header.dataset_id = "x" * big
+    messages = [provider_pb2.UploadExtractRequest(header=header)]
+    if oversized == "chunk":
+        messages.append(provider_pb2.UploadExtractRequest(chunk=b"\0" * big))
+    token = (("authorization", f"Bearer {service.tokens['provider']}"),)
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        before = ledger.head().count
+    with grpc.insecure_channel(
+        service.target, options=[("grpc.max_send_message_length", 2 * big)]
+    ) as channel:
+        upload = provider_pb2_grpc.ProviderServiceStub(channel).UploadExtract
+        with pytest.raises(grpc.RpcError) as caught:
+            upload(iter(messages), metadata=token, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    event = _wait_for_event(service, before, "UploadExtract")
+    assert event.outcome is Outcome.INVALID
+    assert event.detail in {"REQUEST_STREAM_ENDED", "MISSING_HEADER", "EXTRACT_TRUNCATED"}
+
+
+def _wait_for_event(service: Service, after_seq: int, rpc: str) -> AuditEvent:
+    """The first event of `rpc` after `after_seq`: gRPC answers the client before the
+    servicer has seen the stream end, so the event may be written a moment later."""
+    deadline = time.monotonic() + 30
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        while time.monotonic() < deadline:
+            found = [e for e in ledger.list_events(after_seq=after_seq) if e.rpc == rpc]
+            if found:
+                return found[0]
+            time.sleep(0.05)
+    raise AssertionError(f"no {rpc} event was recorded")
