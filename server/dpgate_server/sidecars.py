@@ -34,12 +34,11 @@ from dpgate_server.observability.timed_storage import TimedStorage
 from dpgate_server.signed_heads import HeadPublisher, SigningKeyError, load_or_create_signing_key
 from dpgate_server.spend import units_to_decimal
 from dpgate_server.store.metadata import Accounting
+from dpgate_server.web.app import WebOptions, build_app
+from dpgate_server.web.listener import WebListener
+from dpgate_server.web.public_data import PublicData
 
 _log = logging.getLogger(__name__)
-
-
-class InsecureListenerError(ValueError):
-    """Plaintext HTTP was asked for on an address other hosts can reach."""
 
 
 @dataclass(slots=True)
@@ -51,6 +50,7 @@ class Sidecars:
     heads: HeadPublisher | None = None
     health: HealthMonitor | None = None
     metrics_listener: MetricsListener | None = None
+    web: WebListener | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -116,12 +116,17 @@ class Sidecars:
         if self.heads is not None:
             self.heads.start()
             self.closers.append(self.heads.close)
+        if settings.web.enabled:
+            self.web = start_web(settings, ledger, self.heads)
+            self.closers.append(self.web.close)
 
     def describe(self) -> list[str]:
         """One line per listener or signer, for the start-up banner."""
         lines = []
         if self.metrics_listener is not None:
             lines.append(f"metrics: http://{self.metrics_listener.address}/metrics (loopback)")
+        if self.web is not None:
+            lines.append(f"web:     {self.web.url}/ (transparency page; admin pages at /admin)")
         if self.heads is not None:
             lines.append(f"signed heads: {self.heads.folder} (key {self.heads.key_id})")
         return lines
@@ -186,3 +191,39 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def start_web(settings: Settings, ledger: Ledger, heads: HeadPublisher | None) -> WebListener:
+    """The web pages on `web.address`: TLS with the server's certificate, or loopback only."""
+    host, port = split_address(settings.web.address)
+    tls = settings.tls
+    with_tls = tls.cert_file is not None and tls.key_file is not None
+    if not with_tls and not is_loopback(host):
+        raise StartupError(
+            f"refusing to serve the web pages without TLS on {settings.web.address}: set"
+            " tls.cert_file and tls.key_file, or bind a loopback address such as 127.0.0.1"
+        )
+    data = PublicData(
+        ledger,
+        settings.storage.data_dir,
+        heads,
+        show_organisations=settings.web.show_organisations,
+    )
+    options = WebOptions(
+        page_size=settings.web.page_size,
+        near_cap_fraction=settings.web.near_cap_fraction,
+        session_minutes=settings.web.admin_session_minutes,
+        secure_cookies=with_tls,
+    )
+    app = build_app(ledger, data, options)
+    try:
+        listener = WebListener(
+            app, host, port, tls.cert_file if with_tls else None, tls.key_file if with_tls else None
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve the web pages on {settings.web.address}: {exc.strerror};"
+            " choose another web.address"
+        ) from None
+    listener.wait_started()
+    return listener
