@@ -3,6 +3,7 @@ chain stops the start unless the operator overrides it, and the override is chai
 
 from __future__ import annotations
 
+import logging
 import socket
 import sqlite3
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from dpgate_server import cli as server_cli
+from dpgate_server import commands as server_cli
 from dpgate_server.api.server import BrokenAuditChainError, build_server
 from dpgate_server.api.startup_checks import StartupError
 from dpgate_server.config import load_settings
@@ -23,6 +24,16 @@ from dpgate_server.store.store import DatasetVersion
 from .conftest import settings_for
 from .test_serve_process import SERVE, write_config
 from .test_tls import make_cert
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """`serve` configures the root logger for the process; put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

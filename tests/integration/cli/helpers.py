@@ -16,7 +16,7 @@ from typing import Any
 from typer.testing import CliRunner, Result
 
 from dpgate.cli import app
-from dpgate_server import cli as server_cli
+from dpgate_server import commands as server_cli
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.config import load_settings
 from dpgate_server.ledger.ledger import Ledger

@@ -7,7 +7,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from dpgate_server import cli as server_cli
+from dpgate_server import commands as server_cli
 from dpgate_server.ledger.ledger import Ledger
 from tests.integration.cli.helpers import CliService, as_json, dpgate, error_of
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dpgate_server import cli as server_cli
+from dpgate_server import commands as server_cli
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.store.metadata import Accounting
 from dpgate_server.store.store import DatasetVersion

@@ -29,3 +29,50 @@ def test_importing_the_client_and_its_stubs_loads_no_server_code() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+SERVER_ONLY_MODULES = (
+    "opendp",
+    "numpy",
+    "pyarrow",
+    "psutil",
+    "pydantic",
+    "pydantic_settings",
+    "grpc_health",
+    "grpc_reflection",
+    "cryptography",
+    "starlette",
+    "jinja2",
+    "uvicorn",
+    "prometheus_client",
+)
+
+
+def test_dpgate_server_on_a_client_only_install_says_to_install_the_server_extra() -> None:
+    """The server's modules made unimportable, as on `pip install dpgate`."""
+    code = (
+        "import sys\n"
+        f"for name in {SERVER_ONLY_MODULES!r}:\n"
+        "    sys.modules[name] = None\n"
+        "sys.argv = ['dpgate-server', 'serve']\n"
+        "from dpgate_server.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "pip install 'dpgate[server]'" in line
+
+
+def test_a_missing_module_of_our_own_is_not_blamed_on_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['dpgate_server.commands'] = None\n"
+        "from dpgate_server.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "ModuleNotFoundError" in result.stderr
+    assert "dpgate[server]" not in result.stderr

@@ -1,0 +1,208 @@
+"""The `dpgate-server` commands: run the service (thin: load settings, prepare data, build,
+wait), generate the demo data, create the first admin token. `dpgate_server.cli` is the
+entry point that loads them."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from dpgate_server.api.server import RunningServer, build_server
+from dpgate_server.api.startup_checks import StartupError, check_address_free
+from dpgate_server.config import ConfigError, Settings, load_settings
+from dpgate_server.demo_bootstrap import bootstrap_demo
+from dpgate_server.ledger import errors as ledger_errors
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import IssuedToken, RequestInfo, Role
+from dpgate_server.observability.logs import configure_logging
+from dpgate_server.store.store import DatasetStore
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+_log = logging.getLogger("dpgate_server")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (DPGATE_* variables override it)."),
+]
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    accept_broken_audit_chain: Annotated[
+        bool,
+        typer.Option(
+            "--accept-broken-audit-chain",
+            help="Start even though the audit chain fails its start-up check (to export and"
+            " investigate); the override is recorded in the chain.",
+        ),
+    ] = False,
+) -> None:
+    """Start the server; stop it cleanly with SIGTERM or Ctrl-C."""
+    settings = _settings_or_exit(config)
+    configure_logging(settings.operations.log_format, settings.operations.log_level)
+    try:
+        check_address_free(settings.server.address)  # before minutes of demo generation
+        if settings.demo.enabled:
+            _prepare_demo_data(settings)
+        running = build_server(settings, accept_broken_audit_chain=accept_broken_audit_chain)
+    except StartupError as exc:
+        typer.echo(f"dpgate-server: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _announce(running, settings)
+    if settings.demo.enabled:
+        _announce_demo_accounts(running)
+    _wait_for_signal(running, settings.server.grace_seconds)
+
+
+@app.command("generate-demo")
+def generate_demo(config: ConfigOption = None) -> None:
+    """Generate (or reuse) the synthetic demo dataset without starting the server."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _prepare_demo_data(_settings_or_exit(config))
+
+
+@app.command("create-admin-token")
+def create_admin_token(
+    config: ConfigOption = None,
+    requester_id: Annotated[
+        str, typer.Option(help="The administrator's requester id (created if it does not exist).")
+    ] = "admin",
+    name: Annotated[str, typer.Option(help="Their name, for a new requester.")] = "Administrator",
+    organisation: Annotated[
+        str, typer.Option(help="Their organisation, for a new requester.")
+    ] = "local operator",
+) -> None:
+    """Create an admin token on the ledger file itself: the first admin, with no server.
+
+    Works offline (the server may be stopped or running). The token alone goes to stdout,
+    this once: the ledger keeps only its hash. The requester and the token are recorded in
+    the audit chain as the work of the local operator, like any administrative change.
+    """
+    settings = _settings_or_exit(config)
+    path = settings.storage.ledger_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    request = RequestInfo(
+        request_id=f"cli-{uuid.uuid4().hex}", rpc="create-admin-token", source="local"
+    )
+    try:
+        with Ledger.open_sqlite(path) as ledger:
+            issued = _issue_admin_token(ledger, requester_id, name, organisation, request)
+    except (ledger_errors.LedgerError, ValueError) as exc:
+        typer.echo(f"dpgate-server: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"admin token {issued.info.token_id} for requester {requester_id} on {path}"
+        " (shown once; only its hash is kept):",
+        err=True,
+    )
+    typer.echo(issued.token)
+
+
+def _issue_admin_token(
+    ledger: Ledger, requester_id: str, name: str, organisation: str, request: RequestInfo
+) -> IssuedToken:
+    admin = ledger.admin
+    existing = {r.requester_id: r for r in admin.list_requesters()}.get(requester_id)
+    if existing is None:
+        admin.create_requester(
+            requester_id,
+            name=name,
+            organisation=organisation,
+            agreement="server operator (create-admin-token)",
+            request=request,
+        )
+    elif not existing.enabled:
+        raise ValueError(f"requester {requester_id!r} is disabled; choose another --requester-id")
+    return admin.issue_token(requester_id, Role.ADMIN, request=request)
+
+
+def _settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"dpgate-server: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _prepare_demo_data(settings: Settings) -> None:
+    from dpgate_server.synthetic.generator import ensure_demo_dataset  # noqa: PLC0415 - heavy import
+
+    version = ensure_demo_dataset(
+        settings.storage.data_dir,
+        settings.storage.key_file,
+        practices=settings.demo.practices,
+        seed=settings.demo.seed,
+    )
+    _log.info("dataset %s version %s is current", version.dataset_id, version.version)
+
+
+def _announce(running: RunningServer, settings: Settings) -> None:
+    security = "TLS" if running.tls else "plaintext, loopback only: no TLS configured"
+    print(f"dpgate server listening on {running.address} ({security})", flush=True)
+    print(f"  data:   {settings.storage.data_dir}", flush=True)
+    print(f"  ledger: {settings.storage.ledger_path}", flush=True)
+    for line in running.sidecars.describe():
+        print(f"  {line}", flush=True)
+
+
+def _announce_demo_accounts(running: RunningServer) -> None:
+    store = DatasetStore(running.store_root)
+    for dataset_id in store.dataset_ids():
+        version = store.current(dataset_id)
+        codes = version.metadata.column("practice_code")
+        practice = str(codes.values[0]) if codes is not None and codes.values else ""
+        accounts = bootstrap_demo(running.ledger, dataset_id, practice)
+        if accounts is None:
+            print(
+                "  demo tokens were printed at the first start (only their hashes are kept);"
+                " delete the ledger file to start the demo afresh",
+                flush=True,
+            )
+            return
+        print("\n  demo tokens (shown once; the server keeps only their hashes):", flush=True)
+        for role, token in accounts.tokens.items():
+            print(f"    {role:9s} {token}", flush=True)
+        print(
+            f"\n  the analyst may spend epsilon {accounts.allocation} on {dataset_id}."
+            " Paste this in another terminal, in this folder:\n",
+            flush=True,
+        )
+        print(
+            ".tools/bin/uv run python - <<'PY'\n"
+            "from dpgate import Client, count\n"
+            f"with Client('{running.address}', token='{accounts.tokens['analyst']}') as c:\n"
+            f"    r = c.query(count('{dataset_id}').where(status='DNA').by('month').epsilon(0.5))\n"
+            "    print(r.frame, r.charged, r.remaining)\n"
+            "PY\n",
+            flush=True,
+        )
+        print("  or, with the command line (a repeat of the same query is free):\n", flush=True)
+        print(
+            f"DPGATE_TARGET={running.address} DPGATE_TOKEN={accounts.tokens['analyst']} \\\n"
+            f"  .tools/bin/uv run dpgate query {dataset_id} --count --where status=DNA"
+            " --by month --epsilon 0.5\n",
+            flush=True,
+        )
+        return
+
+
+def _wait_for_signal(running: RunningServer, grace_seconds: float) -> None:
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        _log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stop.wait()
+    running.stop(grace_seconds)
+    print("dpgate server stopped", flush=True)
