@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from dpgate_server.ledger import Ledger, RequestInfo
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 OPERATOR = RequestInfo(request_id="bench", rpc="Bench")
 BIG = 10**15

@@ -33,7 +33,7 @@ from dpgate_server.observability.metrics import (
 from dpgate_server.observability.timed_storage import TimedStorage
 from dpgate_server.signed_heads import HeadPublisher, SigningKeyError, load_or_create_signing_key
 from dpgate_server.spend import units_to_decimal
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 from dpgate_server.web.app import WebOptions, build_app
 from dpgate_server.web.listener import WebListener
 from dpgate_server.web.public_data import PublicData

@@ -26,7 +26,7 @@ from dpgate_server.ledger.model import (
     Role,
     SpendingLine,
 )
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 ROLE_FROM_PROTO = {
     admin_pb2.ROLE_ANALYST: Role.ANALYST,

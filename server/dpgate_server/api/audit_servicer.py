@@ -22,7 +22,7 @@ from dpgate_server.api.errors import BadRequestError, audited
 from dpgate_server.api.signed_head_convert import signed_head_from_proto, signed_head_to_proto
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.signed_heads import HeadPublisher
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 EVENTS_PER_MESSAGE = 500
 REPORT_BYTES_PER_MESSAGE = 64 * 1024

@@ -12,14 +12,9 @@ from dpgate_server.api.errors import BadRequestError
 from dpgate_server.ledger.model import Budget
 from dpgate_server.queries.engine import Preview
 from dpgate_server.queries.model import Aggregate, Filter, Query, Spend
-from dpgate_server.store.metadata import (
-    Accounting,
-    ColumnKind,
-    ColumnSpec,
-    KeyValue,
-    Visibility,
-)
+from dpgate_server.store.metadata import ColumnKind, ColumnSpec, KeyValue, Visibility
 from dpgate_server.store.store import DatasetVersion
+from dpgate_server.vocabulary.accounting import Accounting
 
 DEFAULT_CONFIDENCE_LEVEL = 0.95
 

@@ -37,13 +37,13 @@ from dpgate_server.governance.errors import (
 )
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.store.pseudonym import patient_keys
-from dpgate_server.synthetic.appointment_model import (
+from dpgate_server.vocabulary.appointment_categories import (
+    AGE_BANDS,
     DURATION_BANDS,
     DURATION_LIMITS,
     LEAD_TIME_BANDS,
     LEAD_TIME_LIMITS,
 )
-from dpgate_server.synthetic.population import AGE_BANDS
 
 STAGED_COLUMNS: dict[str, pl.DataType] = {
     "patient_key": pl.Int64(),

@@ -48,7 +48,7 @@ from dpgate_server.ledger.model import (
 )
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 from dpgate_server.ledger.tokens import hash_token, mint_token, mint_token_id
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 
 class LedgerAdmin:

@@ -24,7 +24,7 @@ from dpgate_server.ledger._time import format_time
 from dpgate_server.ledger.model import ChainHead, Outcome
 from dpgate_server.ledger.storage import StorageTransaction
 from dpgate_server.spend import units_to_decimal
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 CSV_COLUMNS = (
     "record",

@@ -28,7 +28,7 @@ from fractions import Fraction
 from dpgate_server.queries.errors import CostMismatchError
 from dpgate_server.queries.model import Mechanism
 from dpgate_server.spend import UNITS_PER_WHOLE, to_units_ceil
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 logger = logging.getLogger(__name__)
 

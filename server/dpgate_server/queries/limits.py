@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from dpgate_server.spend import to_units_floor
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 
 @dataclass(frozen=True, slots=True)

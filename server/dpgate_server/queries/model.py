@@ -22,7 +22,8 @@ from enum import StrEnum
 from typing import Any
 
 from dpgate_server.queries.errors import ReleaseFormatError
-from dpgate_server.store.metadata import Accounting, KeyValue
+from dpgate_server.store.metadata import KeyValue
+from dpgate_server.vocabulary.accounting import Accounting
 
 CANONICAL_FORMAT = 1
 """Bumped if the canonical JSON ever changes shape (old keys then never collide)."""

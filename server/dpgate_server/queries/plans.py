@@ -24,7 +24,8 @@ from dpgate_server.queries.bounding import Bounding
 from dpgate_server.queries.expressions import conjunction
 from dpgate_server.queries.model import AggregateFunction, BoundingMethod
 from dpgate_server.queries.validation import ValidatedQuery
-from dpgate_server.store.metadata import Accounting, DatasetMetadata
+from dpgate_server.store.metadata import DatasetMetadata
+from dpgate_server.vocabulary.accounting import Accounting
 
 dp.enable_features("contrib")
 

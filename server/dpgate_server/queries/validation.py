@@ -30,13 +30,13 @@ from dpgate_server.queries.model import (
 )
 from dpgate_server.spend import UNITS_PER_WHOLE
 from dpgate_server.store.metadata import (
-    Accounting,
     ColumnKind,
     ColumnSpec,
     DatasetMetadata,
     KeyValue,
     Visibility,
 )
+from dpgate_server.vocabulary.accounting import Accounting
 
 _UNIT_DIGITS = len(str(UNITS_PER_WHOLE)) - 1
 """Decimal places of one ledger unit (9: nano-epsilon)."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from dpgate_server.vocabulary.accounting import Accounting
+
 KeyValue = str | int | dt.date
 """A value a public column may take: a category label, a small integer or a date."""
 
@@ -30,15 +32,6 @@ class Visibility(StrEnum):
 
     PUBLIC = "public"
     PRIVATE = "private"
-
-
-class Accounting(StrEnum):
-    """How a dataset's privacy loss is measured and composed."""
-
-    PURE_DP = "pure_dp"
-    """epsilon-DP with (integer) Laplace noise."""
-    ZCDP = "zcdp"
-    """rho-zero-concentrated DP with (integer) Gaussian noise."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,13 @@ import numpy as np
 import polars as pl
 
 from dpgate_server.store.store import DatasetVersion
-from dpgate_server.synthetic.england_calendar import window_calendar
 from dpgate_server.synthetic.population import (
     PracticeTable,
     draw_patients,
     england_practices,
     select_practices,
 )
+from dpgate_server.vocabulary.england_calendar import window_calendar
 
 _SAME_OR_NEXT_DAY = ("Same Day", "1 Day")
 _WITHIN_SEVEN_DAYS = ("Same Day", "1 Day", "2 to 7 Days")

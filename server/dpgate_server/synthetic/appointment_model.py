@@ -22,65 +22,16 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from dpgate_server.synthetic.england_calendar import window_calendar
-from dpgate_server.synthetic.population import AGE_BANDS, AGE_SEX_SHARES, opt_out_probability
+from dpgate_server.synthetic.population import AGE_SEX_SHARES, opt_out_probability
+from dpgate_server.vocabulary.appointment_categories import (
+    AGE_BANDS,
+    MODES,
+    NATIONAL_CATEGORIES,
+    SERVICE_SETTINGS,
+)
+from dpgate_server.vocabulary.england_calendar import window_calendar
 
 Matrix = npt.NDArray[np.float64]
-
-MODES: tuple[str, ...] = (
-    "Face-to-Face",
-    "Telephone",
-    "Video Conference/Online",
-    "Home Visit",
-    "Unknown",
-)
-STATUSES: tuple[str, ...] = ("Attended", "DNA", "Unknown")
-HCP_TYPES: tuple[str, ...] = ("GP", "Other Practice staff", "Unknown")
-SERVICE_SETTINGS: tuple[str, ...] = (
-    "General Practice",
-    "Primary Care Network",
-    "Extended Access Provision",
-    "Other",
-    "Unmapped",
-)
-DURATION_BANDS: tuple[str, ...] = (
-    "1-5 Minutes",
-    "6-10 Minutes",
-    "11-15 Minutes",
-    "16-20 Minutes",
-    "21-30 Minutes",
-    "31-60 Minutes",
-    "Unknown / Data Quality",
-)
-DURATION_LIMITS: tuple[tuple[int, int], ...] = (
-    (1, 5),
-    (6, 10),
-    (11, 15),
-    (16, 20),
-    (21, 30),
-    (31, 60),
-)
-LEAD_TIME_BANDS: tuple[str, ...] = (
-    "Same Day",
-    "1 Day",
-    "2 to 7 Days",
-    "8 to 14 Days",
-    "15 to 21 Days",
-    "22 to 28 Days",
-    "More than 28 Days",
-    "Unknown / Data Quality",
-)
-LEAD_TIME_LIMITS: tuple[tuple[int, int], ...] = (
-    (0, 0),
-    (1, 1),
-    (2, 7),
-    (8, 14),
-    (15, 21),
-    (22, 28),
-    (29, 90),
-)
-MAX_LEAD_TIME_DAYS = 90
-"""Booking horizon of the model (and the public clamp range of lead_time_days)."""
 
 # National category: (exact label, % of all appointments Dec 2024 - Nov 2025, age leaning,
 # mode leaning (F2F, Tel, Video, Home, Unknown), HCP leaning (GP, Other, Unknown),
@@ -206,7 +157,8 @@ _CATEGORIES: tuple[
         _BOOKED_AHEAD,
     ),
 )
-NATIONAL_CATEGORIES: tuple[str, ...] = tuple(c[0] for c in _CATEGORIES)
+if tuple(c[0] for c in _CATEGORIES) != NATIONAL_CATEGORIES:
+    raise RuntimeError("the model's category table must follow the published NATIONAL_CATEGORIES")
 PLANNED_CLINICAL_PROCEDURE = NATIONAL_CATEGORIES.index("Planned Clinical Procedure")
 
 _MODE_SHARES = np.array([63.77, 24.67, 7.86, 1.17, 2.52]) / 100

@@ -17,22 +17,24 @@ from dpgate_server.store.bounding import truncation_mask
 from dpgate_server.synthetic.appointment_model import (
     APPOINTMENT_DISPERSION,
     DNA_BASE,
-    DURATION_LIMITS,
     EXTENDED_ACCESS,
     HOUR_PROFILE_EXTENDED_ACCESS,
     HOUR_PROFILE_WEEKDAY,
     HOUR_PROFILE_WEEKEND,
-    LEAD_TIME_LIMITS,
-    MAX_LEAD_TIME_DAYS,
-    NATIONAL_CATEGORIES,
     PLANNED_CLINICAL_PROCEDURE,
     PRACTICE_DNA_SD,
     PRACTICE_UNKNOWN_SD,
     UNKNOWN_STATUS_BASE,
     AppointmentModel,
 )
-from dpgate_server.synthetic.england_calendar import window_calendar
 from dpgate_server.synthetic.population import PracticePatients
+from dpgate_server.vocabulary.appointment_categories import (
+    DURATION_LIMITS,
+    LEAD_TIME_LIMITS,
+    MAX_LEAD_TIME_DAYS,
+    NATIONAL_CATEGORIES,
+)
+from dpgate_server.vocabulary.england_calendar import window_calendar
 
 _APPOINTMENTS_STREAM = 1
 _UNKNOWN_DURATION_BAND = len(DURATION_LIMITS)

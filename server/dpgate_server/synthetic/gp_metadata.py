@@ -8,14 +8,16 @@ different seeds over the same practices produce byte-identical metadata.
 from __future__ import annotations
 
 from dpgate_server.store.metadata import (
-    Accounting,
     ColumnKind,
     ColumnSpec,
     DatasetMetadata,
     KeyValue,
     Visibility,
 )
-from dpgate_server.synthetic.appointment_model import (
+from dpgate_server.synthetic.population import PracticeTable
+from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.appointment_categories import (
+    AGE_BANDS,
     DURATION_BANDS,
     HCP_TYPES,
     LEAD_TIME_BANDS,
@@ -23,15 +25,15 @@ from dpgate_server.synthetic.appointment_model import (
     MODES,
     NATIONAL_CATEGORIES,
     SERVICE_SETTINGS,
+    SEXES,
     STATUSES,
 )
-from dpgate_server.synthetic.england_calendar import (
+from dpgate_server.vocabulary.england_calendar import (
     WEEKDAY_LABELS,
     WINDOW_END,
     WINDOW_START,
     window_calendar,
 )
-from dpgate_server.synthetic.population import AGE_BANDS, SEXES, PracticeTable
 
 DATASET_ID = "gp_appointments"
 MAX_CONTRIBUTIONS = 24

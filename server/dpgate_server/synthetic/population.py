@@ -23,23 +23,10 @@ import polars as pl
 
 from dpgate_server.store.pseudonym import reserved_test_numbers, synthetic_identity
 from dpgate_server.synthetic.england_geography import SUB_ICB_LOCATIONS
+from dpgate_server.vocabulary.appointment_categories import AGE_BANDS
 
 POPULATION_SEED = 20251101
 """Seed of the public practice table (list sizes, PCNs): part of the model, not of a run."""
-
-AGE_BANDS: tuple[str, ...] = (
-    "0-4",
-    "5-14",
-    "15-24",
-    "25-34",
-    "35-44",
-    "45-54",
-    "55-64",
-    "65-74",
-    "75-84",
-    "85+",
-)
-SEXES: tuple[str, ...] = ("Female", "Male")
 
 _FEMALE_PERCENT = (2.21, 5.47, 5.96, 7.04, 7.13, 6.06, 6.26, 4.82, 3.64, 1.50)
 _MALE_PERCENT = (2.33, 5.75, 6.14, 7.15, 7.31, 6.32, 6.28, 4.56, 3.09, 0.95)

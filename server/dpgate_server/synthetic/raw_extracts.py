@@ -39,23 +39,19 @@ import numpy.typing as npt
 import polars as pl
 
 from dpgate_server.governance import extract_format as fmt
-from dpgate_server.synthetic.appointment_model import (
+from dpgate_server.synthetic.appointment_model import appointment_model
+from dpgate_server.synthetic.appointments import PracticeAppointments, draw_appointments
+from dpgate_server.synthetic.population import PracticeTable, draw_patients, select_practices
+from dpgate_server.vocabulary.appointment_categories import (
+    AGE_BANDS,
     HCP_TYPES,
     MODES,
     NATIONAL_CATEGORIES,
     SERVICE_SETTINGS,
-    STATUSES,
-    appointment_model,
-)
-from dpgate_server.synthetic.appointments import PracticeAppointments, draw_appointments
-from dpgate_server.synthetic.england_calendar import WINDOW_START, window_calendar
-from dpgate_server.synthetic.population import (
-    AGE_BANDS,
     SEXES,
-    PracticeTable,
-    draw_patients,
-    select_practices,
+    STATUSES,
 )
+from dpgate_server.vocabulary.england_calendar import WINDOW_START, window_calendar
 
 NATIONAL_OPT_OUT_FILE = "national_opt_out.csv"
 TYPE1_OPT_OUT_FILE = "type1_opt_out.csv"

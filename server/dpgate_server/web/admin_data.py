@@ -15,7 +15,7 @@ from decimal import Decimal
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome
 from dpgate_server.spend import units_to_decimal
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 from dpgate_server.web.charts import Point, Series
 from dpgate_server.web.public_data import amount_text
 

@@ -10,8 +10,8 @@ import pytest
 
 from dpgate_server import commands as server_cli
 from dpgate_server.ledger.ledger import Ledger
-from dpgate_server.store.metadata import Accounting
 from dpgate_server.store.store import DatasetVersion
+from dpgate_server.vocabulary.accounting import Accounting
 from tests.integration.cli.helpers import SETUP, CliService, dpgate
 
 

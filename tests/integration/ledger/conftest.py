@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dpgate_server.ledger import Ledger, RequestInfo
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 WORKER = Path(__file__).with_name("ledger_worker.py")
 

@@ -17,7 +17,7 @@ from dpgate_server.api.admin_convert import (
 )
 from dpgate_server.api.admin_servicer import new_requester_id
 from dpgate_server.api.errors import BadRequestError
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 
 def test_rfc3339_time_with_offset_is_read_as_utc() -> None:

@@ -8,7 +8,7 @@ from dpgate_server.demo_bootstrap import DEMO_ALLOCATION, bootstrap_demo
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 
 def open_ledger(tmp_path: Path) -> Ledger:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dpgate_server.ledger import DebitResult, Ledger, Principal, RequestInfo, Role
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 
 class FakeClock:

@@ -14,7 +14,7 @@ from dpgate_server.ledger import (
     Role,
     SelfGrantForbidden,
 )
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 
 def test_top_up_adds_to_the_grant(setup):

@@ -21,7 +21,7 @@ from dpgate_server.ledger import (
     Ledger,
     RequestInfo,
 )
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 REQUESTERS = ("r0", "r1", "r2")
 DATASET = "d"

@@ -15,7 +15,7 @@ from dpgate_server.ledger import (
     ReleaseKeyConflict,
     RequesterDisabled,
 )
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 
 def test_debit_charges_the_allocation_and_the_cap(setup):

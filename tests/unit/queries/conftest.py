@@ -18,14 +18,9 @@ import pytest
 
 from dpgate_server.queries import QueryLimits
 from dpgate_server.store.bounding import verify_bound
-from dpgate_server.store.metadata import (
-    Accounting,
-    ColumnKind,
-    ColumnSpec,
-    DatasetMetadata,
-    Visibility,
-)
+from dpgate_server.store.metadata import ColumnKind, ColumnSpec, DatasetMetadata, Visibility
 from dpgate_server.store.store import ContributionBound, DatasetStore, DatasetVersion
+from dpgate_server.vocabulary.accounting import Accounting
 
 TINY_K = 4
 PRACTICES = tuple(f"P{i:03d}" for i in range(60))

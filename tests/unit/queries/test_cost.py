@@ -21,8 +21,8 @@ from dpgate_server.queries import (
 from dpgate_server.queries.cost import calibrate, cost_units, cross_check, exact_cost
 from dpgate_server.queries.engine import build_measurement
 from dpgate_server.spend import to_units_ceil
-from dpgate_server.store.metadata import Accounting
 from dpgate_server.store.store import DatasetVersion
+from dpgate_server.vocabulary.accounting import Accounting
 from tests.unit.queries.conftest import TinyVersions
 
 PURE, ZCDP = Accounting.PURE_DP, Accounting.ZCDP

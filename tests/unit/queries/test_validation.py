@@ -22,7 +22,7 @@ from dpgate_server.queries import (
     prepare,
 )
 from dpgate_server.queries.validation import validate
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 from tests.unit.queries.conftest import DAYS, MODES, PRACTICES, TinyVersions, tiny_metadata
 
 LIMITS = QueryLimits(max_cells=1_000, max_filters=3, max_in_values=5, max_epsilon=Decimal(2))

@@ -21,8 +21,8 @@ from dpgate_server.synthetic.agp_checklist import (
     RowFigures,
     VolumeFigures,
 )
-from dpgate_server.synthetic.appointment_model import NATIONAL_CATEGORIES
 from dpgate_server.synthetic.generator import generate_dataset
+from dpgate_server.vocabulary.appointment_categories import NATIONAL_CATEGORIES
 
 # One function per checklist line; each returns its failures, so the test-scale tests assert
 # one line each and the demo-scale test reports every line that is off at once.

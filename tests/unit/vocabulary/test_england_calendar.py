@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dpgate_server.synthetic.england_calendar import iso_week_label, window_calendar
+from dpgate_server.vocabulary.england_calendar import iso_week_label, window_calendar
 
 # Working days per month in AGP Table 1a, Dec 2024 .. Nov 2025 (AGP_REFERENCE.md section 1).
 AGP_WORKING_DAYS = [20, 22, 20, 21, 20, 20, 21, 23, 20, 22, 23, 20]
