@@ -2,7 +2,8 @@
 
 Only the ledger spends. It never imports grpc nor the query engine: a release is an opaque
 payload stored under the engine's canonical key, and amounts are integers of ledger units
-(`dpgate_server.spend`). Start with `Ledger.open_sqlite(path)`; errors are in
+(`dpgate_server.spend`). Start with `Ledger.open_sqlite(path)` or
+`Ledger.open_postgres(url)`; errors are in
 `dpgate_server.ledger.errors`.
 """
 
@@ -21,6 +22,7 @@ from dpgate_server.ledger.errors import (
     LedgerBusy,
     LedgerError,
     LedgerSchemaError,
+    LedgerUnavailable,
     MissingReason,
     NotFound,
     ReleaseKeyConflict,
@@ -53,6 +55,7 @@ from dpgate_server.ledger.model import (
     SpendingReport,
     TokenInfo,
 )
+from dpgate_server.ledger.postgres import PostgresStorage
 from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 from dpgate_server.ledger.transparency import TransparencyReport
@@ -83,9 +86,11 @@ __all__ = [
     "LedgerError",
     "LedgerSchemaError",
     "LedgerStorage",
+    "LedgerUnavailable",
     "MissingReason",
     "NotFound",
     "Outcome",
+    "PostgresStorage",
     "Principal",
     "Reconciliation",
     "Release",

@@ -1,8 +1,8 @@
 """Every error the ledger raises, in one tree.
 
 The API layer maps these to gRPC status codes in one table; nothing else in the ledger
-raises bare exceptions on purpose (a `sqlite3` error that escapes is a bug or a broken disk,
-and maps to INTERNAL).
+raises bare exceptions on purpose (a `sqlite3` or `psycopg` error that escapes is a bug or a
+broken disk, and maps to INTERNAL).
 
 Each error, and the gRPC status (and ErrorInfo reason) the API should map it to:
 
@@ -19,6 +19,7 @@ Each error, and the gRPC status (and ErrorInfo reason) the API should map it to:
 | `NotFound` and its subclasses (requester, dataset, allocation, release, token) | NOT_FOUND |
 | `AlreadyExists` | ALREADY_EXISTS |
 | `LedgerBusy` | UNAVAILABLE / OVERLOADED (retry later) |
+| `LedgerUnavailable` | UNAVAILABLE / LEDGER_UNAVAILABLE (retry later; nothing was charged) |
 | `ReleaseKeyConflict` | INTERNAL (the engine's release keys are wrong) |
 | `LedgerSchemaError` | the server refuses to start |
 
@@ -119,6 +120,15 @@ class ReleaseKeyConflict(LedgerError):
 
 class LedgerBusy(LedgerError):
     """The store stayed locked by other writers for longer than the busy timeout."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger's database cannot be reached (down, restarting, network): retry later.
+
+    The transaction that failed was rolled back, so nothing it would have written (a
+    charge, a release, an audit event) exists; a debit whose COMMIT was lost in flight
+    may have committed, which is why clients retry with the same idempotency key.
+    """
 
 
 class LedgerSchemaError(LedgerError):

@@ -57,6 +57,8 @@ from dpgate_server.ledger.model import (
     Release,
     RequestInfo,
 )
+from dpgate_server.ledger.postgres import PostgresStorage
+from dpgate_server.ledger.postgres_connections import is_postgres_url
 from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import IdempotencyRecord, LedgerStorage, StorageTransaction
 from dpgate_server.ledger.tokens import TOKEN_PREFIX, hash_token, token_matches
@@ -71,7 +73,8 @@ MAX_TOKEN_LENGTH = 256
 class Ledger:
     """Budgets, releases and the audit chain over one `LedgerStorage`.
 
-    Safe to share between threads; several processes may open the same SQLite file.
+    Safe to share between threads; several processes may open the same SQLite file or
+    PostgreSQL database.
 
     Example:
         >>> import tempfile, pathlib
@@ -107,6 +110,55 @@ class Ledger:
         """Open (creating and migrating if needed) the SQLite ledger at `path`."""
         storage = SqliteStorage(path, busy_timeout_s=busy_timeout_s)
         return cls(storage, clock=clock, unauthenticated_policy=unauthenticated_policy)
+
+    @classmethod
+    def open_postgres(
+        cls,
+        url: str,
+        *,
+        clock: Clock = utc_now,
+        busy_timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+        max_connections: int = 16,
+        unauthenticated_policy: UnauthenticatedPolicy | None = None,
+    ) -> Ledger:
+        """Open (migrating if needed) the PostgreSQL ledger at `url` (postgresql://...).
+
+        Raises:
+            LedgerUnavailable: the database cannot be reached.
+            LedgerSchemaError: the database was migrated by a newer dpgate.
+        """
+        storage = PostgresStorage(
+            url,
+            busy_timeout_s=busy_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
+        )
+        return cls(storage, clock=clock, unauthenticated_policy=unauthenticated_policy)
+
+    @classmethod
+    def open(
+        cls,
+        location: Path | str,
+        *,
+        clock: Clock = utc_now,
+        busy_timeout_s: float = 30.0,
+        unauthenticated_policy: UnauthenticatedPolicy | None = None,
+    ) -> Ledger:
+        """Open a PostgreSQL ledger if `location` is a postgresql:// URL, else an SQLite file."""
+        if isinstance(location, str) and is_postgres_url(location):
+            return cls.open_postgres(
+                location,
+                clock=clock,
+                busy_timeout_s=busy_timeout_s,
+                unauthenticated_policy=unauthenticated_policy,
+            )
+        return cls.open_sqlite(
+            location,
+            clock=clock,
+            busy_timeout_s=busy_timeout_s,
+            unauthenticated_policy=unauthenticated_policy,
+        )
 
     def close(self) -> None:
         """Close the storage."""

@@ -225,7 +225,9 @@ def _migrate(connection: sqlite3.Connection) -> None:
         current = _schema_version(connection)
         if current > known:
             raise LedgerSchemaError(
-                f"the ledger has schema version {current}, this dpgate knows up to {known}"
+                f"the ledger has schema version {current}, but this dpgate knows versions up"
+                f" to {known}: a newer dpgate has migrated it; run that version (or newer)"
+                " instead"
             )
         for version, description, statements in MIGRATIONS:
             if version <= current:
@@ -237,6 +239,11 @@ def _migrate(connection: sqlite3.Connection) -> None:
                 (version, description, format_time(utc_now())),
             )
         connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        _rollback(connection)
+        if isinstance(error, sqlite3.OperationalError) and _is_busy(error):
+            raise LedgerBusy(f"the ledger stayed locked while migrating: {error}") from error
+        raise LedgerSchemaError(f"migrating the ledger failed: {error}") from error
     except BaseException:
         _rollback(connection)
         raise

@@ -1,4 +1,8 @@
-"""Fixtures for ledger integration tests: a real SQLite file and the worker script."""
+"""Fixtures for ledger integration tests: a real ledger store and the worker script.
+
+Each test runs on SQLite (a file) and on PostgreSQL (a database in the session's throwaway
+cluster): `make_ledger_file` returns the store's location, a path or a URL.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +37,15 @@ def worker_command():
 
 
 @pytest.fixture
-def make_ledger_file(tmp_path):
-    """Create a ledger with requester "spender" holding `grant` on dataset "d" capped at `cap`."""
+def make_ledger_file(ledger_store):
+    """Create a ledger with requester "spender" holding `grant` on dataset "d" capped at `cap`.
 
-    def make(cap: int, grant: int) -> Path:
-        path = tmp_path / "ledger.db"
+    Returns where it is (what `Ledger.open` and the worker take).
+    """
+
+    def make(cap: int, grant: int) -> str:
         operator = RequestInfo(request_id="setup", rpc="Setup")
-        with Ledger.open_sqlite(path) as ledger:
+        with Ledger.open(ledger_store.location) as ledger:
             ledger.admin.create_dataset(
                 "d", accounting=Accounting.PURE_DP, cap_units=cap, reason="t", request=operator
             )
@@ -49,6 +55,6 @@ def make_ledger_file(tmp_path):
                 )
             ledger.admin.grant_allocation("spender", "d", grant, request=operator)
             ledger.admin.grant_allocation("other", "d", grant, request=operator)
-        return path
+        return ledger_store.location
 
     return make

@@ -1,10 +1,12 @@
-"""A separate process that spends from a ledger file (run as a script by the tests).
+"""A separate process that spends from a ledger (run as a script by the tests).
+
+LOCATION is an SQLite file's path or a postgresql:// URL.
 
 Modes:
-  race PATH START_AT SEED   debit random costs until refused with nothing left; print one
+  race LOCATION START_AT SEED   debit random costs until refused with nothing left; print one
                             JSON line per success and per refusal, exit 0 (1 on any
                             other error).
-  crash PATH SEED           print "ready", then debit (and audit, and top up) forever,
+  crash LOCATION SEED       print "ready", then debit (and audit, and top up) forever,
                             printing each release id after its debit returned; the test
                             SIGKILLs it.
 
@@ -39,9 +41,9 @@ def _debit(ledger: Ledger, cost: int) -> str:
     return result.release.release_id
 
 
-def race(path: str, start_at: float, seed: int) -> int:
+def race(location: str, start_at: float, seed: int) -> int:
     rng = random.Random(seed)
-    with Ledger.open_sqlite(path) as ledger:
+    with Ledger.open(location) as ledger:
         time.sleep(max(0.0, start_at - time.time()))
         while True:
             cost = rng.randint(1, 40)
@@ -58,9 +60,9 @@ def race(path: str, start_at: float, seed: int) -> int:
             print(json.dumps({"release_id": release_id, "cost": cost}))
 
 
-def crash(path: str, seed: int) -> int:
+def crash(location: str, seed: int) -> int:
     rng = random.Random(seed)
-    with Ledger.open_sqlite(path) as ledger:
+    with Ledger.open(location) as ledger:
         print("ready", flush=True)
         while True:
             roll = rng.random()

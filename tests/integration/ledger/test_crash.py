@@ -46,7 +46,7 @@ def test_sigkill_at_random_moments_never_breaks_the_ledger(
         out, _ = process.communicate(timeout=30)
         acknowledged.update(line for line in out.splitlines() if line.startswith("rel_"))
 
-        with Ledger.open_sqlite(path) as ledger:
+        with Ledger.open(path) as ledger:
             reconciliation = ledger.reconcile()
             assert reconciliation.ok, reconciliation.problems
             verification = ledger.verify()

@@ -1,4 +1,5 @@
-"""Concurrent debits on a real SQLite file, from threads and processes at once."""
+"""Concurrent debits on a real ledger (SQLite file, PostgreSQL database), from threads and
+processes at once."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_threads_and_processes_never_spend_beyond_the_cap(
     successes: list[tuple[str, int]] = []
     refusals: list[tuple[int, int]] = []
     errors: list[BaseException] = []
-    with Ledger.open_sqlite(path) as ledger:
+    with Ledger.open(path) as ledger:
         barrier = threading.Barrier(threads_count)
 
         def run(seed):
@@ -94,7 +95,7 @@ def test_concurrent_identical_queries_are_charged_once(make_ledger_file):
     path = make_ledger_file(cap=10_000, grant=10_000)
     results = []
     errors: list[BaseException] = []
-    with Ledger.open_sqlite(path) as ledger:
+    with Ledger.open(path) as ledger:
         barrier = threading.Barrier(32)
 
         def run(i):
@@ -129,7 +130,7 @@ def test_concurrent_identical_queries_are_charged_once(make_ledger_file):
 def test_concurrent_retries_with_one_idempotency_key_are_charged_once(make_ledger_file):
     path = make_ledger_file(cap=10_000, grant=10_000)
     results = []
-    with Ledger.open_sqlite(path) as ledger:
+    with Ledger.open(path) as ledger:
         barrier = threading.Barrier(16)
 
         def run(i):

@@ -1,4 +1,7 @@
-"""Fixtures for the ledger's unit tests: a fresh SQLite ledger with a controllable clock.
+"""Fixtures for the ledger's unit tests: a fresh ledger with a controllable clock.
+
+Every test using `setup` runs twice: on SQLite and on PostgreSQL (`ledger_store`, in the
+root conftest).
 
 Helpers live on the `LedgerSetup` fixture value (test modules cannot import conftest
 under --import-mode=importlib).
@@ -9,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +39,8 @@ class LedgerSetup:
 
     ledger: Ledger
     clock: FakeClock
-    path: Path
+    store: Any
+    """The `LedgerStore` (root conftest): its location and raw SQL access."""
     alice: Principal
     bob: Principal
     alice_token: str
@@ -79,9 +83,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, clock: FakeClock) -> Iterator[LedgerSetup]:
-    path = tmp_path / "ledger.db"
-    ledger = Ledger.open_sqlite(path, clock=clock)
+def setup(ledger_store: Any, clock: FakeClock) -> Iterator[LedgerSetup]:
+    ledger = ledger_store.open(clock=clock)
     operator = RequestInfo(request_id="setup", rpc="Setup")
     admin = ledger.admin
     admin.create_dataset(
@@ -103,5 +106,7 @@ def setup(tmp_path: Path, clock: FakeClock) -> Iterator[LedgerSetup]:
         assert principal is not None
         principals.append(principal)
         tokens.append(issued.token)
-    yield LedgerSetup(ledger, clock, path, principals[0], principals[1], tokens[0], tokens[1])
+    yield LedgerSetup(
+        ledger, clock, ledger_store, principals[0], principals[1], tokens[0], tokens[1]
+    )
     ledger.close()

@@ -4,21 +4,25 @@ spent <= allocation and <= cap, and every balance adds up to the releases behind
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from dpgate_server.ledger import (
     AllocationBelowSpent,
     BudgetExhausted,
     CapBelowSpent,
     IdempotencyConflict,
-    Ledger,
     RequestInfo,
 )
 from dpgate_server.vocabulary.accounting import Accounting
@@ -34,13 +38,16 @@ idempotency_keys = st.none() | st.sampled_from(["i0", "i1", "i2"])
 
 
 class BudgetMachine(RuleBasedStateMachine):
-    """Drives a real SQLite ledger and a plain-integer model side by side."""
+    """Drives a real ledger (SQLite or PostgreSQL) and a plain-integer model side by side."""
+
+    new_store: Callable[[], Any]
+    """Makes a fresh `LedgerStore` (set per backend by the test below)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.folder = Path(tempfile.mkdtemp(prefix="ledger-prop-"))
         self.now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-        self.ledger = Ledger.open_sqlite(self.folder / "l.db", clock=lambda: self.now)
+        self.store = self.new_store()
+        self.ledger = self.store.open(clock=lambda: self.now)
         self.cap = 1_000
         self.ledger.admin.create_dataset(
             DATASET, accounting=Accounting.PURE_DP, cap_units=self.cap, reason="t", request=OPERATOR
@@ -57,7 +64,7 @@ class BudgetMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.ledger.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.store.done()
 
     def remaining(self, requester: str) -> int:
         if requester not in self.granted or requester in self.expired:
@@ -167,10 +174,18 @@ class BudgetMachine(RuleBasedStateMachine):
         assert len(releases) == len(self.released)
 
 
-BudgetMachine.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-test_any_sequence_keeps_spent_within_allocation_and_cap = BudgetMachine.TestCase
+def test_any_sequence_keeps_spent_within_allocation_and_cap(ledger_store_factory):
+    machine = type(
+        "BudgetMachineOnBackend",
+        (BudgetMachine,),
+        {"new_store": staticmethod(ledger_store_factory)},
+    )
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )

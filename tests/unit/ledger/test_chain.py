@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 
 import pytest
 
-from dpgate_server.ledger import ChainHead, Ledger, Outcome, RequestInfo
+from dpgate_server.ledger import ChainHead, Outcome, RequestInfo
 from dpgate_server.ledger.chain import GENESIS_HASH, event_hash
 
 EVENTS = 10
@@ -28,8 +27,7 @@ def chain(setup):
 
 
 def _sql(setup, statement, *parameters):
-    with sqlite3.connect(setup.path) as db:
-        db.execute(statement, parameters)
+    setup.store.execute(statement, *parameters)
 
 
 def _rehash_from(setup, first_seq):
@@ -78,16 +76,15 @@ def test_deleted_event_is_named(chain, seq):
 
 @pytest.mark.parametrize("seq", range(1, EVENTS))
 def test_reordered_events_are_named(chain, seq):
-    with sqlite3.connect(chain.path) as db:
-        rows = {
-            s: db.execute(f"SELECT {COLUMNS} FROM audit_events WHERE seq = ?", (s,)).fetchone()
-            for s in (seq, seq + 1)
-        }
-        assignments = ", ".join(f"{c.strip()} = ?" for c in COLUMNS.split(","))
-        for target, source in ((seq, seq + 1), (seq + 1, seq)):
-            db.execute(
-                f"UPDATE audit_events SET {assignments} WHERE seq = ?", (*rows[source], target)
-            )
+    rows = {
+        s: chain.store.fetch(f"SELECT {COLUMNS} FROM audit_events WHERE seq = ?", s)[0]
+        for s in (seq, seq + 1)
+    }
+    assignments = ", ".join(f"{c.strip()} = ?" for c in COLUMNS.split(","))
+    for target, source in ((seq, seq + 1), (seq + 1, seq)):
+        chain.store.execute(
+            f"UPDATE audit_events SET {assignments} WHERE seq = ?", *rows[source], target
+        )
     result = chain.ledger.verify()
     assert (result.ok, result.first_bad_seq) == (False, seq)
 
@@ -165,8 +162,8 @@ def test_recent_check_passes_an_untouched_chain(chain):
     assert (result.ok, result.checked, result.head) == (True, 4, chain.ledger.head())
 
 
-def test_recent_check_passes_an_empty_ledger(tmp_path):
-    with Ledger.open_sqlite(tmp_path / "empty.sqlite") as ledger:
+def test_recent_check_passes_an_empty_ledger(ledger_store):
+    with ledger_store.open() as ledger:
         assert ledger.verify_recent().ok
 
 

@@ -1,4 +1,4 @@
-"""The SQLite storage: durable settings, versioned migrations, reopening."""
+"""The storages: durable settings, versioned migrations, reopening (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,36 @@ import sqlite3
 
 import pytest
 
-from dpgate_server.ledger import Ledger, LedgerBusy, LedgerSchemaError, Outcome, SqliteStorage
-from dpgate_server.ledger.sqlite_schema import MIGRATIONS
+from dpgate_server.ledger import (
+    LedgerBusy,
+    LedgerSchemaError,
+    Outcome,
+    SqliteStorage,
+    postgres,
+    postgres_schema,
+    sqlite,
+    sqlite_schema,
+)
+
+LATEST = sqlite_schema.MIGRATIONS[-1][0]
+STORAGE_MODULES = {"sqlite": sqlite, "postgresql": postgres}
 
 
-def test_new_ledger_records_its_schema_version(tmp_path):
-    storage = SqliteStorage(tmp_path / "l.db")
-    assert storage.schema_version() == MIGRATIONS[-1][0]
-    storage.close()
+def _versions(store):
+    return [row[0] for row in store.fetch("SELECT version FROM schema_version ORDER BY 1")]
+
+
+def test_both_backends_have_the_same_migrations():
+    def outline(migrations):
+        return [(version, description) for version, description, _ in migrations]
+
+    assert outline(sqlite_schema.MIGRATIONS) == outline(postgres_schema.MIGRATIONS)
+    assert [v for v, _, _ in sqlite_schema.MIGRATIONS] == list(range(1, LATEST + 1))
+
+
+def test_new_ledger_records_its_schema_version(ledger_store):
+    ledger_store.open().close()
+    assert _versions(ledger_store) == list(range(1, LATEST + 1))
 
 
 def test_ledger_file_is_in_wal_mode(tmp_path):
@@ -25,43 +47,101 @@ def test_ledger_file_is_in_wal_mode(tmp_path):
 def test_reopening_keeps_the_data_and_applies_nothing_twice(setup):
     setup.charge(setup.alice, "k1", 5)
     setup.ledger.close()
-    with Ledger.open_sqlite(setup.path) as reopened:
+    with setup.store.open() as reopened:
         assert reopened.get_budget("alice", setup.dataset).spent_units == 5
         assert reopened.verify().ok
-    with sqlite3.connect(setup.path) as db:
-        assert db.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(MIGRATIONS)
+    assert _versions(setup.store) == list(range(1, LATEST + 1))
 
 
-def test_ledger_from_a_newer_dpgate_is_refused(tmp_path):
-    SqliteStorage(tmp_path / "l.db").close()
-    with sqlite3.connect(tmp_path / "l.db") as db:
-        db.execute("INSERT INTO schema_version VALUES (999, 'future', 'x')")
-    with pytest.raises(LedgerSchemaError):
-        SqliteStorage(tmp_path / "l.db")
+def test_ledger_from_a_newer_dpgate_is_refused(ledger_store):
+    ledger_store.open().close()
+    ledger_store.execute(
+        "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+        LATEST + 1,
+        "from the future",
+        "2030-01-01T00:00:00.000000Z",
+    )
+    with pytest.raises(LedgerSchemaError, match="a newer dpgate has migrated it") as refused:
+        ledger_store.open()
+    assert f"schema version {LATEST + 1}" in str(refused.value)
+    assert f"knows versions up to {LATEST}" in str(refused.value)
+
+
+def test_newer_code_migrates_a_ledger_with_data_once_and_older_code_then_refuses(
+    setup, monkeypatch
+):
+    setup.charge(setup.alice, "k1", 5)
+    head = setup.ledger.head()
+    setup.ledger.close()
+    module = STORAGE_MODULES[setup.store.backend]
+    extra = (
+        LATEST + 1,
+        "test: one more table",
+        (
+            "CREATE TABLE migration_marker (note TEXT NOT NULL)",
+            "INSERT INTO migration_marker (note) VALUES ('migrated')",
+        ),
+    )
+    monkeypatch.setattr(module, "MIGRATIONS", (*module.MIGRATIONS, extra))
+    for _ in range(2):  # the second open applies nothing
+        with setup.store.open(clock=setup.clock) as ledger:
+            assert ledger.get_budget("alice", setup.dataset).spent_units == 5
+            assert ledger.authenticate(setup.alice_token) == setup.alice
+            assert ledger.head() == head
+            assert ledger.verify().ok
+            assert ledger.reconcile().ok
+    assert setup.store.fetch("SELECT note FROM migration_marker") == [("migrated",)]
+    assert _versions(setup.store) == list(range(1, LATEST + 2))
+
+    monkeypatch.undo()  # the older dpgate
+    with pytest.raises(LedgerSchemaError, match="a newer dpgate has migrated it"):
+        setup.store.open()
+
+
+def test_a_failing_migration_leaves_the_ledger_as_it_was(setup, monkeypatch):
+    setup.charge(setup.alice, "k1", 5)
+    setup.ledger.close()
+    module = STORAGE_MODULES[setup.store.backend]
+    broken = (
+        LATEST + 1,
+        "test: fails half-way",
+        ("CREATE TABLE half_done (x INTEGER)", "ALTER TABLE no_such_table ADD COLUMN y TEXT"),
+    )
+    monkeypatch.setattr(module, "MIGRATIONS", (*module.MIGRATIONS, broken))
+    with pytest.raises(LedgerSchemaError, match="no_such_table"):
+        setup.store.open()
+    monkeypatch.undo()
+    assert _versions(setup.store) == list(range(1, LATEST + 1))
+    with setup.store.open() as ledger:
+        assert ledger.get_budget("alice", setup.dataset).spent_units == 5
+    with pytest.raises(setup.store.database_error):  # the half-made table is gone
+        setup.store.fetch("SELECT * FROM half_done")
 
 
 def test_database_constraints_refuse_an_overspend_even_without_the_logic(setup):
-    with sqlite3.connect(setup.path) as db, pytest.raises(sqlite3.IntegrityError):
-        db.execute("UPDATE allocations SET spent_units = granted_units + 1")
+    with pytest.raises(setup.store.integrity_error):
+        setup.store.execute("UPDATE allocations SET spent_units = granted_units + 1")
+    with pytest.raises(setup.store.integrity_error):
+        setup.store.execute("UPDATE datasets SET spent_units = cap_units + 1")
 
 
-def test_closed_storage_refuses_use(tmp_path):
-    storage = SqliteStorage(tmp_path / "l.db")
-    storage.close()
-    with pytest.raises(RuntimeError), storage.read():
-        pass
+def test_closed_storage_refuses_use(ledger_store):
+    ledger = ledger_store.open()
+    ledger.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        ledger.head()
 
 
 def test_write_lock_held_past_the_busy_timeout_raises_ledger_busy(setup):
     setup.ledger.close()
-    blocker = sqlite3.connect(setup.path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        with (
-            Ledger.open_sqlite(setup.path, busy_timeout_s=0.05) as ledger,
-            pytest.raises(LedgerBusy),
-        ):
-            ledger.record_event(setup.request(setup.alice), Outcome.INVALID)
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    with (
+        setup.store.write_lock_held(),
+        setup.store.open(busy_timeout_s=0.05) as ledger,
+        pytest.raises(LedgerBusy),
+    ):
+        ledger.record_event(setup.request(setup.alice), Outcome.INVALID)
+    with setup.store.open() as ledger:  # nothing was written, and writing works again
+        before = ledger.head().count
+        ledger.record_event(setup.request(setup.alice), Outcome.INVALID)
+        assert ledger.head().count == before + 1
+        assert ledger.verify().ok

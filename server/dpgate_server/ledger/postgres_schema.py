@@ -1,0 +1,140 @@
+"""The PostgreSQL ledger's schema: the same numbered migrations as `sqlite_schema`.
+
+Each entry has the SQLite entry's version and description (a test holds the two lists in
+step), written for PostgreSQL: BIGINT units (the same 64-bit range as SQLite's INTEGER),
+TIMESTAMPTZ times, BYTEA payloads, BOOLEAN flags, and an identity column where SQLite's
+ordering relies on its implicit rowid. The CHECK constraints repeat the money rules, so even
+a logic bug cannot commit an overspend. A migration is never edited once released.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "requesters, tokens, datasets, allocations, releases, audit chain",
+        (
+            """
+            CREATE TABLE requesters (
+                requester_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                organisation TEXT NOT NULL,
+                agreement TEXT NOT NULL,
+                enabled BOOLEAN NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE tokens (
+                token_id TEXT PRIMARY KEY,
+                token_hash TEXT NOT NULL UNIQUE,
+                requester_id TEXT NOT NULL REFERENCES requesters (requester_id),
+                role TEXT NOT NULL CHECK (role IN ('analyst', 'admin', 'auditor', 'provider')),
+                practice_codes TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                expires_at TIMESTAMPTZ,
+                revoked_at TIMESTAMPTZ
+            )
+            """,
+            "CREATE INDEX tokens_by_requester ON tokens (requester_id)",
+            """
+            CREATE TABLE datasets (
+                dataset_id TEXT PRIMARY KEY,
+                accounting TEXT NOT NULL,
+                cap_units BIGINT NOT NULL CHECK (cap_units >= 0),
+                spent_units BIGINT NOT NULL CHECK (spent_units >= 0 AND spent_units <= cap_units),
+                share_releases BOOLEAN NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE cap_changes (
+                change_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                dataset_id TEXT NOT NULL REFERENCES datasets (dataset_id),
+                cap_before_units BIGINT NOT NULL,
+                cap_after_units BIGINT NOT NULL,
+                reason TEXT NOT NULL CHECK (length(reason) > 0),
+                changed_by TEXT,
+                changed_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE allocations (
+                requester_id TEXT NOT NULL REFERENCES requesters (requester_id),
+                dataset_id TEXT NOT NULL REFERENCES datasets (dataset_id),
+                granted_units BIGINT NOT NULL CHECK (granted_units >= 0),
+                spent_units BIGINT NOT NULL
+                    CHECK (spent_units >= 0 AND spent_units <= granted_units),
+                expires_at TIMESTAMPTZ,
+                PRIMARY KEY (requester_id, dataset_id)
+            )
+            """,
+            """
+            CREATE TABLE releases (
+                release_seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+                release_id TEXT PRIMARY KEY,
+                release_key TEXT NOT NULL,
+                dataset_id TEXT NOT NULL REFERENCES datasets (dataset_id),
+                requester_id TEXT NOT NULL REFERENCES requesters (requester_id),
+                cost_units BIGINT NOT NULL CHECK (cost_units > 0),
+                payload BYTEA NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                request_id TEXT NOT NULL,
+                UNIQUE (release_key, requester_id)
+            )
+            """,
+            "CREATE INDEX releases_by_requester ON releases (requester_id, dataset_id)",
+            "CREATE INDEX releases_by_dataset ON releases (dataset_id)",
+            """
+            CREATE TABLE idempotency_keys (
+                requester_id TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                release_key TEXT NOT NULL,
+                release_id TEXT NOT NULL REFERENCES releases (release_id),
+                created_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (requester_id, idempotency_key)
+            )
+            """,
+            """
+            CREATE TABLE audit_events (
+                seq BIGINT PRIMARY KEY,
+                at TIMESTAMPTZ NOT NULL,
+                requester_id TEXT,
+                token_id TEXT,
+                role TEXT,
+                rpc TEXT NOT NULL,
+                query_text TEXT NOT NULL,
+                dataset_id TEXT,
+                cost_units BIGINT NOT NULL,
+                outcome TEXT NOT NULL,
+                release_id TEXT,
+                request_id TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                event_hash TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE audit_head (
+                singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                event_count BIGINT NOT NULL,
+                head_hash TEXT NOT NULL
+            )
+            """,
+            "INSERT INTO audit_head (singleton, event_count, head_hash) VALUES (1, 0, '"
+            + "0" * 64
+            + "')",
+            """
+            CREATE TABLE unauthenticated_pending (
+                source TEXT NOT NULL,
+                window_start TIMESTAMPTZ NOT NULL,
+                request_count BIGINT NOT NULL,
+                first_rpc TEXT NOT NULL,
+                first_request_id TEXT NOT NULL,
+                last_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (source, window_start)
+            )
+            """,
+        ),
+    ),
+)
+"""(version, description, statements), ascending."""
