@@ -24,4 +24,7 @@ ensure_ci_packages() {
     # Browser tests of the transparency page: Debian's Chromium and its driver (Selenium
     # is given these paths explicitly and never downloads a browser or driver).
     _apt_install /usr/bin/chromedriver chromium chromium-driver
+    # The ledger's tests also run on PostgreSQL: they start a throwaway cluster from these
+    # binaries (dpgate_server/ledger/local_postgres.py), never the packaged one on 5432.
+    _apt_install /usr/lib/postgresql/15/bin/initdb postgresql-15
 }
