@@ -52,7 +52,7 @@ from dpgate_server.ledger.storage import (
     PendingUnauthenticated,
     ReleaseTotal,
 )
-from dpgate_server.store.metadata import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for the chain-head lock before `LedgerBusy`."""
