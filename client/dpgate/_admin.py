@@ -9,7 +9,6 @@ from collections.abc import Iterable
 import polars as pl
 
 from dpgate._admin_convert import (
-    Amount,
     dataset_cap,
     requester,
     role_value,
@@ -22,6 +21,7 @@ from dpgate._channel import Connection
 from dpgate._convert import budget_info, dataset_info
 from dpgate._proto.dpgate.v1 import admin_pb2, admin_pb2_grpc
 from dpgate._types import BudgetInfo, DatasetInfo
+from dpgate_shared.units import Amount
 
 
 class AdminClient(Connection):

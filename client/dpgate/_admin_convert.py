@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from decimal import Decimal, InvalidOperation
 
 import polars as pl
 
 from dpgate._admin_types import AuditEvent, AuditHead, ChainVerification, DatasetCap, Requester
 from dpgate._convert import accounting_name, spend
 from dpgate._proto.dpgate.v1 import admin_pb2, audit_pb2, types_pb2
-
-NANO_UNITS = 10**9
-Amount = Decimal | float | int | str
-"""An epsilon or rho as the caller writes it: 0.5, Decimal("0.5"), "0.5" or 1."""
+from dpgate_shared.units import Amount, to_units_exact
 
 ROLES = {
     "analyst": admin_pb2.ROLE_ANALYST,
@@ -48,20 +44,7 @@ def to_nano_units(value: Amount, what: str) -> int:
         >>> to_nano_units(0.3, "epsilon")
         300000000
     """
-    if isinstance(value, bool) or not isinstance(value, Decimal | float | int | str):
-        raise TypeError(f"{what} must be a number, not {type(value).__name__}")
-    try:
-        exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"{what} must be a number, not {value!r}") from None
-    if not exact.is_finite():
-        raise ValueError(f"{what} must be finite, not {value!r}")
-    scaled = exact * NANO_UNITS
-    if scaled != scaled.to_integral_value():
-        raise ValueError(
-            f"{what} {value!r} has more than 9 decimal places; budgets count in 1e-9 units"
-        )
-    return int(scaled)
+    return to_units_exact(value, what)
 
 
 def spend_message(epsilon: Amount | None, rho: Amount | None) -> types_pb2.Spend:

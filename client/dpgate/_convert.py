@@ -18,6 +18,7 @@ from dpgate._types import (
     QueryResult,
     ReleaseInfo,
 )
+from dpgate_shared.units import units_to_decimal
 
 _ACCOUNTING = {types_pb2.ACCOUNTING_PURE_DP: "pure_dp", types_pb2.ACCOUNTING_ZCDP: "zcdp"}
 _KINDS = {
@@ -69,7 +70,7 @@ def column_info(message: types_pb2.Column) -> ColumnInfo:
 
 def spend(message: types_pb2.Spend) -> Decimal:
     """Exact epsilon or rho from nano units."""
-    return Decimal(message.nano_units) / Decimal(10**9)
+    return units_to_decimal(message.nano_units)
 
 
 def accounting_name(message: types_pb2.Spend) -> str:

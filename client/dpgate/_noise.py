@@ -27,6 +27,8 @@ import math
 from collections.abc import Callable
 from statistics import NormalDist
 
+from dpgate_shared.confidence import check_confidence_level
+
 LAPLACE = "discrete_laplace"
 GAUSSIAN = "discrete_gaussian"
 MECHANISMS = (LAPLACE, GAUSSIAN)
@@ -77,8 +79,7 @@ def coverage(mechanism: str, scale: float, half_width: int, cells: int = 1) -> f
 def half_width(mechanism: str, scale: float, confidence_level: float, cells: int = 1) -> int:
     """Smallest integer t with P(|S| <= t) >= confidence_level, S a sum of `cells` draws."""
     check_mechanism(mechanism, scale)
-    if not 0 < confidence_level < 1:
-        raise ValueError(f"the confidence level must be in (0, 1), got {confidence_level!r}")
+    confidence_level = check_confidence_level(confidence_level)
     if cells < 1:
         raise ValueError(f"a sum has at least one cell, got {cells}")
     if scale == 0:

@@ -1,10 +1,13 @@
 """A small, typed, immutable query builder: no protobuf in a planner's code.
 
+A spend is kept as the exact Decimal the planner wrote (a float by its shortest repr, so
+0.1 is Decimal("0.1")) and sent exactly, as integers of 1e-9 (`dpgate.v1.Spend`).
+
 Example:
     >>> from dpgate import count
     >>> q = count("gp_appointments").where(status="DNA").by("practice_code", "week").epsilon(0.5)
-    >>> q.group_by
-    ('practice_code', 'week')
+    >>> q.group_by, q.spend
+    (('practice_code', 'week'), Decimal('0.5'))
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from decimal import Decimal
 
 from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
 from dpgate._types import KeyValue
+from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL, check_confidence_level
+from dpgate_shared.units import SMALLEST, Amount, plain, spend_to_units, to_decimal
 
 _OPERATORS = {
     "=": query_pb2.FILTER_OPERATOR_EQ,
@@ -27,6 +32,8 @@ _OPERATORS = {
     ">=": query_pb2.FILTER_OPERATOR_GE,
     "in": query_pb2.FILTER_OPERATOR_IN,
 }
+_ACCOUNTING_OF = {"epsilon": types_pb2.ACCOUNTING_PURE_DP, "rho": types_pb2.ACCOUNTING_ZCDP}
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +50,13 @@ class QuerySpec:
     """A count or sum question; every method returns a new spec.
 
     The server checks everything (columns, values, spend); the builder only refuses what
-    could never be sent, such as an unknown operator.
+    could never be sent, such as an unknown operator, a spend that is not a number or is
+    finer than 0.000000001, or a confidence level outside (0, 1).
+
+    Attributes:
+        measure: "epsilon" or "rho" when a spend is set, else "".
+        spend: the exact spend, or None (then `target_half_width`, if any, decides it).
+        target_half_width: the interval +/- wanted on every cell, instead of a spend.
     """
 
     dataset_id: str
@@ -51,9 +64,10 @@ class QuerySpec:
     column: str = ""
     conditions: tuple[Condition, ...] = ()
     group_by: tuple[str, ...] = ()
-    spend_kind: str = ""
-    spend_value: float = 0.0
-    confidence_level: float = 0.0
+    measure: str = ""
+    spend: Decimal | None = None
+    target_half_width: float | None = None
+    confidence_level: float = DEFAULT_CONFIDENCE_LEVEL
     max_contributions: int = 0
 
     def where(
@@ -82,25 +96,40 @@ class QuerySpec:
         """Group by public key columns: every key appears in the answer."""
         return replace(self, group_by=self.group_by + columns)
 
-    def epsilon(self, value: float | Decimal) -> QuerySpec:
-        """Spend `value` epsilon (pure-DP datasets)."""
-        return replace(self, spend_kind="epsilon", spend_value=float(value))
+    def epsilon(self, value: Amount) -> QuerySpec:
+        """Spend `value` epsilon (pure-DP datasets): Decimal("0.5"), "0.5", 0.5 or 1."""
+        return self._spend("epsilon", value)
 
-    def rho(self, value: float | Decimal) -> QuerySpec:
-        """Spend `value` rho (zCDP datasets)."""
-        return replace(self, spend_kind="rho", spend_value=float(value))
+    def rho(self, value: Amount) -> QuerySpec:
+        """Spend `value` rho (zCDP datasets): Decimal("0.05"), "0.05", 0.05 or 1."""
+        return self._spend("rho", value)
 
     def accuracy(self, half_width: float) -> QuerySpec:
         """Spend the least that gives every cell an interval of +/- `half_width`."""
-        return replace(self, spend_kind="target_half_width", spend_value=float(half_width))
+        return replace(self, measure="", spend=None, target_half_width=float(half_width))
 
     def confidence(self, level: float) -> QuerySpec:
-        """Interval confidence level (default 0.95); changing it later is free."""
-        return replace(self, confidence_level=level)
+        """Interval confidence level (default 0.95); changing it later is free.
+
+        Raises:
+            ValueError: `level` is not strictly between 0 and 1.
+        """
+        return replace(self, confidence_level=check_confidence_level(level))
 
     def contributions(self, max_contributions: int) -> QuerySpec:
         """A per-query bound below the dataset's, to pay less at the price of more truncation."""
         return replace(self, max_contributions=max_contributions)
+
+    def _spend(self, measure: str, value: Amount) -> QuerySpec:
+        exact = to_decimal(value, measure)
+        if 0 < exact < Decimal(SMALLEST):
+            raise ValueError(
+                f"{measure} {plain(exact)} is below the smallest amount, {SMALLEST}; "
+                f"ask for at least {SMALLEST}"
+            )
+        if abs(spend_to_units(exact)) > _INT64_MAX:
+            raise ValueError(f"{measure} {plain(exact)} is too large to send")
+        return replace(self, measure=measure, spend=exact, target_half_width=None)
 
     def to_proto(self) -> query_pb2.Query:
         """The wire form (internal: used by the client)."""
@@ -124,8 +153,14 @@ class QuerySpec:
             confidence_level=self.confidence_level,
             max_contributions=self.max_contributions,
         )
-        if self.spend_kind:
-            setattr(message, self.spend_kind, self.spend_value)
+        if self.spend is not None:
+            message.amount.CopyFrom(
+                types_pb2.Spend(
+                    accounting=_ACCOUNTING_OF[self.measure], nano_units=spend_to_units(self.spend)
+                )
+            )
+        elif self.target_half_width is not None:
+            message.target_half_width = self.target_half_width
         return message
 
 

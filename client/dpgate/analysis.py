@@ -37,6 +37,7 @@ import polars as pl
 
 from dpgate import _noise
 from dpgate._types import QueryResult
+from dpgate_shared.confidence import check_confidence_level
 
 _INTERVAL = ("value", "ci_low", "ci_high")
 
@@ -145,8 +146,7 @@ def ratio(
     if set(top.keys) != set(bottom.keys):
         raise ValueError(f"keys differ: {list(top.keys)} and {list(bottom.keys)}")
     level = top.confidence_level if confidence_level is None else confidence_level
-    if not 0 < level < 1:
-        raise ValueError(f"the confidence level must be in (0, 1), got {level!r}")
+    level = check_confidence_level(level)
     shared = set(top.release_ids) & set(bottom.release_ids)
     each = (1.0 + level) / 2.0 if shared else math.sqrt(level)
     upper = 1.0 if proportion else math.inf

@@ -10,6 +10,7 @@ typo never starts a server with a default the operator did not choose.
 from __future__ import annotations
 
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from dpgate_server.queries.limits import QueryLimits
 
 
 class ConfigError(ValueError):
@@ -74,6 +77,10 @@ class DemoSettings(_Section):
     """Seed of the deterministic generator."""
 
 
+_QUERY_DEFAULTS = QueryLimits()
+"""The per-query limits' defaults live with the engine (`QueryLimits`), stated once."""
+
+
 class LimitsSettings(_Section):
     """Per-caller and per-query ceilings (bad or heavy input is refused, never queued forever)."""
 
@@ -87,16 +94,30 @@ class LimitsSettings(_Section):
     """Queries that may wait for a worker; one more is answered OVERLOADED."""
     worker_memory_mb: int = Field(default=8192, ge=512, le=1_048_576)
     """Resident-memory cap of each query worker (an idle worker uses ~160 MB, so >= 512)."""
-    max_cells: int = Field(default=400_000, ge=1)
+    max_cells: int = Field(default=_QUERY_DEFAULTS.max_cells, ge=1)
     """Most cells one answer may have."""
-    max_filters: int = Field(default=16, ge=0)
+    max_filters: int = Field(default=_QUERY_DEFAULTS.max_filters, ge=0)
     """Most filters one query may have."""
-    max_in_values: int = Field(default=1000, ge=1)
+    max_in_values: int = Field(default=_QUERY_DEFAULTS.max_in_values, ge=1)
     """Most values one IN filter may list."""
-    max_epsilon_per_query: float = Field(default=10.0, gt=0)
-    """Most epsilon one query may spend (pure-DP datasets)."""
-    max_rho_per_query: float = Field(default=5.0, gt=0)
-    """Most rho one query may spend (zCDP datasets)."""
+    max_epsilon_per_query: Decimal = Field(
+        default=_QUERY_DEFAULTS.max_epsilon, gt=0, decimal_places=9, allow_inf_nan=False
+    )
+    """Most epsilon one query may spend (pure-DP datasets); exact, to 0.000000001."""
+    max_rho_per_query: Decimal = Field(
+        default=_QUERY_DEFAULTS.max_rho, gt=0, decimal_places=9, allow_inf_nan=False
+    )
+    """Most rho one query may spend (zCDP datasets); exact, to 0.000000001."""
+
+    def query_limits(self) -> QueryLimits:
+        """The per-query ceilings these settings give the query engine."""
+        return QueryLimits(
+            max_cells=self.max_cells,
+            max_filters=self.max_filters,
+            max_in_values=self.max_in_values,
+            max_epsilon=self.max_epsilon_per_query,
+            max_rho=self.max_rho_per_query,
+        )
 
 
 class GovernanceSettings(_Section):

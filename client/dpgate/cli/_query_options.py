@@ -19,12 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated
 
 import typer
 
 from dpgate._query import QuerySpec, count, total
 from dpgate._types import ColumnInfo, DatasetDescription, KeyValue
+from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL, check_confidence_level
+from dpgate_shared.units import to_decimal
 
 CountOption = Annotated[bool, typer.Option("--count", help="Count appointments (the default).")]
 SumOption = Annotated[
@@ -44,10 +47,46 @@ ByOption = Annotated[
     list[str] | None,
     typer.Option("--by", "-b", metavar="COLUMN", help="Group by COLUMN (repeat, or a,b)."),
 ]
+
+
+def _exact_amount(text: str) -> Decimal:
+    """An --epsilon or --rho exactly as written ("0.1" stays 0.1, never a float)."""
+    try:
+        return to_decimal(text, "the amount")
+    except (TypeError, ValueError) as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _confidence_level(text: str) -> float:
+    """A --confidence checked by the rule the client and server share."""
+    try:
+        return check_confidence_level(float(text))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a number strictly between 0 and 1; use e.g. "
+            f"{DEFAULT_CONFIDENCE_LEVEL} for 95% intervals"
+        ) from None
+
+
 EpsilonOption = Annotated[
-    float | None, typer.Option("--epsilon", "-e", help="Spend this epsilon (pure-DP datasets).")
+    Decimal | None,
+    typer.Option(
+        "--epsilon",
+        "-e",
+        metavar="EPSILON",
+        parser=_exact_amount,
+        help="Spend this epsilon (pure-DP datasets), exactly as written, e.g. 0.5.",
+    ),
 ]
-RhoOption = Annotated[float | None, typer.Option("--rho", help="Spend this rho (zCDP datasets).")]
+RhoOption = Annotated[
+    Decimal | None,
+    typer.Option(
+        "--rho",
+        metavar="RHO",
+        parser=_exact_amount,
+        help="Spend this rho (zCDP datasets), exactly as written, e.g. 0.05.",
+    ),
+]
 AccuracyOption = Annotated[
     float | None,
     typer.Option(
@@ -58,7 +97,12 @@ AccuracyOption = Annotated[
 ]
 ConfidenceOption = Annotated[
     float | None,
-    typer.Option("--confidence", help="Interval confidence level, e.g. 0.9 (default 0.95)."),
+    typer.Option(
+        "--confidence",
+        metavar="LEVEL",
+        parser=_confidence_level,
+        help=f"Interval confidence level, e.g. 0.9 (default {DEFAULT_CONFIDENCE_LEVEL}).",
+    ),
 ]
 ContributionsOption = Annotated[
     int | None,
@@ -91,8 +135,8 @@ class QueryOptions:
     count: bool
     where: tuple[Where, ...]
     group_by: tuple[str, ...]
-    epsilon: float | None
-    rho: float | None
+    epsilon: Decimal | None
+    rho: Decimal | None
     accuracy: float | None
     confidence: float | None
     contributions: int | None
@@ -126,8 +170,8 @@ def query_options(
     sum_column: str | None,
     where: list[str] | None,
     by: list[str] | None,
-    epsilon: float | None,
-    rho: float | None,
+    epsilon: Decimal | None,
+    rho: Decimal | None,
     accuracy: float | None,
     confidence: float | None,
     contributions: int | None,

@@ -11,12 +11,12 @@ from dpgate_server.answers import Answer
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.ledger.model import Budget
 from dpgate_server.queries.engine import Preview
-from dpgate_server.queries.model import Aggregate, Filter, Query, Spend
+from dpgate_server.queries.model import Aggregate, Filter, Query, Spend, SpendMeasure
+from dpgate_server.spend import units_to_decimal
 from dpgate_server.store.metadata import ColumnKind, ColumnSpec, KeyValue, Visibility
 from dpgate_server.store.store import DatasetVersion
 from dpgate_server.vocabulary.accounting import Accounting
-
-DEFAULT_CONFIDENCE_LEVEL = 0.95
+from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL
 
 ACCOUNTING_TO_PROTO = {
     Accounting.PURE_DP: types_pb2.ACCOUNTING_PURE_DP,
@@ -145,15 +145,7 @@ def query_from_proto(message: query_pb2.Query) -> Query:
         )
         for i, f in enumerate(message.filters)
     )
-    spend_kind = message.WhichOneof("spend")
-    spend = None
-    target = None
-    if spend_kind == "epsilon":
-        spend = Spend.epsilon(message.epsilon)
-    elif spend_kind == "rho":
-        spend = Spend.rho(message.rho)
-    elif spend_kind == "target_half_width":
-        target = message.target_half_width
+    spend, target = _spend_from_proto(message)
     return Query(
         dataset_id=message.dataset_id,
         aggregate=aggregate,
@@ -164,6 +156,39 @@ def query_from_proto(message: query_pb2.Query) -> Query:
         confidence_level=message.confidence_level or DEFAULT_CONFIDENCE_LEVEL,
         max_contributions=message.max_contributions or None,
     )
+
+
+_MEASURE_OF = {
+    types_pb2.ACCOUNTING_PURE_DP: SpendMeasure.EPSILON,
+    types_pb2.ACCOUNTING_ZCDP: SpendMeasure.RHO,
+}
+
+
+def _spend_from_proto(message: query_pb2.Query) -> tuple[Spend | None, float | None]:
+    """The exact spend, or the target accuracy; (None, None) when the query has neither.
+
+    `amount` is the spend's one exact form. The deprecated doubles `epsilon` and `rho`
+    (sent by clients of the previous version) are still read, each as the shortest
+    decimal that prints it (0.1 as 0.1), so an old client is charged what it wrote.
+    """
+    kind = message.WhichOneof("spend")
+    if kind == "amount":
+        measure = _MEASURE_OF.get(message.amount.accounting)
+        if measure is None:
+            raise BadRequestError(
+                "BAD_SPEND",
+                "amount.accounting must be ACCOUNTING_PURE_DP (an epsilon) or "
+                "ACCOUNTING_ZCDP (a rho); it names what the amount measures",
+                "amount.accounting",
+            )
+        return Spend(measure, units_to_decimal(message.amount.nano_units)), None
+    if kind == "epsilon":
+        return Spend.epsilon(message.epsilon), None
+    if kind == "rho":
+        return Spend.rho(message.rho), None
+    if kind == "target_half_width":
+        return None, message.target_half_width
+    return None, None
 
 
 def _enum_name(enum: Any, number: int) -> str:

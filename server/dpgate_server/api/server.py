@@ -13,7 +13,6 @@ import sqlite3
 import uuid
 from concurrent import futures
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 import grpc
@@ -44,7 +43,6 @@ from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, RequestInfo
 from dpgate_server.ledger.sqlite import SqliteStorage
-from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.sidecars import Sidecars
 from dpgate_server.store.catalog import Catalog
 from dpgate_server.store.store import DatasetStore
@@ -201,13 +199,7 @@ def _start(
         store,
         ledger,
         pool,
-        QueryLimits(
-            max_cells=limits.max_cells,
-            max_filters=limits.max_filters,
-            max_in_values=limits.max_in_values,
-            max_epsilon=Decimal(str(limits.max_epsilon_per_query)),
-            max_rho=Decimal(str(limits.max_rho_per_query)),
-        ),
+        limits.query_limits(),
         timeout_s=limits.query_timeout_seconds,
     )
     interceptor = AuthInterceptor(ledger, TokenBuckets(limits.requests_per_second, limits.burst))

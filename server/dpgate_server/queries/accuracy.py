@@ -21,6 +21,7 @@ import numpy as np
 
 from dpgate_server.queries.errors import InvalidQuery, Reason
 from dpgate_server.queries.model import Cell, Mechanism, Release
+from dpgate_shared.confidence import check_confidence_level
 
 _EXACT_GAUSSIAN_MAX_SIGMA = 1_000.0
 """Up to this sigma the Gaussian tail is summed term by term; above, Euler-Maclaurin."""
@@ -83,31 +84,30 @@ def largest_scale_for_half_width(
     return low
 
 
+def checked_confidence_level(level: object) -> float:
+    """`level` as a float in (0, 1), by the rule the client applies too.
+
+    Raises:
+        InvalidQuery: BAD_CONFIDENCE, saying what to write instead.
+    """
+    try:
+        return check_confidence_level(level)
+    except ValueError as exc:
+        raise InvalidQuery(Reason.BAD_CONFIDENCE, "confidence_level", str(exc)) from None
+
+
 def with_confidence_level(release: Release, confidence_level: float) -> Release:
     """The same release with intervals at another level (post-processing: free).
 
     Raises InvalidQuery(BAD_CONFIDENCE) for a level outside (0, 1).
     """
-    if (
-        isinstance(confidence_level, bool)
-        or not isinstance(confidence_level, float | int)
-        or not math.isfinite(confidence_level)
-        or not 0 < confidence_level < 1
-    ):
-        raise InvalidQuery(
-            Reason.BAD_CONFIDENCE,
-            "confidence_level",
-            f"the confidence level must be strictly between 0 and 1, got {confidence_level!r}; "
-            "use e.g. 0.95 for 95%.",
-        )
-    width = half_width(release.mechanism, release.noise_scale, float(confidence_level))
+    level = checked_confidence_level(confidence_level)
+    width = half_width(release.mechanism, release.noise_scale, level)
     cells = tuple(
         Cell(key=c.key, value=c.value, ci_low=c.value - width, ci_high=c.value + width)
         for c in release.cells
     )
-    return dataclasses.replace(
-        release, cells=cells, confidence_level=float(confidence_level), half_width=width
-    )
+    return dataclasses.replace(release, cells=cells, confidence_level=level, half_width=width)
 
 
 def _laplace_tail(scale: float, t: int) -> float:

@@ -24,6 +24,7 @@ from typing import Any
 from dpgate_server.queries.errors import ReleaseFormatError
 from dpgate_server.store.metadata import KeyValue
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL
 
 CANONICAL_FORMAT = 1
 """Bumped if the canonical JSON ever changes shape (old keys then never collide)."""
@@ -139,7 +140,7 @@ class Query:
     group_by: tuple[str, ...] = ()
     spend: Spend | None = None
     target_half_width: float | None = None
-    confidence_level: float = 0.95
+    confidence_level: float = DEFAULT_CONFIDENCE_LEVEL
     max_contributions: int | None = None
 
 

@@ -16,8 +16,9 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal
 
+from dpgate_server.queries.accuracy import checked_confidence_level
 from dpgate_server.queries.errors import InvalidQuery, Reason
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import (
@@ -28,7 +29,6 @@ from dpgate_server.queries.model import (
     SpendMeasure,
     value_to_json,
 )
-from dpgate_server.spend import UNITS_PER_WHOLE
 from dpgate_server.store.metadata import (
     ColumnKind,
     ColumnSpec,
@@ -37,9 +37,8 @@ from dpgate_server.store.metadata import (
     Visibility,
 )
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_shared.units import SMALLEST, plain, spend_to_units, to_decimal
 
-_UNIT_DIGITS = len(str(UNITS_PER_WHOLE)) - 1
-"""Decimal places of one ledger unit (9: nano-epsilon)."""
 _ORDERING_OPS = frozenset({FilterOp.LT, FilterOp.LE, FilterOp.GT, FilterOp.GE})
 _EXAMPLES = 5
 """How many allowed values or columns a message lists before "...": enough to correct a typo."""
@@ -381,42 +380,40 @@ def _spend_units(
     measure: SpendMeasure, value: object, limits: QueryLimits, accounting: Accounting
 ) -> int:
     reason = Reason.BAD_EPSILON if measure is SpendMeasure.EPSILON else Reason.BAD_RHO
-    ceiling = limits.max_epsilon if accounting is Accounting.PURE_DP else limits.max_rho
+    ceiling = plain(limits.max_epsilon if accounting is Accounting.PURE_DP else limits.max_rho)
     exact = _as_decimal(value)
-    if exact is None or not exact.is_finite() or exact <= 0:
+    if exact is None or exact <= 0:
+        shown = plain(exact) if exact is not None else _short(value)
         raise InvalidQuery(
             reason,
             measure.value,
-            f"{measure.value} must be a finite number above 0, got {_short(value)}; "
+            f"{measure.value} must be a finite number above 0, got {shown}; "
             f"use a value such as 0.1 (at most {ceiling}).",
         )
-    if exact > ceiling:
+    if exact > Decimal(ceiling):
         raise InvalidQuery(
             reason,
             measure.value,
-            f"{measure.value} {exact} is above the per-query maximum {ceiling}; ask for at "
-            f"most {ceiling}, or split the question.",
+            f"{measure.value} {plain(exact)} is above the per-query maximum {ceiling}; ask for "
+            f"at most {ceiling}, or split the question.",
         )
-    # scaleb is exact; flooring means a query is never charged above what it asked for.
-    units = int(exact.scaleb(_UNIT_DIGITS).to_integral_value(rounding=ROUND_FLOOR))
+    units = spend_to_units(exact)  # rounded down: never charged above what was asked
     if units < 1:
         raise InvalidQuery(
             reason,
             measure.value,
-            f"{measure.value} {exact} is below the smallest unit, 1e-9; ask for at least 1e-9.",
+            f"{measure.value} {plain(exact)} is below the smallest amount, {SMALLEST}; ask for "
+            f"at least {SMALLEST}.",
         )
     return units
 
 
 def _as_decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, float | int):
+    """The exact, finite value of a spend (a float by its shortest repr), else None."""
+    if isinstance(value, Decimal | float | int | str):
         try:
-            return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-        except InvalidOperation:
+            return to_decimal(value, "spend")
+        except (TypeError, ValueError):
             return None
     return None
 
@@ -438,19 +435,7 @@ def _check_target(target: object) -> float:
 
 
 def _check_confidence(level: object) -> float:
-    if (
-        isinstance(level, bool)
-        or not isinstance(level, float | int)
-        or not math.isfinite(level)
-        or not 0 < level < 1
-    ):
-        raise InvalidQuery(
-            Reason.BAD_CONFIDENCE,
-            "confidence_level",
-            f"the confidence level must be strictly between 0 and 1, got {_short(level)}; "
-            "use e.g. 0.95 for 95%.",
-        )
-    return float(level)
+    return checked_confidence_level(level)
 
 
 def _check_contributions(metadata: DatasetMetadata, requested: object) -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from dpgate_server.config import ConfigError, load_settings
+from dpgate_server.queries.limits import QueryLimits
+from dpgate_server.vocabulary.accounting import Accounting
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -72,3 +75,27 @@ def test_invalid_toml_is_refused_with_the_file_name(tmp_path: Path) -> None:
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_spend_limits_are_exact_decimals_as_written(tmp_path: Path) -> None:
+    path = write(tmp_path, "[limits]\nmax_epsilon_per_query = 0.1\nmax_rho_per_query = '0.3'\n")
+    limits = load_settings(path).limits.query_limits()
+    assert (limits.max_epsilon, limits.max_rho) == (Decimal("0.1"), Decimal("0.3"))
+    assert isinstance(limits.max_epsilon, Decimal)
+    assert limits.max_spend_units(Accounting.PURE_DP) == 100_000_000
+
+
+def test_a_spend_limit_from_the_environment_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DPGATE_LIMITS__MAX_EPSILON_PER_QUERY", "2.000000001")
+    limits = load_settings(None).limits.query_limits()
+    assert limits.max_spend_units(Accounting.PURE_DP) == 2_000_000_001
+
+
+def test_a_spend_limit_finer_than_a_billionth_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "[limits]\nmax_rho_per_query = '0.0000000001'\n")
+    with pytest.raises(ConfigError, match=r"limits\.max_rho_per_query: .*9 decimal places"):
+        load_settings(path)
+
+
+def test_the_query_limits_have_one_set_of_defaults() -> None:
+    assert load_settings(None).limits.query_limits() == QueryLimits()

@@ -19,6 +19,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _AggregateFunction:
@@ -160,17 +165,41 @@ class Query(_message.Message):
     EPSILON_FIELD_NUMBER: _builtins.int
     RHO_FIELD_NUMBER: _builtins.int
     TARGET_HALF_WIDTH_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
     CONFIDENCE_LEVEL_FIELD_NUMBER: _builtins.int
     MAX_CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset asked."""
-    epsilon: _builtins.float
-    """Epsilon to spend (datasets with pure DP accounting)."""
-    rho: _builtins.float
-    """Rho to spend (datasets with zCDP accounting)."""
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def epsilon(self) -> _builtins.float:
+        """Deprecated: epsilon as a double. Use amount. Still read by this version of the
+        service (as the shortest decimal that prints the double, e.g. 0.1 as 0.1) when
+        amount is absent; to be removed in the next version.
+        """
+
+    @epsilon.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def epsilon(self, value: _builtins.float) -> None:
+        """Deprecated: epsilon as a double. Use amount. Still read by this version of the
+        service (as the shortest decimal that prints the double, e.g. 0.1 as 0.1) when
+        amount is absent; to be removed in the next version.
+        """
+
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def rho(self) -> _builtins.float:
+        """Deprecated: rho as a double. Use amount. Read like epsilon, for this version only."""
+
+    @rho.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def rho(self, value: _builtins.float) -> None:
+        """Deprecated: rho as a double. Use amount. Read like epsilon, for this version only."""
+
     target_half_width: _builtins.float
     """The interval half-width wanted on every cell, at confidence_level; the service
-    resolves it to the smallest spend that reaches it.
+    resolves it to the smallest spend that reaches it. An accuracy, not an amount of
+    privacy loss, so a double.
     """
     confidence_level: _builtins.float
     """Confidence level of the intervals, in (0, 1); 0 means the default, 0.95."""
@@ -188,6 +217,12 @@ class Query(_message.Message):
     def group_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Public key columns to group by; every key in their public set appears in the answer."""
 
+    @_builtins.property
+    def amount(self) -> _types_pb2.Spend:
+        """The spend, exact: epsilon (pure-DP datasets) or rho (zCDP datasets) in units of
+        1e-9, its accounting naming which; see Spend.
+        """
+
     def __init__(
         self,
         *,
@@ -198,14 +233,15 @@ class Query(_message.Message):
         epsilon: _builtins.float = ...,
         rho: _builtins.float = ...,
         target_half_width: _builtins.float = ...,
+        amount: _types_pb2.Spend | None = ...,
         confidence_level: _builtins.float = ...,
         max_contributions: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "epsilon", b"epsilon", "rho", b"rho", "spend", b"spend", "target_half_width", b"target_half_width"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "amount", b"amount", "epsilon", b"epsilon", "rho", b"rho", "spend", b"spend", "target_half_width", b"target_half_width"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "confidence_level", b"confidence_level", "dataset_id", b"dataset_id", "epsilon", b"epsilon", "filters", b"filters", "group_by", b"group_by", "max_contributions", b"max_contributions", "rho", b"rho", "spend", b"spend", "target_half_width", b"target_half_width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "amount", b"amount", "confidence_level", b"confidence_level", "dataset_id", b"dataset_id", "epsilon", b"epsilon", "filters", b"filters", "group_by", b"group_by", "max_contributions", b"max_contributions", "rho", b"rho", "spend", b"spend", "target_half_width", b"target_half_width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_spend: _TypeAlias = _typing.Literal["epsilon", "rho", "target_half_width"]  # noqa: Y015
+    _WhichOneofReturnType_spend: _TypeAlias = _typing.Literal["epsilon", "rho", "target_half_width", "amount"]  # noqa: Y015
     _WhichOneofArgType_spend: _TypeAlias = _typing.Literal["spend", b"spend"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_spend) -> _WhichOneofReturnType_spend | None: ...
 

@@ -156,7 +156,18 @@ Global___Bounds: _TypeAlias = Bounds  # noqa: Y015
 
 @_typing.final
 class Spend(_message.Message):
-    """An amount of privacy loss, exact."""
+    """An amount of privacy loss, exact. Every amount travels in this one message: a query's
+    spend, a preview's cost, an answer's charge and remainder, budgets, grants, top-ups,
+    caps, spending reports and audit events.
+
+    Why integers of 1e-9 rather than a double or a decimal string: 1e-9 is the ledger's own
+    resolution, so an amount means on the wire exactly what the ledger stores and adds (no
+    rounding on the way in or out, no parsing to get wrong); integers compose by plain
+    addition on both sides; and the accounting travels with the amount, so an epsilon can
+    never be read as a rho. A person writes "0.25"; clients convert it exactly
+    (0.25 -> 250000000) and refuse amounts finer than 1e-9 rather than round them, except a
+    query's spend, which is rounded down (a query is never charged more than it asked).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

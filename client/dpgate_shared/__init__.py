@@ -1,0 +1,11 @@
+"""Rules the client and the server must agree on, in standard-library Python only.
+
+The client cannot import the server, and the server's domain packages (the ledger, the
+query engine) must not load the client's libraries (gRPC, Polars) through `dpgate`'s
+package import. So the few rules both sides apply live here, in a package of their own
+that ships in the same wheel and imports nothing outside the standard library:
+
+- `dpgate_shared.units`: exact amounts of epsilon and rho (integers of 1e-9), their
+  conversion from what people write and their display ("epsilon 4.8").
+- `dpgate_shared.confidence`: the interval confidence level's default and its check.
+"""
