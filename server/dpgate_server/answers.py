@@ -117,7 +117,9 @@ class QueryAnswerer:
             self._ledger.record_event(
                 request, Outcome.REFUSED, dataset_id=dataset_id, cost_units=0, detail="budget"
             )
-            raise BudgetExhausted(prepared.cost_units, budget.remaining_units)
+            raise BudgetExhausted(
+                prepared.cost_units, budget.remaining_units, accounting=prepared.query.accounting
+            )
 
         timeout_s = self._timeout_s
         if caller_deadline_s is not None:

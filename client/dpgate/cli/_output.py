@@ -1,8 +1,9 @@
 """Output of every command: a rich view for people, or one JSON document for scripts.
 
 JSON conventions (stable for scripts): amounts of epsilon or rho are strings holding
-exact decimals ("0.500000000"), so no budget is ever rounded through a float; times and
-dates are ISO 8601 strings; noisy values and intervals are numbers.
+exact decimals without exponent ("0.5", "0.00000025"), so no budget is ever rounded
+through a float; times and dates are ISO 8601 strings; noisy values and intervals are
+numbers.
 """
 
 from __future__ import annotations
@@ -20,19 +21,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-UNIT_OF = {"pure_dp": "epsilon", "zcdp": "rho"}
+from dpgate_shared.units import MEASURE_OF, measure_of, plain
 
 
 def unit(accounting: str) -> str:
     """ "epsilon" for pure-DP datasets, "rho" for zCDP ones."""
-    return UNIT_OF.get(accounting, accounting or "budget")
+    return measure_of(accounting) if accounting in MEASURE_OF else accounting or "budget"
 
 
 def amount(value: Decimal) -> str:
     """An exact amount without trailing zeros: Decimal("0.500000000") -> "0.5"."""
-    if value == value.to_integral_value():
-        return str(value.quantize(Decimal(1)))
-    return format(value.normalize(), "f")
+    return plain(value)
 
 
 def jsonable(value: Any) -> Any:
@@ -50,7 +49,7 @@ def jsonable(value: Any) -> Any:
 
 def _scalar(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return plain(value)
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     return value

@@ -52,7 +52,7 @@ from dpgate_server.governance.errors import GovernanceError, Refusal
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.model import Outcome
 from dpgate_server.queries.errors import InvalidQuery, Reason
-from dpgate_server.spend import units_to_decimal
+from dpgate_server.spend import describe, plain, units_to_decimal
 from dpgate_server.store.catalog import UnknownPublicTableError
 from dpgate_server.store.store import DatasetNotFoundError
 
@@ -136,14 +136,16 @@ def _governance_answer(exc: GovernanceError) -> ErrorAnswer:
 def _budget_answer(exc: ledger_errors.BudgetExhausted) -> ErrorAnswer:
     requested = units_to_decimal(exc.requested_units)
     remaining = units_to_decimal(exc.remaining_units)
+    accounting = exc.accounting or ""
     return ErrorAnswer(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "BUDGET_EXHAUSTED",
-        f"the query costs {requested} but only {remaining} remains of your allocation or the "
+        f"the query costs {describe(exc.requested_units, accounting)} but only "
+        f"{describe(exc.remaining_units, accounting)} remains of your allocation or the "
         "dataset's cap; nothing was charged. Spend less, or ask an administrator to top up",
         {
-            "requested": str(requested),
-            "remaining": str(remaining),
+            "requested": plain(requested),
+            "remaining": plain(remaining),
             "requested_nano_units": str(exc.requested_units),
             "remaining_nano_units": str(exc.remaining_units),
         },

@@ -12,6 +12,7 @@ cap is what bounds the total, whoever spends it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -48,6 +49,7 @@ from dpgate_server.ledger.model import (
 )
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 from dpgate_server.ledger.tokens import hash_token, mint_token, mint_token_id
+from dpgate_server.spend import describe
 from dpgate_server.vocabulary.accounting import Accounting
 
 
@@ -169,7 +171,7 @@ class LedgerAdmin:
             dataset = Dataset(dataset_id, accounting, cap_units, 0, share_releases)
             tx.insert_dataset(dataset)
             tx.insert_cap_change(CapChange(dataset_id, 0, cap_units, reason, _actor(request), now))
-            audit(f"create dataset {dataset_id} cap {cap_units} units: {reason}")
+            audit(f"create dataset {dataset_id} cap {describe(cap_units, accounting)}: {reason}")
         return dataset
 
     def set_dataset_cap(
@@ -185,17 +187,21 @@ class LedgerAdmin:
         _check_reason(reason)
         with self._write(request) as (tx, now, audit):
             dataset = _dataset(tx, dataset_id)
+            amount = functools.partial(describe, accounting=dataset.accounting)
             if cap_units < dataset.spent_units:
                 raise CapBelowSpent(
-                    f"{dataset_id} has spent {dataset.spent_units} units; "
-                    f"the cap cannot go down to {cap_units}"
+                    f"{dataset_id} has spent {amount(dataset.spent_units)}; "
+                    f"the cap cannot go down to {amount(cap_units)}"
                 )
             change = CapChange(
                 dataset_id, dataset.cap_units, cap_units, reason, _actor(request), now
             )
             tx.set_dataset_cap(dataset_id, cap_units)
             tx.insert_cap_change(change)
-            audit(f"set cap of {dataset_id} from {dataset.cap_units} to {cap_units}: {reason}")
+            audit(
+                f"set cap of {dataset_id} from {amount(dataset.cap_units)} to {amount(cap_units)}:"
+                f" {reason}"
+            )
         return change
 
     def set_release_sharing(
@@ -240,13 +246,13 @@ class LedgerAdmin:
         _check_not_self(request, requester_id)
         with self._write(request) as (tx, _, audit):
             _requester(tx, requester_id)
-            _dataset(tx, dataset_id)
+            accounting = _dataset(tx, dataset_id).accounting
             if tx.get_allocation(requester_id, dataset_id) is not None:
                 raise AlreadyExists(f"{requester_id} already has an allocation on {dataset_id}")
             allocation = Allocation(requester_id, dataset_id, granted_units, 0, expires_at)
             tx.put_allocation(allocation)
             audit(
-                f"grant {granted_units} units on {dataset_id} to {requester_id}"
+                f"grant {describe(granted_units, accounting)} on {dataset_id} to {requester_id}"
                 f" expires {format_optional(expires_at)}"
             )
         return allocation
@@ -259,10 +265,12 @@ class LedgerAdmin:
         _check_not_self(request, requester_id)
         with self._write(request) as (tx, _, audit):
             allocation = _allocation(tx, requester_id, dataset_id)
+            amount = functools.partial(describe, accounting=_dataset(tx, dataset_id).accounting)
             updated = replace(allocation, granted_units=allocation.granted_units + units)
             tx.put_allocation(updated)
             audit(
-                f"top up {requester_id} on {dataset_id} by {units} units to {updated.granted_units}"
+                f"top up {requester_id} on {dataset_id} by {amount(units)}"
+                f" to {amount(updated.granted_units)}"
             )
         return updated
 
@@ -277,15 +285,16 @@ class LedgerAdmin:
         _check_amount(units, "a reduction", allow_zero=False)
         with self._write(request) as (tx, _, audit):
             allocation = _allocation(tx, requester_id, dataset_id)
+            amount = functools.partial(describe, accounting=_dataset(tx, dataset_id).accounting)
             granted = allocation.granted_units - units
             if granted < allocation.spent_units:
                 raise AllocationBelowSpent(
-                    f"{requester_id} has spent {allocation.spent_units} units on {dataset_id};"
-                    f" the grant cannot go down to {granted}"
+                    f"{requester_id} has spent {amount(allocation.spent_units)} on {dataset_id};"
+                    f" the grant cannot go down to {amount(granted)}"
                 )
             updated = replace(allocation, granted_units=granted)
             tx.put_allocation(updated)
-            audit(f"reduce {requester_id} on {dataset_id} by {units} units to {granted}")
+            audit(f"reduce {requester_id} on {dataset_id} by {amount(units)} to {amount(granted)}")
         return updated
 
     def set_allocation_expiry(
@@ -364,7 +373,7 @@ def _actor(request: RequestInfo) -> str | None:
 
 def _check_amount(units: int, what: str, *, allow_zero: bool) -> None:
     if isinstance(units, bool) or not isinstance(units, int):
-        raise InvalidAmount(f"{what} must be an integer of units, not {units!r}")
+        raise InvalidAmount(f"{what} must be a whole number of 1e-9 steps, not {units!r}")
     if units < 0 or (units == 0 and not allow_zero):
         raise InvalidAmount(f"{what} must be {'non-negative' if allow_zero else 'positive'}")
 

@@ -31,6 +31,8 @@ no caller can forget to catch them.
 
 from __future__ import annotations
 
+from dpgate_server.spend import describe
+
 
 class LedgerError(Exception):
     """Base of every error the ledger raises on purpose."""
@@ -39,19 +41,28 @@ class LedgerError(Exception):
 class BudgetExhausted(LedgerError):
     """The debit would spend more than the requester or the dataset has left.
 
+    The message states both amounts as people read them ("epsilon 4.8"), never in the
+    ledger's integer units.
+
     Attributes:
         requested_units: the cost of the refused query, in ledger units.
         remaining_units: what could still be spent: the smaller of the allocation's
             remainder and the dataset cap's remainder (never negative).
+        accounting: the dataset's accounting ("pure_dp" counts epsilon, "zcdp" rho), or
+            None when the raiser does not know it (the amounts then read "budget 4.8").
     """
 
-    def __init__(self, requested_units: int, remaining_units: int) -> None:
+    def __init__(
+        self, requested_units: int, remaining_units: int, *, accounting: str | None = None
+    ) -> None:
+        measure = accounting or ""
         super().__init__(
-            f"budget exhausted: the query costs {requested_units} units "
-            f"but only {remaining_units} remain"
+            f"budget exhausted: the query costs {describe(requested_units, measure)} "
+            f"but only {describe(remaining_units, measure)} remains"
         )
         self.requested_units = requested_units
         self.remaining_units = remaining_units
+        self.accounting = accounting
 
 
 class IdempotencyConflict(LedgerError):
@@ -59,7 +70,7 @@ class IdempotencyConflict(LedgerError):
 
 
 class InvalidAmount(LedgerError, ValueError):
-    """An amount of units that the operation cannot take (negative, zero, not an int)."""
+    """An amount that the operation cannot take (negative, zero, not an integer)."""
 
 
 class AllocationBelowSpent(LedgerError):

@@ -63,6 +63,7 @@ from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import IdempotencyRecord, LedgerStorage, StorageTransaction
 from dpgate_server.ledger.tokens import TOKEN_PREFIX, hash_token, token_matches
 from dpgate_server.ledger.transparency import TransparencyReport, build_report
+from dpgate_server.spend import describe
 
 Clock = Callable[[], dt.datetime]
 
@@ -496,8 +497,11 @@ def _debit_in(
         return settled
     remaining = _budget(tx, now, spend.requester_id, checked).remaining_units
     if spend.cost_units > remaining:
-        audit(Outcome.REFUSED, f"requested {spend.cost_units} units; {remaining} remain")
-        return BudgetExhausted(spend.cost_units, remaining)
+        cost, left = (
+            describe(units, checked.accounting) for units in (spend.cost_units, remaining)
+        )
+        audit(Outcome.REFUSED, f"requested {cost}; {left} remains")
+        return BudgetExhausted(spend.cost_units, remaining, accounting=checked.accounting)
     release = Release(
         release_id="rel_" + secrets.token_hex(16),
         release_key=spend.release_key,

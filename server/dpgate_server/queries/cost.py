@@ -27,7 +27,7 @@ from fractions import Fraction
 
 from dpgate_server.queries.errors import CostMismatchError
 from dpgate_server.queries.model import Mechanism
-from dpgate_server.spend import UNITS_PER_WHOLE, to_units_ceil
+from dpgate_server.spend import UNITS_PER_WHOLE, plain, to_units_ceil, units_to_decimal
 from dpgate_server.vocabulary.accounting import Accounting
 
 logger = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ def cross_check(dpgate_units: int, opendp_cost: float, opendp_check: bool, detai
     opendp_units = to_units_ceil(opendp_cost) if math.isfinite(opendp_cost) else -1
     if opendp_units < 0 or opendp_units > dpgate_units or not opendp_check:
         logger.error(
-            "cost disagreement, query refused: dpgate %d units, OpenDP %r (check %s): %s",
-            dpgate_units,
+            "cost disagreement, query refused: dpgate charges %s, OpenDP %r (check %s): %s",
+            plain(units_to_decimal(dpgate_units)),
             opendp_cost,
             opendp_check,
             detail,

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from dpgate_shared.units import plain, units_to_decimal
+
 
 class Reason(StrEnum):
     """Why a query was refused; stable strings, part of the public API."""
@@ -95,9 +97,10 @@ class CostMismatchError(QueryError):
     """
 
     def __init__(self, dpgate_units: int, opendp_units: int, detail: str) -> None:
+        opendp = plain(units_to_decimal(opendp_units)) if opendp_units >= 0 else "not finite"
         super().__init__(
-            f"refused: dpgate's cost {dpgate_units} units is below OpenDP's {opendp_units} "
-            f"units ({detail})"
+            f"refused: dpgate's charge {plain(units_to_decimal(dpgate_units))} is below "
+            f"OpenDP's cost {opendp} ({detail})"
         )
         self.dpgate_units = dpgate_units
         self.opendp_units = opendp_units

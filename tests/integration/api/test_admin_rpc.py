@@ -427,7 +427,7 @@ def test_a_change_is_audited_once_with_the_canonical_request(
     [event] = grants
     assert (event.outcome, event.requester_id, event.role) == ("answered", "admin-1", "admin")
     assert '"nano_units":"1000000000"' in event.query_text
-    assert event.detail.startswith(f"grant 1000000000 units on {service.dataset_id}")
+    assert event.detail.startswith(f"grant epsilon 1 on {service.dataset_id}")
 
 
 def test_a_refused_change_is_audited(

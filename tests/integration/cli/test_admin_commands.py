@@ -216,7 +216,7 @@ def test_cap_set_below_spent_exits_7(cli_service: CliService) -> None:
 def test_spending_report_lists_allocations(cli_service: CliService) -> None:
     report = admin(cli_service, "spending", "--dataset", "gp_appointments")
     rows = {r["requester_id"]: r for r in report}
-    assert rows["poor_analyst"]["allocated"] == "0.100000000"
+    assert rows["poor_analyst"]["allocated"] == "0.1"
     table = dpgate(cli_service, cli_service.tokens["admin"], "admin", "spending")
     assert "poor_analyst" in table.stdout
 

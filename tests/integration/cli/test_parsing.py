@@ -61,9 +61,10 @@ def test_amounts_show_exactly_without_trailing_zeros(value: Decimal, shown: str)
     assert amount(value) == shown
 
 
-def test_json_keeps_amounts_exact_as_strings() -> None:
-    assert jsonable({"spent": Decimal("0.100000000"), "n": (1, 2)}) == {
-        "spent": "0.100000000",
+def test_json_keeps_amounts_exact_as_strings_without_exponents() -> None:
+    assert jsonable({"spent": Decimal("0.100000000"), "tiny": Decimal("2.5E-7"), "n": (1, 2)}) == {
+        "spent": "0.1",
+        "tiny": "0.00000025",
         "n": [1, 2],
     }
 
