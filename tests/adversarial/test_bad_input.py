@@ -278,33 +278,29 @@ def check_refused(answer: Answer, payload_size: int) -> None:
 
 
 @pytest.mark.timeout(scale(300, 3_600))
-@settings(SETTINGS, max_examples=scale(250, 6_000))
-@given(case=broken_queries(), run=st.booleans())
-def test_broken_queries_are_refused_with_a_reason(
-    case: tuple[list[str], query_pb2.Query],
-    run: bool,
-    channel: grpc.Channel,
-    fuzzer: tuple[str, str],
-    figures: Figures,
+def test_broken_queries_are_refused_with_a_reason_and_cost_nothing(
+    server_a: Server, channel: grpc.Channel, figures: Figures
 ) -> None:
-    names, query = case
-    for name in set(names):
-        figures.add(f"bad input: defect: {name}")
-    if run:
-        path, payload = RUN_QUERY, Q.RunQueryRequest(query=query).SerializeToString()
-    else:
-        path, payload = PREVIEW_QUERY, Q.PreviewQueryRequest(query=query).SerializeToString()
-    answer = send(channel, path, payload, fuzzer[1])
-    figures.add("bad input: broken queries")
-    figures.add(f"bad input: status {answer.code.name}")
-    check_refused(answer, len(payload))
-    assert answer.charged_units == 0
+    """Self-contained: its own analyst (with budget to lose), checked after every example."""
+    requester_id, token = server_a.new_analyst(5, "broken")
 
+    @settings(SETTINGS, max_examples=scale(250, 6_000))
+    @given(case=broken_queries(), run=st.booleans())
+    def send_one(case: tuple[list[str], query_pb2.Query], run: bool) -> None:
+        names, query = case
+        for name in set(names):
+            figures.add(f"bad input: defect: {name}")
+        if run:
+            path, payload = RUN_QUERY, Q.RunQueryRequest(query=query).SerializeToString()
+        else:
+            path, payload = PREVIEW_QUERY, Q.PreviewQueryRequest(query=query).SerializeToString()
+        answer = send(channel, path, payload, token)
+        figures.add("bad input: broken queries")
+        figures.add(f"bad input: status {answer.code.name}")
+        check_refused(answer, len(payload))
+        assert answer.charged_units == 0
 
-def test_broken_queries_cost_nothing_and_health_answers(
-    server_a: Server, fuzzer: tuple[str, str]
-) -> None:
-    requester_id, _ = fuzzer
+    send_one()
     assert server_a.spent_units(requester_id) == 0
     with server_a.ledger() as ledger:
         assert ledger.list_releases(requester_id) == []
@@ -405,21 +401,14 @@ def random_bytes(draw: st.DrawFn) -> tuple[str, bytes]:
     return draw(st.sampled_from(FUZZED)), draw(st.binary(max_size=512))
 
 
-@pytest.fixture(scope="module")
-def role_tokens(server_a: Server) -> dict[str, tuple[str, str]]:
-    """Tokens per role for the random calls; the analyst holds a little budget."""
-    analyst = server_a.new_analyst(0.5, "random")
+def _tokens_with_a_fresh_analyst(server: Server) -> dict[str, tuple[str, str]]:
+    """Tokens per role for the random calls; the analyst is new and holds a little budget,
+    so what it spent is exactly what this test's valid random queries were charged."""
     return {
-        "analyst": analyst,
-        "admin": ("setup-admin", server_a.tokens["admin"]),
-        "auditor": ("setup-auditor", server_a.tokens["auditor"]),
+        "analyst": server.new_analyst(0.5, "random"),
+        "admin": ("setup-admin", server.tokens["admin"]),
+        "auditor": ("setup-auditor", server.tokens["auditor"]),
     }
-
-
-@pytest.fixture(scope="module")
-def charged_by_random(role_tokens: dict[str, tuple[str, str]]) -> Counter[str]:
-    """What valid random RunQuery calls were charged (the budget must show exactly that)."""
-    return Counter()
 
 
 def _send_random(
@@ -444,41 +433,46 @@ def _send_random(
         assert answer.details
 
 
-@pytest.mark.timeout(scale(300, 3_600))
-@settings(SETTINGS, max_examples=scale(120, 2_600))
-@given(request=random_requests())
-def test_random_messages_to_every_rpc_get_a_clear_status(
-    request: tuple[str, bytes],
-    channel: grpc.Channel,
-    role_tokens: dict[str, tuple[str, str]],
-    charged_by_random: Counter[str],
-    figures: Figures,
+def _assert_charged_only_what_answers_said(
+    server: Server, tokens: dict[str, tuple[str, str]], charged: Counter[str]
 ) -> None:
-    _send_random(channel, request, role_tokens, charged_by_random, figures, "random messages")
-
-
-@pytest.mark.timeout(scale(300, 3_600))
-@settings(SETTINGS, max_examples=scale(80, 1_500))
-@given(request=random_bytes())
-def test_random_bytes_to_every_rpc_get_a_clear_status(
-    request: tuple[str, bytes],
-    channel: grpc.Channel,
-    role_tokens: dict[str, tuple[str, str]],
-    charged_by_random: Counter[str],
-    figures: Figures,
-) -> None:
-    _send_random(channel, request, role_tokens, charged_by_random, figures, "random bytes")
-
-
-def test_random_calls_charged_only_what_valid_answers_said(
-    server_a: Server, role_tokens: dict[str, tuple[str, str]], charged_by_random: Counter[str]
-) -> None:
-    requester_id, _ = role_tokens["analyst"]
-    assert server_a.spent_units(requester_id) == charged_by_random["units"]
-    with server_a.ledger() as ledger:
+    requester_id, _ = tokens["analyst"]
+    assert server.spent_units(requester_id) == charged["units"]
+    with server.ledger() as ledger:
         assert ledger.reconcile().ok
         assert ledger.verify().ok
-    assert health_status(server_a.target) == SERVING
+    assert health_status(server.target) == SERVING
+
+
+@pytest.mark.timeout(scale(300, 3_600))
+def test_random_messages_to_every_rpc_get_a_clear_status_and_charge_what_they_say(
+    server_a: Server, channel: grpc.Channel, figures: Figures
+) -> None:
+    """Self-contained: its own analyst and tally, checked once every example has run."""
+    tokens, charged = _tokens_with_a_fresh_analyst(server_a), Counter[str]()
+
+    @settings(SETTINGS, max_examples=scale(120, 2_600))
+    @given(request=random_requests())
+    def send_one(request: tuple[str, bytes]) -> None:
+        _send_random(channel, request, tokens, charged, figures, "random messages")
+
+    send_one()
+    _assert_charged_only_what_answers_said(server_a, tokens, charged)
+
+
+@pytest.mark.timeout(scale(300, 3_600))
+def test_random_bytes_to_every_rpc_get_a_clear_status_and_charge_what_they_say(
+    server_a: Server, channel: grpc.Channel, figures: Figures
+) -> None:
+    tokens, charged = _tokens_with_a_fresh_analyst(server_a), Counter[str]()
+
+    @settings(SETTINGS, max_examples=scale(80, 1_500))
+    @given(request=random_bytes())
+    def send_one(request: tuple[str, bytes]) -> None:
+        _send_random(channel, request, tokens, charged, figures, "random bytes")
+
+    send_one()
+    _assert_charged_only_what_answers_said(server_a, tokens, charged)
 
 
 # -- hand-written cases ---------------------------------------------------------------
