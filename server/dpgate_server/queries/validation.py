@@ -83,7 +83,24 @@ def validate(
     """Check `query` against `metadata` and `limits`; raise InvalidQuery on the first problem.
 
     Example:
-        >>> validate(meta, Query("gp_appointments", Aggregate.count(), spend=Spend.epsilon(1)))
+        >>> import datetime as dt
+        >>> from dpgate_server.queries.model import Aggregate, Query, Spend
+        >>> from dpgate_server.store.metadata import (
+        ...     Accounting, ColumnKind, ColumnSpec, DatasetMetadata, Visibility)
+        >>> patient = ColumnSpec("patient", ColumnKind.INTEGER, Visibility.PRIVATE, "who")
+        >>> mode = ColumnSpec("mode", ColumnKind.STRING, Visibility.PUBLIC, "how",
+        ...     groupable=True, filterable=True, values=("Home", "Phone"))
+        >>> visits = DatasetMetadata("visits", "Visits", "one row per visit", "patient", 4,
+        ...     Accounting.PURE_DP, 10_000, dt.date(2025, 1, 1), dt.date(2025, 12, 31),
+        ...     (patient, mode))
+        >>> by_mode = Query("visits", Aggregate.count(), group_by=("mode",), spend=Spend.epsilon(1))
+        >>> validate(visits, by_mode).spend_units
+        1000000000
+        >>> validate(visits, Query("visits", Aggregate.count(), group_by=("patient",),
+        ...     spend=Spend.epsilon(1)))
+        Traceback (most recent call last):
+        ...
+        dpgate_server.queries.errors.InvalidQuery: PRIVATE_COLUMN (group_by[0]): ...
     """
     limits = QueryLimits() if limits is None else limits
     if query.dataset_id != metadata.dataset_id:
