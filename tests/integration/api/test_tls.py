@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,29 +125,6 @@ def test_tls_client_trusting_the_ca_is_served(tls_service: TlsService) -> None:
         assert client.datasets()
 
 
-def test_plaintext_client_cannot_talk_to_a_tls_server(tls_service: TlsService) -> None:
-    with (
-        Client(tls_service.target, token=tls_service.token, timeout=5) as client,
-        pytest.raises(DpgateError) as caught,
-    ):
-        client.datasets()
-    assert caught.value.code == "UNAVAILABLE"
-
-
-def test_client_trusting_another_ca_refuses_the_server(tls_service: TlsService) -> None:
-    with (
-        Client(
-            tls_service.target,
-            token=tls_service.token,
-            root_certificates=tls_service.stranger.cert,
-            timeout=5,
-        ) as client,
-        pytest.raises(DpgateError) as caught,
-    ):
-        client.datasets()
-    assert caught.value.code == "UNAVAILABLE"
-
-
 def test_mutual_tls_client_with_a_certificate_is_served(mtls_service: TlsService) -> None:
     with Client(
         mtls_service.target,
@@ -159,30 +136,50 @@ def test_mutual_tls_client_with_a_certificate_is_served(mtls_service: TlsService
         assert client.datasets()
 
 
-def test_mutual_tls_client_without_a_certificate_is_refused(mtls_service: TlsService) -> None:
-    with (
-        Client(
-            mtls_service.target,
-            token=mtls_service.token,
-            root_certificates=mtls_service.ca.cert,
-            timeout=5,
-        ) as client,
-        pytest.raises(DpgateError) as caught,
-    ):
-        client.datasets()
-    assert caught.value.code == "UNAVAILABLE"
+def _plaintext(service: TlsService) -> dict[str, bytes]:
+    return {}
 
 
-def test_mutual_tls_client_with_a_foreign_certificate_is_refused(mtls_service: TlsService) -> None:
+def _trusting_another_ca(service: TlsService) -> dict[str, bytes]:
+    return {"root_certificates": service.stranger.cert}
+
+
+def _without_a_certificate(service: TlsService) -> dict[str, bytes]:
+    return {"root_certificates": service.ca.cert}
+
+
+def _with_a_foreign_certificate(service: TlsService) -> dict[str, bytes]:
+    return {
+        "root_certificates": service.ca.cert,
+        "private_key": service.stranger.key,
+        "certificate_chain": service.stranger.cert,
+    }
+
+
+@pytest.mark.parametrize(
+    ("server", "credentials"),
+    [
+        ("tls_service", _plaintext),
+        ("tls_service", _trusting_another_ca),
+        ("mtls_service", _without_a_certificate),
+        ("mtls_service", _with_a_foreign_certificate),
+    ],
+    ids=[
+        "plaintext-client-to-tls-server",
+        "client-trusting-another-ca",
+        "mtls-client-without-a-certificate",
+        "mtls-client-with-a-foreign-certificate",
+    ],
+)
+def test_a_connection_without_the_right_credentials_is_refused(
+    request: pytest.FixtureRequest,
+    server: str,
+    credentials: Callable[[TlsService], dict[str, bytes]],
+) -> None:
+    """The handshake fails: the call never reaches the service (UNAVAILABLE, no answer)."""
+    service: TlsService = request.getfixturevalue(server)
     with (
-        Client(
-            mtls_service.target,
-            token=mtls_service.token,
-            root_certificates=mtls_service.ca.cert,
-            private_key=mtls_service.stranger.key,
-            certificate_chain=mtls_service.stranger.cert,
-            timeout=5,
-        ) as client,
+        Client(service.target, token=service.token, timeout=5, **credentials(service)) as client,
         pytest.raises(DpgateError) as caught,
     ):
         client.datasets()
