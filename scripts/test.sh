@@ -12,5 +12,7 @@ echo "== ruff check";          run ruff check .
 echo "== mypy --strict";       run mypy
 echo "== buf lint";            run buf lint
 echo "== generated code";      run python scripts/gen_proto.py --check
-echo "== pytest";              run pytest "$@"
+# `python -m pytest`, not the `pytest` script: a spawned query worker re-runs its parent's
+# main script before its own code, so under the script every worker would import pytest.
+echo "== pytest";              run python -m pytest "$@"
 echo "== all checks passed in $(( $(date +%s) - start )) s"

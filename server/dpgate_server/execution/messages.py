@@ -50,12 +50,15 @@ class Probe:
 
     Reachable only through `QueryWorkerPool.run_probe`, never from a Query. The worker
     allocates (and touches) `allocate_bytes`, holds them for `sleep_s`, raises a
-    RuntimeError carrying `fail_with` if it is set, and answers its own pid (ASCII).
+    RuntimeError carrying `fail_with` if it is set, and answers its own pid (ASCII), or
+    with `report_modules` the names of the modules it has imported, one per line (what a
+    worker's start costs depends on them).
     """
 
     sleep_s: float = 0.0
     allocate_bytes: int = 0
     fail_with: str | None = None
+    report_modules: bool = False
 
 
 Job = QueryJob | Probe

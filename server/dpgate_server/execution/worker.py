@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -90,11 +91,13 @@ def run_query(store: DatasetStore, job: QueryJob) -> bytes:
 
 
 def run_probe(probe: Probe) -> bytes:
-    """Allocate, hold, sleep and maybe fail as `probe` says; answers this worker's pid."""
+    """Allocate, hold, sleep and maybe fail as `probe` says; this worker's pid (or modules)."""
     held = b"\x01" * probe.allocate_bytes  # repeating a byte writes, so every page is resident
     if probe.sleep_s > 0:
         time.sleep(probe.sleep_s)
     if probe.fail_with is not None:
         raise RuntimeError(probe.fail_with)
     del held
+    if probe.report_modules:
+        return "\n".join(sorted(sys.modules)).encode("utf-8")
     return str(os.getpid()).encode("ascii")

@@ -20,8 +20,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import opendp.prelude as dp
 import polars as pl
+from opendp.accuracy import summarize_polars_measurement
+from opendp.mod import OpenDPException
 
 from dpgate_server.queries import accuracy, cost
 from dpgate_server.queries.bounding import Bounding, choose_bounding
@@ -159,7 +160,7 @@ def execute(version: DatasetVersion, prepared: PreparedQuery) -> Release:
         )
         os.environ.setdefault(STREAMING_VARIABLE, "1")
         frame = measurement(scan).collect()
-    except dp.OpenDPException as exc:
+    except OpenDPException as exc:
         raise EngineError(f"OpenDP refused dpgate's plan: {exc}") from exc
     return _release(prepared, frame)
 
@@ -327,7 +328,7 @@ def _calibrate(v: ValidatedQuery, bounding: Bounding, limits: QueryLimits) -> Ca
 
 
 def _check_scale(measurement: Any, calibration: Calibration) -> None:
-    summary = dp.summarize_polars_measurement(measurement)
+    summary = summarize_polars_measurement(measurement)
     scales = summary.get_column("scale").to_list()
     # OpenDP multiplies global_scale by the sensitivity in its own float arithmetic, so its
     # scale may differ from dpgate's in the last bits; the cost itself is cross-checked

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import opendp.prelude as dp
 import polars as pl
+from opendp.context import domain_of, unit_of
+from opendp.domains import with_margin
 from opendp.extras.polars import Margin, dp_len
+from opendp.measurements import make_private_lazyframe
+from opendp.measures import max_divergence, zero_concentrated_divergence
+from opendp.mod import enable_features
 
 from dpgate_server.queries.bounding import Bounding
 from dpgate_server.queries.expressions import conjunction
@@ -27,7 +31,7 @@ from dpgate_server.queries.validation import ValidatedQuery
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.vocabulary.accounting import Accounting
 
-dp.enable_features("contrib")
+enable_features("contrib")
 
 VALUE_COLUMN = "__dpgate_value"
 """Name of the released aggregate in a plan's output (never a dataset column name)."""
@@ -80,9 +84,9 @@ def build_plan(
 def privacy_unit_of(bounding: Bounding, privacy_unit: str) -> tuple[Any, int]:
     """OpenDP metric and d_in: k rows (row-level unit) or one patient (identifier unit)."""
     if bounding.method is BoundingMethod.PUBLISH_TIME:
-        metric, _ = dp.unit_of(contributions=bounding.max_contributions)
+        metric, _ = unit_of(contributions=bounding.max_contributions)
     else:
-        metric, _ = dp.unit_of(contributions=1, identifier=privacy_unit)
+        metric, _ = unit_of(contributions=1, identifier=privacy_unit)
     return metric, bounding.d_in
 
 
@@ -98,13 +102,11 @@ def make_measurement(
     The row-count margin is the metadata's public ceiling (a policy constant, required for
     integer sums' overflow check); nothing in the domain comes from the rows.
     """
-    domain = dp.with_margin(
-        dp.domain_of(scan, infer=True), Margin(by=[], max_length=metadata.max_rows)
-    )
+    domain = with_margin(domain_of(scan, infer=True), Margin(by=[], max_length=metadata.max_rows))
     metric, _ = privacy_unit_of(bounding, metadata.privacy_unit)
     measure = (
-        dp.max_divergence()
+        max_divergence()
         if metadata.accounting is Accounting.PURE_DP
-        else dp.zero_concentrated_divergence()
+        else zero_concentrated_divergence()
     )
-    return dp.m.make_private_lazyframe(domain, metric, measure, plan, global_scale=global_scale)
+    return make_private_lazyframe(domain, metric, measure, plan, global_scale=global_scale)

@@ -104,6 +104,23 @@ def test_concurrent_callers_each_get_their_own_answer(
     assert len(set(keys)) == len(keys)
 
 
+WORKER_NEEDS_NOT = ("sklearn", "scipy", "grpc", "google.protobuf", "dpgate_server.api")
+"""Packages a worker never uses: `opendp.prelude` pulls in scikit-learn and SciPy (seconds
+of start per worker), and the server's gRPC layer belongs to the parent alone."""
+
+
+def test_worker_imports_only_what_it_uses(pool: QueryWorkerPool) -> None:
+    modules = set(pool.run_probe(Probe(report_modules=True), 60.0).decode("utf-8").split())
+    assert {"polars", "opendp.extras.polars", "dpgate_server.queries.engine"} <= modules
+    unused = sorted(
+        name
+        for name in modules
+        for package in WORKER_NEEDS_NOT
+        if name == package or name.startswith(package + ".")
+    )
+    assert unused == []
+
+
 def test_full_queue_refuses_at_once_with_retry_hint(pool: QueryWorkerPool) -> None:
     with ThreadPoolExecutor(WORKERS + MAX_QUEUE) as executor:
         running = _occupy_every_worker(pool, executor, sleep_s=2.0)
