@@ -1,7 +1,8 @@
 """dpgate: the client library for the dpgate differential-privacy statistics service.
 
 The client installs without the server's dependencies (no OpenDP): `pip install dpgate`.
-Generated gRPC stubs live in `dpgate._proto` and never appear in the public API.
+Generated gRPC stubs live in the shared `dpgate_proto` package and never appear in the
+public API.
 """
 
 from dpgate._admin import AdminClient

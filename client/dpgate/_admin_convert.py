@@ -14,7 +14,7 @@ import polars as pl
 
 from dpgate._admin_types import AuditEvent, AuditHead, ChainVerification, DatasetCap, Requester
 from dpgate._convert import accounting_name, spend
-from dpgate._proto.dpgate.v1 import admin_pb2, audit_pb2, types_pb2
+from dpgate_proto.v1 import admin_pb2, audit_pb2, types_pb2
 from dpgate_shared.units import Amount, to_units_exact
 
 ROLES = {

@@ -15,7 +15,7 @@ from dpgate._admin_convert import (
 )
 from dpgate._admin_types import AuditEvent, AuditHead, ChainVerification
 from dpgate._channel import Connection
-from dpgate._proto.dpgate.v1 import audit_pb2, audit_pb2_grpc
+from dpgate_proto.v1 import audit_pb2, audit_pb2_grpc
 
 
 class AuditClient(Connection):

@@ -17,7 +17,6 @@ from dpgate._convert import (
     query_result,
     release_info,
 )
-from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc
 from dpgate._query import QuerySpec
 from dpgate._types import (
     BudgetInfo,
@@ -28,6 +27,7 @@ from dpgate._types import (
     ReleaseInfo,
 )
 from dpgate.errors import OverloadedError
+from dpgate_proto.v1 import query_pb2, query_pb2_grpc
 
 
 class Client(Connection):

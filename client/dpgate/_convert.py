@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
+from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate._types import (
     BudgetInfo,
     ColumnInfo,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dpgate._channel import Connection
-from dpgate._proto.dpgate.v1 import provider_pb2, provider_pb2_grpc
+from dpgate_proto.v1 import provider_pb2, provider_pb2_grpc
 
 CHUNK_BYTES = 1 << 20
 """Bytes per upload message (well under the server's 4 MB message limit)."""

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpgate import Client, InvalidQueryError, count
-from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
+from dpgate_proto.v1 import query_pb2, types_pb2
 from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import SERVING, Server, health_status, scale
 from tests.adversarial.wire import (

@@ -19,7 +19,7 @@ import pytest
 from scipy import stats
 
 from dpgate import BudgetExhaustedError, Client, InvalidQueryError, QueryResult, count, total
-from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc, types_pb2
+from dpgate_proto.v1 import query_pb2, query_pb2_grpc, types_pb2
 from dpgate_server.spend import to_units_floor
 from dpgate_server.store.store import DatasetVersion
 from tests.adversarial.conftest import Figures

@@ -12,8 +12,8 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
-from dpgate._proto.dpgate.v1 import admin_pb2, audit_pb2, provider_pb2, query_pb2
 from dpgate.errors import from_rpc_error
+from dpgate_proto.v1 import admin_pb2, audit_pb2, provider_pb2, query_pb2
 
 METHODS: dict[str, MethodDescriptor] = {
     f"/{service.full_name}/{method.name}": method

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from dpgate._proto.dpgate.v1 import admin_pb2, audit_pb2, types_pb2
+from dpgate_proto.v1 import admin_pb2, audit_pb2, types_pb2
 from dpgate_server.api.convert import ACCOUNTING_TO_PROTO
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.ledger._time import format_time

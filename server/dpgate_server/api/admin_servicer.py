@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.message import Message
 
-from dpgate._proto.dpgate.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from dpgate_server.api.admin_convert import (
     canonical_request,
     requester_to_proto,

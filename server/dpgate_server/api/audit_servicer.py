@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from dpgate._proto.dpgate.v1 import audit_pb2, audit_pb2_grpc
+from dpgate_proto.v1 import audit_pb2, audit_pb2_grpc
 from dpgate_server.api.admin_convert import (
     chunks,
     event_to_proto,

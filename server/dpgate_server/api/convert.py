@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
+from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate_server.answers import Answer
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.ledger.model import Budget

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from dpgate._proto.dpgate.v1 import provider_pb2, provider_pb2_grpc
+from dpgate_proto.v1 import provider_pb2, provider_pb2_grpc
 from dpgate_server.api.admin_convert import canonical_request, require
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.errors import BadRequestError, audited

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc
+from dpgate_proto.v1 import query_pb2, query_pb2_grpc
 from dpgate_server.answers import QueryAnswerer
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import (

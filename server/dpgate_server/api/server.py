@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dpgate._proto.dpgate.v1 import (
+from dpgate_proto.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     audit_pb2,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dpgate._proto.dpgate.v1 import audit_pb2
+from dpgate_proto.v1 import audit_pb2
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.signed_heads import SignedHead, SignedHeadFormatError
 

@@ -15,7 +15,6 @@ from dpgate._admin import AdminClient
 from dpgate._admin_types import Requester
 from dpgate._audit import AuditClient
 from dpgate._client import Client
-from dpgate._proto.dpgate.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from dpgate._query import count
 from dpgate.errors import (
     AuthenticationError,
@@ -25,6 +24,7 @@ from dpgate.errors import (
     PermissionDeniedError,
     from_rpc_error,
 )
+from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 
 from .conftest import ANALYST_EPSILON, DATASET_CAP_EPSILON, Service
 

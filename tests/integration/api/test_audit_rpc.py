@@ -14,10 +14,10 @@ import pytest
 from dpgate._admin_types import AuditEvent, AuditHead
 from dpgate._audit import AuditClient
 from dpgate._client import Client
-from dpgate._proto.dpgate.v1 import audit_pb2, audit_pb2_grpc
 from dpgate._query import count
 from dpgate._types import QueryResult
 from dpgate.errors import InvalidQueryError, PermissionDeniedError, from_rpc_error
+from dpgate_proto.v1 import audit_pb2, audit_pb2_grpc
 from dpgate_server.ledger import model
 from dpgate_server.ledger.chain import event_hash
 from dpgate_server.ledger.ledger import Ledger

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 
-from dpgate._proto.dpgate.v1 import admin_pb2, audit_pb2, provider_pb2, query_pb2
+from dpgate_proto.v1 import admin_pb2, audit_pb2, provider_pb2, query_pb2
 from dpgate_server.api.roles import ROLES_BY_METHOD
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Role

@@ -9,8 +9,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dpgate._proto.dpgate.v1 import provider_pb2, provider_pb2_grpc, query_pb2, query_pb2_grpc
 from dpgate.errors import from_rpc_error
+from dpgate_proto.v1 import provider_pb2, provider_pb2_grpc, query_pb2, query_pb2_grpc
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import AuditEvent, Outcome
 from dpgate_server.store.store import DatasetVersion

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpgate import AdminClient, BudgetExhaustedError, Client, count
-from dpgate._proto.dpgate.v1 import query_pb2, query_pb2_grpc
+from dpgate_proto.v1 import query_pb2, query_pb2_grpc
 
 from .conftest import Service
 

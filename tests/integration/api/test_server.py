@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from dpgate._proto.dpgate.v1 import (
+from dpgate_proto.v1 import (
     provider_pb2,
     provider_pb2_grpc,
     query_pb2,

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from dpgate import InvalidQueryError, PermissionDeniedError, count
-from dpgate._proto.dpgate.v1 import provider_pb2, provider_pb2_grpc
+from dpgate_proto.v1 import provider_pb2, provider_pb2_grpc
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
 from dpgate_server.governance.staging import StagingArea
 from dpgate_server.store.pseudonym import load_or_create_key, patient_keys

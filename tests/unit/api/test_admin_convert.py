@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dpgate._proto.dpgate.v1 import admin_pb2, types_pb2
+from dpgate_proto.v1 import admin_pb2, types_pb2
 from dpgate_server.api.admin_convert import (
     canonical_request,
     chunks,

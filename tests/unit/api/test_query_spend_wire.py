@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from dpgate import count
 from dpgate._convert import spend as spend_from_wire
-from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
+from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate_server.api.convert import query_from_proto, spend_to_proto
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.queries.errors import InvalidQuery, Reason

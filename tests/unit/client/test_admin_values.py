@@ -16,7 +16,7 @@ from dpgate._admin_convert import (
 )
 from dpgate._admin_types import IssuedToken
 from dpgate._audit import AuditClient
-from dpgate._proto.dpgate.v1 import admin_pb2, types_pb2
+from dpgate_proto.v1 import admin_pb2, types_pb2
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from dpgate import count, total
-from dpgate._proto.dpgate.v1 import query_pb2, types_pb2
+from dpgate_proto.v1 import query_pb2, types_pb2
 
 
 def test_count_of_dna_by_practice_and_week() -> None:

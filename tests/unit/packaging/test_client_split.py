@@ -23,12 +23,26 @@ def test_base_dependencies_exclude_the_server_stack() -> None:
 def test_importing_the_client_and_its_stubs_loads_no_server_code() -> None:
     code = (
         "import sys, dpgate\n"
-        "from dpgate._proto.dpgate.v1 import query_pb2_grpc\n"
+        "from dpgate_proto.v1 import query_pb2_grpc\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('opendp', 'dpgate_server')]\n"
         "assert not loaded, loaded\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_wheel_ships_every_package_including_the_generated_code() -> None:
+    """`dpgate_proto` (generated code shared by client and server) is its own package."""
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    shipped = set(wheel["targets"]["wheel"]["packages"])
+    on_disk = {
+        f"{folder}/{p.name}"
+        for folder in ("client", "server")
+        for p in (ROOT / folder).iterdir()
+        if (p / "__init__.py").is_file()
+    }
+    assert "client/dpgate_proto" in shipped
+    assert shipped == on_disk
 
 
 SERVER_ONLY_MODULES = (

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from dpgate._proto.dpgate.v1 import audit_pb2 as dpgate_dot_v1_dot_audit__pb2
+from dpgate_proto.v1 import audit_pb2 as dpgate_dot_v1_dot_audit__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

@@ -5,7 +5,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from dpgate._proto.dpgate.v1 import query_pb2 as _query_pb2
+from dpgate_proto.v1 import query_pb2 as _query_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

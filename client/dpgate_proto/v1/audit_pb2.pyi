@@ -5,7 +5,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from dpgate._proto.dpgate.v1 import types_pb2 as _types_pb2
+from dpgate_proto.v1 import types_pb2 as _types_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
