@@ -51,6 +51,6 @@ def test_edited_generated_file_is_detected_as_stale(gen_proto: ModuleType, tmp_p
     gen_proto.generate(generated)
     target = tmp_path / "target"
     shutil.copytree(generated, target)
-    edited = target / "dpgate" / "v1" / "types_pb2.py"
+    edited = target / "v1" / "types_pb2.py"
     edited.write_text(edited.read_text() + "\n# hand edit\n")
     assert not gen_proto.is_fresh(generated, target)
