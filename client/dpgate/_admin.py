@@ -19,8 +19,8 @@ from dpgate._admin_convert import (
 from dpgate._admin_types import DatasetCap, IssuedToken, Requester
 from dpgate._channel import Connection
 from dpgate._convert import budget_info, dataset_info
-from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc
 from dpgate._types import BudgetInfo, DatasetInfo
+from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc
 from dpgate_shared.units import Amount
 
 

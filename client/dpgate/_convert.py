@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import polars as pl
 
-from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate._types import (
     BudgetInfo,
     ColumnInfo,
@@ -18,6 +17,7 @@ from dpgate._types import (
     QueryResult,
     ReleaseInfo,
 )
+from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate_shared.units import units_to_decimal
 
 _ACCOUNTING = {types_pb2.ACCOUNTING_PURE_DP: "pure_dp", types_pb2.ACCOUNTING_ZCDP: "zcdp"}

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate._types import KeyValue
+from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL, check_confidence_level
 from dpgate_shared.units import SMALLEST, Amount, plain, spend_to_units, to_decimal
 
