@@ -39,12 +39,12 @@ from dpgate_server.ledger.model import (
     DatasetSpending,
     IssuedToken,
     Outcome,
-    Release,
     Requester,
     RequestInfo,
     Role,
     SpendingLine,
     SpendingReport,
+    StoredRelease,
     TokenInfo,
 )
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
@@ -348,7 +348,7 @@ class LedgerAdmin:
 
     def list_releases(
         self, requester_id: str | None = None, dataset_id: str | None = None
-    ) -> list[Release]:
+    ) -> list[StoredRelease]:
         """Releases, optionally of one requester and/or one dataset, oldest first."""
         with self._storage.read() as tx:
             return tx.list_releases(requester_id, dataset_id)

@@ -54,8 +54,8 @@ from dpgate_server.ledger.model import (
     Outcome,
     Principal,
     Reconciliation,
-    Release,
     RequestInfo,
+    StoredRelease,
 )
 from dpgate_server.ledger.postgres import PostgresStorage
 from dpgate_server.ledger.postgres_connections import is_postgres_url
@@ -207,7 +207,7 @@ class Ledger:
 
     # spending
 
-    def lookup_release(self, release_key: str, requester_id: str) -> Release | None:
+    def lookup_release(self, release_key: str, requester_id: str) -> StoredRelease | None:
         """A stored release this requester may receive free for `release_key`, or None.
 
         The requester's own release first; another requester's only if the dataset
@@ -272,7 +272,7 @@ class Ledger:
         with self._storage.read() as tx:
             return _dataset(tx, dataset_id)
 
-    def get_release(self, release_id: str) -> Release:
+    def get_release(self, release_id: str) -> StoredRelease:
         """A release by id (callers check that the principal may see it)."""
         with self._storage.read() as tx:
             release = tx.get_release(release_id)
@@ -282,7 +282,7 @@ class Ledger:
 
     def list_releases(
         self, requester_id: str | None = None, dataset_id: str | None = None
-    ) -> list[Release]:
+    ) -> list[StoredRelease]:
         """Releases paid for by `requester_id` (all if None), optionally on one dataset."""
         with self._storage.read() as tx:
             return tx.list_releases(requester_id, dataset_id)
@@ -502,7 +502,7 @@ def _debit_in(
         )
         audit(Outcome.REFUSED, f"requested {cost}; {left} remains")
         return BudgetExhausted(spend.cost_units, remaining, accounting=checked.accounting)
-    release = Release(
+    release = StoredRelease(
         release_id="rel_" + secrets.token_hex(16),
         release_key=spend.release_key,
         dataset_id=spend.dataset_id,
@@ -570,7 +570,7 @@ def _repeat(
 
 
 def _remember_key(
-    tx: StorageTransaction, now: dt.datetime, spend: _Spend, release: Release
+    tx: StorageTransaction, now: dt.datetime, spend: _Spend, release: StoredRelease
 ) -> None:
     if spend.idempotency_key is not None:
         record = IdempotencyRecord(release.release_key, release.release_id)
@@ -578,8 +578,8 @@ def _remember_key(
 
 
 def _visible_release(
-    tx: StorageTransaction, releases: list[Release], requester_id: str
-) -> Release | None:
+    tx: StorageTransaction, releases: list[StoredRelease], requester_id: str
+) -> StoredRelease | None:
     """The release of this key the requester may receive: own first, else a shared one."""
     for release in releases:
         if release.requester_id == requester_id:

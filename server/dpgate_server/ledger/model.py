@@ -193,8 +193,11 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
-class Release:
+class StoredRelease:
     """A stored noisy answer, served again for free to identical queries.
+
+    The ledger's record of a release: who paid, what, when. The answer itself is the
+    engine's `queries.model.Release`, kept here as its opaque bytes (`payload`).
 
     Attributes:
         release_id: public id, returned with the answer.
@@ -230,7 +233,7 @@ class DebitResult:
             then return `release.payload`, not its own freshly computed answer.
     """
 
-    release: Release
+    release: StoredRelease
     charged_units: int
     remaining_units: int
     repeat: bool

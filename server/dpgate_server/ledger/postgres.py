@@ -40,9 +40,9 @@ from dpgate_server.ledger.model import (
     ChainHead,
     Dataset,
     Outcome,
-    Release,
     Requester,
     Role,
+    StoredRelease,
     TokenInfo,
 )
 from dpgate_server.ledger.postgres_connections import ConnectionPool
@@ -493,18 +493,18 @@ class PostgresTransaction:
 
     # releases and idempotency keys
 
-    def find_releases(self, release_key: str) -> list[Release]:
+    def find_releases(self, release_key: str) -> list[StoredRelease]:
         rows = self._all(
             f"SELECT {_RELEASE} FROM releases WHERE release_key = %s ORDER BY release_seq",
             (release_key,),
         )
         return [_release(row) for row in rows]
 
-    def get_release(self, release_id: str) -> Release | None:
+    def get_release(self, release_id: str) -> StoredRelease | None:
         row = self._one(f"SELECT {_RELEASE} FROM releases WHERE release_id = %s", (release_id,))
         return None if row is None else _release(row)
 
-    def insert_release(self, release: Release) -> None:
+    def insert_release(self, release: StoredRelease) -> None:
         self._insert(
             "releases",
             _RELEASE,
@@ -521,7 +521,9 @@ class PostgresTransaction:
             f"release {release.release_id!r}",
         )
 
-    def list_releases(self, requester_id: str | None, dataset_id: str | None) -> list[Release]:
+    def list_releases(
+        self, requester_id: str | None, dataset_id: str | None
+    ) -> list[StoredRelease]:
         rows = self._all(
             f"SELECT {_RELEASE} FROM releases WHERE (%s::text IS NULL OR requester_id = %s)"
             " AND (%s::text IS NULL OR dataset_id = %s) ORDER BY release_seq",
@@ -722,8 +724,8 @@ def _allocation(row: tuple[Any, ...]) -> Allocation:
     )
 
 
-def _release(row: tuple[Any, ...]) -> Release:
-    return Release(
+def _release(row: tuple[Any, ...]) -> StoredRelease:
+    return StoredRelease(
         release_id=row[0],
         release_key=row[1],
         dataset_id=row[2],

@@ -39,9 +39,9 @@ from dpgate_server.ledger.model import (
     ChainHead,
     Dataset,
     Outcome,
-    Release,
     Requester,
     Role,
+    StoredRelease,
     TokenInfo,
 )
 from dpgate_server.ledger.sqlite_schema import MIGRATIONS
@@ -461,19 +461,19 @@ class SqliteTransaction:
 
     # releases and idempotency keys
 
-    def find_releases(self, release_key: str) -> list[Release]:
+    def find_releases(self, release_key: str) -> list[StoredRelease]:
         rows = self._db.execute(
             "SELECT * FROM releases WHERE release_key = ? ORDER BY rowid", (release_key,)
         )
         return [_release(row) for row in rows]
 
-    def get_release(self, release_id: str) -> Release | None:
+    def get_release(self, release_id: str) -> StoredRelease | None:
         row = self._db.execute(
             "SELECT * FROM releases WHERE release_id = ?", (release_id,)
         ).fetchone()
         return None if row is None else _release(row)
 
-    def insert_release(self, release: Release) -> None:
+    def insert_release(self, release: StoredRelease) -> None:
         self._insert(
             "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -489,7 +489,9 @@ class SqliteTransaction:
             f"release {release.release_id!r}",
         )
 
-    def list_releases(self, requester_id: str | None, dataset_id: str | None) -> list[Release]:
+    def list_releases(
+        self, requester_id: str | None, dataset_id: str | None
+    ) -> list[StoredRelease]:
         rows = self._db.execute(
             "SELECT * FROM releases WHERE (?1 IS NULL OR requester_id = ?1)"
             " AND (?2 IS NULL OR dataset_id = ?2) ORDER BY rowid",
@@ -661,8 +663,8 @@ def _allocation(row: Any) -> Allocation:
     )
 
 
-def _release(row: Any) -> Release:
-    return Release(
+def _release(row: Any) -> StoredRelease:
+    return StoredRelease(
         release_id=row[0],
         release_key=row[1],
         dataset_id=row[2],

@@ -17,7 +17,7 @@ from pathlib import Path
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import AuditEvent, Outcome
 from dpgate_server.ledger.transparency import TransparencyReport
-from dpgate_server.queries.model import Release as QueryRelease
+from dpgate_server.queries.model import Release
 from dpgate_server.signed_heads import HeadPublisher, SignedHead
 from dpgate_server.spend import units_to_decimal
 from dpgate_server.store.store import DatasetStore
@@ -155,7 +155,7 @@ class PublicData:
         if release_id not in self._cells:
             try:
                 payload = self._ledger.get_release(release_id).payload
-                self._cells[release_id] = len(QueryRelease.from_bytes(payload).cells)
+                self._cells[release_id] = len(Release.from_bytes(payload).cells)
             except Exception:
                 self._cells[release_id] = None
         return self._cells[release_id]
