@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from dpgate_server.api.ledger_storage import describe_ledger, open_ledger_storage
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.api.startup_checks import StartupError, check_address_free
 from dpgate_server.config import ConfigError, Settings, load_settings
@@ -80,26 +81,25 @@ def create_admin_token(
         str, typer.Option(help="Their organisation, for a new requester.")
     ] = "local operator",
 ) -> None:
-    """Create an admin token on the ledger file itself: the first admin, with no server.
+    """Create an admin token on the ledger itself (file or database): the first admin, no server.
 
     Works offline (the server may be stopped or running). The token alone goes to stdout,
     this once: the ledger keeps only its hash. The requester and the token are recorded in
     the audit chain as the work of the local operator, like any administrative change.
     """
     settings = _settings_or_exit(config)
-    path = settings.storage.ledger_path
-    path.parent.mkdir(parents=True, exist_ok=True)
     request = RequestInfo(
         request_id=f"cli-{uuid.uuid4().hex}", rpc="create-admin-token", source="local"
     )
     try:
-        with Ledger.open_sqlite(path) as ledger:
+        with Ledger(open_ledger_storage(settings)) as ledger:
             issued = _issue_admin_token(ledger, requester_id, name, organisation, request)
-    except (ledger_errors.LedgerError, ValueError) as exc:
+    except (StartupError, ledger_errors.LedgerError, ValueError) as exc:
         typer.echo(f"dpgate-server: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(
-        f"admin token {issued.info.token_id} for requester {requester_id} on {path}"
+        f"admin token {issued.info.token_id} for requester {requester_id}"
+        f" on {describe_ledger(settings)}"
         " (shown once; only its hash is kept):",
         err=True,
     )
@@ -148,7 +148,7 @@ def _announce(running: RunningServer, settings: Settings) -> None:
     security = "TLS" if running.tls else "plaintext, loopback only: no TLS configured"
     print(f"dpgate server listening on {running.address} ({security})", flush=True)
     print(f"  data:   {settings.storage.data_dir}", flush=True)
-    print(f"  ledger: {settings.storage.ledger_path}", flush=True)
+    print(f"  ledger: {describe_ledger(settings)}", flush=True)
     for line in running.sidecars.describe():
         print(f"  {line}", flush=True)
 

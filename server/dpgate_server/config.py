@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -61,9 +61,31 @@ class StorageSettings(_Section):
     data_dir: Path = Path("var/data")
     """The dataset store (immutable versions of Parquet files)."""
     ledger_path: Path = Path("var/ledger.sqlite")
-    """The SQLite privacy ledger."""
+    """The SQLite privacy ledger (unless `ledger.url` names a PostgreSQL database)."""
     key_file: Path = Path("var/keys/pseudonym.key")
     """The server's pseudonymisation key; keep it outside data_dir, owner-only."""
+
+
+class LedgerSettings(_Section):
+    """A PostgreSQL privacy ledger instead of the SQLite file (README "PostgreSQL ledger")."""
+
+    url: SecretStr | None = None
+    """postgresql://user:password@host:port/database; unset: SQLite at storage.ledger_path.
+    Best given as DPGATE_LEDGER__URL rather than in a file. Logs show it without the password."""
+    connect_timeout_seconds: float = Field(default=5.0, ge=1, le=600)
+    """How long connecting may take before the database counts as unreachable."""
+    max_connections: int = Field(default=16, ge=1, le=1000)
+    """Connections this server process keeps open at most."""
+    busy_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    """How long a write waits for the ledger's lock before answering OVERLOADED."""
+
+    @field_validator("url")
+    @classmethod
+    def _is_postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        scheme = "" if value is None else value.get_secret_value().partition("://")[0]
+        if value is not None and scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL (unset it to use the SQLite file)")
+        return value
 
 
 class DemoSettings(_Section):
@@ -215,6 +237,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
+    ledger: LedgerSettings = LedgerSettings()
     demo: DemoSettings = DemoSettings()
     limits: LimitsSettings = LimitsSettings()
     tls: TlsSettings = TlsSettings()

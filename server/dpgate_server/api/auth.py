@@ -19,9 +19,15 @@ from typing import Any, NoReturn, TypeAlias
 import grpc
 
 from dpgate_server.api.call_context import CallContext, bind_call, unbind_call
-from dpgate_server.api.errors import BadRequestError, ErrorAnswer, abort
+from dpgate_server.api.errors import (
+    BadRequestError,
+    ErrorAnswer,
+    abort,
+    ledger_unavailable_answer,
+)
 from dpgate_server.api.rate_limit import TokenBuckets
 from dpgate_server.api.roles import PUBLIC_SERVICES, ROLES_BY_METHOD, rpc_name
+from dpgate_server.ledger.errors import LedgerUnavailable
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo
 from dpgate_server.observability.logs import current_request_id, new_request_id
@@ -53,7 +59,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return _wrap(handler, lambda context: self._admit(method, context), self._refuse)
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> CallContext:
-        """The caller's context, or abort with the status that says why not."""
+        """The caller's context, or abort with the status that says why not.
+
+        Tokens live in the ledger: with its database down, nobody can be authenticated,
+        and the caller is told UNAVAILABLE/LEDGER_UNAVAILABLE (retry), not UNAUTHENTICATED.
+        """
+        try:
+            return self._admit_or_abort(method, context)
+        except LedgerUnavailable as exc:
+            abort(context, ledger_unavailable_answer(exc))
+
+    def _admit_or_abort(self, method: str, context: grpc.ServicerContext) -> CallContext:
         rpc = rpc_name(method)
         request_id = current_request_id() or new_request_id()
         source = _peer_address(context.peer())
@@ -103,7 +119,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _refuse(self, call: _Call, context: grpc.ServicerContext) -> NoReturn:
         """End an authenticated call whose request bytes do not parse; audited."""
         if call is not None:
-            self._ledger.record_event(call.request_info(), Outcome.INVALID, detail=_MALFORMED)
+            try:
+                self._ledger.record_event(call.request_info(), Outcome.INVALID, detail=_MALFORMED)
+            except LedgerUnavailable as exc:
+                abort(context, ledger_unavailable_answer(exc))
         abort(context, _malformed_answer())
 
     def _authenticate(self, context: grpc.ServicerContext) -> Principal | None:

@@ -21,6 +21,7 @@ is a bug: logged with a request id and answered INTERNAL with that id, no detail
 | UnknownPublicTableError                   | NOT_FOUND           | TABLE_NOT_FOUND          |
 | ledger AlreadyExists                      | ALREADY_EXISTS      | ALREADY_EXISTS           |
 | ledger LedgerBusy, PoolOverloaded         | UNAVAILABLE         | OVERLOADED (retry hint)  |
+| ledger LedgerUnavailable (database down)  | UNAVAILABLE         | LEDGER_UNAVAILABLE (hint)|
 | PoolClosed (shutting down)                | UNAVAILABLE         | OVERLOADED (retry hint)  |
 | QueryDeadlineExceeded                     | DEADLINE_EXCEEDED   | QUERY_TIMEOUT            |
 | WorkerFailed (out of memory, crash)       | INTERNAL            | WORKER_FAILED            |
@@ -183,6 +184,8 @@ def _lookup_or_ledger_answer(exc: Exception) -> ErrorAnswer:
             return ErrorAnswer(status, reason, message, {}, outcome)
     if isinstance(exc, ledger_errors.LedgerBusy):
         return _overloaded("the ledger is busy; retry shortly", 1.0)
+    if isinstance(exc, ledger_errors.LedgerUnavailable):
+        return ledger_unavailable_answer(exc)
     return answer_for(RuntimeError(message), "ledger")  # pragma: no cover - a new ledger error
 
 
@@ -204,6 +207,26 @@ def _execution_answer(exc: execution.ExecutionError, request_id: str) -> ErrorAn
         message = f"internal error; nothing was charged. Quote request id {request_id}"
     return ErrorAnswer(
         code.INTERNAL, "WORKER_FAILED", message, {"request_id": request_id}, Outcome.FAILED
+    )
+
+
+LEDGER_RETRY_AFTER_SECONDS = 2.0
+
+
+def ledger_unavailable_answer(exc: ledger_errors.LedgerUnavailable) -> ErrorAnswer:
+    """UNAVAILABLE/LEDGER_UNAVAILABLE: the ledger's database is down; nothing was charged.
+
+    Not audited (outcome None): the audit chain lives in that database. The caller sees no
+    database detail; the operator's log gets it (without password).
+    """
+    _log.warning("ledger unavailable: %s", exc)
+    return ErrorAnswer(
+        grpc.StatusCode.UNAVAILABLE,
+        "LEDGER_UNAVAILABLE",
+        "the privacy ledger cannot be reached; nothing was charged. Retry in a few seconds"
+        " (a retry with the same idempotency key is never charged twice)",
+        {"retry_after_seconds": f"{LEDGER_RETRY_AFTER_SECONDS:.3f}"},
+        outcome=None,
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import sqlite3
 import uuid
 from concurrent import futures
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from dpgate_server.answers import QueryAnswerer
 from dpgate_server.api.admin_servicer import AdminServicer
 from dpgate_server.api.audit_servicer import AuditServicer
 from dpgate_server.api.auth import AuthInterceptor
+from dpgate_server.api.ledger_storage import open_ledger_storage
 from dpgate_server.api.provider_servicer import ProviderServicer, governance_for
 from dpgate_server.api.query_servicer import QueryServicer
 from dpgate_server.api.rate_limit import TokenBuckets
@@ -42,7 +42,6 @@ from dpgate_server.execution import PoolSettings, QueryWorkerPool
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, RequestInfo
-from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.sidecars import Sidecars
 from dpgate_server.store.catalog import Catalog
 from dpgate_server.store.store import DatasetStore
@@ -95,7 +94,10 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_seconds).wait()
         self.pool.close()
-        self.ledger.flush_unauthenticated()
+        try:
+            self.ledger.flush_unauthenticated()
+        except ledger_errors.LedgerUnavailable as exc:  # counts not yet chained are lost
+            _log.warning("could not chain the last unauthenticated counts: %s", exc)
         self.ledger.close()
 
 
@@ -123,7 +125,7 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     store = DatasetStore(settings.storage.data_dir)
     catalog = Catalog(store)
     sidecars = Sidecars.prepare()
-    ledger = _open_ledger(settings.storage.ledger_path, sidecars)
+    ledger = _open_ledger(settings, sidecars)
     try:
         _check_audit_chain(ledger, accept_broken_audit_chain)
         _register_datasets(catalog, ledger)
@@ -150,12 +152,8 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
         raise
 
 
-def _open_ledger(path: Path, sidecars: Sidecars) -> Ledger:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return Ledger(sidecars.timed(SqliteStorage(path)))
-    except (OSError, sqlite3.Error, ledger_errors.LedgerSchemaError) as exc:
-        raise StartupError(f"cannot open the ledger {path}: {exc}") from None
+def _open_ledger(settings: Settings, sidecars: Sidecars) -> Ledger:
+    return Ledger(sidecars.timed(open_ledger_storage(settings)))
 
 
 def _check_audit_chain(ledger: Ledger, accept_broken: bool) -> None:

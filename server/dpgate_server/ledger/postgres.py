@@ -9,6 +9,9 @@ How it keeps the ledger's promises with concurrent writers on many machines:
 - Reads run in REPEATABLE READ READ ONLY transactions: one snapshot, never blocking.
 - `lock_timeout` bounds the wait for the head lock; past it, `LedgerBusy` (as SQLite's
   busy timeout). A lost database is `LedgerUnavailable` (see `postgres_connections`).
+- Writes set `synchronous_commit = on` whatever the server's default: a debit that
+  returned must survive a crash of the database (asynchronous commit could forget it and
+  so refund spent budget). The server's own `fsync` must stay on too.
 - Migrations run at open under a transaction-level advisory lock, so replicas starting
   together migrate once; DDL is transactional, so a failed migration leaves nothing.
 - Insertions use `ON CONFLICT DO NOTHING` and report a duplicate as `AlreadyExists`
@@ -92,7 +95,7 @@ class PostgresStorage:
         )
         lock_ms = max(1, round(busy_timeout_s * 1000))
         self._begin_write = (
-            f"BEGIN; SET LOCAL lock_timeout = {lock_ms};"
+            f"BEGIN; SET LOCAL lock_timeout = {lock_ms}; SET LOCAL synchronous_commit = on;"
             " SELECT 1 FROM audit_head WHERE singleton = 1 FOR UPDATE"
         )
         connection = self._pool.connect()

@@ -56,9 +56,12 @@ class Service:
     analyst_id: str
 
 
-def prepare_ledger(path: Path, dataset_id: str, practice_code: str) -> dict[str, str]:
-    """Requesters and tokens as an administrator would set them up; returns the tokens."""
-    with Ledger.open_sqlite(path) as ledger:
+def prepare_ledger(path: Path | str, dataset_id: str, practice_code: str) -> dict[str, str]:
+    """Requesters and tokens as an administrator would set them up; returns the tokens.
+
+    `path` is the SQLite file, or a postgresql:// URL.
+    """
+    with Ledger.open(path) as ledger:
         admin = ledger.admin
         admin.set_dataset_cap(
             dataset_id,

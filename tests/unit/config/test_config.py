@@ -99,3 +99,24 @@ def test_a_spend_limit_finer_than_a_billionth_is_refused(tmp_path: Path) -> None
 
 def test_the_query_limits_have_one_set_of_defaults() -> None:
     assert load_settings(None).limits.query_limits() == QueryLimits()
+
+
+def test_ledger_is_sqlite_unless_a_postgres_url_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(None).ledger.url is None
+    monkeypatch.setenv("DPGATE_LEDGER__URL", "postgresql://dpgate:s3cret@db:5432/ledger")
+    settings = load_settings(write(tmp_path, "[ledger]\nmax_connections = 4\n"))
+    assert settings.ledger.url is not None
+    assert settings.ledger.url.get_secret_value() == "postgresql://dpgate:s3cret@db:5432/ledger"
+    assert settings.ledger.max_connections == 4
+    assert "s3cret" not in repr(settings) + str(settings)
+
+
+def test_ledger_url_that_is_not_postgres_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    path = write(tmp_path, '[ledger]\nurl = "mysql://root:s3cret@db/ledger"\n')
+    with pytest.raises(
+        ConfigError, match=r"ledger\.url: Value error, must be a postgresql://"
+    ) as bad:
+        load_settings(path)
+    assert "s3cret" not in str(bad.value)
