@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from dpgate_proto.v1 import admin_pb2, audit_pb2, types_pb2
-from dpgate_server.api.convert import ACCOUNTING_TO_PROTO
+from dpgate_server.api.convert import ACCOUNTING_TO_PROTO, spend_to_proto
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.ledger._time import format_time
 from dpgate_server.ledger.model import (
@@ -95,13 +95,6 @@ def spend_units(spend: types_pb2.Spend, accounting: Accounting, field: str, owne
             field,
         )
     return spend.nano_units
-
-
-def spend_to_proto(accounting: Accounting | None, units: int) -> types_pb2.Spend:
-    """A spend on the wire; no accounting (an event without a dataset) stays unspecified."""
-    if accounting is None:
-        return types_pb2.Spend(nano_units=units)
-    return types_pb2.Spend(accounting=ACCOUNTING_TO_PROTO[accounting], nano_units=units)
 
 
 def requester_to_proto(requester: Requester) -> admin_pb2.Requester:

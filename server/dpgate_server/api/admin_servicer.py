@@ -22,13 +22,12 @@ from dpgate_server.api.admin_convert import (
     requester_to_proto,
     require,
     role_from_proto,
-    spend_to_proto,
     spend_units,
     spending_rows_to_proto,
     time_from_proto,
 )
 from dpgate_server.api.call_context import current_call
-from dpgate_server.api.convert import budget_to_proto
+from dpgate_server.api.convert import budget_to_proto, spend_to_proto
 from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, audited
 from dpgate_server.api.publish_rpc import publish_dataset_version
 from dpgate_server.governance.service import Governance

@@ -203,7 +203,13 @@ def _enum_name(enum: Any, number: int) -> str:
         return f"unknown value {number}"
 
 
-def spend_to_proto(accounting: Accounting | str, units: int) -> types_pb2.Spend:
+def spend_to_proto(accounting: Accounting | str | None, units: int) -> types_pb2.Spend:
+    """An amount on the wire, the one way every amount leaves the server.
+
+    No accounting (an audit event without a dataset) leaves the unit unspecified.
+    """
+    if accounting is None:
+        return types_pb2.Spend(nano_units=units)
     return types_pb2.Spend(accounting=ACCOUNTING_TO_PROTO[Accounting(accounting)], nano_units=units)
 
 

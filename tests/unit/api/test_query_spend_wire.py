@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from dpgate import count
 from dpgate._convert import spend as spend_from_wire
 from dpgate_proto.v1 import query_pb2, types_pb2
+from dpgate_server import api
 from dpgate_server.api.convert import query_from_proto, spend_to_proto
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.queries.errors import InvalidQuery, Reason
@@ -152,3 +154,23 @@ def test_a_spend_not_above_zero_is_refused_in_epsilon(units: int, shown: str) ->
     assert caught.value.reason is Reason.BAD_EPSILON
     assert f"got {shown};" in caught.value.message
     assert "unit" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("accounting", "expected"),
+    [
+        (Accounting.PURE_DP, types_pb2.ACCOUNTING_PURE_DP),
+        ("zcdp", types_pb2.ACCOUNTING_ZCDP),
+        (None, types_pb2.ACCOUNTING_UNSPECIFIED),
+    ],
+)
+def test_every_amount_leaves_through_one_conversion(
+    accounting: Accounting | str | None, expected: int
+) -> None:
+    assert spend_to_proto(accounting, 7) == types_pb2.Spend(accounting=expected, nano_units=7)
+    defined = [
+        path.name
+        for path in Path(api.__file__).parent.glob("*.py")
+        if "def spend_to_proto(" in path.read_text(encoding="utf-8")
+    ]
+    assert defined == ["convert.py"]
