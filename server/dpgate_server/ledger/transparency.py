@@ -23,7 +23,7 @@ from typing import Any
 from dpgate_server.ledger._time import format_time
 from dpgate_server.ledger.model import ChainHead, Outcome
 from dpgate_server.ledger.storage import StorageTransaction
-from dpgate_server.spend import units_to_decimal
+from dpgate_server.spend import measure_of, plain, units_to_decimal
 from dpgate_server.vocabulary.accounting import Accounting
 
 CSV_COLUMNS = (
@@ -167,11 +167,11 @@ def build_report(tx: StorageTransaction, generated_at: dt.datetime) -> Transpare
 
 def _decimal_text(units: int) -> str:
     """Exact plain decimal (never exponent notation): 250 units -> "0.00000025"."""
-    return format(units_to_decimal(units), "f")
+    return plain(units_to_decimal(units))
 
 
 def _measure(accounting: Accounting) -> str:
-    return "epsilon" if accounting is Accounting.PURE_DP else "rho"
+    return measure_of(accounting)
 
 
 def _to_dict(report: TransparencyReport) -> dict[str, Any]:

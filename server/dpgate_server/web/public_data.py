@@ -19,7 +19,7 @@ from dpgate_server.ledger.model import AuditEvent, Outcome
 from dpgate_server.ledger.transparency import TransparencyReport
 from dpgate_server.queries.model import Release
 from dpgate_server.signed_heads import HeadPublisher, SignedHead
-from dpgate_server.spend import units_to_decimal
+from dpgate_server.spend import plain, units_to_decimal
 from dpgate_server.store.store import DatasetStore
 from dpgate_server.web.charts import Point, Series
 from dpgate_server.web.words import column_words, describe
@@ -29,9 +29,7 @@ NOT_RECORDED = "not recorded"
 
 def amount_text(measure: str, units: int) -> str:
     """ "epsilon 0.5": an exact decimal with its measure, never raw units."""
-    value = units_to_decimal(units)
-    text = format(value.normalize(), "f") if value else "0"
-    return f"{measure} {text}"
+    return f"{measure} {plain(units_to_decimal(units))}"
 
 
 @dataclass(frozen=True, slots=True)
