@@ -31,6 +31,7 @@ import polars as pl
 from dpgate_server.queries import Aggregate, Filter, Query, Spend, prepare, run
 from dpgate_server.queries.engine import build_measurement
 from dpgate_server.queries.keys import KeySets
+from dpgate_server.queries.process_settings import configure_process
 from dpgate_server.store.store import DatasetStore
 from dpgate_server.synthetic.generator import ensure_demo_dataset
 
@@ -46,6 +47,7 @@ DESCRIPTIONS = {
 
 def _child(args: argparse.Namespace) -> None:
     """Time one query three ways in this (fresh) process and print one JSON line."""
+    configure_process()  # as a query worker does; the parent set the streaming switch
     version = DatasetStore(Path(args.store)).current("gp_appointments")
     meta = version.metadata
     spec = {

@@ -45,6 +45,7 @@ import psutil
 from dpgate import AdminClient, Client, OverloadedError, QuerySpec, count, total
 from dpgate_server.queries import Aggregate, Filter, Query, Spend, run
 from dpgate_server.queries.keys import KeySets
+from dpgate_server.queries.process_settings import configure_process
 from dpgate_server.store.store import DatasetVersion
 from dpgate_server.synthetic.generator import ensure_demo_dataset
 
@@ -355,7 +356,7 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=5, help="queries per client")
     parser.add_argument("--data", default="/tmp/dpgate_bench")
     args = parser.parse_args()
-    os.environ.setdefault("POLARS_AUTO_NEW_STREAMING", "1")  # as the server's workers do
+    configure_process()  # the in-process engine runs as the server's workers do
     print(
         f"# gRPC end-to-end benchmark: {args.repeats} timed runs per query and way (after one"
         f" warm run), times in ms; {os.cpu_count()} CPUs; Polars streaming on everywhere"

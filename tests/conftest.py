@@ -18,11 +18,22 @@ from psycopg import sql
 from dpgate_server.ledger import Ledger, PostgresStorage
 from dpgate_server.ledger.chain import GENESIS_HASH
 from dpgate_server.ledger.local_postgres import LocalPostgres
+from dpgate_server.queries import process_settings
 from dpgate_server.store.store import DatasetVersion
 from dpgate_server.synthetic.generator import ensure_demo_dataset
 
 SMALL_DATASET_PRACTICES = 10
 SMALL_DATASET_SEED = 7
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_process_settings() -> None:
+    """Set the engine's process-wide switches once, as a query worker does at start.
+
+    Tests run the engine in this process too (and the workers they spawn inherit the
+    environment, so a test of a worker's own settings removes them before it starts one).
+    """
+    process_settings.configure_process()
 
 
 @pytest.fixture(scope="session")

@@ -26,15 +26,7 @@ from dpgate_server.store.store import DatasetStore
 class QueryExecutor(Protocol):
     """Runs a prepared query somewhere else (worker processes) and returns release bytes."""
 
-    def execute(
-        self,
-        dataset_id: str,
-        version: str,
-        query: Query,
-        expected_key: str,
-        limits: QueryLimits,
-        timeout_s: float,
-    ) -> bytes: ...
+    def execute(self, prepared: engine.PreparedQuery, timeout_s: float) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +116,7 @@ class QueryAnswerer:
         timeout_s = self._timeout_s
         if caller_deadline_s is not None:
             timeout_s = max(0.001, min(timeout_s, caller_deadline_s))
-        payload = self._executor.execute(
-            dataset_id, version.version, query, prepared.key, self._limits, timeout_s
-        )
+        payload = self._executor.execute(prepared, timeout_s)
         result = self._ledger.debit(
             requester_id,
             dataset_id,

@@ -5,7 +5,7 @@ Public surface (what the API layer calls)::
     pool = QueryWorkerPool(store_root, PoolSettings(workers=2, max_queue=8,
                                                     memory_limit_bytes=8 * 2**30))
     pool.start()                       # spawn workers, wait until each is ready
-    payload = pool.execute(dataset_id, version, query, prepared.key, limits, timeout_s)
+    payload = pool.execute(prepared, timeout_s)   # engine.prepare's PreparedQuery
     pool.stats()                       # PoolStats snapshot, for health and benchmarks
     pool.close()                       # at shutdown; idempotent
 
@@ -22,7 +22,7 @@ from dpgate_server.execution.errors import (
     WorkerFailed,
     WorkerStartError,
 )
-from dpgate_server.execution.messages import Probe
+from dpgate_server.execution.messages import Probe, ProbeReport
 from dpgate_server.execution.pool import PoolStats, QueryWorkerPool
 from dpgate_server.execution.settings import PoolSettings
 
@@ -33,6 +33,7 @@ __all__ = [
     "PoolSettings",
     "PoolStats",
     "Probe",
+    "ProbeReport",
     "QueryDeadlineExceeded",
     "QueryWorkerPool",
     "WorkerFailed",

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+from dpgate_server.queries.engine import PreparedQuery
 from dpgate_server.queries.errors import CostMismatchError, EngineError, InvalidQuery
-from dpgate_server.queries.limits import QueryLimits
-from dpgate_server.queries.model import Query
 from dpgate_server.store.store import DatasetNotFoundError
 
 DOMAIN_ERRORS: Final[Mapping[str, type[Exception]]] = MappingProxyType(
@@ -35,13 +35,26 @@ STOP: Final = None
 
 @dataclass(frozen=True, slots=True)
 class QueryJob:
-    """Answer `query` on exactly `dataset_id`/`version`; its release key must be `expected_key`."""
+    """Run `prepared` on exactly the dataset version it was prepared (and priced) for.
 
-    dataset_id: str
-    version: str
-    query: Query
-    expected_key: str
-    limits: QueryLimits
+    The caller prepared the query once (checks, bounding, cost, release key); the worker
+    runs it as it is, so what is computed is what was priced and looked up in the ledger.
+    """
+
+    prepared: PreparedQuery
+
+
+class ProbeReport(StrEnum):
+    """What a `Probe` answers."""
+
+    PID = "pid"
+    """The worker's pid, as ASCII digits."""
+    MODULES = "modules"
+    """The names of the modules the worker has imported, one per line (what its start
+    costs depends on them)."""
+    SETTINGS = "settings"
+    """The process-wide engine settings in force, as JSON: `opendp_features` (sorted) and
+    `streaming` (the Polars streaming variable, or null)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +63,13 @@ class Probe:
 
     Reachable only through `QueryWorkerPool.run_probe`, never from a Query. The worker
     allocates (and touches) `allocate_bytes`, holds them for `sleep_s`, raises a
-    RuntimeError carrying `fail_with` if it is set, and answers its own pid (ASCII), or
-    with `report_modules` the names of the modules it has imported, one per line (what a
-    worker's start costs depends on them).
+    RuntimeError carrying `fail_with` if it is set, and answers what `report` asks for.
     """
 
     sleep_s: float = 0.0
     allocate_bytes: int = 0
     fail_with: str | None = None
-    report_modules: bool = False
+    report: ProbeReport = ProbeReport.PID
 
 
 Job = QueryJob | Probe

@@ -62,8 +62,7 @@ from dpgate_server.execution.messages import (
 )
 from dpgate_server.execution.process import Ended, WorkerProcess
 from dpgate_server.execution.settings import PoolSettings
-from dpgate_server.queries.limits import QueryLimits
-from dpgate_server.queries.model import Query
+from dpgate_server.queries.engine import PreparedQuery
 
 _log = logging.getLogger(__name__)
 
@@ -120,9 +119,7 @@ class QueryWorkerPool:
     Example::
 
         with QueryWorkerPool(store_root, PoolSettings(workers=2, max_queue=8)) as pool:
-            payload = pool.execute(
-                "gp_appointments", "v000001", query, prepared.key, QueryLimits(), 30.0
-            )
+            payload = pool.execute(engine.prepare(version, query), 30.0)
             release = Release.from_bytes(payload)
     """
 
@@ -191,19 +188,11 @@ class QueryWorkerPool:
             _describe_bytes(self._settings.memory_limit_bytes),
         )
 
-    def execute(
-        self,
-        dataset_id: str,
-        version: str,
-        query: Query,
-        expected_key: str,
-        limits: QueryLimits,
-        timeout_s: float,
-    ) -> bytes:
-        """Answer `query` on exactly `dataset_id`/`version` in a worker: the release bytes.
+    def execute(self, prepared: PreparedQuery, timeout_s: float) -> bytes:
+        """Run `prepared` in a worker, on the version it was prepared for: the release bytes.
 
-        `expected_key` is the release key the caller priced; the worker refuses with
-        EngineError if its own key differs. Blocks until a worker is free.
+        The worker does not prepare the query again: it computes exactly what the caller
+        priced, under `prepared.key`. Blocks until a worker is free.
 
         Raises:
             PoolOverloaded: every worker busy and the queue full (at once, nothing ran).
@@ -213,8 +202,7 @@ class QueryWorkerPool:
             InvalidQuery, CostMismatchError, EngineError, DatasetNotFoundError: as raised
                 by the engine or the store in the worker.
         """
-        job = QueryJob(dataset_id, version, query, expected_key, limits)
-        return self._run(job, timeout_s)
+        return self._run(QueryJob(prepared), timeout_s)
 
     def run_probe(self, probe: Probe, timeout_s: float) -> bytes:
         """Run a data-free `Probe` job through the same queue, deadline and cap (tests, bench).

@@ -1,10 +1,11 @@
 """The body of a query worker process (runs in the child, started with "spawn").
 
-A worker imports Polars, OpenDP and the engine once (the module imports below), says
-`Ready`, then answers jobs one at a time until it reads `STOP` or its pipe closes. It
-holds no state between jobs except the imports: each query opens its exact dataset version
-afresh (versions are immutable, so a query keeps reading the version it was priced on
-even after a newer one is published).
+A worker imports Polars, OpenDP and the engine once (the module imports below), sets the
+process-wide engine switches once (`process_settings`), says `Ready`, then answers jobs
+one at a time until it reads `STOP` or its pipe closes. It holds no state between jobs
+except the imports: each query opens its exact dataset version afresh (versions are
+immutable, so a query keeps reading the version it was priced on even after a newer one
+is published) and runs the query as the caller prepared it.
 
 The worker never decides about budgets; it returns release bytes and the parent process
 (the ledger) decides whether they may leave.
@@ -12,6 +13,7 @@ The worker never decides about budgets; it returns release bytes and the parent 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -20,19 +22,21 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from opendp.mod import GLOBAL_FEATURES
+
 from dpgate_server.execution.messages import (
     STOP,
     Done,
     Failed,
     Job,
     Probe,
+    ProbeReport,
     QueryJob,
     Ready,
     Reply,
     refusal_of,
 )
-from dpgate_server.queries import engine
-from dpgate_server.queries.errors import EngineError
+from dpgate_server.queries import engine, process_settings
 from dpgate_server.store.store import DatasetStore
 
 
@@ -43,6 +47,7 @@ def main(conn: Connection, store_root: Path) -> None:
     when workers end (it closes the pool, ending queries that are still running).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    process_settings.configure_process()
     store = DatasetStore(store_root)
     conn.send(Ready(pid=os.getpid()))
     while True:
@@ -74,30 +79,26 @@ def answer(store: DatasetStore, job: Job) -> Reply:
 
 
 def run_query(store: DatasetStore, job: QueryJob) -> bytes:
-    """Prepare and execute `job.query` on its exact version; the release payload.
-
-    The caller priced the query (and looked its key up in the ledger) in its own process;
-    a different key here would mean the engine is not deterministic in its keys, and the
-    release would be stored under a key it does not answer, so it is refused.
-    """
-    version = store.open_version(job.dataset_id, job.version)
-    prepared = engine.prepare(version, job.query, job.limits)
-    if prepared.key != job.expected_key:
-        raise EngineError(
-            f"the worker priced the query with key {prepared.key}, the caller with "
-            f"{job.expected_key}: release keys are not deterministic"
-        )
-    return engine.execute(version, prepared).to_bytes()
+    """Execute `job.prepared` on the version it was prepared for; the release payload."""
+    query = job.prepared.query
+    version = store.open_version(query.dataset_id, query.dataset_version)
+    return engine.execute(version, job.prepared).to_bytes()
 
 
 def run_probe(probe: Probe) -> bytes:
-    """Allocate, hold, sleep and maybe fail as `probe` says; this worker's pid (or modules)."""
+    """Allocate, hold, sleep and maybe fail as `probe` says; answer what it asks for."""
     held = b"\x01" * probe.allocate_bytes  # repeating a byte writes, so every page is resident
     if probe.sleep_s > 0:
         time.sleep(probe.sleep_s)
     if probe.fail_with is not None:
         raise RuntimeError(probe.fail_with)
     del held
-    if probe.report_modules:
+    if probe.report is ProbeReport.MODULES:
         return "\n".join(sorted(sys.modules)).encode("utf-8")
+    if probe.report is ProbeReport.SETTINGS:
+        settings = {
+            "opendp_features": sorted(GLOBAL_FEATURES),
+            "streaming": os.environ.get(process_settings.STREAMING_VARIABLE),
+        }
+        return json.dumps(settings).encode("utf-8")
     return str(os.getpid()).encode("ascii")

@@ -16,7 +16,6 @@ The gRPC layer calls, in order:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 from opendp.mod import OpenDPException
 
-from dpgate_server.queries import accuracy, cost
+from dpgate_server.queries import accuracy, cost, process_settings
 from dpgate_server.queries.bounding import Bounding, choose_bounding
 from dpgate_server.queries.cost import Calibration
 from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
@@ -44,12 +43,6 @@ from dpgate_server.spend import units_to_decimal, units_to_float
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.store.store import ContributionBound, DatasetVersion
 
-STREAMING_VARIABLE = "POLARS_AUTO_NEW_STREAMING"
-"""Polars switch (internal, read at every collect) letting `engine="auto"` use the streaming
-engine. Measured with bench/engine.py on 12M rows (polars 1.36.1, opendp 0.16.0): count
-by practice 0.90 -> 0.45 s, sum by practice 1.12 -> 0.51 s, practice x week 2.08 -> 0.61 s,
-peak RSS 1.7 GB -> 0.5 GB. `execute` sets it to "1" unless the operator set it; re-measure
-after upgrading Polars."""
 _MAX_TARGET_STEPS = 64
 """Unit steps tried when rounding lands a target accuracy one step short."""
 
@@ -139,13 +132,15 @@ def execute(version: DatasetVersion, prepared: PreparedQuery) -> Release:
     """Run a prepared query: cross-check the cost with OpenDP, read the data, add noise.
 
     Raises CostMismatchError (refused, logged) if OpenDP's cost for the plan exceeds
-    dpgate's, and EngineError if OpenDP refuses or applies another scale than dpgate's.
+    dpgate's, and EngineError if OpenDP refuses or applies another scale than dpgate's, or
+    if this process was not configured (`process_settings.configure_process`).
     """
     if (version.dataset_id, version.version) != (
         prepared.query.dataset_id,
         prepared.query.dataset_version,
     ):
         raise ValueError("a prepared query runs only on the version it was prepared for")
+    process_settings.check_configured()
     calibration = prepared.calibration
     try:
         scan, measurement = build_measurement(version, prepared)
@@ -158,7 +153,6 @@ def execute(version: DatasetVersion, prepared: PreparedQuery) -> Release:
             bool(measurement.check(d_in, charge)),
             prepared.query.to_json(),
         )
-        os.environ.setdefault(STREAMING_VARIABLE, "1")
         frame = measurement(scan).collect()
     except OpenDPException as exc:
         raise EngineError(f"OpenDP refused dpgate's plan: {exc}") from exc

@@ -22,7 +22,6 @@ from opendp.domains import with_margin
 from opendp.extras.polars import Margin, dp_len
 from opendp.measurements import make_private_lazyframe
 from opendp.measures import max_divergence, zero_concentrated_divergence
-from opendp.mod import enable_features
 
 from dpgate_server.queries.bounding import Bounding
 from dpgate_server.queries.expressions import conjunction
@@ -30,8 +29,6 @@ from dpgate_server.queries.model import AggregateFunction, BoundingMethod
 from dpgate_server.queries.validation import ValidatedQuery
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.vocabulary.accounting import Accounting
-
-enable_features("contrib")
 
 VALUE_COLUMN = "__dpgate_value"
 """Name of the released aggregate in a plan's output (never a dataset column name)."""

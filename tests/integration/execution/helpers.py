@@ -26,8 +26,9 @@ def count_by_practice(dataset_id: str, epsilon: float = 1.0) -> Query:
     )
 
 
-def key_of(version: DatasetVersion, query: Query) -> str:
-    return engine.prepare(version, query, LIMITS).key
+def prepare(version: DatasetVersion, query: Query) -> engine.PreparedQuery:
+    """`query` checked and priced on `version`, as the server does before using the pool."""
+    return engine.prepare(version, query, LIMITS)
 
 
 def wait_for(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -17,17 +18,16 @@ from dpgate_server.execution import (
     WorkerFailed,
 )
 from dpgate_server.queries import engine
-from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
-from dpgate_server.queries.model import Aggregate, Query, Release, Spend
+from dpgate_server.queries.errors import CostMismatchError
+from dpgate_server.queries.model import Release
 from dpgate_server.store.store import DatasetNotFoundError, DatasetVersion
 from tests.integration.execution.helpers import (
-    LIMITS,
     MAX_QUEUE,
     RESTART_TIMEOUT_S,
     WORKERS,
     count_by_practice,
     is_whole,
-    key_of,
+    prepare,
     wait_for,
 )
 
@@ -55,12 +55,10 @@ def _occupy_every_worker(
 def test_answer_matches_engine_run_structurally(
     pool: QueryWorkerPool, small_dataset: DatasetVersion
 ) -> None:
-    query = count_by_practice(small_dataset.dataset_id)
-    direct = engine.run(small_dataset, query, LIMITS)
+    prepared = prepare(small_dataset, count_by_practice(small_dataset.dataset_id))
+    direct = engine.execute(small_dataset, prepared)
 
-    payload = pool.execute(
-        small_dataset.dataset_id, small_dataset.version, query, direct.key, LIMITS, 60.0
-    )
+    payload = pool.execute(prepared, 60.0)
 
     pooled = Release.from_bytes(payload)
     assert pooled.key == direct.key
@@ -81,44 +79,16 @@ def test_answer_matches_engine_run_structurally(
 def test_concurrent_callers_each_get_their_own_answer(
     pool: QueryWorkerPool, small_dataset: DatasetVersion
 ) -> None:
-    queries = [
-        count_by_practice(small_dataset.dataset_id, epsilon=1 + i / 10)
+    prepared = [
+        prepare(small_dataset, count_by_practice(small_dataset.dataset_id, epsilon=1 + i / 10))
         for i in range(WORKERS + MAX_QUEUE)
     ]
-    keys = [key_of(small_dataset, q) for q in queries]
-    with ThreadPoolExecutor(len(queries)) as executor:
-        futures = [
-            executor.submit(
-                pool.execute,
-                small_dataset.dataset_id,
-                small_dataset.version,
-                query,
-                key,
-                LIMITS,
-                120.0,
-            )
-            for query, key in zip(queries, keys, strict=True)
-        ]
+    keys = [p.key for p in prepared]
+    with ThreadPoolExecutor(len(prepared)) as executor:
+        futures = [executor.submit(pool.execute, p, 120.0) for p in prepared]
         releases = [Release.from_bytes(f.result()) for f in futures]
     assert [r.key for r in releases] == keys
     assert len(set(keys)) == len(keys)
-
-
-WORKER_NEEDS_NOT = ("sklearn", "scipy", "grpc", "google.protobuf", "dpgate_server.api")
-"""Packages a worker never uses: `opendp.prelude` pulls in scikit-learn and SciPy (seconds
-of start per worker), and the server's gRPC layer belongs to the parent alone."""
-
-
-def test_worker_imports_only_what_it_uses(pool: QueryWorkerPool) -> None:
-    modules = set(pool.run_probe(Probe(report_modules=True), 60.0).decode("utf-8").split())
-    assert {"polars", "opendp.extras.polars", "dpgate_server.queries.engine"} <= modules
-    unused = sorted(
-        name
-        for name in modules
-        for package in WORKER_NEEDS_NOT
-        if name == package or name.startswith(package + ".")
-    )
-    assert unused == []
 
 
 def test_full_queue_refuses_at_once_with_retry_hint(pool: QueryWorkerPool) -> None:
@@ -157,35 +127,29 @@ def test_deadline_passing_in_the_queue_kills_no_worker(pool: QueryWorkerPool) ->
     assert (after.killed, after.worker_pids) == (before.killed, before.worker_pids)
 
 
-def test_invalid_query_raises_invalid_query_in_the_caller(
-    pool: QueryWorkerPool, small_dataset: DatasetVersion
-) -> None:
-    query = Query(
-        small_dataset.dataset_id,
-        Aggregate.count(),
-        group_by=("patient_key",),
-        spend=Spend.epsilon(1),
-    )
-    with pytest.raises(InvalidQuery) as refused:
-        pool.execute(small_dataset.dataset_id, small_dataset.version, query, "0" * 64, LIMITS, 60)
-    assert refused.value.reason is Reason.PRIVATE_COLUMN
-    assert refused.value.field == "group_by[0]"
-
-
 def test_unknown_version_raises_dataset_not_found(
     pool: QueryWorkerPool, small_dataset: DatasetVersion
 ) -> None:
-    query = count_by_practice(small_dataset.dataset_id)
+    prepared = prepare(small_dataset, count_by_practice(small_dataset.dataset_id))
+    elsewhere = dataclasses.replace(
+        prepared, query=dataclasses.replace(prepared.query, dataset_version="v999999")
+    )
     with pytest.raises(DatasetNotFoundError):
-        pool.execute(small_dataset.dataset_id, "v999999", query, "0" * 64, LIMITS, 60)
+        pool.execute(elsewhere, 60)
 
 
-def test_key_other_than_the_callers_raises_engine_error(
+def test_cost_below_opendps_raises_cost_mismatch_in_the_caller(
     pool: QueryWorkerPool, small_dataset: DatasetVersion
 ) -> None:
-    query = count_by_practice(small_dataset.dataset_id)
-    with pytest.raises(EngineError, match="not deterministic"):
-        pool.execute(small_dataset.dataset_id, small_dataset.version, query, "0" * 64, LIMITS, 60)
+    # The worker runs the query as prepared, and still cross-checks its cost with OpenDP.
+    prepared = prepare(small_dataset, count_by_practice(small_dataset.dataset_id))
+    calibration = prepared.calibration
+    underpriced = dataclasses.replace(
+        prepared,
+        calibration=dataclasses.replace(calibration, cost_units=calibration.cost_units // 2),
+    )
+    with pytest.raises(CostMismatchError):
+        pool.execute(underpriced, 60)
 
 
 def test_unexpected_worker_error_is_worker_failed_without_its_detail(
@@ -218,10 +182,9 @@ def test_query_past_its_deadline_is_cancelled_and_its_worker_replaced(
     assert pool.stats().killed == before.killed + 1
     after = wait_for(pool, is_whole, RESTART_TIMEOUT_S)
     assert len(set(before.worker_pids) - set(after.worker_pids)) == 1
-    query = count_by_practice(small_dataset.dataset_id)
-    key = key_of(small_dataset, query)
-    payload = pool.execute(small_dataset.dataset_id, small_dataset.version, query, key, LIMITS, 60)
-    assert Release.from_bytes(payload).key == key
+    prepared = prepare(small_dataset, count_by_practice(small_dataset.dataset_id))
+    payload = pool.execute(prepared, 60)
+    assert Release.from_bytes(payload).key == prepared.key
 
 
 def test_worker_killed_from_outside_is_replaced(pool: QueryWorkerPool) -> None:

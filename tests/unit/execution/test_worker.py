@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -17,8 +18,7 @@ from dpgate_server.execution.messages import (
 )
 from dpgate_server.execution.worker import answer
 from dpgate_server.queries import engine
-from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
-from dpgate_server.queries.limits import QueryLimits
+from dpgate_server.queries.errors import EngineError
 from dpgate_server.queries.model import Aggregate, Query, Release, Spend
 from dpgate_server.store.store import DatasetStore, DatasetVersion
 
@@ -34,44 +34,48 @@ def _count_by_mode(dataset_id: str) -> Query:
     return Query(dataset_id, Aggregate.count(), group_by=("mode",), spend=Spend.epsilon(1))
 
 
-def _job(version: DatasetVersion, query: Query, key: str | None = None) -> QueryJob:
-    if key is None:
-        key = engine.prepare(version, query).key
-    return QueryJob(version.dataset_id, version.version, query, key, QueryLimits())
+def _job(version: DatasetVersion, query: Query) -> QueryJob:
+    return QueryJob(engine.prepare(version, query))
 
 
 def test_query_job_answers_release_bytes_of_its_version(small_dataset: DatasetVersion) -> None:
-    query = _count_by_mode(small_dataset.dataset_id)
-    job = _job(small_dataset, query)
+    job = _job(small_dataset, _count_by_mode(small_dataset.dataset_id))
     reply = answer(_store(small_dataset), job)
     assert isinstance(reply, Done)
     release = Release.from_bytes(reply.payload)
-    assert release.key == job.expected_key
+    assert release.key == job.prepared.key
     assert release.dataset_version == small_dataset.version
 
 
-def test_key_other_than_the_callers_is_refused_as_engine_error(
-    small_dataset: DatasetVersion,
+def test_query_job_runs_as_prepared_without_preparing_again(
+    small_dataset: DatasetVersion, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job = _job(small_dataset, _count_by_mode(small_dataset.dataset_id), key="0" * 64)
+    job = _job(small_dataset, _count_by_mode(small_dataset.dataset_id))
+
+    def prepare_again(*args: object, **kwargs: object) -> engine.PreparedQuery:
+        raise AssertionError("the worker prepared the query a second time")
+
+    monkeypatch.setattr(engine, "prepare", prepare_again)
     reply = answer(_store(small_dataset), job)
-    assert isinstance(reply, Refused)
-    assert isinstance(rebuild_error(reply), EngineError)
+    assert isinstance(reply, Done)
+    release = Release.from_bytes(reply.payload)
+    assert (release.key, release.cost_units) == (job.prepared.key, job.prepared.cost_units)
 
 
-def test_invalid_query_is_refused_with_its_reason(small_dataset: DatasetVersion) -> None:
-    query = Query(
-        small_dataset.dataset_id,
-        Aggregate.count(),
-        group_by=("patient_key",),
-        spend=Spend.epsilon(1),
+def test_engine_refusal_is_refused_as_itself(small_dataset: DatasetVersion) -> None:
+    prepared = engine.prepare(small_dataset, _count_by_mode(small_dataset.dataset_id))
+    scale = prepared.calibration.noise_scale
+    rescaled = dataclasses.replace(
+        prepared,
+        calibration=dataclasses.replace(
+            prepared.calibration, global_scale=prepared.calibration.global_scale * 2
+        ),
     )
-    job = _job(small_dataset, query, key="0" * 64)
-    reply = answer(_store(small_dataset), job)
+    reply = answer(_store(small_dataset), QueryJob(rescaled))
     assert isinstance(reply, Refused)
     error = rebuild_error(reply)
-    assert isinstance(error, InvalidQuery)
-    assert error.reason is Reason.PRIVATE_COLUMN
+    assert isinstance(error, EngineError)
+    assert repr(scale) in str(error)
 
 
 def test_unexpected_error_is_failed_with_traceback_and_not_fatal() -> None:
