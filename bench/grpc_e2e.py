@@ -130,7 +130,9 @@ def start_server(store: Path, folder: Path) -> Server:
     with AdminClient(target, admin_token) as admin:
         admin.set_cap(DATASET, epsilon=10**6, reason="benchmark")
         analyst = admin.create_requester("Bench", "bench", "benchmark")
-        admin.grant(analyst.requester_id, DATASET, epsilon=10**5)
+        admin.grant(
+            analyst.requester_id, DATASET, epsilon=10**5, purpose="testing", agreement="DSA-TEST"
+        )
         token = admin.issue_token(analyst.requester_id, "analyst").token
     return Server(process, target, token)
 

@@ -34,7 +34,9 @@ def make_ledger(path: Path) -> None:
         ledger.admin.create_requester(
             "spender", name="s", organisation="o", agreement="a", request=OPERATOR
         )
-        ledger.admin.grant_allocation("spender", "d", BIG, request=OPERATOR)
+        ledger.admin.grant_allocation(
+            "spender", "d", BIG, request=OPERATOR, purpose="testing", agreement="DSA-TEST"
+        )
 
 
 def debit_once(ledger: Ledger) -> None:

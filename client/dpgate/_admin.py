@@ -110,12 +110,18 @@ class AdminClient(Connection):
         epsilon: Amount | None = None,
         rho: Amount | None = None,
         expires_at: dt.datetime | None = None,
+        *,
+        purpose: str = "",
+        agreement: str = "",
     ) -> BudgetInfo:
         """Create the requester's allocation on a dataset, or add to it if it exists.
 
-        Give `epsilon` for a pure-DP dataset or `rho` for a zCDP one. On a top-up,
-        `expires_at` (if given) replaces the expiry; None leaves it unchanged. An
-        administrator cannot grant to their own requester.
+        Give `epsilon` for a pure-DP dataset or `rho` for a zCDP one. A new allocation needs
+        its `purpose` (what the budget is for) and `agreement` (the data-sharing agreement
+        it is given under, e.g. its id): both are public, shown on the transparency page
+        beside every release paid from it. On a top-up they are ignored, and `expires_at`
+        (if given) replaces the expiry; None leaves it unchanged. An administrator cannot
+        grant to their own requester.
         """
         reply = self._call(
             self._admin.GrantAllocation,
@@ -124,6 +130,8 @@ class AdminClient(Connection):
                 dataset_id=dataset_id,
                 amount=spend_message(epsilon, rho),
                 expires_at=time_text(expires_at, "expires_at"),
+                purpose=purpose,
+                agreement_reference=agreement,
             ),
         )
         return budget_info(reply.budget)
@@ -172,7 +180,7 @@ class AdminClient(Connection):
         """Allocated and spent per requester and dataset (exact Decimal columns).
 
         Columns: requester_id, organisation, dataset_id, accounting, allocated, spent,
-        release_count.
+        release_count, purpose, agreement.
         """
         chunks = self._stream(
             self._admin.GetSpendingReport,

@@ -33,6 +33,8 @@ SPENDING_SCHEMA = pl.Schema(
         "allocated": pl.Decimal(38, 9),
         "spent": pl.Decimal(38, 9),
         "release_count": pl.Int64(),
+        "purpose": pl.String(),
+        "agreement": pl.String(),
     }
 )
 
@@ -117,6 +119,8 @@ def spending_frame(rows: Iterable[admin_pb2.SpendingRow]) -> pl.DataFrame:
             spend(row.allocated),
             spend(row.spent),
             row.release_count,
+            row.purpose,
+            row.agreement_reference,
         )
         for row in rows
     ]

@@ -52,6 +52,11 @@ def bootstrap_demo(ledger: Ledger, dataset_id: str, practice_code: str) -> DemoA
         issued = admin.issue_token(requester_id, role, request=_REQUEST, practice_codes=codes)
         tokens[role.value] = issued.token
     admin.grant_allocation(
-        "demo-analyst", dataset_id, to_units_floor(DEMO_ALLOCATION), request=_REQUEST
+        "demo-analyst",
+        dataset_id,
+        to_units_floor(DEMO_ALLOCATION),
+        request=_REQUEST,
+        purpose="trying dpgate out on synthetic data",
+        agreement="demo (no agreement needed: synthetic data)",
     )
     return DemoAccounts(tokens=tokens, dataset_id=dataset_id, allocation=DEMO_ALLOCATION)

@@ -73,7 +73,12 @@ class Server:
             )
             if epsilon > 0:
                 ledger.admin.grant_allocation(
-                    requester_id, self.dataset_id, to_units_floor(epsilon), request=SETUP
+                    requester_id,
+                    self.dataset_id,
+                    to_units_floor(epsilon),
+                    request=SETUP,
+                    purpose="testing",
+                    agreement="DSA-TEST",
                 )
             token = ledger.admin.issue_token(requester_id, Role.ANALYST, request=SETUP).token
         return requester_id, token

@@ -147,7 +147,9 @@ def _administrator(
         def step() -> None:
             with seen.lock:
                 seen.top_ups_attempted += 1
-            admin.grant(requester_id, dataset_id, epsilon=TOP_UP)
+            admin.grant(
+                requester_id, dataset_id, epsilon=TOP_UP, purpose="testing", agreement="DSA-TEST"
+            )
             with seen.lock:
                 seen.top_ups_acknowledged += 1
             time.sleep(0.05)

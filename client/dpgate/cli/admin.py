@@ -164,13 +164,29 @@ def grant(
     epsilon: EpsilonAmount = None,
     rho: RhoAmount = None,
     expires: ExpiresOption = None,
+    purpose: Annotated[
+        str,
+        typer.Option(
+            help="What the budget is for (required for a new allocation; public, shown on"
+            " the transparency page)."
+        ),
+    ] = "",
+    agreement: Annotated[
+        str,
+        typer.Option(
+            help="The data-sharing agreement it is given under, e.g. its id (required for a"
+            " new allocation; public)."
+        ),
+    ] = "",
     json_output: JsonOption = False,
 ) -> None:
     """Give a requester an allocation on a dataset (or add to the one they have)."""
     out = output(ctx, json_output)
     expires_at = _moment(expires)
     with connect(ctx, AdminClient, out) as admin:
-        budget = admin.grant(requester_id, dataset, epsilon, rho, expires_at)
+        budget = admin.grant(
+            requester_id, dataset, epsilon, rho, expires_at, purpose=purpose, agreement=agreement
+        )
     out.emit(budget, lambda console: _print_budget(console, "granted", requester_id, budget))
 
 

@@ -343,12 +343,22 @@ class GrantAllocationRequest(_message.Message):
     DATASET_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    AGREEMENT_REFERENCE_FIELD_NUMBER: _builtins.int
     requester_id: _builtins.str
     """The requester."""
     dataset_id: _builtins.str
     """The dataset."""
     expires_at: _builtins.str
     """Expiry, RFC 3339; empty for none."""
+    purpose: _builtins.str
+    """What the budget is for, in words; required for a new allocation (public: shown on the
+    transparency page with every release paid from it). Ignored on a top-up.
+    """
+    agreement_reference: _builtins.str
+    """The data-sharing agreement (or other instrument) it is given under, e.g. its id;
+    required for a new allocation (public). Ignored on a top-up.
+    """
     @_builtins.property
     def amount(self) -> _types_pb2.Spend:
         """Amount added to the allocation."""
@@ -360,10 +370,12 @@ class GrantAllocationRequest(_message.Message):
         dataset_id: _builtins.str = ...,
         amount: _types_pb2.Spend | None = ...,
         expires_at: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        agreement_reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "dataset_id", b"dataset_id", "expires_at", b"expires_at", "requester_id", b"requester_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_reference", b"agreement_reference", "amount", b"amount", "dataset_id", b"dataset_id", "expires_at", b"expires_at", "purpose", b"purpose", "requester_id", b"requester_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -545,6 +557,8 @@ class SpendingRow(_message.Message):
     ALLOCATED_FIELD_NUMBER: _builtins.int
     SPENT_FIELD_NUMBER: _builtins.int
     RELEASE_COUNT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    AGREEMENT_REFERENCE_FIELD_NUMBER: _builtins.int
     requester_id: _builtins.str
     """The requester."""
     organisation: _builtins.str
@@ -553,6 +567,10 @@ class SpendingRow(_message.Message):
     """The dataset."""
     release_count: _builtins.int
     """Number of releases."""
+    purpose: _builtins.str
+    """The purpose the allocation was granted for ("not recorded" for older ones)."""
+    agreement_reference: _builtins.str
+    """The agreement it was granted under ("not recorded" for older ones)."""
     @_builtins.property
     def allocated(self) -> _types_pb2.Spend:
         """Allocated."""
@@ -570,10 +588,12 @@ class SpendingRow(_message.Message):
         allocated: _types_pb2.Spend | None = ...,
         spent: _types_pb2.Spend | None = ...,
         release_count: _builtins.int = ...,
+        purpose: _builtins.str = ...,
+        agreement_reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "spent", b"spent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "dataset_id", b"dataset_id", "organisation", b"organisation", "release_count", b"release_count", "requester_id", b"requester_id", "spent", b"spent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_reference", b"agreement_reference", "allocated", b"allocated", "dataset_id", b"dataset_id", "organisation", b"organisation", "purpose", b"purpose", "release_count", b"release_count", "requester_id", b"requester_id", "spent", b"spent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -119,6 +119,8 @@ def spending_rows_to_proto(
             allocated=spend_to_proto(accounting.get(line.dataset_id), line.granted_units),
             spent=spend_to_proto(accounting.get(line.dataset_id), line.spent_units),
             release_count=line.releases,
+            purpose=line.purpose,
+            agreement_reference=line.agreement,
         )
         for line in lines
     ]

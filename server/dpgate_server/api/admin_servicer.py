@@ -122,7 +122,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         admin = self._ledger.admin
         try:
             admin.grant_allocation(
-                requester_id, dataset.dataset_id, units, request=info, expires_at=expires_at
+                requester_id,
+                dataset.dataset_id,
+                units,
+                request=info,
+                purpose=request.purpose,
+                agreement=request.agreement_reference,
+                expires_at=expires_at,
             )
         except ledger_errors.AlreadyExists:
             admin.top_up_allocation(requester_id, dataset.dataset_id, units, request=info)

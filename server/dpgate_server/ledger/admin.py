@@ -27,6 +27,7 @@ from dpgate_server.ledger.errors import (
     DatasetNotFound,
     InvalidAmount,
     InvalidTokenRequest,
+    MissingPurpose,
     MissingReason,
     RequesterNotFound,
     SelfGrantForbidden,
@@ -234,12 +235,19 @@ class LedgerAdmin:
         granted_units: int,
         *,
         request: RequestInfo,
+        purpose: str,
+        agreement: str,
         expires_at: dt.datetime | None = None,
     ) -> Allocation:
         """Create a requester's allocation on a dataset (use top up / reduce afterwards).
 
+        `purpose` (what the budget is for) and `agreement` (the data-sharing agreement or
+        other instrument it is given under) are required and public: the transparency page
+        shows them beside every release paid from this allocation.
+
         Raises:
-            AlreadyExists: the allocation exists.
+            AlreadyExists: the allocation exists (checked first: a top-up needs no purpose).
+            MissingPurpose: the purpose or the agreement is empty.
             SelfGrantForbidden: the administrator is granting to their own requester.
         """
         _check_amount(granted_units, "a grant", allow_zero=True)
@@ -249,11 +257,15 @@ class LedgerAdmin:
             accounting = _dataset(tx, dataset_id).accounting
             if tx.get_allocation(requester_id, dataset_id) is not None:
                 raise AlreadyExists(f"{requester_id} already has an allocation on {dataset_id}")
-            allocation = Allocation(requester_id, dataset_id, granted_units, 0, expires_at)
+            purpose, agreement = _check_purpose(purpose, agreement)
+            allocation = Allocation(
+                requester_id, dataset_id, granted_units, 0, expires_at, purpose, agreement
+            )
             tx.put_allocation(allocation)
             audit(
                 f"grant {describe(granted_units, accounting)} on {dataset_id} to {requester_id}"
                 f" expires {format_optional(expires_at)}"
+                f" purpose {purpose!r} agreement {agreement!r}"
             )
         return allocation
 
@@ -331,6 +343,8 @@ class LedgerAdmin:
                 spent_units=a.spent_units,
                 expires_at=a.expires_at,
                 releases=counts.get((a.requester_id, a.dataset_id), 0),
+                purpose=a.purpose,
+                agreement=a.agreement,
             )
             for a in allocations
         )
@@ -376,6 +390,21 @@ def _check_amount(units: int, what: str, *, allow_zero: bool) -> None:
         raise InvalidAmount(f"{what} must be a whole number of 1e-9 steps, not {units!r}")
     if units < 0 or (units == 0 and not allow_zero):
         raise InvalidAmount(f"{what} must be {'non-negative' if allow_zero else 'positive'}")
+
+
+MAX_PURPOSE_CHARS = 500
+
+
+def _check_purpose(purpose: str, agreement: str) -> tuple[str, str]:
+    purpose, agreement = purpose.strip(), agreement.strip()
+    if not purpose or not agreement:
+        raise MissingPurpose(
+            "a new allocation needs its purpose and its agreement reference (e.g. the"
+            " data-sharing agreement's id): both are shown on the public transparency page"
+        )
+    if len(purpose) > MAX_PURPOSE_CHARS or len(agreement) > MAX_PURPOSE_CHARS:
+        raise MissingPurpose(f"purpose and agreement are at most {MAX_PURPOSE_CHARS} characters")
+    return purpose, agreement
 
 
 def _check_reason(reason: str) -> None:

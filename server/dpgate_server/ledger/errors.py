@@ -93,6 +93,10 @@ class MissingReason(LedgerError, ValueError):
     """A change that must be explained (a cap change) came without a reason."""
 
 
+class MissingPurpose(MissingReason):
+    """A new allocation came without its purpose or its agreement reference."""
+
+
 class RequesterDisabled(LedgerError):
     """The requester was disabled by an administrator and may not spend."""
 

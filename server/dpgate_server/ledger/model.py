@@ -154,15 +154,27 @@ class CapChange:
     changed_at: dt.datetime
 
 
+NOT_RECORDED = "not recorded"
+"""The purpose and agreement of allocations granted before purposes were required."""
+
+
 @dataclass(frozen=True, slots=True)
 class Allocation:
-    """One requester's budget on one dataset."""
+    """One requester's budget on one dataset, and why it was given.
+
+    Attributes:
+        purpose: what the budget is for, in the grantor's words (public).
+        agreement: the data-sharing agreement (or other instrument) it is given under
+            (public).
+    """
 
     requester_id: str
     dataset_id: str
     granted_units: int
     spent_units: int
     expires_at: dt.datetime | None
+    purpose: str = NOT_RECORDED
+    agreement: str = NOT_RECORDED
 
     def remaining_at(self, now: dt.datetime) -> int:
         """What is left of this allocation at `now` (zero once expired)."""
@@ -300,6 +312,8 @@ class SpendingLine:
     spent_units: int
     expires_at: dt.datetime | None
     releases: int
+    purpose: str = NOT_RECORDED
+    agreement: str = NOT_RECORDED
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,7 +274,7 @@ _TOKENS = (
     "token_id, token_hash, requester_id, role, practice_codes, created_at, expires_at, revoked_at"
 )
 _DATASET = "dataset_id, accounting, cap_units, spent_units, share_releases"
-_ALLOCATION = "requester_id, dataset_id, granted_units, spent_units, expires_at"
+_ALLOCATION = "requester_id, dataset_id, granted_units, spent_units, expires_at, purpose, agreement"
 _RELEASE = (
     "release_id, release_key, dataset_id, requester_id, cost_units, payload, created_at, request_id"
 )
@@ -470,7 +470,7 @@ class PostgresTransaction:
 
     def put_allocation(self, allocation: Allocation) -> None:
         self._run(
-            f"INSERT INTO allocations ({_ALLOCATION}) VALUES (%s, %s, %s, %s, %s)"
+            f"INSERT INTO allocations ({_ALLOCATION}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (requester_id, dataset_id) DO UPDATE SET"
             " granted_units = excluded.granted_units, spent_units = excluded.spent_units,"
             " expires_at = excluded.expires_at",
@@ -480,6 +480,8 @@ class PostgresTransaction:
                 allocation.granted_units,
                 allocation.spent_units,
                 _aware_or_none(allocation.expires_at),
+                allocation.purpose,
+                allocation.agreement,
             ),
         )
 
@@ -724,6 +726,8 @@ def _allocation(row: tuple[Any, ...]) -> Allocation:
         granted_units=int(row[2]),
         spent_units=int(row[3]),
         expires_at=_utc_or_none(row[4]),
+        purpose=row[5],
+        agreement=row[6],
     )
 
 

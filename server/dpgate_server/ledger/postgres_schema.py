@@ -136,5 +136,13 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             """,
         ),
     ),
+    (
+        2,
+        "allocations carry the purpose and agreement they were granted under",
+        (
+            "ALTER TABLE allocations ADD COLUMN purpose TEXT NOT NULL DEFAULT 'not recorded'",
+            "ALTER TABLE allocations ADD COLUMN agreement TEXT NOT NULL DEFAULT 'not recorded'",
+        ),
+    ),
 )
 """(version, description, statements), ascending."""

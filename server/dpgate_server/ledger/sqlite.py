@@ -435,7 +435,8 @@ class SqliteTransaction:
 
     def put_allocation(self, allocation: Allocation) -> None:
         self._db.execute(
-            "INSERT INTO allocations VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO allocations (requester_id, dataset_id, granted_units, spent_units,"
+            " expires_at, purpose, agreement) VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (requester_id, dataset_id) DO UPDATE SET"
             " granted_units = excluded.granted_units, spent_units = excluded.spent_units,"
             " expires_at = excluded.expires_at",
@@ -445,6 +446,8 @@ class SqliteTransaction:
                 allocation.granted_units,
                 allocation.spent_units,
                 format_optional(allocation.expires_at),
+                allocation.purpose,
+                allocation.agreement,
             ),
         )
 
@@ -660,6 +663,8 @@ def _allocation(row: Any) -> Allocation:
         granted_units=int(row[2]),
         spent_units=int(row[3]),
         expires_at=parse_optional(row[4]),
+        purpose=row[5],
+        agreement=row[6],
     )
 
 

@@ -8,7 +8,9 @@ can later ask for `Ledger.verify(expected_head=...)` and detect a rewritten or c
 CSV layout: one header row, then one row per record. The first record is
 `record=head` (its `seq` is the head's event count, `event_hash` the head hash, `time` the
 report time); `record=dataset` rows give each dataset's cap and total spend; then
-`record=query` rows, oldest first.
+`record=query` rows, oldest first. Each query carries the purpose and agreement of the
+allocation it was asked under ("not recorded" for allocations granted before purposes were
+required).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpgate_server.ledger._time import format_time
-from dpgate_server.ledger.model import ChainHead, Outcome
+from dpgate_server.ledger.model import NOT_RECORDED, ChainHead, Outcome
 from dpgate_server.ledger.storage import StorageTransaction
 from dpgate_server.spend import measure_of, plain, units_to_decimal
 from dpgate_server.vocabulary.accounting import Accounting
@@ -39,6 +41,8 @@ CSV_COLUMNS = (
     "cumulative_spend_units",
     "cap_units",
     "event_hash",
+    "purpose",
+    "agreement",
 )
 
 
@@ -55,6 +59,8 @@ class TransparencyEntry:
     spend_units: int
     cumulative_dataset_units: int
     event_hash: str
+    purpose: str = NOT_RECORDED
+    agreement: str = NOT_RECORDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,9 @@ class TransparencyReport:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         writer.writerow(
-            ["head", self.head.count, format_time(self.generated_at)] + [""] * 8 + [self.head.hash]
+            ["head", self.head.count, format_time(self.generated_at)]
+            + [""] * 8
+            + [self.head.hash, "", ""]
         )
         for d in self.datasets:
             spend = _decimal_text(d.spent_units)
@@ -103,6 +111,8 @@ class TransparencyReport:
                     d.spent_units,
                     d.spent_units,
                     d.cap_units,
+                    "",
+                    "",
                     "",
                 ]
             )
@@ -121,6 +131,8 @@ class TransparencyReport:
                     e.cumulative_dataset_units,
                     "",
                     e.event_hash,
+                    e.purpose,
+                    e.agreement,
                 ]
             )
         return out.getvalue()
@@ -130,6 +142,7 @@ def build_report(tx: StorageTransaction, generated_at: dt.datetime) -> Transpare
     """Read the chain, requesters and datasets in one snapshot and assemble the report."""
     head = tx.get_head()
     organisations = {r.requester_id: r.organisation for r in tx.list_requesters()}
+    allocations = {(a.requester_id, a.dataset_id): a for a in tx.list_allocations()}
     datasets = {d.dataset_id: d for d in tx.list_datasets()}
     measures = {d.dataset_id: _measure(d.accounting) for d in datasets.values()}
     cumulative: dict[str, int] = {}
@@ -141,6 +154,7 @@ def build_report(tx: StorageTransaction, generated_at: dt.datetime) -> Transpare
             continue
         dataset_id = event.dataset_id or ""
         cumulative[dataset_id] = cumulative.get(dataset_id, 0) + event.cost_units
+        allocation = allocations.get((event.requester_id or "", dataset_id))
         entries.append(
             TransparencyEntry(
                 seq=event.seq,
@@ -152,6 +166,8 @@ def build_report(tx: StorageTransaction, generated_at: dt.datetime) -> Transpare
                 spend_units=event.cost_units,
                 cumulative_dataset_units=cumulative[dataset_id],
                 event_hash=event.event_hash,
+                purpose=allocation.purpose if allocation else NOT_RECORDED,
+                agreement=allocation.agreement if allocation else NOT_RECORDED,
             )
         )
     return TransparencyReport(
@@ -201,6 +217,8 @@ def _to_dict(report: TransparencyReport) -> dict[str, Any]:
                 "spend_units": e.spend_units,
                 "cumulative_spend_units": e.cumulative_dataset_units,
                 "event_hash": e.event_hash,
+                "purpose": e.purpose,
+                "agreement": e.agreement,
             }
             for e in report.entries
         ],

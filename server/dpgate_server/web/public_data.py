@@ -24,8 +24,6 @@ from dpgate_server.store.store import DatasetStore
 from dpgate_server.web.charts import Point, Series
 from dpgate_server.web.words import column_words, describe
 
-NOT_RECORDED = "not recorded"
-
 
 def amount_text(measure: str, units: int) -> str:
     """ "epsilon 0.5": an exact decimal with its measure, never raw units."""
@@ -202,18 +200,16 @@ class PublicData:
 
     def _build(self, report: TransparencyReport) -> Snapshot:
         events = self._answered_events(report.head.count)
-        requesters = {r.requester_id: r for r in self._ledger.admin.list_requesters()}
         rows = []
         for entry in report.entries:
             event = events.get(entry.seq)
-            requester = requesters.get(event.requester_id or "") if event else None
             question = describe(entry.query_text)
             rows.append(
                 ReleaseRow(
                     seq=entry.seq,
                     at=entry.at,
-                    purpose=NOT_RECORDED,
-                    agreement=requester.agreement if requester else NOT_RECORDED,
+                    purpose=entry.purpose,
+                    agreement=entry.agreement,
                     organisation=entry.organisation if self._show_organisations else "",
                     dataset_id=entry.dataset_id,
                     dataset_version=question.dataset_version,

@@ -83,7 +83,12 @@ def prepare_ledger(path: Path | str, dataset_id: str, practice_code: str) -> dic
             issued = admin.issue_token(requester_id, role, request=SETUP, practice_codes=codes)
             tokens[role.value] = issued.token
         admin.grant_allocation(
-            "analyst-1", dataset_id, to_units_floor(ANALYST_EPSILON), request=SETUP
+            "analyst-1",
+            dataset_id,
+            to_units_floor(ANALYST_EPSILON),
+            request=SETUP,
+            purpose="testing",
+            agreement="DSA-TEST",
         )
     return tokens
 

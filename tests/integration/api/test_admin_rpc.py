@@ -221,7 +221,13 @@ def test_token_secret_never_reaches_the_audit_log(admin: AdminClient, audit: Aud
 
 def test_grant_creates_an_allocation(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    budget = admin.grant(planner.requester_id, service.dataset_id, epsilon=1.5)
+    budget = admin.grant(
+        planner.requester_id,
+        service.dataset_id,
+        epsilon=1.5,
+        purpose="testing",
+        agreement="DSA-TEST",
+    )
     assert (budget.dataset_id, budget.accounting) == (service.dataset_id, "pure_dp")
     assert (budget.allocated, budget.spent, budget.remaining) == (Decimal("1.5"), 0, Decimal("1.5"))
     assert budget.expires_at == ""
@@ -229,21 +235,42 @@ def test_grant_creates_an_allocation(admin: AdminClient, service: Service) -> No
 
 def test_grant_again_tops_the_allocation_up(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
-    budget = admin.grant(planner.requester_id, service.dataset_id, epsilon=Decimal("0.25"))
+    admin.grant(
+        planner.requester_id, service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
+    )
+    budget = admin.grant(
+        planner.requester_id,
+        service.dataset_id,
+        epsilon=Decimal("0.25"),
+        purpose="testing",
+        agreement="DSA-TEST",
+    )
     assert budget.allocated == Decimal("1.25")
 
 
 def test_grant_with_expiry_records_it(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
     expiry = dt.datetime(2031, 3, 31, 23, 59, tzinfo=dt.UTC)
-    budget = admin.grant(planner.requester_id, service.dataset_id, epsilon=1, expires_at=expiry)
+    budget = admin.grant(
+        planner.requester_id,
+        service.dataset_id,
+        epsilon=1,
+        expires_at=expiry,
+        purpose="testing",
+        agreement="DSA-TEST",
+    )
     assert dt.datetime.fromisoformat(budget.expires_at) == expiry
 
 
 def test_granted_budget_is_what_the_analyst_sees(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    admin.grant(planner.requester_id, service.dataset_id, epsilon="0.75")
+    admin.grant(
+        planner.requester_id,
+        service.dataset_id,
+        epsilon="0.75",
+        purpose="testing",
+        agreement="DSA-TEST",
+    )
     issued = admin.issue_token(planner.requester_id, "analyst")
     with Client(service.target, issued.token) as client:
         [budget] = client.budget(service.dataset_id)
@@ -252,29 +279,47 @@ def test_granted_budget_is_what_the_analyst_sees(admin: AdminClient, service: Se
 
 def test_admin_cannot_grant_to_their_own_requester(admin: AdminClient, service: Service) -> None:
     with pytest.raises(PermissionDeniedError) as refused:
-        admin.grant("admin-1", service.dataset_id, epsilon=1)
+        admin.grant(
+            "admin-1", service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
+        )
     assert refused.value.reason == "ROLE_FORBIDDEN"
 
 
 def test_grant_in_the_wrong_unit_is_refused(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
     with pytest.raises(InvalidQueryError) as refused:
-        admin.grant(planner.requester_id, service.dataset_id, rho=1)
+        admin.grant(
+            planner.requester_id, service.dataset_id, rho=1, purpose="testing", agreement="DSA-TEST"
+        )
     assert (refused.value.reason, refused.value.field) == ("ACCOUNTING_MISMATCH", "amount")
 
 
 def test_negative_grant_is_refused(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
     with pytest.raises(InvalidQueryError) as refused:
-        admin.grant(planner.requester_id, service.dataset_id, epsilon=-1)
+        admin.grant(
+            planner.requester_id,
+            service.dataset_id,
+            epsilon=-1,
+            purpose="testing",
+            agreement="DSA-TEST",
+        )
     assert refused.value.reason == "BAD_AMOUNT"
 
 
 def test_zero_top_up_is_refused(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
+    admin.grant(
+        planner.requester_id, service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
+    )
     with pytest.raises(InvalidQueryError) as refused:
-        admin.grant(planner.requester_id, service.dataset_id, epsilon=0)
+        admin.grant(
+            planner.requester_id,
+            service.dataset_id,
+            epsilon=0,
+            purpose="testing",
+            agreement="DSA-TEST",
+        )
     assert refused.value.reason == "BAD_AMOUNT"
 
 
@@ -291,24 +336,40 @@ def test_grant_without_amount_is_refused(service: Service) -> None:
 def test_grant_on_unknown_dataset_is_not_found(admin: AdminClient) -> None:
     planner = fresh_requester(admin)
     with pytest.raises(NotFoundError):
-        admin.grant(planner.requester_id, "no_such_dataset", epsilon=1)
+        admin.grant(
+            planner.requester_id,
+            "no_such_dataset",
+            epsilon=1,
+            purpose="testing",
+            agreement="DSA-TEST",
+        )
 
 
 def test_grant_to_unknown_requester_is_not_found(admin: AdminClient, service: Service) -> None:
     with pytest.raises(NotFoundError):
-        admin.grant("nobody-00000000", service.dataset_id, epsilon=1)
+        admin.grant(
+            "nobody-00000000",
+            service.dataset_id,
+            epsilon=1,
+            purpose="testing",
+            agreement="DSA-TEST",
+        )
 
 
 def test_reduce_takes_budget_back(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    admin.grant(planner.requester_id, service.dataset_id, epsilon=2)
+    admin.grant(
+        planner.requester_id, service.dataset_id, epsilon=2, purpose="testing", agreement="DSA-TEST"
+    )
     budget = admin.reduce(planner.requester_id, service.dataset_id, epsilon=0.5)
     assert (budget.allocated, budget.remaining) == (Decimal("1.5"), Decimal("1.5"))
 
 
 def test_reduce_below_spent_is_refused(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
+    admin.grant(
+        planner.requester_id, service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
+    )
     with pytest.raises(DpgateError) as refused:
         admin.reduce(planner.requester_id, service.dataset_id, epsilon=2)
     assert (refused.value.code, refused.value.reason) == ("FAILED_PRECONDITION", "BELOW_SPENT")
@@ -420,7 +481,9 @@ def test_a_change_is_audited_once_with_the_canonical_request(
     admin: AdminClient, audit: AuditClient, service: Service
 ) -> None:
     planner = fresh_requester(admin)
-    admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
+    admin.grant(
+        planner.requester_id, service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
+    )
     grants = [e for e in audit.events() if planner.requester_id in e.query_text]
     grants = [e for e in grants if e.rpc == "GrantAllocation"]
     assert len(grants) == 1
@@ -435,6 +498,28 @@ def test_a_refused_change_is_audited(
 ) -> None:
     before = audit.head().event_count  # the GetAuditHead call itself is event before + 1
     with pytest.raises(PermissionDeniedError):
-        admin.grant("admin-1", service.dataset_id, epsilon=1)
+        admin.grant(
+            "admin-1", service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
+        )
     refused = [e for e in audit.events(from_sequence=before + 1) if e.rpc == "GrantAllocation"]
     assert [(e.outcome, e.detail) for e in refused] == [("denied", "ROLE_FORBIDDEN")]
+
+
+def test_new_grant_without_purpose_is_refused_and_a_purpose_is_reported(
+    service: Service, admin: AdminClient
+) -> None:
+    planner = fresh_requester(admin)
+    with pytest.raises(InvalidQueryError) as refused:
+        admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
+    assert refused.value.reason == "REASON_REQUIRED"
+    assert "purpose" in str(refused.value)
+    admin.grant(
+        planner.requester_id,
+        service.dataset_id,
+        epsilon=1,
+        purpose="winter planning",
+        agreement="DSA-2025-7",
+    )
+    report = admin.spending_report(service.dataset_id)
+    row = report.filter(pl.col("requester_id") == planner.requester_id).row(0, named=True)
+    assert (row["purpose"], row["agreement"]) == ("winter planning", "DSA-2025-7")

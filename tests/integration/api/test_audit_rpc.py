@@ -36,6 +36,8 @@ QUERY_FIELDS = {
     "spend_units",
     "cumulative_spend_units",
     "event_hash",
+    "purpose",
+    "agreement",
 }
 
 
@@ -190,6 +192,7 @@ def test_json_report_lists_answered_queries_and_no_value(
     assert set(entry) == QUERY_FIELDS
     assert entry["dataset_id"] == service.dataset_id
     assert entry["organisation"] == "Test Trust"
+    assert (entry["purpose"], entry["agreement"]) == ("testing", "DSA-TEST")
     assert entry["spend"] == str(answered.charged)
     assert not keys_of(report) & {"value", "values", "cells", "ci_low", "ci_high", "payload"}
     assert answered.release_id not in json.dumps(report)

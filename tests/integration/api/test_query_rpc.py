@@ -43,7 +43,12 @@ def new_analyst(service: Service, epsilon: float) -> str:
             requester_id, name="A", organisation="Org", agreement="DSA", request=SETUP
         )
         ledger.admin.grant_allocation(
-            requester_id, service.dataset_id, to_units_floor(epsilon), request=SETUP
+            requester_id,
+            service.dataset_id,
+            to_units_floor(epsilon),
+            request=SETUP,
+            purpose="testing",
+            agreement="DSA-TEST",
         )
         return ledger.admin.issue_token(requester_id, Role.ANALYST, request=SETUP).token
 

@@ -101,10 +101,20 @@ def _prepare_accounts(path: Path, dataset_id: str, practice_code: str) -> dict[s
             codes = (practice_code,) if role is Role.PROVIDER else ()
             tokens[name] = admin.issue_token(name, role, request=SETUP, practice_codes=codes).token
         admin.grant_allocation(
-            "analyst", dataset_id, to_units_floor(ANALYST_EPSILON), request=SETUP
+            "analyst",
+            dataset_id,
+            to_units_floor(ANALYST_EPSILON),
+            request=SETUP,
+            purpose="testing",
+            agreement="DSA-TEST",
         )
         admin.grant_allocation(
-            "poor_analyst", dataset_id, to_units_floor(POOR_ANALYST_EPSILON), request=SETUP
+            "poor_analyst",
+            dataset_id,
+            to_units_floor(POOR_ANALYST_EPSILON),
+            request=SETUP,
+            purpose="testing",
+            agreement="DSA-TEST",
         )
     return tokens
 

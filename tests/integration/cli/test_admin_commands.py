@@ -125,7 +125,10 @@ def test_unknown_role_is_a_usage_error(cli_service: CliService) -> None:
 
 def test_grant_top_up_and_reduce_move_the_allocation(cli_service: CliService) -> None:
     requester_id = new_requester(cli_service, "Budget Holder")
-    granted = admin(cli_service, "grant", requester_id, "gp_appointments", "--epsilon", "1.5")
+    granted = admin(
+        cli_service, "grant", requester_id, "gp_appointments", "--epsilon", "1.5",
+        "--purpose", "winter planning", "--agreement", "DSA-2025-7",
+    )  # fmt: skip
     topped = admin(cli_service, "top-up", requester_id, "gp_appointments", "--epsilon", "0.25")
     reduced = admin(cli_service, "reduce", requester_id, "gp_appointments", "--epsilon", "1")
     allocated = [Decimal(str(b["allocated"])) for b in (granted, topped, reduced)]
@@ -137,10 +140,22 @@ def test_grant_table_says_what_is_allocated(cli_service: CliService) -> None:
     result = dpgate(
         cli_service, cli_service.tokens["admin"], "admin", "grant", requester_id,
         "gp_appointments", "--epsilon", "2", "--expires", "2099-12-31",
+        "--purpose", "winter planning", "--agreement", "DSA-2025-7",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "epsilon 2 allocated" in result.stdout
     assert "2099-12-31" in result.stdout
+
+
+def test_new_grant_without_purpose_exits_2_and_says_why(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "No Purpose")
+    result = dpgate(
+        cli_service, cli_service.tokens["admin"], "admin", "grant", requester_id,
+        "gp_appointments", "--epsilon", "1",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "purpose" in result.stderr
+    assert "agreement" in result.stderr
 
 
 def test_top_up_without_an_allocation_exits_5(cli_service: CliService) -> None:

@@ -53,8 +53,12 @@ def make_ledger_file(ledger_store):
                 ledger.admin.create_requester(
                     requester, name=requester, organisation="o", agreement="a", request=operator
                 )
-            ledger.admin.grant_allocation("spender", "d", grant, request=operator)
-            ledger.admin.grant_allocation("other", "d", grant, request=operator)
+            ledger.admin.grant_allocation(
+                "spender", "d", grant, request=operator, purpose="testing", agreement="DSA-TEST"
+            )
+            ledger.admin.grant_allocation(
+                "other", "d", grant, request=operator, purpose="testing", agreement="DSA-TEST"
+            )
         return ledger_store.location
 
     return make

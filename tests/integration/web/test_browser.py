@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
 
 from .conftest import WebService
 
@@ -48,6 +49,11 @@ def browser() -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+def _wait(browser: webdriver.Chrome, condition: Callable[[webdriver.Chrome], bool]) -> None:
+    """Wait for a page a click or a submit loads (clicks do not wait for navigation)."""
+    WebDriverWait(browser, 15).until(condition)
 
 
 def _rows(browser: webdriver.Chrome) -> list[dict[str, str]]:
@@ -82,13 +88,21 @@ def test_releases_table_shows_exactly_the_releases_made(
         following = browser.find_elements(By.CSS_SELECTOR, "a[rel=next]")
         if not following:
             break
+        current = browser.current_url
         following[0].click()
+        _wait(browser, lambda d, before=current: d.current_url != before)
     assert sorted(int(r["seq"]) for r in shown) == sorted(q["seq"] for q in export["queries"])
     charged = [r for r in shown if r["spend"] != "free (repeat)"]
     assert sorted(r["question"] for r in charged) == sorted(web.questions)
-    assert all(r["agreement"] == "DSA-TEST" and r["purpose"] for r in shown)
-    assert all(r["version"] for r in shown)
     by_seq = {q["seq"]: q for q in export["queries"]}
+    assert all(r["purpose"] == "testing" for r in shown)
+    assert all(r["agreement"] == "DSA-TEST" for r in shown)
+    assert all(
+        (r["purpose"], r["agreement"])
+        == (by_seq[int(r["seq"])]["purpose"], by_seq[int(r["seq"])]["agreement"])
+        for r in shown
+    )
+    assert all(r["version"] for r in shown)
     for row in charged:
         measure, amount = row["spend"].split(" ")
         assert measure == "epsilon"
@@ -102,6 +116,7 @@ def test_search_narrows_the_releases(web: WebService, browser: webdriver.Chrome)
     box = browser.find_element(By.NAME, "q")
     box.send_keys("telephone")
     box.submit()
+    _wait(browser, lambda d: "q=telephone" in d.current_url)
     rows = _rows(browser)
     assert [r["question"] for r in rows] == [web.questions[2]]
     assert "q=telephone" in browser.current_url
@@ -137,11 +152,11 @@ def test_admin_pages_refuse_without_a_token_and_work_after_login(
     browser.get(web.base_url + "/admin/login")
     browser.find_element(By.ID, "token").send_keys("dpg_wrong")
     browser.find_element(By.ID, "login").click()
-    assert "not a valid administrator token" in browser.page_source
+    _wait(browser, lambda d: "not a valid administrator token" in d.page_source)
 
     browser.find_element(By.ID, "token").send_keys(web.tokens["admin"])
     browser.find_element(By.ID, "login").click()
-    assert browser.current_url == web.base_url + "/admin"
+    _wait(browser, lambda d: d.current_url == web.base_url + "/admin")
     assert web.tokens["admin"] not in browser.current_url
     allocation = browser.find_element(By.CSS_SELECTOR, 'tr.allocation[data-requester="analyst-1"]')
     assert allocation.find_element(By.CSS_SELECTOR, "td.remaining").text == "epsilon 3.75"
@@ -152,5 +167,6 @@ def test_admin_pages_refuse_without_a_token_and_work_after_login(
     assert cookie["sameSite"] == "Strict"
 
     browser.find_element(By.ID, "logout").click()
+    _wait(browser, lambda d: d.current_url == web.base_url + "/")
     browser.get(web.base_url + "/admin")
     assert "Administrators only" in browser.page_source

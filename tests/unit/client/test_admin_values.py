@@ -101,6 +101,8 @@ def test_spending_frame_has_exact_decimals() -> None:
         allocated=types_pb2.Spend(accounting=types_pb2.ACCOUNTING_PURE_DP, nano_units=1),
         spent=types_pb2.Spend(accounting=types_pb2.ACCOUNTING_PURE_DP, nano_units=0),
         release_count=3,
+        purpose="planning",
+        agreement_reference="DSA-1",
     )
     frame = spending_frame([row])
     assert frame.to_dicts() == [
@@ -112,6 +114,8 @@ def test_spending_frame_has_exact_decimals() -> None:
             "allocated": Decimal("0.000000001"),
             "spent": Decimal(0),
             "release_count": 3,
+            "purpose": "planning",
+            "agreement": "DSA-1",
         }
     ]
 

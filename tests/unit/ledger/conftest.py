@@ -100,7 +100,14 @@ def setup(ledger_store: Any, clock: FakeClock) -> Iterator[LedgerSetup]:
         admin.create_requester(
             name, name=name.title(), organisation=f"{name} org", agreement="DSA-1", request=operator
         )
-        admin.grant_allocation(name, "gp_appointments", 1_000, request=operator)
+        admin.grant_allocation(
+            name,
+            "gp_appointments",
+            1_000,
+            request=operator,
+            purpose="testing",
+            agreement="DSA-TEST",
+        )
         issued = admin.issue_token(name, Role.ANALYST, request=operator)
         principal = ledger.authenticate(issued.token)
         assert principal is not None

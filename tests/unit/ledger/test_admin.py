@@ -42,7 +42,14 @@ def test_reduce_below_spent_is_refused(setup):
 
 def test_second_grant_on_the_same_dataset_is_refused(setup):
     with pytest.raises(AlreadyExists):
-        setup.ledger.admin.grant_allocation("alice", setup.dataset, 5, request=setup.operator)
+        setup.ledger.admin.grant_allocation(
+            "alice",
+            setup.dataset,
+            5,
+            request=setup.operator,
+            purpose="testing",
+            agreement="DSA-TEST",
+        )
 
 
 def test_raising_a_cap_is_recorded_with_its_reason(setup):
@@ -119,7 +126,9 @@ def test_zcdp_dataset_is_kept_apart(setup):
     setup.ledger.admin.create_dataset(
         "other", accounting=Accounting.ZCDP, cap_units=50, reason="new", request=setup.operator
     )
-    setup.ledger.admin.grant_allocation("alice", "other", 50, request=setup.operator)
+    setup.ledger.admin.grant_allocation(
+        "alice", "other", 50, request=setup.operator, purpose="testing", agreement="DSA-TEST"
+    )
     setup.charge(setup.alice, "k1", 1_000)
     budget = setup.ledger.get_budget("alice", "other")
     assert budget.remaining_units == 50

@@ -77,7 +77,9 @@ class BudgetMachine(RuleBasedStateMachine):
     def grant(self, requester: str, units: int) -> None:
         if requester in self.granted:
             return
-        self.ledger.admin.grant_allocation(requester, DATASET, units, request=OPERATOR)
+        self.ledger.admin.grant_allocation(
+            requester, DATASET, units, request=OPERATOR, purpose="testing", agreement="DSA-TEST"
+        )
         self.granted[requester] = units
 
     @precondition(lambda self: bool(self.granted))

@@ -216,7 +216,9 @@ def test_release_key_of_another_dataset_is_refused(setup):
     setup.ledger.admin.create_dataset(
         "other", accounting=Accounting.PURE_DP, cap_units=100, reason="t", request=setup.operator
     )
-    setup.ledger.admin.grant_allocation("alice", "other", 100, request=setup.operator)
+    setup.ledger.admin.grant_allocation(
+        "alice", "other", 100, request=setup.operator, purpose="testing", agreement="DSA-TEST"
+    )
     setup.charge(setup.alice, "k1", 10)
     with pytest.raises(ReleaseKeyConflict):
         setup.ledger.debit(
