@@ -12,7 +12,7 @@ import pytest
 from dpgate_server.ledger.errors import MissingPurpose
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import NOT_RECORDED, RequestInfo
-from dpgate_server.vocabulary import Accounting
+from dpgate_server.vocabulary.accounting import Accounting
 
 OPERATOR = RequestInfo(request_id="op", rpc="test")
 
