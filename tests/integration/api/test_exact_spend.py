@@ -39,7 +39,13 @@ def admin(service: Service) -> Iterator[AdminClient]:
 def granted_analyst(admin: AdminClient, service: Service, epsilon: Decimal | str) -> str:
     """A new analyst granted `epsilon` through the admin client; returns its token."""
     planner = admin.create_requester(f"Exact {uuid.uuid4().hex[:6]}", "Leeds ICB", "DSA-0042")
-    admin.grant(planner.requester_id, service.dataset_id, epsilon=epsilon)
+    admin.grant(
+        planner.requester_id,
+        service.dataset_id,
+        epsilon=epsilon,
+        purpose="testing",
+        agreement="DSA-TEST",
+    )
     return admin.issue_token(planner.requester_id, "analyst").token
 
 

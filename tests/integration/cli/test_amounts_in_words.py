@@ -79,7 +79,8 @@ def test_audit_events_describe_grants_in_epsilon(cli_service: CliService) -> Non
     as_json(
         dpgate(
             cli_service, cli_service.tokens["admin"], "admin", "grant", requester_id,
-            "gp_appointments", "--epsilon", "4.8", "--json",
+            "gp_appointments", "--epsilon", "4.8", "--purpose", "planning",
+            "--agreement", "DSA-9", "--json",
         )
     )  # fmt: skip
     events = as_json(

@@ -38,7 +38,9 @@ def test_admin_changes_are_audited_in_epsilon(setup):
     admin, op, ds = setup.ledger.admin, setup.operator, setup.dataset
     head = setup.ledger.head()
     admin.create_requester("carol", name="C", organisation="o", agreement="a", request=op)
-    admin.grant_allocation("carol", ds, 1_500_000_000, request=op)
+    admin.grant_allocation(
+        "carol", ds, 1_500_000_000, request=op, purpose="planning", agreement="DSA-1"
+    )
     admin.top_up_allocation("carol", ds, 250_000_000, request=op)
     admin.reduce_allocation("carol", ds, 750_000_000, request=op)
     admin.set_dataset_cap(ds, 20_000_000_000, reason="new DSA", request=op)
@@ -47,7 +49,8 @@ def test_admin_changes_are_audited_in_epsilon(setup):
     )
     details = _details_since(setup, head.count)[1:]
     assert details == [
-        "grant epsilon 1.5 on gp_appointments to carol expires None",
+        "grant epsilon 1.5 on gp_appointments to carol expires None"
+        " purpose 'planning' agreement 'DSA-1'",
         "top up carol on gp_appointments by epsilon 0.25 to epsilon 1.75",
         "reduce carol on gp_appointments by epsilon 0.75 to epsilon 1",
         "set cap of gp_appointments from epsilon 0.00001 to epsilon 20: new DSA",
