@@ -391,11 +391,13 @@ def test_raw_run_query_for_the_patient_key_is_refused_before_any_cost(
 # -- timing ---------------------------------------------------------------------------
 
 
-def test_query_latency_against_filter_selectivity_is_measured(
+def test_timing_probes_are_each_charged_and_their_latency_is_reported(
     server_a: Server, small_dataset: DatasetVersion, figures: Figures
 ) -> None:
-    """Measured and reported, not asserted: see README for what the spread means."""
-    _, token = server_a.new_analyst(1_000, "timer")
+    """A timing probe is a query like any other: each one is a new release, charged exactly
+    its spend, with one cell. The latencies are reported, never asserted (wall-clock);
+    see README for what their spread means."""
+    requester_id, token = server_a.new_analyst(1_000, "timer")
     dataset = server_a.dataset_id
     first_practice = sorted(small_dataset.metadata.column("practice_code").values or ())[0]
     cases = {
@@ -425,16 +427,19 @@ def test_query_latency_against_filter_selectivity_is_measured(
     random.Random(5).shuffle(order)
     latencies: dict[str, list[float]] = {name: [] for name in cases}
     samples: list[tuple[float, float]] = []
+    charged = Decimal(0)
     with client_for(server_a, token) as client:
-        client.query(count(dataset).epsilon(0.01))  # warm both workers' caches
+        charged += client.query(count(dataset).epsilon(0.01)).charged  # warm the workers
         for i, name in enumerate(order):
-            query = queries[name](count(dataset)).epsilon(Decimal("0.01") + Decimal(i) / 10**9)
+            spend = Decimal("0.01") + Decimal(i) / 10**9
+            query = queries[name](count(dataset)).epsilon(spend)
             began = time.perf_counter()
             result = client.query(query)
             elapsed = time.perf_counter() - began
             latencies[name].append(elapsed)
             samples.append((selectivity[name], elapsed))
-            assert not result.repeat
+            assert (result.repeat, result.charged, len(result.frame)) == (False, spend, 1)
+            charged += result.charged
     medians = {name: statistics.median(values) for name, values in latencies.items()}
     spread = max(medians.values()) / min(medians.values())
     rho, p_value = stats.spearmanr([x for x, _ in samples], [y for _, y in samples])
@@ -445,4 +450,4 @@ def test_query_latency_against_filter_selectivity_is_measured(
     )
     figures.set("timing: slowest/fastest median", round(spread, 2))
     figures.set("timing: Spearman rho latency~selectivity", f"{rho:.2f} (p={p_value:.2g})")
-    assert all(len(values) == repeats for values in latencies.values())
+    assert server_a.spent_units(requester_id) == to_units_floor(charged)
