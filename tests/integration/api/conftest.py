@@ -1,7 +1,9 @@
 """A real server on port 0 over the shared small synthetic dataset, with real tokens.
 
-`server` is the bare server; `service` adds a SQLite ledger prepared the way an
-administrator would: requesters, one token per role, a dataset cap and an allocation.
+`service` is the session's shared server (tests/integration/conftest.py) with a ledger
+prepared the way an administrator would: requesters, one token per role, a dataset cap
+and an allocation; `server` is its bare running server. `start_service` starts another
+one, for tests that need their own limits.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -25,6 +28,9 @@ from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
 from dpgate_server.store.store import DatasetVersion
+
+if TYPE_CHECKING:  # the shared conftest imports this module
+    from tests.integration.conftest import SharedServer
 
 ANALYST_EPSILON = 5
 DATASET_CAP_EPSILON = 20
@@ -109,12 +115,9 @@ def start_service(small_dataset: DatasetVersion, tmp: Path, **limits: float) -> 
 
 
 @pytest.fixture(scope="session")
-def service(
-    small_dataset: DatasetVersion, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    started = start_service(small_dataset, tmp_path_factory.mktemp("service"))
-    yield started
-    started.running.stop(grace_seconds=1)
+def service(shared_server: SharedServer) -> Service:
+    """The session's shared server (tests/integration/conftest.py), with the role accounts."""
+    return shared_server.api
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ class CliService:
 def write_server_config(folder: Path, store_root: Path) -> Path:
     config = folder / "server.toml"
     config.write_text(
-        '[server]\naddress = "127.0.0.1:0"\nworkers = 1\ngrace_seconds = 1\n'
+        '[server]\naddress = "127.0.0.1:0"\nworkers = 2\ngrace_seconds = 1\n'
         f'[storage]\ndata_dir = "{store_root}"\nledger_path = "{folder / "ledger.sqlite"}"\n'
         f'key_file = "{folder / "key"}"\n'
         "[demo]\nenabled = false\n"
