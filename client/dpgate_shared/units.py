@@ -134,13 +134,26 @@ def units_to_float(units: int) -> float:
     return units / UNITS_PER_WHOLE
 
 
+_PLAIN_DIGITS = 27
+"""Integer digits below the default decimal context's 28-digit precision."""
+
+
 def plain(value: Decimal) -> str:
     """An exact decimal as people write it: no exponent, no trailing zeros.
 
     Example:
         >>> plain(Decimal("0.500000000")), plain(Decimal("2.5E-7")), plain(Decimal("1E+1"))
         ('0.5', '0.00000025', '10')
+
+    A value too large to be a spend anyone meant (a typo, an attack) is shown in
+    scientific notation rather than as hundreds of digits:
+        >>> plain(Decimal("1E+308")), plain(Decimal("Infinity"))
+        ('1.000000E+308', 'Infinity')
     """
+    if not value.is_finite():
+        return str(value)
+    if value.adjusted() >= _PLAIN_DIGITS:
+        return format(value, ".6E")
     if value == value.to_integral_value():
         return format(value.quantize(Decimal(1)), "f")
     return format(value.normalize(), "f")

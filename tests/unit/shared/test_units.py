@@ -108,3 +108,12 @@ def test_the_shared_rules_load_nothing_but_the_standard_library() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "text", ["1E+28", "1E+308", "-9.99E+400", "123456789012345678901234567890"]
+)
+def test_plain_shows_an_enormous_amount_without_failing(text: str) -> None:
+    shown = plain(Decimal(text))
+    assert "E+" in shown
+    assert abs(Decimal(shown) - Decimal(text)) <= abs(Decimal(text)) * Decimal("1E-6")
