@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, LiteralString
@@ -35,7 +36,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
 from dpgate_server.ledger._time import utc_now
-from dpgate_server.ledger.errors import AlreadyExists, LedgerSchemaError
+from dpgate_server.ledger.errors import AlreadyExists, LedgerBusy, LedgerSchemaError
 from dpgate_server.ledger.model import (
     Allocation,
     AuditEvent,
@@ -93,6 +94,8 @@ class PostgresStorage:
             connect_timeout_s=connect_timeout_s,
             wait_timeout_s=busy_timeout_s,
         )
+        self._busy_timeout_s = busy_timeout_s
+        self._write_lock = threading.Lock()
         lock_ms = max(1, round(busy_timeout_s * 1000))
         self._begin_write = (
             f"BEGIN; SET LOCAL lock_timeout = {lock_ms}; SET LOCAL synchronous_commit = on;"
@@ -118,9 +121,19 @@ class PostgresStorage:
 
     @contextmanager
     def write(self) -> Iterator[PostgresTransaction]:
-        """A transaction holding the chain-head lock: commits on success, rolls back on error."""
-        with self._transaction(self._begin_write, "writing") as tx:
-            yield tx
+        """A transaction holding the chain-head lock: commits on success, rolls back on error.
+
+        Writers of this process first queue on a Python lock, as with SQLite: only one of
+        them can hold the head lock anyway, and queueing here costs no connection and no
+        database backend waiting on a row lock. Across processes the row lock arbitrates.
+        """
+        if not self._write_lock.acquire(timeout=self._busy_timeout_s):
+            raise LedgerBusy("the ledger stayed locked by other writers of this process")
+        try:
+            with self._transaction(self._begin_write, "writing") as tx:
+                yield tx
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def read(self) -> Iterator[PostgresTransaction]:
