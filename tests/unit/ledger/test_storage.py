@@ -10,6 +10,7 @@ from dpgate_server.ledger import (
     LedgerBusy,
     LedgerSchemaError,
     Outcome,
+    RequestInfo,
     SqliteStorage,
     postgres,
     postgres_schema,
@@ -144,4 +145,43 @@ def test_write_lock_held_past_the_busy_timeout_raises_ledger_busy(setup):
         before = ledger.head().count
         ledger.record_event(setup.request(setup.alice), Outcome.INVALID)
         assert ledger.head().count == before + 1
+        assert ledger.verify().ok
+
+
+def test_a_ledger_at_schema_1_with_data_is_migrated_to_the_latest(ledger_store, monkeypatch):
+    """Every released schema must migrate forward: build version 1, fill it, open it now."""
+    module = STORAGE_MODULES[ledger_store.backend]
+    if ledger_store.backend == "postgresql":  # the test databases come migrated: start blank
+        ledger_store.execute("DROP SCHEMA public CASCADE")
+        ledger_store.execute("CREATE SCHEMA public")
+    monkeypatch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:1])
+    ledger_store.open().close()  # an empty ledger at schema 1, as the first release made it
+    monkeypatch.undo()
+    at = "2025-01-06T09:00:00.000000Z"
+    for statement, values in (
+        ("INSERT INTO requesters VALUES (?, ?, ?, ?, ?, ?)", ("r1", "R", "Org", "DSA-1", True, at)),
+        ("INSERT INTO datasets VALUES (?, ?, ?, ?, ?)", ("d", "pure_dp", 1_000, 5, True)),
+        ("INSERT INTO allocations VALUES (?, ?, ?, ?, ?)", ("r1", "d", 100, 5, None)),
+    ):
+        ledger_store.execute(statement, *values)
+    ledger_store.execute(
+        "INSERT INTO releases (release_id, release_key, dataset_id, requester_id, cost_units,"
+        " payload, created_at, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "rel_1", "key-1", "d", "r1", 5, b"answer", at, "req-1",
+    )  # fmt: skip
+    assert _versions(ledger_store) == [1]
+
+    with ledger_store.open() as ledger:
+        assert _versions(ledger_store) == list(range(1, LATEST + 1))
+        (line,) = ledger.admin.spending_report().lines
+        assert (line.requester_id, line.spent_units, line.releases) == ("r1", 5, 1)
+        assert (line.purpose, line.agreement) == ("not recorded", "not recorded")
+        assert ledger.get_budget("r1", "d").remaining_units == 95
+        assert ledger.lookup_release("key-1", "r1").payload == b"answer"
+        assert ledger.reconcile().ok
+        ledger.debit(
+            "r1", "d", "key-2", idempotency_key=None, cost_units=10, payload=b"more",
+            request=RequestInfo("req-2", "RunQuery"),
+        )  # fmt: skip
+        assert ledger.get_budget("r1", "d").spent_units == 15
         assert ledger.verify().ok
