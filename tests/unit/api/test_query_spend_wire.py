@@ -174,3 +174,17 @@ def test_every_amount_leaves_through_one_conversion(
         if "def spend_to_proto(" in path.read_text(encoding="utf-8")
     ]
     assert defined == ["convert.py"]
+
+
+def test_an_old_clients_absurd_double_is_refused_as_bad_epsilon_not_a_crash() -> None:
+    message = query_pb2.Query(dataset_id="gp", epsilon=1e308)
+    message.aggregate.function = query_pb2.AGGREGATE_FUNCTION_COUNT
+    with pytest.raises(InvalidQuery) as caught:
+        validate(_metadata(Accounting.PURE_DP), query_from_proto(message), QueryLimits())
+    assert caught.value.reason is Reason.BAD_EPSILON
+    assert "epsilon 1.000000E+308 is above the per-query maximum 10" in caught.value.message
+
+
+def test_the_client_refuses_a_spend_too_large_for_the_wire() -> None:
+    with pytest.raises(ValueError, match=r"epsilon 1\.000000E\+308 is too large to send"):
+        count("gp").epsilon(1e308)

@@ -117,3 +117,15 @@ def test_plain_shows_an_enormous_amount_without_failing(text: str) -> None:
     shown = plain(Decimal(text))
     assert "E+" in shown
     assert abs(Decimal(shown) - Decimal(text)) <= abs(Decimal(text)) * Decimal("1E-6")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (Decimal("0E-9"), "0"),
+        (Decimal("-0.250000000"), "-0.25"),
+        (Decimal("9223372036.854775807"), "9223372036.854775807"),
+    ],
+)
+def test_every_amount_the_wire_can_carry_is_shown_exactly(value: Decimal, shown: str) -> None:
+    assert plain(value) == shown
