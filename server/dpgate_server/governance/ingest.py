@@ -44,6 +44,7 @@ from dpgate_server.vocabulary.appointment_categories import (
     LEAD_TIME_BANDS,
     LEAD_TIME_LIMITS,
 )
+from dpgate_server.vocabulary.nhs_number import expected_check_digit
 
 STAGED_COLUMNS: dict[str, pl.DataType] = {
     "patient_key": pl.Int64(),
@@ -79,7 +80,6 @@ _NHS, _APPOINTMENT, _BOOKED, _BIRTH, _DURATION = (
 """Parsed columns added beside the raw strings (each parsed once, then reused)."""
 _DECODE_BLOCK = 1 << 20
 _MAX_QUOTED_VALUE = 40
-_MODULUS_11_WEIGHTS = range(10, 1, -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,12 +339,9 @@ def _nhs_digits() -> pl.Expr:
 
 
 def _check_digit_matches(nhs: pl.Expr) -> pl.Expr:
-    """Modulus 11 (as pseudonym.is_valid_nhs_number), on 10-digit strings."""
+    """The Modulus 11 check (`vocabulary.nhs_number`), on 10-digit strings."""
     digit = [nhs.str.slice(i, 1).cast(pl.Int64, strict=False) for i in range(10)]
-    total = pl.sum_horizontal(d * w for d, w in zip(digit, _MODULUS_11_WEIGHTS, strict=False))
-    check = 11 - total % 11
-    expected = pl.when(check == 11).then(0).otherwise(check)
-    return (check != 10) & (expected == digit[9])
+    return expected_check_digit(digit[:9]) == digit[9]
 
 
 def _datetime(name: str) -> pl.Expr:

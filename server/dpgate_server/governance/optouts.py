@@ -29,7 +29,8 @@ import polars as pl
 from dpgate_server.governance import extract_format as fmt
 from dpgate_server.governance.errors import GovernanceError, Refusal
 from dpgate_server.store.durable import remove_temporaries, replace_with
-from dpgate_server.store.pseudonym import is_valid_nhs_number, patient_keys
+from dpgate_server.store.pseudonym import patient_keys
+from dpgate_server.vocabulary.nhs_number import is_valid_nhs_number
 
 OPT_OUT_DIR = "optouts"
 KEY_COLUMN = "patient_key"

@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from dpgate_server.vocabulary.nhs_number import NO_CHECK_DIGIT, expected_check_digit
+
 KEY_BYTES = 32
 """Length of a pseudonymisation key (256 bits)."""
 
 TEST_RANGE_FIRST = 999_000_0000
 TEST_RANGE_LAST = 999_999_9999
-_MODULUS_11_WEIGHTS = np.arange(10, 1, -1, dtype=np.int64)  # weights of the first 9 digits
 
 
 class KeyFileError(RuntimeError):
@@ -108,19 +109,8 @@ def _key_of(key: bytes, message: bytes) -> int:
 
 def check_digit(first_nine: int) -> int | None:
     """Modulus 11 check digit of an NHS number's first nine digits; None if none exists."""
-    digits = [int(c) for c in f"{first_nine:09d}"]
-    total = sum(int(w) * d for w, d in zip(_MODULUS_11_WEIGHTS, digits, strict=True))
-    check = 11 - total % 11
-    if check == 10:
-        return None
-    return 0 if check == 11 else check
-
-
-def is_valid_nhs_number(number: str) -> bool:
-    """True if `number` is 10 digits whose last is the Modulus 11 check of the first nine."""
-    if len(number) != 10 or not number.isdigit():
-        return False
-    return check_digit(int(number[:9])) == int(number[9])
+    check = expected_check_digit([int(c) for c in f"{first_nine:09d}"])
+    return None if check == NO_CHECK_DIGIT else check
 
 
 @cache
@@ -128,11 +118,9 @@ def reserved_test_numbers() -> npt.NDArray[np.int64]:
     """Every valid NHS number in the reserved test range, ascending (909,091 of them)."""
     first_nine = np.arange(TEST_RANGE_FIRST // 10, TEST_RANGE_LAST // 10 + 1, dtype=np.int64)
     digits = (first_nine[:, None] // 10 ** np.arange(8, -1, -1, dtype=np.int64)) % 10
-    check = 11 - (digits @ _MODULUS_11_WEIGHTS) % 11
-    valid = check != 10
-    numbers: npt.NDArray[np.int64] = first_nine[valid] * 10 + np.where(
-        check[valid] == 11, 0, check[valid]
-    )
+    check = expected_check_digit([digits[:, i] for i in range(9)])
+    valid = check != NO_CHECK_DIGIT
+    numbers: npt.NDArray[np.int64] = first_nine[valid] * 10 + check[valid]
     numbers.flags.writeable = False
     return numbers
 

@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 
 from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.ingest import STAGED_COLUMNS, IngestPolicy, minimise_extract
-from dpgate_server.store.pseudonym import is_valid_nhs_number, patient_key
+from dpgate_server.store.pseudonym import patient_key
 from dpgate_server.synthetic.gp_metadata import gp_appointments_metadata
 from dpgate_server.synthetic.population import select_practices
 from dpgate_server.synthetic.raw_extracts import EXTRA_COLUMN
+from dpgate_server.vocabulary.nhs_number import is_valid_nhs_number
 from tests.unit.governance.helpers import (
     PRACTICES,
     SMALL,

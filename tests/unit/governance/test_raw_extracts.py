@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from dpgate_server.governance import extract_format as fmt
-from dpgate_server.store.pseudonym import TEST_RANGE_FIRST, is_valid_nhs_number
+from dpgate_server.store.pseudonym import TEST_RANGE_FIRST
 from dpgate_server.synthetic.population import draw_patients, select_practices
 from dpgate_server.synthetic.raw_extracts import (
     EXTRA_COLUMN,
@@ -17,6 +17,7 @@ from dpgate_server.synthetic.raw_extracts import (
     practice_extract,
     write_extract,
 )
+from dpgate_server.vocabulary.nhs_number import is_valid_nhs_number
 from tests.unit.governance.helpers import PRACTICES, SEED, SMALL, World
 
 

@@ -14,13 +14,13 @@ from dpgate_server.store.pseudonym import (
     KEY_BYTES,
     KeyFileError,
     check_digit,
-    is_valid_nhs_number,
     load_or_create_key,
     patient_key,
     patient_keys,
     reserved_test_numbers,
     synthetic_identity,
 )
+from dpgate_server.vocabulary.nhs_number import is_valid_nhs_number
 
 
 def test_key_is_created_owner_only(tmp_path: Path) -> None:
