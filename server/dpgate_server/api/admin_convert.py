@@ -8,7 +8,6 @@ judge (negative amounts, unknown ids, caps below spending) is left to the ledger
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterator, Mapping
 
 from google.protobuf import json_format
@@ -17,6 +16,7 @@ from google.protobuf.message import Message
 from dpgate_proto.v1 import admin_pb2, audit_pb2, types_pb2
 from dpgate_server.api.convert import ACCOUNTING_TO_PROTO, spend_to_proto
 from dpgate_server.api.errors import BadRequestError
+from dpgate_server.canonical import canonical_json
 from dpgate_server.ledger._time import format_time
 from dpgate_server.ledger.model import (
     AuditEvent,
@@ -44,7 +44,7 @@ def canonical_request(message: Message) -> str:
     whole request is recorded: field names as in the contract, keys sorted.
     """
     fields = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(fields)
 
 
 def require(value: str, field: str) -> str:

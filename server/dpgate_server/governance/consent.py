@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from dpgate_server.store.durable import replace_text
+from dpgate_server.durable import replace_text
 
 CONSENT_FILE = "consent.json"
 

@@ -18,17 +18,15 @@ Layout under the governance folder::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 
 import polars as pl
 
+from dpgate_server.durable import exclusive_lock, remove_temporaries, replace_with
 from dpgate_server.governance import extract_format as fmt
 from dpgate_server.governance.errors import GovernanceError, Refusal
-from dpgate_server.store.durable import remove_temporaries, replace_with
 from dpgate_server.store.pseudonym import patient_keys
 from dpgate_server.vocabulary.nhs_number import is_valid_nhs_number
 
@@ -93,11 +91,8 @@ class OptOutLists:
     def _path(self, kind: OptOutKind) -> Path:
         return self._folder / f"{kind.value}.parquet"
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with (self._folder / "LOCK").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self._folder / "LOCK")
 
 
 def read_opt_out_numbers(path: Path) -> list[str]:

@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import functools
 import hashlib
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
+from dpgate_server.durable import exclusive_lock, replace_with
 from dpgate_server.governance.consent import ConsentRecord, ConsentState, ConsentStore
 from dpgate_server.governance.errors import GovernanceError, Refusal
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
@@ -46,7 +46,6 @@ from dpgate_server.governance.publishing import (
 )
 from dpgate_server.governance.staging import StagingArea, UploadRecord
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
-from dpgate_server.store.durable import fsync_path
 from dpgate_server.store.pseudonym import key_id
 from dpgate_server.store.store import DatasetStore, DatasetVersion
 
@@ -259,7 +258,7 @@ class Governance:
         current = self._store.current(dataset_id)
         self.refresh_opt_outs()
         self._require_same_key(current)
-        with self._locked(dataset_id), self._store_lock(dataset_id):
+        with self._locked(dataset_id), self._store.writer_lock(dataset_id):
             current = self._store.current(dataset_id)
             staging = StagingArea(self._folder(dataset_id))
             staging.clean()
@@ -305,31 +304,15 @@ class Governance:
         )
         return ConsentStore(self._folder(dataset_id), default)
 
-    @contextlib.contextmanager
-    def _locked(self, dataset_id: str) -> Iterator[None]:
-        folder = self._folder(dataset_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "LOCK").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-
-    @contextlib.contextmanager
-    def _store_lock(self, dataset_id: str) -> Iterator[None]:
-        """The lock generator.ensure_demo_dataset takes, so a demo start never races a
-        publish."""
-        with (self._store.root / f".{dataset_id}.lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
+    def _locked(self, dataset_id: str) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self._folder(dataset_id) / "LOCK")
 
     def _declared(self, dataset_id: str, current: DatasetVersion) -> pl.DataFrame:
         """The declared practice table, captured from `current` on first use (hold the lock)."""
         path = self._folder(dataset_id) / DECLARED_PRACTICES_FILE
         if not path.is_file():
-            temporary = path.with_name(f".{path.name}.tmp")
-            shutil.copyfile(current.public_table_path(PRACTICES_TABLE), temporary)
-            fsync_path(temporary)
-            temporary.replace(path)
-            fsync_path(path.parent)
+            source = current.public_table_path(PRACTICES_TABLE)
+            replace_with(path, lambda temporary: shutil.copyfile(source, temporary))
         return pl.read_parquet(path)
 
     def _require_known(self, dataset_id: str, current: DatasetVersion, practice_code: str) -> None:

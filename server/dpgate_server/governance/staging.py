@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from dpgate_server.durable import remove_durably, remove_temporaries, replace_with
 from dpgate_server.governance.ingest import STAGED_COLUMNS
-from dpgate_server.store.durable import remove_durably, remove_temporaries, replace_with
 
 STAGED_DIR = "staged"
 _RECORD_KEY = b"dpgate.upload"

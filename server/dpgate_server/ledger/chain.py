@@ -9,11 +9,10 @@ publishes the head, and `verify` accepts an `expected_head`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from typing import Any
 
+from dpgate_server.canonical import canonical_digest
 from dpgate_server.ledger._time import format_time
 from dpgate_server.ledger.model import AuditEvent, ChainHead, ChainVerification
 
@@ -43,10 +42,7 @@ def canonical_fields(event: AuditEvent) -> dict[str, Any]:
 
 def event_hash(event: AuditEvent) -> str:
     """SHA-256 (hex) of the canonical JSON of the event's fields."""
-    text = json.dumps(
-        canonical_fields(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return canonical_digest(canonical_fields(event))
 
 
 def verify_events(

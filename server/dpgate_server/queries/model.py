@@ -14,13 +14,13 @@ A `Release` is what the ledger stores as an opaque payload (`to_bytes` / `from_b
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from dpgate_server.canonical import canonical_json, sha256_hex
 from dpgate_server.queries.errors import ReleaseFormatError
 from dpgate_server.store.metadata import KeyValue
 from dpgate_server.vocabulary.accounting import Accounting
@@ -208,11 +208,11 @@ class CanonicalQuery:
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, ASCII only."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return canonical_json(self.to_dict(), ascii_only=True)
 
     def key(self) -> str:
         """The release key: hex sha256 of the canonical JSON."""
-        return hashlib.sha256(self.to_json().encode("ascii")).hexdigest()
+        return sha256_hex(self.to_json())
 
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> CanonicalQuery:
@@ -304,7 +304,7 @@ class Release:
             "confidence_level": self.confidence_level,
             "half_width": self.half_width,
         }
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return canonical_json(body, ascii_only=True).encode("utf-8")
 
     @staticmethod
     def from_bytes(payload: bytes) -> Release:

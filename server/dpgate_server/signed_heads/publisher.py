@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dpgate_server.durable import replace_text
 from dpgate_server.ledger.model import ChainHead
 from dpgate_server.signed_heads.keys import public_key_bytes
 from dpgate_server.signed_heads.signed_head import SignedHead, SignedHeadFormatError, sign_head
@@ -101,7 +102,7 @@ class HeadPublisher:
             if head.count == 0:
                 return latest
             signed = sign_head(self._key, head, self._clock())
-            _write_atomically(self._folder / _file_name(head.count), signed.to_json())
+            replace_text(self._folder / _file_name(head.count), signed.to_json())
             _log.info("signed audit head %d %s", head.count, head.hash)
             return signed
 
@@ -155,17 +156,3 @@ class HeadPublisher:
 
 def _file_name(event_count: int) -> str:
     return f"{_PREFIX}{event_count:012d}{_SUFFIX}"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

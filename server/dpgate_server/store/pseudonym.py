@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import stat
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from dpgate_server.durable import create_exclusively
 from dpgate_server.vocabulary.nhs_number import NO_CHECK_DIGIT, expected_check_digit
 
 KEY_BYTES = 32
@@ -48,16 +48,7 @@ def load_or_create_key(path: Path) -> bytes:
     write one: the loser reads the winner's key. A key readable by group or others is
     refused rather than used, since anyone holding it can re-identify patient keys.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key(path)
-    try:
-        os.write(fd, secrets.token_bytes(KEY_BYTES))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    create_exclusively(path, secrets.token_bytes(KEY_BYTES))
     return _read_key(path)
 
 

@@ -10,6 +10,7 @@ Layout under the store root::
             appointments/2024-12.parquet ...   one file a month, rows sorted by practice
             public/<table>.parquet   public tables (practices, calendar, category sets)
         staging/<random>/            a version being built; never read by queries
+    .<dataset_id>.lock               taken by whoever builds a version (`writer_lock`)
 
 A version folder is never modified once its name is in CURRENT, so a query that opened
 version N keeps reading consistent files while N+1 is published.
@@ -17,6 +18,7 @@ version N keeps reading consistent files while N+1 is published.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -30,6 +32,7 @@ from typing import Any
 
 import polars as pl
 
+from dpgate_server.durable import exclusive_lock, fsync_path, replace_text, write_synced
 from dpgate_server.store.metadata import DatasetMetadata
 
 APPOINTMENTS_DIR = "appointments"
@@ -197,6 +200,16 @@ class DatasetStore:
         folder = self.root / dataset_id / "versions"
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
+    @contextlib.contextmanager
+    def writer_lock(self, dataset_id: str) -> Iterator[None]:
+        """Hold the lock of `dataset_id`'s writers, across processes: the generator and
+        publishing take it, so a demo start never races a publish."""
+        if not _is_safe_name(dataset_id):
+            raise ValueError(f"dataset id {dataset_id!r} must be a plain name")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.root / f".{dataset_id}.lock"):
+            yield
+
     def begin_version(self, metadata: DatasetMetadata) -> VersionBuilder:
         """Start building the next version of `metadata.dataset_id` in a staging folder."""
         if not _is_safe_name(metadata.dataset_id):
@@ -228,14 +241,12 @@ class DatasetStore:
             bound=bound,
             source=source,
         )
-        _write_durably(builder.staging / METADATA_FILE, builder.metadata.to_json())
-        _write_durably(builder.staging / MANIFEST_FILE, manifest.to_json())
+        write_synced(builder.staging / METADATA_FILE, builder.metadata.to_json())
+        write_synced(builder.staging / MANIFEST_FILE, manifest.to_json())
         final = dataset_dir / "versions" / version
         os.replace(builder.staging, final)
-        _fsync_dir(final.parent)
-        _write_durably(dataset_dir / f"{CURRENT_FILE}.tmp", version)
-        os.replace(dataset_dir / f"{CURRENT_FILE}.tmp", dataset_dir / CURRENT_FILE)
-        _fsync_dir(dataset_dir)
+        fsync_path(final.parent)
+        replace_text(dataset_dir / CURRENT_FILE, version)
         return self.open_version(builder.dataset_id, version)
 
 
@@ -261,21 +272,6 @@ def _next_version_name(existing: list[str]) -> str:
 def _is_safe_name(name: str) -> bool:
     """Ids become folder names: allow letters, digits, '_' and '-' only."""
     return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "_-" for c in name)
-
-
-def _write_durably(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _manifest_to_dict(m: VersionManifest) -> dict[str, Any]:

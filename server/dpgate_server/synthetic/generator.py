@@ -14,7 +14,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import fcntl
 import multiprocessing
 import os
 import sys
@@ -128,10 +127,8 @@ def ensure_demo_dataset(
     """
     _refuse_key_inside_store(key_file, store_root)
     key = load_or_create_key(key_file)
-    store_root.mkdir(parents=True, exist_ok=True)
     store = DatasetStore(store_root)
-    with (store_root / f".{DATASET_ID}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with store.writer_lock(DATASET_ID):
         try:
             current = store.current(DATASET_ID)
         except DatasetNotFoundError:
