@@ -411,12 +411,15 @@ class Ledger:
             totals = {(t.requester_id, t.dataset_id): t.cost_units for t in tx.release_totals()}
             allocations = tx.list_allocations()
             datasets = tx.list_datasets()
+        accounting = {d.dataset_id: d.accounting for d in datasets}
         for allocation in allocations:
             key = (allocation.requester_id, allocation.dataset_id)
             released = totals.pop(key, 0)
             if allocation.spent_units != released:
+                measure = accounting.get(allocation.dataset_id, "")
                 problems.append(
-                    f"{key}: allocation spent {allocation.spent_units} != releases {released}"
+                    f"{key}: allocation spent {describe(allocation.spent_units, measure)}"
+                    f" != releases {describe(released, measure)}"
                 )
             if allocation.spent_units > allocation.granted_units:
                 problems.append(f"{key}: spent above granted")
@@ -425,7 +428,9 @@ class Ledger:
             spent = sum(a.spent_units for a in allocations if a.dataset_id == dataset.dataset_id)
             if dataset.spent_units != spent:
                 problems.append(
-                    f"{dataset.dataset_id}: dataset spent {dataset.spent_units} != {spent}"
+                    f"{dataset.dataset_id}: dataset spent"
+                    f" {describe(dataset.spent_units, dataset.accounting)}"
+                    f" != {describe(spent, dataset.accounting)}"
                 )
             if dataset.spent_units > dataset.cap_units:
                 problems.append(f"{dataset.dataset_id}: spent above cap")

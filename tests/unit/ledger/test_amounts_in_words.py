@@ -67,3 +67,12 @@ def test_refused_admin_changes_say_epsilon(setup):
     for refusal in (below.value, cap.value):
         assert "epsilon 0.0000009" in str(refusal)
         assert not RAW_UNITS.search(str(refusal)), str(refusal)
+
+
+def test_reconciliation_problems_say_epsilon(setup):
+    setup.store.execute("UPDATE allocations SET spent_units = 5 WHERE requester_id = 'alice'")
+    problems = setup.ledger.reconcile().problems
+    assert problems == (
+        "('alice', 'gp_appointments'): allocation spent epsilon 0.000000005 != releases epsilon 0",
+        "gp_appointments: dataset spent epsilon 0 != epsilon 0.000000005",
+    )
