@@ -206,6 +206,7 @@ def top_up(
         if report.filter(pl.col("requester_id") == requester_id).is_empty():
             raise NotFoundError(
                 f"{requester_id} has no allocation on {dataset}; `dpgate admin grant` creates one",
+                reason="ALLOCATION_NOT_FOUND",
                 code="NOT_FOUND",
             )
         budget = admin.grant(requester_id, dataset, epsilon, rho)

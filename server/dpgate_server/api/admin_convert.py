@@ -27,6 +27,7 @@ from dpgate_server.ledger.model import (
     SpendingLine,
 )
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import ErrorReason
 
 ROLE_FROM_PROTO = {
     admin_pb2.ROLE_ANALYST: Role.ANALYST,
@@ -47,19 +48,12 @@ def canonical_request(message: Message) -> str:
     return canonical_json(fields)
 
 
-def require(value: str, field: str) -> str:
-    """`value`, refusing an empty one as a missing field."""
-    if not value.strip():
-        raise BadRequestError("MISSING_FIELD", f"{field} is required", field)
-    return value
-
-
 def role_from_proto(role: admin_pb2.Role.ValueType) -> Role:
     """The ledger role; an unset or unknown role is refused."""
     found = ROLE_FROM_PROTO.get(role)
     if found is None:
         raise BadRequestError(
-            "BAD_ROLE", "role must be one of ANALYST, ADMIN, AUDITOR or PROVIDER", "role"
+            ErrorReason.BAD_ROLE, "role must be one of ANALYST, ADMIN, AUDITOR or PROVIDER", "role"
         )
     return found
 
@@ -74,7 +68,7 @@ def time_from_proto(text: str, field: str) -> dt.datetime | None:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise BadRequestError(
-            "BAD_TIME",
+            ErrorReason.BAD_TIME,
             f"{field} must be an RFC 3339 time with an offset, e.g. 2026-01-31T00:00:00Z; "
             f"got {text!r}",
             field,
@@ -90,7 +84,7 @@ def spend_units(spend: types_pb2.Spend, accounting: Accounting, field: str, owne
     """
     if spend.accounting != ACCOUNTING_TO_PROTO[accounting]:
         raise BadRequestError(
-            "ACCOUNTING_MISMATCH",
+            ErrorReason.ACCOUNTING_MISMATCH,
             f"{owner} is measured in {_UNIT_NAMES[accounting]}; {field} must use that unit",
             field,
         )

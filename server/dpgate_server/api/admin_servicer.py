@@ -20,7 +20,6 @@ from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc, types_pb2
 from dpgate_server.api.admin_convert import (
     canonical_request,
     requester_to_proto,
-    require,
     role_from_proto,
     spend_units,
     spending_rows_to_proto,
@@ -28,13 +27,14 @@ from dpgate_server.api.admin_convert import (
 )
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import budget_to_proto, spend_to_proto
-from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, audited
+from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, audited, require
 from dpgate_server.api.publish_rpc import publish_dataset_version
 from dpgate_server.governance.service import Governance
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
 from dpgate_server.store.catalog import Catalog
+from dpgate_server.vocabulary.errors import ErrorReason
 
 SPENDING_ROWS_PER_MESSAGE = 500
 MAX_TEXT_LENGTH = 200
@@ -160,7 +160,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.SetDatasetCapResponse:
         dataset = self._ledger.get_dataset(require(request.dataset_id, "dataset_id"))
         if not request.HasField("cap"):
-            raise BadRequestError("MISSING_FIELD", "cap is required", "cap")
+            raise BadRequestError(ErrorReason.MISSING_FIELD, "cap is required", "cap")
         units = spend_units(request.cap, dataset.accounting, "cap", dataset.dataset_id)
         self._ledger.admin.set_dataset_cap(
             dataset.dataset_id,
@@ -220,7 +220,7 @@ def _text(value: str, field: str) -> str:
     text = require(value, field).strip()
     if len(text) > MAX_TEXT_LENGTH:
         raise BadRequestError(
-            "FIELD_TOO_LONG", f"{field} is at most {MAX_TEXT_LENGTH} characters", field
+            ErrorReason.FIELD_TOO_LONG, f"{field} is at most {MAX_TEXT_LENGTH} characters", field
         )
     return text
 
@@ -229,5 +229,5 @@ def _amount(
     request: admin_pb2.GrantAllocationRequest | admin_pb2.ReduceAllocationRequest,
 ) -> types_pb2.Spend:
     if not request.HasField("amount"):
-        raise BadRequestError("MISSING_FIELD", "amount is required", "amount")
+        raise BadRequestError(ErrorReason.MISSING_FIELD, "amount is required", "amount")
     return request.amount

@@ -23,6 +23,7 @@ from dpgate_server.api.signed_head_convert import signed_head_from_proto, signed
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.signed_heads import HeadPublisher
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import ErrorReason
 
 EVENTS_PER_MESSAGE = 500
 REPORT_BYTES_PER_MESSAGE = 64 * 1024
@@ -82,7 +83,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         elif request.format == audit_pb2.EXPORT_FORMAT_JSON:
             render = "json"
         else:
-            raise BadRequestError("BAD_FORMAT", "format must be CSV or JSON", "format")
+            raise BadRequestError(ErrorReason.BAD_FORMAT, "format must be CSV or JSON", "format")
         report = self._ledger.transparency_report()
         text = report.to_csv() if render == "csv" else report.to_json()
         for piece in chunks(text.encode("utf-8"), REPORT_BYTES_PER_MESSAGE):
@@ -106,7 +107,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.VerifySignedAuditHeadResponse:
         """Signature first (a head this server never signed proves nothing), then the chain."""
         if not request.HasField("signed_head"):
-            raise BadRequestError("BAD_SIGNED_HEAD", "signed_head is required", "signed_head")
+            raise BadRequestError(
+                ErrorReason.BAD_SIGNED_HEAD, "signed_head is required", "signed_head"
+            )
         signed = signed_head_from_proto(request.signed_head)
         if self._heads is None or not signed.signature_matches(self._heads.public_key):
             why = (

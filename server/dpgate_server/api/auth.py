@@ -31,6 +31,7 @@ from dpgate_server.ledger.errors import LedgerUnavailable
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo
 from dpgate_server.observability.logs import current_request_id, new_request_id
+from dpgate_server.vocabulary.errors import ErrorReason
 
 _BEARER = "bearer "
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -81,8 +82,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             abort(
                 context,
                 ErrorAnswer(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "BAD_TOKEN",
+                    ErrorReason.BAD_TOKEN,
                     "missing, unknown, expired or revoked token: send the metadata "
                     "'authorization: Bearer <token>' with a token an administrator issued",
                 ),
@@ -95,8 +95,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             abort(
                 context,
                 ErrorAnswer(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "ROLE_FORBIDDEN",
+                    ErrorReason.ROLE_FORBIDDEN,
                     f"a token with role {principal.role.value} may not call {rpc}; "
                     f"it needs: {roles}",
                     {"role": principal.role.value, "rpc": rpc},
@@ -108,8 +107,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             abort(
                 context,
                 ErrorAnswer(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "RATE_LIMITED",
+                    ErrorReason.RATE_LIMITED,
                     f"too many calls with this token; retry after {wait:.3f} s",
                     {"retry_after_seconds": f"{wait:.3f}"},
                 ),
@@ -120,7 +118,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         """End an authenticated call whose request bytes do not parse; audited."""
         if call is not None:
             try:
-                self._ledger.record_event(call.request_info(), Outcome.INVALID, detail=_MALFORMED)
+                self._ledger.record_event(
+                    call.request_info(), Outcome.INVALID, detail=ErrorReason.MALFORMED_REQUEST.value
+                )
             except LedgerUnavailable as exc:
                 abort(context, ledger_unavailable_answer(exc))
         abort(context, _malformed_answer())
@@ -145,9 +145,6 @@ def _peer_address(peer: str) -> str:
     return rest or peer
 
 
-_MALFORMED = "MALFORMED_REQUEST"
-
-
 @dataclass(frozen=True, slots=True)
 class _Malformed:
     """Stands for request bytes that do not parse as the RPC's request message."""
@@ -157,8 +154,7 @@ class _Malformed:
 
 def _malformed_answer() -> ErrorAnswer:
     return ErrorAnswer(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        _MALFORMED,
+        ErrorReason.MALFORMED_REQUEST,
         "the request bytes are not a valid message of this RPC's request type; send a "
         "message built from the dpgate.v1 protos",
     )
@@ -251,9 +247,6 @@ def _wrap(
     return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), *codec)
 
 
-_STREAM_ENDED = "REQUEST_STREAM_ENDED"
-
-
 def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
     """The stream's requests; bad bytes and a stream gRPC ended early are bad input.
 
@@ -267,12 +260,14 @@ def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
         for request in requests:
             if isinstance(request, _Malformed):
                 raise BadRequestError(
-                    _MALFORMED, _malformed_answer().message + f" ({request.error})", "request"
+                    ErrorReason.MALFORMED_REQUEST,
+                    _malformed_answer().message + f" ({request.error})",
+                    "request",
                 )
             yield request
     except grpc.RpcError:
         raise BadRequestError(
-            _STREAM_ENDED,
+            ErrorReason.REQUEST_STREAM_ENDED,
             "the request stream ended before it was complete: a message was larger than the"
             " server accepts (server.max_message_bytes), or the client cancelled; send"
             " smaller messages (uploads: chunks of at most 1 MiB)",

@@ -16,6 +16,7 @@ from dpgate_server.spend import units_to_decimal
 from dpgate_server.store.metadata import ColumnKind, ColumnSpec, KeyValue, Visibility
 from dpgate_server.store.store import DatasetVersion
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import ErrorReason
 from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL
 
 ACCOUNTING_TO_PROTO = {
@@ -121,9 +122,13 @@ def key_value_from_proto(message: types_pb2.KeyValue, where: str) -> KeyValue:
             return dt.date.fromisoformat(message.date_value)
         except ValueError:
             raise BadRequestError(
-                "BAD_VALUE", f"{where}: dates are YYYY-MM-DD, not {message.date_value!r}", where
+                ErrorReason.BAD_VALUE,
+                f"{where}: dates are YYYY-MM-DD, not {message.date_value!r}",
+                where,
             ) from None
-    raise BadRequestError("BAD_VALUE", f"{where}: the value is empty; set one of its kinds", where)
+    raise BadRequestError(
+        ErrorReason.BAD_VALUE, f"{where}: the value is empty; set one of its kinds", where
+    )
 
 
 def query_from_proto(message: query_pb2.Query) -> Query:
@@ -176,7 +181,7 @@ def _spend_from_proto(message: query_pb2.Query) -> tuple[Spend | None, float | N
         measure = _MEASURE_OF.get(message.amount.accounting)
         if measure is None:
             raise BadRequestError(
-                "BAD_SPEND",
+                ErrorReason.BAD_SPEND,
                 "amount.accounting must be ACCOUNTING_PURE_DP (an epsilon) or "
                 "ACCOUNTING_ZCDP (a rho); it names what the amount measures",
                 "amount.accounting",

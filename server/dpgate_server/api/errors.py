@@ -1,35 +1,16 @@
-"""The one table from domain errors to gRPC status codes, with `google.rpc.ErrorInfo`.
+"""The one table from error reasons to gRPC status codes, with `google.rpc.ErrorInfo`.
+
+Every error dpgate raises on purpose is a `DomainError` carrying one `ErrorReason` (the
+catalogue in `dpgate_server.vocabulary.errors`, mirrored by `proto/dpgate/v1/errors.proto`).
+`STATUS_BY_REASON` gives each reason its one status code; the reason travels as the
+ErrorInfo `reason` string (the proto value's name without `ERROR_REASON_`), the error's
+message as the status message, its metadata as ErrorInfo metadata.
 
 Servicers never choose a status code: they let domain errors propagate, and the
-`audited` decorator maps them here and writes the audit event. Anything not in the table
-is a bug: logged with a request id and answered INTERNAL with that id, no detail.
-
-| domain error                              | status              | reason                   |
-|-------------------------------------------|---------------------|--------------------------|
-| InvalidQuery (UNKNOWN_DATASET)            | NOT_FOUND           | UNKNOWN_DATASET          |
-| InvalidQuery (any other reason)           | INVALID_ARGUMENT    | its reason, with field   |
-| BadRequestError                           | INVALID_ARGUMENT    | its reason, with field   |
-| ledger BudgetExhausted                    | RESOURCE_EXHAUSTED  | BUDGET_EXHAUSTED         |
-| ledger IdempotencyConflict                | INVALID_ARGUMENT    | IDEMPOTENCY_KEY_REUSED   |
-| ledger InvalidAmount                      | INVALID_ARGUMENT    | BAD_AMOUNT               |
-| ledger InvalidTokenRequest                | INVALID_ARGUMENT    | BAD_TOKEN_REQUEST        |
-| ledger MissingReason                      | INVALID_ARGUMENT    | REASON_REQUIRED          |
-| ledger AllocationBelowSpent/CapBelowSpent | FAILED_PRECONDITION | BELOW_SPENT              |
-| ledger SelfGrantForbidden                 | PERMISSION_DENIED   | ROLE_FORBIDDEN           |
-| ledger RequesterDisabled                  | PERMISSION_DENIED   | REQUESTER_DISABLED       |
-| ledger NotFound, DatasetNotFoundError     | NOT_FOUND           | NOT_FOUND / DATASET_...  |
-| UnknownPublicTableError                   | NOT_FOUND           | TABLE_NOT_FOUND          |
-| ledger AlreadyExists                      | ALREADY_EXISTS      | ALREADY_EXISTS           |
-| ledger LedgerBusy, PoolOverloaded         | UNAVAILABLE         | OVERLOADED (retry hint)  |
-| ledger LedgerUnavailable (database down)  | UNAVAILABLE         | LEDGER_UNAVAILABLE (hint)|
-| PoolClosed (shutting down)                | UNAVAILABLE         | OVERLOADED (retry hint)  |
-| QueryDeadlineExceeded                     | DEADLINE_EXCEEDED   | QUERY_TIMEOUT            |
-| WorkerFailed (out of memory, crash)       | INTERNAL            | WORKER_FAILED            |
-| NotYetAvailableError                      | UNIMPLEMENTED       | NOT_IMPLEMENTED          |
-| GovernanceError INVALID (bad extract)     | INVALID_ARGUMENT    | e.g. EXTRACT_REJECTED    |
-| GovernanceError FORBIDDEN (other practice)| PERMISSION_DENIED   | PRACTICE_FORBIDDEN       |
-| GovernanceError PRECONDITION (no consent) | FAILED_PRECONDITION | e.g. CONSENT_WITHDRAWN   |
-| anything else (CostMismatchError, ...)    | INTERNAL            | INTERNAL (request id)    |
+`audited` decorator maps them here and writes the audit event (`audit_outcome`). Anything
+that is not a `DomainError`, and any reason whose status is INTERNAL, is a bug: logged
+with a request id and answered INTERNAL with that id, no detail (a crashed worker's
+message, which never carries the exception, is kept).
 """
 
 from __future__ import annotations
@@ -39,7 +20,8 @@ import inspect
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol, TypeVar, cast
+from types import MappingProxyType
+from typing import Any, Final, NoReturn, Protocol, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2, json_format
@@ -47,36 +29,150 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from dpgate_server import execution
 from dpgate_server.api.call_context import current_call
-from dpgate_server.governance.errors import GovernanceError, Refusal
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.model import Outcome
-from dpgate_server.queries.errors import InvalidQuery, Reason
 from dpgate_server.spend import describe, plain, units_to_decimal
-from dpgate_server.store.catalog import UnknownPublicTableError
-from dpgate_server.store.store import DatasetNotFoundError
+from dpgate_server.vocabulary.errors import DomainError, ErrorReason
 
 ERROR_DOMAIN = "dpgate.v1"
 _log = logging.getLogger(__name__)
 
+_R = ErrorReason
+_C = grpc.StatusCode
+STATUS_BY_REASON: Final[Mapping[ErrorReason, grpc.StatusCode]] = MappingProxyType(
+    {
+        # the request itself
+        _R.MALFORMED_REQUEST: _C.INVALID_ARGUMENT,
+        _R.REQUEST_STREAM_ENDED: _C.INVALID_ARGUMENT,
+        _R.MESSAGE_TOO_LARGE: _C.INVALID_ARGUMENT,
+        _R.MISSING_FIELD: _C.INVALID_ARGUMENT,
+        _R.FIELD_TOO_LONG: _C.INVALID_ARGUMENT,
+        _R.BAD_VALUE: _C.INVALID_ARGUMENT,
+        _R.BAD_FORMAT: _C.INVALID_ARGUMENT,
+        _R.BAD_PAGE_TOKEN: _C.INVALID_ARGUMENT,
+        _R.BAD_IDEMPOTENCY_KEY: _C.INVALID_ARGUMENT,
+        _R.IDEMPOTENCY_KEY_REUSED: _C.INVALID_ARGUMENT,
+        _R.BAD_ROLE: _C.INVALID_ARGUMENT,
+        _R.BAD_TIME: _C.INVALID_ARGUMENT,
+        _R.ACCOUNTING_MISMATCH: _C.INVALID_ARGUMENT,
+        _R.BAD_AMOUNT: _C.INVALID_ARGUMENT,
+        _R.BAD_TOKEN_REQUEST: _C.INVALID_ARGUMENT,
+        _R.REASON_REQUIRED: _C.INVALID_ARGUMENT,
+        _R.BAD_SIGNED_HEAD: _C.INVALID_ARGUMENT,
+        # queries
+        _R.UNKNOWN_COLUMN: _C.INVALID_ARGUMENT,
+        _R.PRIVATE_COLUMN: _C.INVALID_ARGUMENT,
+        _R.NOT_GROUPABLE: _C.INVALID_ARGUMENT,
+        _R.NOT_FILTERABLE: _C.INVALID_ARGUMENT,
+        _R.DUPLICATE_COLUMN: _C.INVALID_ARGUMENT,
+        _R.BAD_OPERATOR: _C.INVALID_ARGUMENT,
+        _R.TOO_MANY_VALUES: _C.INVALID_ARGUMENT,
+        _R.TOO_MANY_FILTERS: _C.INVALID_ARGUMENT,
+        _R.TOO_MANY_CELLS: _C.INVALID_ARGUMENT,
+        _R.BAD_AGGREGATE: _C.INVALID_ARGUMENT,
+        _R.NOT_SUMMABLE: _C.INVALID_ARGUMENT,
+        _R.BAD_SPEND: _C.INVALID_ARGUMENT,
+        _R.WRONG_ACCOUNTING: _C.INVALID_ARGUMENT,
+        _R.BAD_EPSILON: _C.INVALID_ARGUMENT,
+        _R.BAD_RHO: _C.INVALID_ARGUMENT,
+        _R.BAD_ACCURACY: _C.INVALID_ARGUMENT,
+        _R.UNREACHABLE_ACCURACY: _C.INVALID_ARGUMENT,
+        _R.BAD_CONFIDENCE: _C.INVALID_ARGUMENT,
+        _R.BAD_CONTRIBUTIONS: _C.INVALID_ARGUMENT,
+        # budget
+        _R.BUDGET_EXHAUSTED: _C.RESOURCE_EXHAUSTED,
+        _R.BELOW_SPENT: _C.FAILED_PRECONDITION,
+        # who may call
+        _R.BAD_TOKEN: _C.UNAUTHENTICATED,
+        _R.ROLE_FORBIDDEN: _C.PERMISSION_DENIED,
+        _R.SELF_GRANT_FORBIDDEN: _C.PERMISSION_DENIED,
+        _R.REQUESTER_DISABLED: _C.PERMISSION_DENIED,
+        _R.PRACTICE_FORBIDDEN: _C.PERMISSION_DENIED,
+        # what does not exist, or exists already
+        _R.DATASET_NOT_FOUND: _C.NOT_FOUND,
+        _R.TABLE_NOT_FOUND: _C.NOT_FOUND,
+        _R.REQUESTER_NOT_FOUND: _C.NOT_FOUND,
+        _R.ALLOCATION_NOT_FOUND: _C.NOT_FOUND,
+        _R.RELEASE_NOT_FOUND: _C.NOT_FOUND,
+        _R.TOKEN_NOT_FOUND: _C.NOT_FOUND,
+        _R.ALREADY_EXISTS: _C.ALREADY_EXISTS,
+        # data governance
+        _R.MISSING_HEADER: _C.INVALID_ARGUMENT,
+        _R.UNEXPECTED_HEADER: _C.INVALID_ARGUMENT,
+        _R.EXTRACT_TRUNCATED: _C.INVALID_ARGUMENT,
+        _R.EXTRACT_TOO_LARGE: _C.INVALID_ARGUMENT,
+        _R.EXTRACT_REJECTED: _C.INVALID_ARGUMENT,
+        _R.OPT_OUT_LIST_REJECTED: _C.INVALID_ARGUMENT,
+        _R.UNKNOWN_PRACTICE: _C.INVALID_ARGUMENT,
+        _R.INSTRUCTION_REFERENCE_REQUIRED: _C.INVALID_ARGUMENT,
+        _R.CONSENT_WITHDRAWN: _C.FAILED_PRECONDITION,
+        _R.CONSENT_CHANGED: _C.FAILED_PRECONDITION,
+        _R.KEY_MISMATCH: _C.FAILED_PRECONDITION,
+        _R.PUBLISH_IN_PROGRESS: _C.FAILED_PRECONDITION,
+        _R.STORAGE_FULL: _C.FAILED_PRECONDITION,
+        # the server's state: retry
+        _R.OVERLOADED: _C.UNAVAILABLE,
+        _R.RATE_LIMITED: _C.UNAVAILABLE,
+        _R.LEDGER_UNAVAILABLE: _C.UNAVAILABLE,
+        _R.SHUTTING_DOWN: _C.UNAVAILABLE,
+        # failures
+        _R.QUERY_TIMEOUT: _C.DEADLINE_EXCEEDED,
+        _R.WORKER_FAILED: _C.INTERNAL,
+        _R.INTERNAL: _C.INTERNAL,
+        _R.NOT_IMPLEMENTED: _C.UNIMPLEMENTED,
+    }
+)
+"""The status code of every reason (a test checks that none is missing)."""
 
-class BadRequestError(Exception):
-    """A request the API layer itself refuses (malformed before any domain call).
+AUDITED_ELSEWHERE: Final = frozenset({_R.BUDGET_EXHAUSTED, _R.LEDGER_UNAVAILABLE})
+"""Reasons the API does not audit: a budget refusal is written by the debit itself; with
+the ledger unavailable, so is the audit chain (the operator's log has it instead)."""
 
-    A plain exception, not a frozen dataclass: Python sets `__traceback__` on exceptions
-    as they propagate (through `with` blocks too), which a frozen instance refuses.
-    """
+_OUTCOME_BY_STATUS: Final[Mapping[grpc.StatusCode, Outcome]] = MappingProxyType(
+    {
+        _C.UNAUTHENTICATED: Outcome.DENIED,
+        _C.PERMISSION_DENIED: Outcome.DENIED,
+        _C.UNAVAILABLE: Outcome.FAILED,
+        _C.DEADLINE_EXCEEDED: Outcome.FAILED,
+        _C.INTERNAL: Outcome.FAILED,
+    }
+)
+"""The audit outcome of a refusal with this status; any other status is INVALID."""
 
-    def __init__(self, reason: str, message: str, field: str = "") -> None:
-        super().__init__(message)
+
+def status_of(reason: ErrorReason) -> grpc.StatusCode:
+    """The gRPC status code every refusal for `reason` carries."""
+    return STATUS_BY_REASON[reason]
+
+
+def audit_outcome(reason: ErrorReason) -> Outcome | None:
+    """How the API audits a refusal for `reason`; None when it is audited elsewhere."""
+    if reason in AUDITED_ELSEWHERE:
+        return None
+    return _OUTCOME_BY_STATUS.get(status_of(reason), Outcome.INVALID)
+
+
+class BadRequestError(DomainError):
+    """A request the API layer itself refuses (malformed before any domain call)."""
+
+    def __init__(self, reason: ErrorReason, message: str, field: str = "") -> None:
+        super().__init__(message, {"field": field} if field else None)
         self.reason = reason
-        self.message = message
         self.field = field
 
 
-class NotYetAvailableError(Exception):
+def require(value: str, field: str) -> str:
+    """`value`, refusing an empty or blank one as MISSING_FIELD (the one rule for it)."""
+    if not value.strip():
+        raise BadRequestError(ErrorReason.MISSING_FIELD, f"{field} is required", field)
+    return value
+
+
+class NotYetAvailableError(DomainError):
     """An RPC in the contract whose implementation has not landed yet."""
+
+    reason = ErrorReason.NOT_IMPLEMENTED
 
     def __init__(self, rpc: str, missing: str) -> None:
         super().__init__(f"{rpc} is not implemented yet: it needs {missing}")
@@ -86,52 +182,58 @@ class NotYetAvailableError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ErrorAnswer:
-    """What the client receives for an error, and the audit outcome it records."""
+    """What the client receives for an error; its status code follows from the reason."""
 
-    code: grpc.StatusCode
-    reason: str
+    reason: ErrorReason
     message: str
     metadata: Mapping[str, str] = field(default_factory=dict)
-    outcome: Outcome | None = Outcome.INVALID
-    """None when the domain already wrote the event (a budget refusal is audited by debit)."""
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return status_of(self.reason)
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The audit outcome to record; None when the domain already wrote the event."""
+        return audit_outcome(self.reason)
 
 
-def answer_for(exc: BaseException, request_id: str) -> ErrorAnswer:  # noqa: PLR0911 - a table
-    """The status, reason, message and audit outcome for `exc` (the module table)."""
-    code = grpc.StatusCode
-    if isinstance(exc, InvalidQuery):
-        status = code.NOT_FOUND if exc.reason is Reason.UNKNOWN_DATASET else code.INVALID_ARGUMENT
-        return ErrorAnswer(status, exc.reason.value, exc.message, {"field": exc.field})
-    if isinstance(exc, BadRequestError):
-        meta = {"field": exc.field} if exc.field else {}
-        return ErrorAnswer(code.INVALID_ARGUMENT, exc.reason, exc.message, meta)
+def answer_for(exc: BaseException, request_id: str) -> ErrorAnswer:
+    """The reason, message and metadata `exc` is answered with (the module table)."""
+    if not isinstance(exc, DomainError):
+        return _internal(exc, request_id)
     if isinstance(exc, ledger_errors.BudgetExhausted):
         return _budget_answer(exc)
-    if isinstance(exc, ledger_errors.LedgerError | DatasetNotFoundError | UnknownPublicTableError):
-        return _lookup_or_ledger_answer(exc)
-    if isinstance(exc, execution.ExecutionError):
-        return _execution_answer(exc, request_id)
-    if isinstance(exc, GovernanceError):
-        return _governance_answer(exc)
-    if isinstance(exc, NotYetAvailableError):
-        return ErrorAnswer(code.UNIMPLEMENTED, "NOT_IMPLEMENTED", str(exc), {}, Outcome.INVALID)
+    if isinstance(exc, ledger_errors.LedgerUnavailable):
+        return ledger_unavailable_answer(exc)
+    if status_of(exc.reason) is not grpc.StatusCode.INTERNAL:
+        return ErrorAnswer(exc.reason, exc.message, exc.metadata)
+    if exc.reason is ErrorReason.WORKER_FAILED:  # its message never carries the exception
+        return ErrorAnswer(
+            exc.reason,
+            f"{exc.message}; nothing was charged. Quote request id {request_id} to the operator",
+            {"request_id": request_id},
+        )
+    return _internal(exc, request_id)
+
+
+def ledger_unavailable_answer(exc: ledger_errors.LedgerUnavailable) -> ErrorAnswer:
+    """UNAVAILABLE/LEDGER_UNAVAILABLE: the ledger's database is down; nothing was charged.
+
+    Not audited (`AUDITED_ELSEWHERE`): the audit chain lives in that database. The caller
+    sees no database detail; the operator's log gets it (without password).
+    """
+    _log.warning("ledger unavailable: %s", exc)
+    return ErrorAnswer(exc.reason, exc.message, exc.metadata)
+
+
+def _internal(exc: BaseException, request_id: str) -> ErrorAnswer:
     _log.error("unexpected error (request id %s)", request_id, exc_info=exc)
     return ErrorAnswer(
-        code.INTERNAL,
-        "INTERNAL",
+        ErrorReason.INTERNAL,
         f"internal error; nothing was charged. Quote request id {request_id} to the operator",
         {"request_id": request_id},
-        Outcome.FAILED,
     )
-
-
-def _governance_answer(exc: GovernanceError) -> ErrorAnswer:
-    status = {
-        Refusal.INVALID: (grpc.StatusCode.INVALID_ARGUMENT, Outcome.INVALID),
-        Refusal.FORBIDDEN: (grpc.StatusCode.PERMISSION_DENIED, Outcome.DENIED),
-        Refusal.PRECONDITION: (grpc.StatusCode.FAILED_PRECONDITION, Outcome.INVALID),
-    }[exc.kind]
-    return ErrorAnswer(status[0], exc.reason, exc.message, dict(exc.metadata), status[1])
 
 
 def _budget_answer(exc: ledger_errors.BudgetExhausted) -> ErrorAnswer:
@@ -139,8 +241,7 @@ def _budget_answer(exc: ledger_errors.BudgetExhausted) -> ErrorAnswer:
     remaining = units_to_decimal(exc.remaining_units)
     accounting = exc.accounting or ""
     return ErrorAnswer(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "BUDGET_EXHAUSTED",
+        ErrorReason.BUDGET_EXHAUSTED,
         f"the query costs {describe(exc.requested_units, accounting)} but only "
         f"{describe(exc.remaining_units, accounting)} remains of your allocation or the "
         "dataset's cap; nothing was charged. Spend less, or ask an administrator to top up",
@@ -150,93 +251,6 @@ def _budget_answer(exc: ledger_errors.BudgetExhausted) -> ErrorAnswer:
             "requested_nano_units": str(exc.requested_units),
             "remaining_nano_units": str(exc.remaining_units),
         },
-        outcome=None,  # debit already wrote the refusal into the chain
-    )
-
-
-def _lookup_or_ledger_answer(exc: Exception) -> ErrorAnswer:
-    code = grpc.StatusCode
-    message = str(exc)
-    if isinstance(exc, DatasetNotFoundError):
-        return ErrorAnswer(
-            code.NOT_FOUND,
-            "DATASET_NOT_FOUND",
-            f"no dataset {exc.args[0]!r}; ListDatasets shows the datasets available",
-            {"dataset_id": str(exc.args[0])},
-        )
-    if isinstance(exc, UnknownPublicTableError):
-        return ErrorAnswer(code.NOT_FOUND, "TABLE_NOT_FOUND", message)
-    invalid, denied, le = Outcome.INVALID, Outcome.DENIED, ledger_errors
-    table: list[tuple[type[Exception], grpc.StatusCode, str, Outcome]] = [
-        (le.IdempotencyConflict, code.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED", invalid),
-        (le.InvalidAmount, code.INVALID_ARGUMENT, "BAD_AMOUNT", invalid),
-        (le.InvalidTokenRequest, code.INVALID_ARGUMENT, "BAD_TOKEN_REQUEST", invalid),
-        (le.MissingReason, code.INVALID_ARGUMENT, "REASON_REQUIRED", invalid),
-        (le.AllocationBelowSpent, code.FAILED_PRECONDITION, "BELOW_SPENT", invalid),
-        (le.CapBelowSpent, code.FAILED_PRECONDITION, "BELOW_SPENT", invalid),
-        (le.SelfGrantForbidden, code.PERMISSION_DENIED, "ROLE_FORBIDDEN", denied),
-        (le.RequesterDisabled, code.PERMISSION_DENIED, "REQUESTER_DISABLED", denied),
-        (le.NotFound, code.NOT_FOUND, "NOT_FOUND", invalid),
-        (le.AlreadyExists, code.ALREADY_EXISTS, "ALREADY_EXISTS", invalid),
-    ]
-    for error_type, status, reason, outcome in table:
-        if isinstance(exc, error_type):
-            return ErrorAnswer(status, reason, message, {}, outcome)
-    if isinstance(exc, ledger_errors.LedgerBusy):
-        return _overloaded("the ledger is busy; retry shortly", 1.0)
-    if isinstance(exc, ledger_errors.LedgerUnavailable):
-        return ledger_unavailable_answer(exc)
-    return answer_for(RuntimeError(message), "ledger")  # pragma: no cover - a new ledger error
-
-
-def _execution_answer(exc: execution.ExecutionError, request_id: str) -> ErrorAnswer:
-    code = grpc.StatusCode
-    if isinstance(exc, execution.PoolOverloaded):
-        return _overloaded(str(exc), exc.retry_after_s)
-    if isinstance(exc, execution.QueryDeadlineExceeded):
-        message = (
-            f"the query ran longer than {exc.timeout_s:g} s and was cancelled; nothing was "
-            "charged. Ask for fewer cells or a narrower filter"
-        )
-        return ErrorAnswer(code.DEADLINE_EXCEEDED, "QUERY_TIMEOUT", message, {}, Outcome.FAILED)
-    if isinstance(exc, execution.PoolClosed):
-        return _overloaded("the server is shutting down; retry on another replica or later", 5.0)
-    message = f"{exc}; nothing was charged. Quote request id {request_id} to the operator"
-    if not isinstance(exc, execution.WorkerFailed):
-        _log.error("query execution failed (request id %s)", request_id, exc_info=exc)
-        message = f"internal error; nothing was charged. Quote request id {request_id}"
-    return ErrorAnswer(
-        code.INTERNAL, "WORKER_FAILED", message, {"request_id": request_id}, Outcome.FAILED
-    )
-
-
-LEDGER_RETRY_AFTER_SECONDS = 2.0
-
-
-def ledger_unavailable_answer(exc: ledger_errors.LedgerUnavailable) -> ErrorAnswer:
-    """UNAVAILABLE/LEDGER_UNAVAILABLE: the ledger's database is down; nothing was charged.
-
-    Not audited (outcome None): the audit chain lives in that database. The caller sees no
-    database detail; the operator's log gets it (without password).
-    """
-    _log.warning("ledger unavailable: %s", exc)
-    return ErrorAnswer(
-        grpc.StatusCode.UNAVAILABLE,
-        "LEDGER_UNAVAILABLE",
-        "the privacy ledger cannot be reached; nothing was charged. Retry in a few seconds"
-        " (a retry with the same idempotency key is never charged twice)",
-        {"retry_after_seconds": f"{LEDGER_RETRY_AFTER_SECONDS:.3f}"},
-        outcome=None,
-    )
-
-
-def _overloaded(message: str, retry_after_seconds: float) -> ErrorAnswer:
-    return ErrorAnswer(
-        grpc.StatusCode.UNAVAILABLE,
-        "OVERLOADED",
-        message,
-        {"retry_after_seconds": f"{retry_after_seconds:.3f}"},
-        Outcome.FAILED,
     )
 
 
@@ -255,7 +269,9 @@ def abort(context: grpc.ServicerContext, answer: ErrorAnswer) -> NoReturn:
     bounded here, once for every error.
     """
     metadata = {k: _bounded(v, MAX_METADATA_VALUE_BYTES) for k, v in answer.metadata.items()}
-    info = error_details_pb2.ErrorInfo(reason=answer.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    info = error_details_pb2.ErrorInfo(
+        reason=answer.reason.value, domain=ERROR_DOMAIN, metadata=metadata
+    )
     detail = any_pb2.Any()
     detail.Pack(info)
     message = _bounded(answer.message, MAX_MESSAGE_BYTES)
@@ -305,7 +321,7 @@ def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
                     self._ledger.record_event(
                         call.request_info(_request_text(request)),
                         answer.outcome,
-                        detail=answer.reason,
+                        detail=answer.reason.value,
                     )
                 except Exception:  # the refusal must still reach the caller
                     _log.exception("could not audit request %s", call.request_id)

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import grpc
 
 from dpgate_proto.v1 import provider_pb2, provider_pb2_grpc
-from dpgate_server.api.admin_convert import canonical_request, require
+from dpgate_server.api.admin_convert import canonical_request
 from dpgate_server.api.call_context import current_call
-from dpgate_server.api.errors import BadRequestError, audited
+from dpgate_server.api.errors import BadRequestError, audited, require
 from dpgate_server.config import Settings
 from dpgate_server.governance.consent import ConsentState
-from dpgate_server.governance.errors import GovernanceError, Refusal
+from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.optouts import OptOutKind
 from dpgate_server.governance.service import (
     Governance,
@@ -29,6 +29,7 @@ from dpgate_server.governance.service import (
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.store.pseudonym import load_or_create_key
 from dpgate_server.store.store import DatasetStore
+from dpgate_server.vocabulary.errors import ErrorReason
 
 CONSENT_FROM_PROTO = {
     provider_pb2.CONSENT_STATE_GRANTED: ConsentState.GRANTED,
@@ -93,7 +94,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         state = CONSENT_FROM_PROTO.get(request.consent)
         if state is None:
             raise BadRequestError(
-                "MISSING_FIELD", "consent must be GRANTED or WITHDRAWN", "consent"
+                ErrorReason.MISSING_FIELD, "consent must be GRANTED or WITHDRAWN", "consent"
             )
         after = self._governance.set_consent(
             require(request.dataset_id, "dataset_id"),
@@ -109,7 +110,9 @@ def _header(requests: Iterator[provider_pb2.UploadExtractRequest]) -> provider_p
     first = next(requests, None)
     if first is None or first.WhichOneof("part") != "header":
         raise BadRequestError(
-            "MISSING_HEADER", "the first message of an upload must be its header", "header"
+            ErrorReason.MISSING_HEADER,
+            "the first message of an upload must be its header",
+            "header",
         )
     require(first.header.dataset_id, "header.dataset_id")
     require(first.header.practice_code, "header.practice_code")
@@ -126,15 +129,16 @@ def _receive(
     for message in requests:
         if message.WhichOneof("part") != "chunk":
             raise BadRequestError(
-                "UNEXPECTED_HEADER", "only the first message of an upload is a header", "header"
+                ErrorReason.UNEXPECTED_HEADER,
+                "only the first message of an upload is a header",
+                "header",
             )
         buffer += message.chunk
         if len(buffer) > limit:
             raise extract_too_large(len(buffer), limit)
     if header.size_bytes and len(buffer) != header.size_bytes:
         raise GovernanceError(
-            Refusal.INVALID,
-            "EXTRACT_TRUNCATED",
+            ErrorReason.EXTRACT_TRUNCATED,
             f"received {len(buffer):,} bytes of the {header.size_bytes:,} the header declared: "
             "the upload was cut short or the size is wrong; nothing was staged",
         )

@@ -7,9 +7,10 @@ of administration does not. The facade audits the publication once it is live.
 from __future__ import annotations
 
 from dpgate_proto.v1 import admin_pb2
-from dpgate_server.api.admin_convert import canonical_request, require
+from dpgate_server.api.admin_convert import canonical_request
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import dataset_summary_to_proto
+from dpgate_server.api.errors import require
 from dpgate_server.governance.service import Governance
 
 

@@ -19,11 +19,12 @@ from dpgate_server.api.convert import (
     query_from_proto,
     spend_to_proto,
 )
-from dpgate_server.api.errors import BadRequestError, audited
+from dpgate_server.api.errors import BadRequestError, audited, require
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.queries.model import Release
 from dpgate_server.store.catalog import Catalog
+from dpgate_server.vocabulary.errors import DatasetNotFoundError, ErrorReason
 
 MAX_PAGE_SIZE = 1000
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
@@ -50,13 +51,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def DescribeDataset(
         self, request: query_pb2.DescribeDatasetRequest, context: grpc.ServicerContext
     ) -> query_pb2.DescribeDatasetResponse:
-        _require(request.dataset_id, "dataset_id")
+        require(request.dataset_id, "dataset_id")
         version = self._catalog.current(request.dataset_id)
         reply = describe_to_proto(version, self._catalog.public_tables(version))
         requester_id = current_call().principal.requester_id
         try:
             budget = self._ledger.get_budget(requester_id, request.dataset_id)
-        except ledger_errors.NotFound:
+        except (ledger_errors.NotFound, DatasetNotFoundError):
             return reply
         reply.budget.CopyFrom(budget_to_proto(budget, version.metadata.accounting))
         return reply
@@ -65,8 +66,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def StreamPublicTable(
         self, request: query_pb2.StreamPublicTableRequest, context: grpc.ServicerContext
     ) -> Iterator[query_pb2.StreamPublicTableResponse]:
-        _require(request.dataset_id, "dataset_id")
-        _require(request.table, "table")
+        require(request.dataset_id, "dataset_id")
+        require(request.table, "table")
         first = True
         for chunk in self._catalog.read_public_table(request.dataset_id, request.table):
             yield query_pb2.StreamPublicTableResponse(
@@ -87,7 +88,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> Iterator[query_pb2.RunQueryResponse]:
         if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
             raise BadRequestError(
-                "BAD_IDEMPOTENCY_KEY",
+                ErrorReason.BAD_IDEMPOTENCY_KEY,
                 f"idempotency_key is at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
                 "idempotency_key",
             )
@@ -115,7 +116,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         for version in versions:
             try:
                 budget = self._ledger.get_budget(requester_id, version.dataset_id)
-            except ledger_errors.NotFound:
+            except (ledger_errors.NotFound, DatasetNotFoundError):
                 continue
             budgets.append(budget_to_proto(budget, version.metadata.accounting))
         return query_pb2.GetBudgetResponse(budgets=budgets)
@@ -149,17 +150,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         )
 
 
-def _require(value: str, field: str) -> None:
-    if not value:
-        raise BadRequestError("MISSING_FIELD", f"{field} is required", field)
-
-
 def _page_offset(token: str) -> int:
     if not token:
         return 0
     # isascii: str.isdigit also accepts digits int() refuses, such as "²".
     if not (token.isascii() and token.isdigit()) or len(token) > 12:
         raise BadRequestError(
-            "BAD_PAGE_TOKEN", "page_token must be one returned by ListReleases", "page_token"
+            ErrorReason.BAD_PAGE_TOKEN,
+            "page_token must be one returned by ListReleases",
+            "page_token",
         )
     return int(token)

@@ -45,6 +45,7 @@ from dpgate_server.ledger.model import Outcome, RequestInfo
 from dpgate_server.sidecars import Sidecars
 from dpgate_server.store.catalog import Catalog
 from dpgate_server.store.store import DatasetStore
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 _log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def _register_datasets(catalog: Catalog, ledger: Ledger) -> None:
     for version in catalog.current_versions():
         try:
             ledger.get_dataset(version.dataset_id)
-        except ledger_errors.DatasetNotFound:
+        except DatasetNotFoundError:
             ledger.admin.create_dataset(
                 version.dataset_id,
                 accounting=version.metadata.accounting,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dpgate_proto.v1 import audit_pb2
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.signed_heads import SignedHead, SignedHeadFormatError
+from dpgate_server.vocabulary.errors import ErrorReason
 
 
 def signed_head_to_proto(head: SignedHead) -> audit_pb2.SignedAuditHead:
@@ -29,4 +30,6 @@ def signed_head_from_proto(message: audit_pb2.SignedAuditHead) -> SignedHead:
             message.signature,
         )
     except SignedHeadFormatError as exc:
-        raise BadRequestError("BAD_SIGNED_HEAD", f"signed_head: {exc}", "signed_head") from None
+        raise BadRequestError(
+            ErrorReason.BAD_SIGNED_HEAD, f"signed_head: {exc}", "signed_head"
+        ) from None

@@ -2,26 +2,29 @@
 
 Domain errors raised while a query runs in a worker (`InvalidQuery`, `CostMismatchError`,
 `EngineError`, `DatasetNotFoundError`) reach the caller as themselves; these are the pool's
-own. The API layer maps them (STYLE.md "Errors, in one place"):
+own, each with its `ErrorReason` (the API layer's table gives the status code):
 
 =======================  ===================================================================
 PoolOverloaded           every worker is busy and `max_queue` callers already wait;
-                         `UNAVAILABLE` / `OVERLOADED` with `retry_after_s`
+                         OVERLOADED with `retry_after_seconds`
 QueryDeadlineExceeded    no answer within the timeout; the worker was ended, nothing read
-                         from it, so nothing may be charged; `DEADLINE_EXCEEDED`
+                         from it, so nothing may be charged; QUERY_TIMEOUT
 WorkerFailed             the worker crashed, ran past the memory cap, or raised something
-                         unexpected (logged on the server, never in the message); `INTERNAL`
-PoolClosed               the pool is shutting down; `UNAVAILABLE`
+                         unexpected (logged on the server, never in the message);
+                         WORKER_FAILED
+PoolClosed               the pool is shutting down; SHUTTING_DOWN
 WorkerStartError         `start()` could not get its workers ready (a server start failure)
 =======================  ===================================================================
 """
 
 from __future__ import annotations
 
+from dpgate_server.vocabulary.errors import DomainError, ErrorReason
+
 CRASH_MESSAGE = "the query worker ran out of memory or crashed"
 
 
-class ExecutionError(Exception):
+class ExecutionError(DomainError):
     """Base of every error the execution pool raises on purpose."""
 
 
@@ -32,9 +35,12 @@ class PoolOverloaded(ExecutionError):
         retry_after_s: a hint, in seconds (at least 1), for when a retry may be served.
     """
 
+    reason = ErrorReason.OVERLOADED
+
     def __init__(self, retry_after_s: float) -> None:
         super().__init__(
-            f"every query worker is busy and the queue is full; retry in {retry_after_s:.0f} s"
+            f"every query worker is busy and the queue is full; retry in {retry_after_s:.0f} s",
+            {"retry_after_seconds": f"{retry_after_s:.3f}"},
         )
         self.retry_after_s = retry_after_s
 
@@ -49,8 +55,13 @@ class QueryDeadlineExceeded(ExecutionError):
         timeout_s: the timeout that passed.
     """
 
+    reason = ErrorReason.QUERY_TIMEOUT
+
     def __init__(self, timeout_s: float) -> None:
-        super().__init__(f"the query did not finish within {timeout_s:g} s and was cancelled")
+        super().__init__(
+            f"the query ran longer than {timeout_s:g} s and was cancelled; nothing was "
+            "charged. Ask for fewer cells or a narrower filter"
+        )
         self.timeout_s = timeout_s
 
 
@@ -61,17 +72,26 @@ class WorkerFailed(ExecutionError):
     original exception's text, which are logged on the server instead.
     """
 
+    reason = ErrorReason.WORKER_FAILED
+
     def __init__(self, message: str = CRASH_MESSAGE) -> None:
         super().__init__(message)
-        self.message = message
 
 
 class PoolClosed(ExecutionError):
     """The pool was closed (server shutdown) before the query could be answered."""
 
+    reason = ErrorReason.SHUTTING_DOWN
+    retry_after_seconds = 5.0
+
     def __init__(self) -> None:
-        super().__init__("the query pool is shutting down")
+        super().__init__(
+            "the server is shutting down; retry on another replica or later",
+            {"retry_after_seconds": f"{self.retry_after_seconds:.3f}"},
+        )
 
 
 class WorkerStartError(ExecutionError):
     """A worker process did not signal ready within the start timeout, or exited."""
+
+    reason = ErrorReason.INTERNAL

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from dpgate_server.queries.engine import PreparedQuery
 from dpgate_server.queries.errors import CostMismatchError, EngineError, InvalidQuery
-from dpgate_server.store.store import DatasetNotFoundError
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 DOMAIN_ERRORS: Final[Mapping[str, type[Exception]]] = MappingProxyType(
     {

@@ -1,7 +1,9 @@
 """Errors of data governance (uploads, opt-outs, consent, publishing), in one place.
 
-Each error carries a `kind` saying which family of refusal it is, so the API layer maps
-it to a status code without this package importing grpc, and a machine-readable `reason`.
+Each error carries one machine-readable `reason` from the shared catalogue
+(`dpgate_server.vocabulary.errors.ErrorReason`); the API layer's table maps it to a status
+code, so this package imports no grpc.
+
 Messages never quote a value from an identifying column (NHS number, date of birth,
 postcode): they end up in audit details and client logs.
 """
@@ -10,42 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from types import MappingProxyType
+
+from dpgate_server.vocabulary.errors import DomainError, ErrorReason
 
 
-class Refusal(StrEnum):
-    """Which family of refusal a governance error is (the API maps each to one status)."""
-
-    INVALID = "invalid"
-    """The input is wrong (bad extract, unknown practice, bad list): INVALID_ARGUMENT."""
-    FORBIDDEN = "forbidden"
-    """The caller may not act for this practice: PERMISSION_DENIED."""
-    PRECONDITION = "precondition"
-    """The state forbids it (consent withdrawn, key mismatch): FAILED_PRECONDITION."""
-
-
-class GovernanceError(Exception):
-    """A refused governance action; nothing was changed.
-
-    Not a frozen dataclass: raising through a `with` block sets `__traceback__`.
-    """
+class GovernanceError(DomainError):
+    """A refused governance action; nothing was changed."""
 
     def __init__(
         self,
-        kind: Refusal,
-        reason: str,
+        reason: ErrorReason,
         message: str,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.kind = kind
+        super().__init__(message, metadata)
         self.reason = reason
-        self.message = message
-        self.metadata: Mapping[str, str] = MappingProxyType(dict(metadata or {}))
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +57,7 @@ def extract_rejected(problems: Sequence[Problem], total: int) -> GovernanceError
     listing = "; ".join(str(p) for p in shown)
     more = f" (showing the first {len(shown)})" if total > len(shown) else ""
     return GovernanceError(
-        Refusal.INVALID,
-        "EXTRACT_REJECTED",
+        ErrorReason.EXTRACT_REJECTED,
         f"the extract was refused, nothing was staged: {total} problem(s){more}: {listing}",
         {"problem_count": str(total), "problems": "\n".join(str(p) for p in shown)},
     )

@@ -26,8 +26,9 @@ import polars as pl
 
 from dpgate_server.durable import exclusive_lock, remove_temporaries, replace_with
 from dpgate_server.governance import extract_format as fmt
-from dpgate_server.governance.errors import GovernanceError, Refusal
+from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.store.pseudonym import patient_keys
+from dpgate_server.vocabulary.errors import ErrorReason
 from dpgate_server.vocabulary.nhs_number import is_valid_nhs_number
 
 OPT_OUT_DIR = "optouts"
@@ -123,4 +124,4 @@ def read_opt_out_numbers(path: Path) -> list[str]:
 
 
 def _rejected(message: str) -> GovernanceError:
-    return GovernanceError(Refusal.INVALID, "OPT_OUT_LIST_REJECTED", message)
+    return GovernanceError(ErrorReason.OPT_OUT_LIST_REJECTED, message)

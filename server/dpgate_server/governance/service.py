@@ -35,7 +35,7 @@ import polars as pl
 
 from dpgate_server.durable import exclusive_lock, replace_with
 from dpgate_server.governance.consent import ConsentRecord, ConsentState, ConsentStore
-from dpgate_server.governance.errors import GovernanceError, Refusal
+from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
 from dpgate_server.governance.optouts import KEY_COLUMN, OptOutKind, OptOutLists
 from dpgate_server.governance.publishing import (
@@ -48,6 +48,7 @@ from dpgate_server.governance.staging import StagingArea, UploadRecord
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
 from dpgate_server.store.pseudonym import key_id
 from dpgate_server.store.store import DatasetStore, DatasetVersion
+from dpgate_server.vocabulary.errors import ErrorReason
 
 OPERATOR = "operator"
 """Who a change is attributed to when it comes from the local command line."""
@@ -215,8 +216,7 @@ class Governance:
         reference = instruction_reference.strip()
         if principal is not None and principal.role is Role.ADMIN and not reference:
             raise GovernanceError(
-                Refusal.INVALID,
-                "INSTRUCTION_REFERENCE_REQUIRED",
+                ErrorReason.INSTRUCTION_REFERENCE_REQUIRED,
                 "an administrator records a practice's consent only on its written "
                 "instruction: give the instruction's reference",
                 {"field": "instruction_reference"},
@@ -319,8 +319,7 @@ class Governance:
         codes = self._declared(dataset_id, current).get_column("practice_code")
         if not codes.is_in([practice_code]).any():
             raise GovernanceError(
-                Refusal.INVALID,
-                "UNKNOWN_PRACTICE",
+                ErrorReason.UNKNOWN_PRACTICE,
                 f"practice {practice_code!r} is not in the practice table of {dataset_id}",
                 {"field": "practice_code"},
             )
@@ -328,8 +327,7 @@ class Governance:
     def _require_granted(self, dataset_id: str, practice_code: str) -> None:
         if self._consent(dataset_id).state(practice_code) is not ConsentState.GRANTED:
             raise GovernanceError(
-                Refusal.PRECONDITION,
-                "CONSENT_WITHDRAWN",
+                ErrorReason.CONSENT_WITHDRAWN,
                 f"practice {practice_code} has not granted consent for {dataset_id}: its "
                 "extracts are refused until it grants consent (SetConsent)",
             )
@@ -338,8 +336,7 @@ class Governance:
         recorded = current.manifest.source.get("key_id")
         if recorded is not None and recorded != key_id(self._key):
             raise GovernanceError(
-                Refusal.PRECONDITION,
-                "KEY_MISMATCH",
+                ErrorReason.KEY_MISMATCH,
                 f"the server's pseudonymisation key is not the one {current.dataset_id} was "
                 "built with: its rows would not match; restore the key file, or re-ingest "
                 "every practice into a new dataset",
@@ -351,8 +348,7 @@ class Governance:
             record = staging.record(code)
             if record is not None and record.key_id != expected:
                 raise GovernanceError(
-                    Refusal.PRECONDITION,
-                    "KEY_MISMATCH",
+                    ErrorReason.KEY_MISMATCH,
                     f"practice {code}'s staged rows were keyed with another pseudonymisation "
                     "key; it must upload again",
                 )
@@ -375,8 +371,7 @@ class Governance:
 def extract_too_large(size: int, limit: int) -> GovernanceError:
     """The refusal of an extract over the size limit (raised as soon as it is known)."""
     return GovernanceError(
-        Refusal.INVALID,
-        "EXTRACT_TOO_LARGE",
+        ErrorReason.EXTRACT_TOO_LARGE,
         f"the extract is {'at least ' if size > limit else ''}{size:,} bytes, over the limit of "
         f"{limit:,} bytes; nothing was staged (the operator sets the limit: "
         "governance.max_upload_bytes)",
@@ -399,8 +394,7 @@ def authorise(principal: Principal | None, practice_code: str, *, uploading: boo
         return
     bound = ", ".join(sorted(principal.practice_codes)) or "none"
     raise GovernanceError(
-        Refusal.FORBIDDEN,
-        "PRACTICE_FORBIDDEN",
+        ErrorReason.PRACTICE_FORBIDDEN,
         f"this {principal.role.value} token may not act for practice {practice_code!r} "
         f"(its practices: {bound})",
         {"practice_code": practice_code},

@@ -24,7 +24,6 @@ from dpgate_server.ledger.errors import (
     AllocationNotFound,
     AlreadyExists,
     CapBelowSpent,
-    DatasetNotFound,
     InvalidAmount,
     InvalidTokenRequest,
     MissingPurpose,
@@ -52,6 +51,7 @@ from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 from dpgate_server.ledger.tokens import hash_token, mint_token, mint_token_id
 from dpgate_server.spend import describe
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 
 class LedgerAdmin:
@@ -428,7 +428,7 @@ def _requester(tx: StorageTransaction, requester_id: str) -> Requester:
 def _dataset(tx: StorageTransaction, dataset_id: str) -> Dataset:
     dataset = tx.get_dataset(dataset_id)
     if dataset is None:
-        raise DatasetNotFound(f"no dataset {dataset_id!r} in the ledger")
+        raise DatasetNotFoundError(dataset_id)
     return dataset
 
 

@@ -4,24 +4,11 @@ The API layer maps these to gRPC status codes in one table; nothing else in the 
 raises bare exceptions on purpose (a `sqlite3` or `psycopg` error that escapes is a bug or a
 broken disk, and maps to INTERNAL).
 
-Each error, and the gRPC status (and ErrorInfo reason) the API should map it to:
-
-| error | status / reason |
-|---|---|
-| `BudgetExhausted(requested_units, remaining_units)` | RESOURCE_EXHAUSTED / BUDGET_EXHAUSTED |
-| `IdempotencyConflict` | INVALID_ARGUMENT / IDEMPOTENCY_KEY_REUSED |
-| `InvalidAmount` | INVALID_ARGUMENT / BAD_AMOUNT |
-| `InvalidTokenRequest` | INVALID_ARGUMENT / BAD_TOKEN_REQUEST |
-| `MissingReason` | INVALID_ARGUMENT / REASON_REQUIRED |
-| `AllocationBelowSpent`, `CapBelowSpent` | FAILED_PRECONDITION / BELOW_SPENT |
-| `SelfGrantForbidden` | PERMISSION_DENIED / ROLE_FORBIDDEN |
-| `RequesterDisabled` | PERMISSION_DENIED / REQUESTER_DISABLED |
-| `NotFound` and its subclasses (requester, dataset, allocation, release, token) | NOT_FOUND |
-| `AlreadyExists` | ALREADY_EXISTS |
-| `LedgerBusy` | UNAVAILABLE / OVERLOADED (retry later) |
-| `LedgerUnavailable` | UNAVAILABLE / LEDGER_UNAVAILABLE (retry later; nothing was charged) |
-| `ReleaseKeyConflict` | INTERNAL (the engine's release keys are wrong) |
-| `LedgerSchemaError` | the server refuses to start |
+Each class carries its `ErrorReason` (`reason`), and `dpgate_server.api.errors` maps
+reasons to gRPC status codes in its one table. An unknown dataset is the shared
+`dpgate_server.vocabulary.errors.DatasetNotFoundError`, the same error the dataset store
+raises. `ReleaseKeyConflict` and `LedgerSchemaError` are INTERNAL: the first means the
+engine's release keys are wrong, the second stops the server's start.
 
 Each class's docstring says when it is raised.
 
@@ -32,9 +19,10 @@ no caller can forget to catch them.
 from __future__ import annotations
 
 from dpgate_server.spend import describe
+from dpgate_server.vocabulary.errors import DomainError, ErrorReason
 
 
-class LedgerError(Exception):
+class LedgerError(DomainError):
     """Base of every error the ledger raises on purpose."""
 
 
@@ -52,6 +40,8 @@ class BudgetExhausted(LedgerError):
             None when the raiser does not know it (the amounts then read "budget 4.8").
     """
 
+    reason = ErrorReason.BUDGET_EXHAUSTED
+
     def __init__(
         self, requested_units: int, remaining_units: int, *, accounting: str | None = None
     ) -> None:
@@ -68,29 +58,43 @@ class BudgetExhausted(LedgerError):
 class IdempotencyConflict(LedgerError):
     """An idempotency key was reused for a different query (release key)."""
 
+    reason = ErrorReason.IDEMPOTENCY_KEY_REUSED
+
 
 class InvalidAmount(LedgerError, ValueError):
     """An amount that the operation cannot take (negative, zero, not an integer)."""
+
+    reason = ErrorReason.BAD_AMOUNT
 
 
 class AllocationBelowSpent(LedgerError):
     """An allocation cannot be reduced below what has been spent from it."""
 
+    reason = ErrorReason.BELOW_SPENT
+
 
 class CapBelowSpent(LedgerError):
     """A dataset cap cannot be lowered below what has been spent from it."""
+
+    reason = ErrorReason.BELOW_SPENT
 
 
 class SelfGrantForbidden(LedgerError):
     """An administrator may not grant or top up their own requester's allocation."""
 
+    reason = ErrorReason.SELF_GRANT_FORBIDDEN
+
 
 class InvalidTokenRequest(LedgerError, ValueError):
     """A token request whose role and practice codes do not fit together."""
 
+    reason = ErrorReason.BAD_TOKEN_REQUEST
+
 
 class MissingReason(LedgerError, ValueError):
     """A change that must be explained (a cap change) came without a reason."""
+
+    reason = ErrorReason.REASON_REQUIRED
 
 
 class MissingPurpose(MissingReason):
@@ -100,6 +104,8 @@ class MissingPurpose(MissingReason):
 class RequesterDisabled(LedgerError):
     """The requester was disabled by an administrator and may not spend."""
 
+    reason = ErrorReason.REQUESTER_DISABLED
+
 
 class NotFound(LedgerError, LookupError):
     """Base of the unknown-id errors."""
@@ -108,33 +114,55 @@ class NotFound(LedgerError, LookupError):
 class RequesterNotFound(NotFound):
     """No requester has this id."""
 
-
-class DatasetNotFound(NotFound):
-    """The ledger has no dataset with this id (register it with `create_dataset`)."""
+    reason = ErrorReason.REQUESTER_NOT_FOUND
 
 
 class AllocationNotFound(NotFound):
     """This requester has no allocation on this dataset."""
 
+    reason = ErrorReason.ALLOCATION_NOT_FOUND
+
 
 class ReleaseNotFound(NotFound):
     """No release has this id."""
+
+    reason = ErrorReason.RELEASE_NOT_FOUND
 
 
 class TokenNotFound(NotFound):
     """No token has this id."""
 
+    reason = ErrorReason.TOKEN_NOT_FOUND
+
 
 class AlreadyExists(LedgerError):
     """The requester, dataset or allocation being created already exists."""
+
+    reason = ErrorReason.ALREADY_EXISTS
 
 
 class ReleaseKeyConflict(LedgerError):
     """A release key is already stored for a different dataset (the engine's keys are wrong)."""
 
+    reason = ErrorReason.INTERNAL
+
 
 class LedgerBusy(LedgerError):
-    """The store stayed locked by other writers for longer than the busy timeout."""
+    """The store stayed locked by other writers for longer than the busy timeout.
+
+    `str()` keeps the storage's detail for the operator's log; `message` is what the
+    caller is told.
+    """
+
+    reason = ErrorReason.OVERLOADED
+    retry_after_seconds = 1.0
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "the ledger is busy; retry shortly (nothing was charged)",
+            {"retry_after_seconds": f"{self.retry_after_seconds:.3f}"},
+            detail=detail,
+        )
 
 
 class LedgerUnavailable(LedgerError):
@@ -143,8 +171,24 @@ class LedgerUnavailable(LedgerError):
     The transaction that failed was rolled back, so nothing it would have written (a
     charge, a release, an audit event) exists; a debit whose COMMIT was lost in flight
     may have committed, which is why clients retry with the same idempotency key.
+
+    `str()` keeps the (redacted) database detail for the operator's log; `message` is what
+    the caller is told, with no database detail.
     """
+
+    reason = ErrorReason.LEDGER_UNAVAILABLE
+    retry_after_seconds = 2.0
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "the privacy ledger cannot be reached; nothing was charged. Retry in a few seconds"
+            " (a retry with the same idempotency key is never charged twice)",
+            {"retry_after_seconds": f"{self.retry_after_seconds:.3f}"},
+            detail=detail,
+        )
 
 
 class LedgerSchemaError(LedgerError):
     """The ledger's schema version is newer than this code knows, or a migration failed."""
+
+    reason = ErrorReason.INTERNAL

@@ -35,10 +35,8 @@ from dpgate_server.ledger.admin import LedgerAdmin
 from dpgate_server.ledger.chain import verify_events, verify_from, verify_tail
 from dpgate_server.ledger.errors import (
     BudgetExhausted,
-    DatasetNotFound,
     IdempotencyConflict,
     InvalidAmount,
-    LedgerError,
     ReleaseKeyConflict,
     ReleaseNotFound,
     RequesterDisabled,
@@ -64,6 +62,7 @@ from dpgate_server.ledger.storage import IdempotencyRecord, LedgerStorage, Stora
 from dpgate_server.ledger.tokens import TOKEN_PREFIX, hash_token, token_matches
 from dpgate_server.ledger.transparency import TransparencyReport, build_report
 from dpgate_server.spend import describe
+from dpgate_server.vocabulary.errors import DatasetNotFoundError, DomainError
 
 Clock = Callable[[], dt.datetime]
 
@@ -246,7 +245,7 @@ class Ledger:
             BudgetExhausted: the allocation (missing or expired counts as zero) or the cap
                 cannot pay; only a `refused` audit event is recorded.
             IdempotencyConflict: the key was used by this requester for another query.
-            DatasetNotFound, RequesterNotFound, RequesterDisabled: as named.
+            DatasetNotFoundError, RequesterNotFound, RequesterDisabled: as named.
             InvalidAmount: `cost_units` is not a positive integer.
             ReleaseKeyConflict: the key is stored for a different dataset (an engine bug).
         """
@@ -257,7 +256,7 @@ class Ledger:
         spend = _Spend(requester_id, dataset_id, release_key, idempotency_key, cost_units)
         with self._write() as (tx, now):
             outcome = _debit_in(tx, now, spend, payload, request)
-        if isinstance(outcome, LedgerError):
+        if isinstance(outcome, DomainError):
             raise outcome
         return outcome
 
@@ -474,7 +473,7 @@ def _debit_in(
     spend: _Spend,
     payload: bytes,
     request: RequestInfo,
-) -> DebitResult | LedgerError:
+) -> DebitResult | DomainError:
     """The debit's decision and writes; a returned error is raised after the commit.
 
     Each step either settles the debit (a repeat, a refusal, an error to report) or passes
@@ -495,7 +494,7 @@ def _debit_in(
         )
 
     checked = _check_parties(tx, spend, audit)
-    if isinstance(checked, LedgerError):
+    if isinstance(checked, DomainError):
         return checked
     settled = _repeat(tx, now, spend, checked, audit)
     if settled is not None:
@@ -528,12 +527,12 @@ def _debit_in(
 _Audit = Callable[..., None]
 
 
-def _check_parties(tx: StorageTransaction, spend: _Spend, audit: _Audit) -> Dataset | LedgerError:
+def _check_parties(tx: StorageTransaction, spend: _Spend, audit: _Audit) -> Dataset | DomainError:
     """The dataset, if it and an enabled requester exist; else the error to report."""
     dataset = tx.get_dataset(spend.dataset_id)
     if dataset is None:
         audit(Outcome.INVALID, "unknown dataset")
-        return DatasetNotFound(f"no dataset {spend.dataset_id!r} in the ledger")
+        return DatasetNotFoundError(spend.dataset_id)
     requester = tx.get_requester(spend.requester_id)
     if requester is None:
         audit(Outcome.INVALID, "unknown requester")
@@ -546,7 +545,7 @@ def _check_parties(tx: StorageTransaction, spend: _Spend, audit: _Audit) -> Data
 
 def _repeat(
     tx: StorageTransaction, now: dt.datetime, spend: _Spend, dataset: Dataset, audit: _Audit
-) -> DebitResult | LedgerError | None:
+) -> DebitResult | DomainError | None:
     """Settle an idempotent retry or an already released query for free; None otherwise."""
     if spend.idempotency_key is not None:
         prior = tx.get_idempotency(spend.requester_id, spend.idempotency_key)
@@ -600,7 +599,7 @@ def _visible_release(
 def _dataset(tx: StorageTransaction, dataset_id: str) -> Dataset:
     dataset = tx.get_dataset(dataset_id)
     if dataset is None:
-        raise DatasetNotFound(f"no dataset {dataset_id!r} in the ledger")
+        raise DatasetNotFoundError(dataset_id)
     return dataset
 
 

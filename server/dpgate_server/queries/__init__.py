@@ -9,8 +9,9 @@ Public surface (what the API layer calls)::
     other = with_confidence_level(release, 0.9)    # free post-processing
     payload = release.to_bytes(); Release.from_bytes(payload)
 
-Errors: InvalidQuery(reason, field, message) for the requester's mistakes (see
-`errors.Reason`); CostMismatchError and EngineError for plans dpgate will not charge for.
+Errors: InvalidQuery(reason, field, message) for the requester's mistakes (reasons from
+`dpgate_server.vocabulary.errors.ErrorReason`); CostMismatchError and EngineError for
+plans dpgate will not charge for.
 This package never imports grpc.
 """
 
@@ -21,7 +22,6 @@ from dpgate_server.queries.errors import (
     EngineError,
     InvalidQuery,
     QueryError,
-    Reason,
     ReleaseFormatError,
 )
 from dpgate_server.queries.limits import QueryLimits
@@ -59,7 +59,6 @@ __all__ = [
     "Query",
     "QueryError",
     "QueryLimits",
-    "Reason",
     "Release",
     "ReleaseFormatError",
     "Spend",

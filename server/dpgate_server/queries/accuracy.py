@@ -19,8 +19,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-from dpgate_server.queries.errors import InvalidQuery, Reason
+from dpgate_server.queries.errors import InvalidQuery
 from dpgate_server.queries.model import Cell, Mechanism, Release
+from dpgate_server.vocabulary.errors import ErrorReason
 from dpgate_shared.confidence import check_confidence_level
 
 _EXACT_GAUSSIAN_MAX_SIGMA = 1_000.0
@@ -93,7 +94,7 @@ def checked_confidence_level(level: object) -> float:
     try:
         return check_confidence_level(level)
     except ValueError as exc:
-        raise InvalidQuery(Reason.BAD_CONFIDENCE, "confidence_level", str(exc)) from None
+        raise InvalidQuery(ErrorReason.BAD_CONFIDENCE, "confidence_level", str(exc)) from None
 
 
 def with_confidence_level(release: Release, confidence_level: float) -> Release:

@@ -26,7 +26,7 @@ from opendp.mod import OpenDPException
 from dpgate_server.queries import accuracy, cost, process_settings
 from dpgate_server.queries.bounding import Bounding, choose_bounding
 from dpgate_server.queries.cost import Calibration
-from dpgate_server.queries.errors import EngineError, InvalidQuery, Reason
+from dpgate_server.queries.errors import EngineError, InvalidQuery
 from dpgate_server.queries.keys import KeySets
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import (
@@ -42,6 +42,7 @@ from dpgate_server.queries.validation import ValidatedQuery, validate
 from dpgate_server.spend import units_to_decimal, units_to_float
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.store.store import ContributionBound, DatasetVersion
+from dpgate_server.vocabulary.errors import ErrorReason
 
 _MAX_TARGET_STEPS = 64
 """Unit steps tried when rounding lands a target accuracy one step short."""
@@ -271,7 +272,7 @@ def _check_cells(keys: KeySets, v: ValidatedQuery, limits: QueryLimits) -> int:
     cells = keys.count(v.group_by, v.filters)
     if cells > limits.max_cells:
         raise InvalidQuery(
-            Reason.TOO_MANY_CELLS,
+            ErrorReason.TOO_MANY_CELLS,
             "group_by",
             f"grouping by {', '.join(v.group_by)} gives {cells:,} cells, at most "
             f"{limits.max_cells:,} are allowed; group by fewer or coarser columns, or filter "
@@ -279,7 +280,7 @@ def _check_cells(keys: KeySets, v: ValidatedQuery, limits: QueryLimits) -> int:
         )
     if cells == 0:
         raise InvalidQuery(
-            Reason.BAD_VALUE,
+            ErrorReason.BAD_VALUE,
             "filters",
             f"the filters exclude every public key of {', '.join(v.group_by)}, so the answer "
             "would have no cells; loosen the filters on the grouped columns.",
@@ -312,7 +313,7 @@ def _calibrate(v: ValidatedQuery, bounding: Bounding, limits: QueryLimits) -> Ca
     best_width = accuracy.half_width(mechanism, best.noise_scale, v.confidence_level)
     measure = "epsilon" if mechanism is Mechanism.DISCRETE_LAPLACE else "rho"
     raise InvalidQuery(
-        Reason.UNREACHABLE_ACCURACY,
+        ErrorReason.UNREACHABLE_ACCURACY,
         "target_half_width",
         f"+/-{v.target_half_width:g} at {v.confidence_level:.0%} needs more than the per-query "
         f"maximum {measure} {units_to_decimal(ceiling)}; the best reachable is "

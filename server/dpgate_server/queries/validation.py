@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from dpgate_server.queries.accuracy import checked_confidence_level
-from dpgate_server.queries.errors import InvalidQuery, Reason
+from dpgate_server.queries.errors import InvalidQuery
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import (
     AggregateFunction,
@@ -37,6 +37,7 @@ from dpgate_server.store.metadata import (
     Visibility,
 )
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import DatasetNotFoundError, ErrorReason
 from dpgate_shared.units import SMALLEST, plain, spend_to_units, to_decimal
 
 _ORDERING_OPS = frozenset({FilterOp.LT, FilterOp.LE, FilterOp.GT, FilterOp.GE})
@@ -104,12 +105,7 @@ def validate(
     """
     limits = QueryLimits() if limits is None else limits
     if query.dataset_id != metadata.dataset_id:
-        raise InvalidQuery(
-            Reason.UNKNOWN_DATASET,
-            "dataset_id",
-            f"there is no dataset {query.dataset_id!r} here; this one is "
-            f"{metadata.dataset_id!r}. List the datasets and use one of their ids.",
-        )
+        raise DatasetNotFoundError(query.dataset_id)
     aggregate, column, clamp, sensitivity = _check_aggregate(metadata, query)
     group_by = _check_group_by(metadata, query.group_by)
     filters = _check_filters(metadata, query.filters, limits)
@@ -138,28 +134,28 @@ def _check_aggregate(
     if function == AggregateFunction.COUNT:
         if column is not None:
             raise InvalidQuery(
-                Reason.BAD_AGGREGATE,
+                ErrorReason.BAD_AGGREGATE,
                 "aggregate.column",
                 "COUNT counts rows and takes no column; drop the column, or use SUM(column).",
             )
         return AggregateFunction.COUNT, None, None, 1
     if function != AggregateFunction.SUM:
         raise InvalidQuery(
-            Reason.BAD_AGGREGATE,
+            ErrorReason.BAD_AGGREGATE,
             "aggregate.function",
             f"unknown aggregate {function!r}; use COUNT or SUM.",
         )
     summable = _names(metadata, lambda c: c.summable)
     if not isinstance(column, str):
         raise InvalidQuery(
-            Reason.NOT_SUMMABLE,
+            ErrorReason.NOT_SUMMABLE,
             "aggregate.column",
             f"SUM needs a column; summable columns are: {summable}.",
         )
     spec = _column(metadata, column, "aggregate.column")
     if not spec.summable or spec.bounds is None:
         raise InvalidQuery(
-            Reason.NOT_SUMMABLE,
+            ErrorReason.NOT_SUMMABLE,
             "aggregate.column",
             f"column {column!r} cannot be summed (only bounded integer columns can); "
             f"summable columns are: {summable}.",
@@ -175,21 +171,21 @@ def _check_group_by(metadata: DatasetMetadata, group_by: tuple[str, ...]) -> tup
         spec = _column(metadata, name, where)
         if spec.visibility is Visibility.PRIVATE:
             raise InvalidQuery(
-                Reason.PRIVATE_COLUMN,
+                ErrorReason.PRIVATE_COLUMN,
                 where,
                 f"column {spec.name!r} is private and can never be grouped on; group by one "
                 f"of: {_names(metadata, lambda c: c.groupable)}.",
             )
         if not spec.groupable:
             raise InvalidQuery(
-                Reason.NOT_GROUPABLE,
+                ErrorReason.NOT_GROUPABLE,
                 where,
                 f"column {spec.name!r} has no public key set to group on; group by one of: "
                 f"{_names(metadata, lambda c: c.groupable)}, or filter on it instead.",
             )
         if spec.name in seen:
             raise InvalidQuery(
-                Reason.DUPLICATE_COLUMN,
+                ErrorReason.DUPLICATE_COLUMN,
                 where,
                 f"column {spec.name!r} appears twice in the group-by; list each column once.",
             )
@@ -202,7 +198,7 @@ def _check_filters(
 ) -> tuple[CanonicalFilter, ...]:
     if len(filters) > limits.max_filters:
         raise InvalidQuery(
-            Reason.TOO_MANY_FILTERS,
+            ErrorReason.TOO_MANY_FILTERS,
             "filters",
             f"{len(filters)} filters, at most {limits.max_filters} are allowed; combine "
             "equalities on one column into a single `in` filter, or drop some.",
@@ -224,14 +220,14 @@ def _check_filter(
     spec = _column(metadata, column, f"{where}.column")
     if spec.visibility is Visibility.PRIVATE:
         raise InvalidQuery(
-            Reason.PRIVATE_COLUMN,
+            ErrorReason.PRIVATE_COLUMN,
             f"{where}.column",
             f"column {spec.name!r} is private and can never be filtered on; filter on one "
             f"of: {_names(metadata, _can_filter)}.",
         )
     if not _can_filter(spec):
         raise InvalidQuery(
-            Reason.NOT_FILTERABLE,
+            ErrorReason.NOT_FILTERABLE,
             f"{where}.column",
             f"column {spec.name!r} cannot be filtered on; filter on one of: "
             f"{_names(metadata, _can_filter)}.",
@@ -239,25 +235,25 @@ def _check_filter(
     op = _check_op(spec, op_text, f"{where}.op")
     if not isinstance(raw_values, tuple | list):
         raise InvalidQuery(
-            Reason.BAD_VALUE, f"{where}.values", "filter values must be a list of values."
+            ErrorReason.BAD_VALUE, f"{where}.values", "filter values must be a list of values."
         )
     if op is FilterOp.IN:
         if len(raw_values) > limits.max_in_values:
             raise InvalidQuery(
-                Reason.TOO_MANY_VALUES,
+                ErrorReason.TOO_MANY_VALUES,
                 f"{where}.values",
                 f"{len(raw_values)} values in `in`, at most {limits.max_in_values} are "
                 "allowed; group by the column instead, or split the query.",
             )
         if not raw_values:
             raise InvalidQuery(
-                Reason.BAD_VALUE,
+                ErrorReason.BAD_VALUE,
                 f"{where}.values",
                 "`in` needs at least one value; list the values to keep.",
             )
     elif len(raw_values) != 1:
         raise InvalidQuery(
-            Reason.BAD_VALUE,
+            ErrorReason.BAD_VALUE,
             f"{where}.values",
             f"operator {op.value!r} takes exactly one value, got {len(raw_values)}; use `in` "
             "for a list.",
@@ -284,13 +280,13 @@ def _check_op(spec: ColumnSpec, op_text: object, where: str) -> FilterOp:
         op = FilterOp(op_text if isinstance(op_text, str) else "")
     except ValueError:
         raise InvalidQuery(
-            Reason.BAD_OPERATOR,
+            ErrorReason.BAD_OPERATOR,
             where,
             f"unknown operator {op_text!r}; use one of: {', '.join(o.value for o in FilterOp)}.",
         ) from None
     if op in _ORDERING_OPS and spec.kind is ColumnKind.STRING:
         raise InvalidQuery(
-            Reason.BAD_OPERATOR,
+            ErrorReason.BAD_OPERATOR,
             where,
             f"column {spec.name!r} holds categories, which have no order; use =, != or in.",
         )
@@ -313,7 +309,7 @@ def _check_value(
             _check_range(spec, typed, low, high, where)
         elif typed not in allowed:
             raise InvalidQuery(
-                Reason.BAD_VALUE,
+                ErrorReason.BAD_VALUE,
                 where,
                 f"{value_to_json(typed)!r} is not a public value of {spec.name!r}; use one of: "
                 f"{_examples(spec.values)}.",
@@ -345,7 +341,7 @@ def _typed(spec: ColumnSpec, value: object, where: str) -> KeyValue:
         ColumnKind.DATE: "a date written YYYY-MM-DD",
     }[spec.kind]
     raise InvalidQuery(
-        Reason.BAD_VALUE,
+        ErrorReason.BAD_VALUE,
         where,
         f"{_short(value)} is not {expected}; column {spec.name!r} needs {expected}.",
     )
@@ -354,7 +350,7 @@ def _typed(spec: ColumnSpec, value: object, where: str) -> KeyValue:
 def _check_range(spec: ColumnSpec, value: KeyValue, low: object, high: object, where: str) -> None:
     if not low <= value <= high:  # type: ignore[operator]
         raise InvalidQuery(
-            Reason.BAD_VALUE,
+            ErrorReason.BAD_VALUE,
             where,
             f"{value_to_json(value)!r} is outside the public range of {spec.name!r}, "
             f"{value_to_json(low)!r} to {value_to_json(high)!r} "  # type: ignore[arg-type]
@@ -370,7 +366,7 @@ def _check_spend(
     )
     if (query.spend is None) == (query.target_half_width is None):
         raise InvalidQuery(
-            Reason.BAD_SPEND,
+            ErrorReason.BAD_SPEND,
             expected.value,
             f"give either {expected.value} or a target accuracy (half-width), exactly one.",
         )
@@ -379,13 +375,13 @@ def _check_spend(
     measure = query.spend.measure
     if measure not in (SpendMeasure.EPSILON, SpendMeasure.RHO):
         raise InvalidQuery(
-            Reason.BAD_SPEND,
+            ErrorReason.BAD_SPEND,
             "spend.measure",
             f"unknown spend measure {measure!r}; this dataset takes {expected.value}.",
         )
     if measure != expected:
         raise InvalidQuery(
-            Reason.WRONG_ACCOUNTING,
+            ErrorReason.WRONG_ACCOUNTING,
             str(measure),
             f"dataset {metadata.dataset_id!r} is accounted in {expected.value} "
             f"({metadata.accounting.value}); give {expected.value} instead of {measure}.",
@@ -396,7 +392,7 @@ def _check_spend(
 def _spend_units(
     measure: SpendMeasure, value: object, limits: QueryLimits, accounting: Accounting
 ) -> int:
-    reason = Reason.BAD_EPSILON if measure is SpendMeasure.EPSILON else Reason.BAD_RHO
+    reason = ErrorReason.BAD_EPSILON if measure is SpendMeasure.EPSILON else ErrorReason.BAD_RHO
     ceiling = plain(limits.max_epsilon if accounting is Accounting.PURE_DP else limits.max_rho)
     exact = _as_decimal(value)
     if exact is None or exact <= 0:
@@ -443,7 +439,7 @@ def _check_target(target: object) -> float:
         or target <= 0
     ):
         raise InvalidQuery(
-            Reason.BAD_ACCURACY,
+            ErrorReason.BAD_ACCURACY,
             "target_half_width",
             f"the target half-width must be a finite number above 0, got {_short(target)}; "
             "give the widest acceptable +/- on each cell, e.g. 50.",
@@ -464,7 +460,7 @@ def _check_contributions(metadata: DatasetMetadata, requested: object) -> int:
         or not 1 <= requested <= metadata.max_contributions
     ):
         raise InvalidQuery(
-            Reason.BAD_CONTRIBUTIONS,
+            ErrorReason.BAD_CONTRIBUTIONS,
             "max_contributions",
             f"max_contributions must be a whole number from 1 to the dataset's "
             f"{metadata.max_contributions}, got {_short(requested)}; leave it unset to use "
@@ -477,7 +473,7 @@ def _column(metadata: DatasetMetadata, name: object, where: str) -> ColumnSpec:
     spec = metadata.column(name) if isinstance(name, str) else None
     if spec is None:
         raise InvalidQuery(
-            Reason.UNKNOWN_COLUMN,
+            ErrorReason.UNKNOWN_COLUMN,
             where,
             f"there is no column {_short(name)} in {metadata.dataset_id!r}; columns are: "
             f"{', '.join(c.name for c in metadata.columns)}.",

@@ -10,16 +10,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dpgate_server.store.metadata import KeyValue
-from dpgate_server.store.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+from dpgate_server.store.store import DatasetStore, DatasetVersion
+from dpgate_server.vocabulary.errors import DatasetNotFoundError, DomainError, ErrorReason
 
 
-class UnknownPublicTableError(LookupError):
+class UnknownPublicTableError(DomainError, LookupError):
     """The dataset publishes no table of that name."""
+
+    reason = ErrorReason.TABLE_NOT_FOUND
 
     def __init__(self, dataset_id: str, table: str, available: tuple[str, ...]) -> None:
         super().__init__(
             f"dataset {dataset_id!r} has no public table {table!r}; "
-            f"available: {', '.join(available) or 'none'}"
+            f"available: {', '.join(available) or 'none'}",
+            {"dataset_id": dataset_id, "table": table},
         )
 
 

@@ -34,16 +34,13 @@ import polars as pl
 
 from dpgate_server.durable import exclusive_lock, fsync_path, replace_text, write_synced
 from dpgate_server.store.metadata import DatasetMetadata
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 APPOINTMENTS_DIR = "appointments"
 PUBLIC_DIR = "public"
 MANIFEST_FILE = "manifest.json"
 METADATA_FILE = "metadata.json"
 CURRENT_FILE = "CURRENT"
-
-
-class DatasetNotFoundError(LookupError):
-    """No dataset (or no published version of it) has that id."""
 
 
 class ManifestError(ValueError):
@@ -187,13 +184,13 @@ class DatasetStore:
     def open_version(self, dataset_id: str, version: str) -> DatasetVersion:
         """Open a specific version (for a query that must keep reading it)."""
         if not (_is_safe_name(dataset_id) and _is_safe_name(version)):
-            raise DatasetNotFoundError(f"{dataset_id}/{version}")
+            raise DatasetNotFoundError(dataset_id, version)
         path = self.root / dataset_id / "versions" / version
         try:
             manifest = VersionManifest.from_json((path / MANIFEST_FILE).read_text())
             metadata = DatasetMetadata.from_json((path / METADATA_FILE).read_text())
         except FileNotFoundError:
-            raise DatasetNotFoundError(f"{dataset_id}/{version}") from None
+            raise DatasetNotFoundError(dataset_id, version) from None
         return DatasetVersion(path=path, manifest=manifest, metadata=metadata)
 
     def versions(self, dataset_id: str) -> list[str]:

@@ -31,7 +31,7 @@ import polars as pl
 from dpgate_server.store.appointment_files import write_table
 from dpgate_server.store.bounding import verify_bound
 from dpgate_server.store.pseudonym import key_id, load_or_create_key, patient_keys
-from dpgate_server.store.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+from dpgate_server.store.store import DatasetStore, DatasetVersion
 from dpgate_server.synthetic.appointment_model import appointment_model
 from dpgate_server.synthetic.appointments import draw_appointments
 from dpgate_server.synthetic.gp_metadata import (
@@ -43,6 +43,7 @@ from dpgate_server.synthetic.gp_metadata import (
 from dpgate_server.synthetic.month_files import AppointmentRows, MonthFiles
 from dpgate_server.synthetic.population import PracticeTable, draw_patients, select_practices
 from dpgate_server.vocabulary.england_calendar import window_calendar
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 GENERATOR_NAME = "dpgate synthetic England GP appointments"
 MODEL_VERSION = 1

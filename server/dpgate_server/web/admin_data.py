@@ -16,6 +16,7 @@ from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome
 from dpgate_server.spend import units_to_decimal
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import ErrorReason
 from dpgate_server.web.charts import Point, Series
 from dpgate_server.web.public_data import amount_text
 
@@ -149,9 +150,9 @@ def _refusals(ledger: Ledger) -> tuple[tuple[str, int], ...]:
 def _reason(outcome: Outcome, detail: str) -> tuple[str, int]:
     if outcome is Outcome.UNAUTHENTICATED:
         found = _COUNT.match(detail)
-        return "BAD_TOKEN", int(found.group(1)) if found else 1
+        return ErrorReason.BAD_TOKEN.value, int(found.group(1)) if found else 1
     if outcome is Outcome.REFUSED:
-        return "BUDGET_EXHAUSTED", 1
+        return ErrorReason.BUDGET_EXHAUSTED.value, 1
     if _REASON.fullmatch(detail):
         return detail, 1
     return outcome.value.upper(), 1

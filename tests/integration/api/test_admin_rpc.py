@@ -109,8 +109,9 @@ def test_disabling_a_requester_stops_its_tokens_at_once(
 
 
 def test_disabling_an_unknown_requester_is_not_found(admin: AdminClient) -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.disable_requester("nobody-00000000")
+    assert missing.value.reason == "REQUESTER_NOT_FOUND"
 
 
 # tokens
@@ -198,13 +199,15 @@ def test_provider_token_without_practices_is_refused(admin: AdminClient) -> None
 
 
 def test_token_for_unknown_requester_is_not_found(admin: AdminClient) -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.issue_token("nobody-00000000", "analyst")
+    assert missing.value.reason == "REQUESTER_NOT_FOUND"
 
 
 def test_revoking_an_unknown_token_is_not_found(admin: AdminClient) -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.revoke_token("tok_unknown")
+    assert missing.value.reason == "TOKEN_NOT_FOUND"
 
 
 def test_token_secret_never_reaches_the_audit_log(admin: AdminClient, audit: AuditClient) -> None:
@@ -282,7 +285,7 @@ def test_admin_cannot_grant_to_their_own_requester(admin: AdminClient, service: 
         admin.grant(
             "admin-1", service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
         )
-    assert refused.value.reason == "ROLE_FORBIDDEN"
+    assert refused.value.reason == "SELF_GRANT_FORBIDDEN"
 
 
 def test_grant_in_the_wrong_unit_is_refused(admin: AdminClient, service: Service) -> None:
@@ -335,7 +338,7 @@ def test_grant_without_amount_is_refused(service: Service) -> None:
 
 def test_grant_on_unknown_dataset_is_not_found(admin: AdminClient) -> None:
     planner = fresh_requester(admin)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.grant(
             planner.requester_id,
             "no_such_dataset",
@@ -343,10 +346,11 @@ def test_grant_on_unknown_dataset_is_not_found(admin: AdminClient) -> None:
             purpose="testing",
             agreement="DSA-TEST",
         )
+    assert missing.value.reason == "DATASET_NOT_FOUND"
 
 
 def test_grant_to_unknown_requester_is_not_found(admin: AdminClient, service: Service) -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.grant(
             "nobody-00000000",
             service.dataset_id,
@@ -354,6 +358,7 @@ def test_grant_to_unknown_requester_is_not_found(admin: AdminClient, service: Se
             purpose="testing",
             agreement="DSA-TEST",
         )
+    assert missing.value.reason == "REQUESTER_NOT_FOUND"
 
 
 def test_reduce_takes_budget_back(admin: AdminClient, service: Service) -> None:
@@ -377,8 +382,9 @@ def test_reduce_below_spent_is_refused(admin: AdminClient, service: Service) -> 
 
 def test_reduce_without_allocation_is_not_found(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.reduce(planner.requester_id, service.dataset_id, epsilon=1)
+    assert missing.value.reason == "ALLOCATION_NOT_FOUND"
 
 
 # caps
@@ -415,8 +421,9 @@ def test_cap_without_reason_is_refused(admin: AdminClient, service: Service) -> 
 
 
 def test_cap_on_unknown_dataset_is_not_found(admin: AdminClient) -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.set_cap("no_such_dataset", epsilon=1, reason="why not")
+    assert missing.value.reason == "DATASET_NOT_FOUND"
 
 
 def test_cap_without_amount_is_refused(service: Service) -> None:
@@ -464,14 +471,16 @@ def test_spending_report_of_one_dataset(admin: AdminClient, service: Service) ->
 
 
 def test_spending_report_of_unknown_dataset_is_not_found(admin: AdminClient) -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.spending_report("no_such_dataset")
+    assert missing.value.reason == "DATASET_NOT_FOUND"
 
 
 def test_publishing_an_unknown_dataset_is_not_found(admin: AdminClient) -> None:
     # Publishing itself is tested in tests/integration/governance (on its own store).
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing:
         admin.publish_dataset_version("no_such_dataset")
+    assert missing.value.reason == "DATASET_NOT_FOUND"
 
 
 # the audit trail of administration
@@ -502,7 +511,7 @@ def test_a_refused_change_is_audited(
             "admin-1", service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
         )
     refused = [e for e in audit.events(from_sequence=before + 1) if e.rpc == "GrantAllocation"]
-    assert [(e.outcome, e.detail) for e in refused] == [("denied", "ROLE_FORBIDDEN")]
+    assert [(e.outcome, e.detail) for e in refused] == [("denied", "SELF_GRANT_FORBIDDEN")]
 
 
 def test_new_grant_without_purpose_is_refused_and_a_purpose_is_reported(

@@ -58,6 +58,7 @@ def test_unknown_dataset_raises_not_found_with_reason(client: Client) -> None:
 
 
 def test_missing_dataset_id_raises_invalid_query_naming_the_field(client: Client) -> None:
-    with pytest.raises(InvalidQueryError) as caught:
-        client.describe("")
-    assert caught.value.field == "dataset_id"
+    for blank in ("", "  "):  # one rule for a required field, in every service
+        with pytest.raises(InvalidQueryError) as caught:
+            client.describe(blank)
+        assert (caught.value.reason, caught.value.field) == ("MISSING_FIELD", "dataset_id")

@@ -20,7 +20,8 @@ from dpgate_server.execution import (
 from dpgate_server.queries import engine
 from dpgate_server.queries.errors import CostMismatchError
 from dpgate_server.queries.model import Release
-from dpgate_server.store.store import DatasetNotFoundError, DatasetVersion
+from dpgate_server.store.store import DatasetVersion
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 from tests.integration.execution.helpers import (
     MAX_QUEUE,
     RESTART_TIMEOUT_S,

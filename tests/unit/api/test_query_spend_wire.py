@@ -21,11 +21,12 @@ from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate_server import api
 from dpgate_server.api.convert import query_from_proto, spend_to_proto
 from dpgate_server.api.errors import BadRequestError
-from dpgate_server.queries.errors import InvalidQuery, Reason
+from dpgate_server.queries.errors import InvalidQuery
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.validation import validate
 from dpgate_server.store.metadata import ColumnKind, ColumnSpec, DatasetMetadata, Visibility
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import ErrorReason
 
 WIDE_LIMITS = QueryLimits(max_epsilon=Decimal(10**9), max_rho=Decimal(10**9))
 spends = st.decimals(
@@ -140,7 +141,7 @@ def test_an_amount_without_its_accounting_is_refused_naming_the_field() -> None:
 def test_rho_on_a_pure_dp_dataset_is_the_wrong_accounting() -> None:
     with pytest.raises(InvalidQuery) as caught:
         _server_units(count("gp").rho("0.5").to_proto(), Accounting.PURE_DP)
-    assert caught.value.reason is Reason.WRONG_ACCOUNTING
+    assert caught.value.reason is ErrorReason.WRONG_ACCOUNTING
 
 
 @pytest.mark.parametrize(("units", "shown"), [(0, "0"), (-250_000_000, "-0.25")])
@@ -151,7 +152,7 @@ def test_a_spend_not_above_zero_is_refused_in_epsilon(units: int, shown: str) ->
     )
     with pytest.raises(InvalidQuery) as caught:
         _server_units(message, Accounting.PURE_DP)
-    assert caught.value.reason is Reason.BAD_EPSILON
+    assert caught.value.reason is ErrorReason.BAD_EPSILON
     assert f"got {shown};" in caught.value.message
     assert "unit" not in caught.value.message
 

@@ -11,10 +11,10 @@ from dpgate_server.queries.errors import (
     CostMismatchError,
     EngineError,
     InvalidQuery,
-    Reason,
     ReleaseFormatError,
 )
-from dpgate_server.store.store import DatasetNotFoundError, ManifestError
+from dpgate_server.store.store import ManifestError
+from dpgate_server.vocabulary.errors import DatasetNotFoundError, ErrorReason
 
 
 def _round_trip(exc: Exception) -> Exception:
@@ -24,11 +24,11 @@ def _round_trip(exc: Exception) -> Exception:
 
 
 def test_invalid_query_is_rebuilt_with_reason_field_and_message() -> None:
-    original = InvalidQuery(Reason.NOT_GROUPABLE, "group_by[0]", "group by a public key")
+    original = InvalidQuery(ErrorReason.NOT_GROUPABLE, "group_by[0]", "group by a public key")
     rebuilt = _round_trip(original)
     assert type(rebuilt) is InvalidQuery
     assert (rebuilt.reason, rebuilt.field, rebuilt.message) == (
-        Reason.NOT_GROUPABLE,
+        ErrorReason.NOT_GROUPABLE,
         "group_by[0]",
         "group by a public key",
     )

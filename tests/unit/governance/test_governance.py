@@ -6,12 +6,13 @@ import polars as pl
 import pytest
 
 from dpgate_server.governance.consent import ConsentState
-from dpgate_server.governance.errors import GovernanceError, Refusal
+from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.optouts import OptOutKind, OptOutLists, read_opt_out_numbers
 from dpgate_server.governance.staging import StagingArea
 from dpgate_server.store.bounding import max_rows_per_patient
 from dpgate_server.store.pseudonym import load_or_create_key, patient_key, patient_keys
 from dpgate_server.store.store import DatasetStore
+from dpgate_server.vocabulary.errors import ErrorReason
 from tests.unit.governance.helpers import (
     DATASET_ID,
     OPERATOR,
@@ -89,7 +90,7 @@ def test_provider_cannot_upload_for_another_practice(world: World) -> None:
         open_governance(world, RecordingAudit()).ingest(
             DATASET_ID, OTHER, world.extract(OTHER), provider(SMALL)
         )
-    assert caught.value.kind is Refusal.FORBIDDEN
+    assert caught.value.reason is ErrorReason.PRACTICE_FORBIDDEN
     assert staged_state(world) == {} or "staged" not in str(staged_state(world))
 
 
@@ -205,7 +206,7 @@ def test_provider_cannot_change_another_practices_consent(world: World) -> None:
         open_governance(world, RecordingAudit()).set_consent(
             DATASET_ID, OTHER, ConsentState.WITHDRAWN, provider(SMALL)
         )
-    assert caught.value.kind is Refusal.FORBIDDEN
+    assert caught.value.reason is ErrorReason.PRACTICE_FORBIDDEN
 
 
 def test_status_shows_the_last_upload(world: World) -> None:

@@ -8,7 +8,6 @@ import pytest
 
 from dpgate_server.ledger import (
     BudgetExhausted,
-    DatasetNotFound,
     IdempotencyConflict,
     InvalidAmount,
     Outcome,
@@ -16,6 +15,7 @@ from dpgate_server.ledger import (
     RequesterDisabled,
 )
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 
 def test_debit_charges_the_allocation_and_the_cap(setup):
@@ -164,7 +164,7 @@ def test_non_positive_or_non_integer_cost_is_rejected(setup, cost):
 
 
 def test_debit_on_unknown_dataset_is_refused_and_audited(setup):
-    with pytest.raises(DatasetNotFound):
+    with pytest.raises(DatasetNotFoundError):
         setup.ledger.debit(
             "alice",
             "nope",

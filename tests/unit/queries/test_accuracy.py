@@ -14,7 +14,6 @@ from dpgate_server.queries import (
     InvalidQuery,
     Mechanism,
     Query,
-    Reason,
     Spend,
     preview,
     run,
@@ -27,6 +26,7 @@ from dpgate_server.queries.accuracy import (
     tail_probability,
 )
 from dpgate_server.queries.cost import calibrate
+from dpgate_server.vocabulary.errors import ErrorReason
 from tests.unit.queries.conftest import TinyVersions, tiny_metadata
 
 LAPLACE, GAUSSIAN = Mechanism.DISCRETE_LAPLACE, Mechanism.DISCRETE_GAUSSIAN
@@ -103,7 +103,7 @@ def test_interval_level_outside_zero_one_is_refused(tiny: TinyVersions) -> None:
     release = run(tiny.verified, Query("tiny", Aggregate.count(), spend=Spend.epsilon(0.2)))
     with pytest.raises(InvalidQuery) as caught:
         with_confidence_level(release, 1.0)
-    assert caught.value.reason is Reason.BAD_CONFIDENCE
+    assert caught.value.reason is ErrorReason.BAD_CONFIDENCE
 
 
 @pytest.mark.parametrize("dataset", ["verified", "zcdp"])

@@ -17,12 +17,12 @@ from dpgate_server.queries import (
     InvalidQuery,
     Query,
     QueryLimits,
-    Reason,
     Spend,
     prepare,
 )
 from dpgate_server.queries.validation import validate
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import DatasetNotFoundError, ErrorReason
 from tests.unit.queries.conftest import DAYS, MODES, PRACTICES, TinyVersions, tiny_metadata
 
 LIMITS = QueryLimits(max_cells=1_000, max_filters=3, max_in_values=5, max_epsilon=Decimal(2))
@@ -37,123 +37,121 @@ def _f(column: str, op: str, *values: object) -> tuple[Filter, ...]:
     return (Filter(column, op, values),)
 
 
-CASES: list[tuple[str, Query, Reason, str, tuple[str, ...]]] = [
-    ("unknown dataset", _q(dataset_id="nope"), Reason.UNKNOWN_DATASET, "dataset_id",
-     ("no dataset 'nope'", "this one is 'tiny'")),
-    ("unknown group-by column", _q(group_by=("practise_code",)), Reason.UNKNOWN_COLUMN,
+CASES: list[tuple[str, Query, ErrorReason, str, tuple[str, ...]]] = [
+    ("unknown group-by column", _q(group_by=("practise_code",)), ErrorReason.UNKNOWN_COLUMN,
      "group_by[0]", ("no column 'practise_code'", "columns are: patient_key, practice_code")),
-    ("unknown filter column", _q(filters=_f("colour", "=", "red")), Reason.UNKNOWN_COLUMN,
+    ("unknown filter column", _q(filters=_f("colour", "=", "red")), ErrorReason.UNKNOWN_COLUMN,
      "filters[0].column", ("no column 'colour'", "columns are:")),
-    ("unknown sum column", _q(aggregate=Aggregate.sum("minutes")), Reason.UNKNOWN_COLUMN,
+    ("unknown sum column", _q(aggregate=Aggregate.sum("minutes")), ErrorReason.UNKNOWN_COLUMN,
      "aggregate.column", ("no column 'minutes'", "columns are:")),
-    ("group by the privacy unit", _q(group_by=("patient_key",)), Reason.PRIVATE_COLUMN,
+    ("group by the privacy unit", _q(group_by=("patient_key",)), ErrorReason.PRIVATE_COLUMN,
      "group_by[0]", ("'patient_key' is private", "group by one of: practice_code")),
     ("filter on the privacy unit", _q(filters=_f("patient_key", "=", 11)),
-     Reason.PRIVATE_COLUMN, "filters[0].column",
+     ErrorReason.PRIVATE_COLUMN, "filters[0].column",
      ("'patient_key' is private", "filter on one of: practice_code")),
-    ("group by a measure", _q(group_by=("duration_minutes",)), Reason.NOT_GROUPABLE,
+    ("group by a measure", _q(group_by=("duration_minutes",)), ErrorReason.NOT_GROUPABLE,
      "group_by[0]", ("no public key set", "group by one of: practice_code", "filter on it")),
     ("filter on a non-filterable column", _q(filters=_f("lead_time_days", "<", 3)),
-     Reason.NOT_FILTERABLE, "filters[0].column",
+     ErrorReason.NOT_FILTERABLE, "filters[0].column",
      ("'lead_time_days' cannot be filtered on", "filter on one of: practice_code")),
     ("filter on a column without a public set", _q(filters=_f("notes_band", "=", "a")),
-     Reason.NOT_FILTERABLE, "filters[0].column", ("'notes_band' cannot be filtered on",)),
-    ("same column twice", _q(group_by=("mode", "mode")), Reason.DUPLICATE_COLUMN,
+     ErrorReason.NOT_FILTERABLE, "filters[0].column", ("'notes_band' cannot be filtered on",)),
+    ("same column twice", _q(group_by=("mode", "mode")), ErrorReason.DUPLICATE_COLUMN,
      "group_by[1]", ("'mode' appears twice", "list each column once")),
-    ("unknown operator", _q(filters=_f("mode", "like", "Tele%")), Reason.BAD_OPERATOR,
+    ("unknown operator", _q(filters=_f("mode", "like", "Tele%")), ErrorReason.BAD_OPERATOR,
      "filters[0].op", ("unknown operator 'like'", "use one of: =, !=, <, <=, >, >=, in")),
-    ("ordering a category", _q(filters=_f("mode", "<", "Telephone")), Reason.BAD_OPERATOR,
+    ("ordering a category", _q(filters=_f("mode", "<", "Telephone")), ErrorReason.BAD_OPERATOR,
      "filters[0].op", ("have no order", "use =, != or in")),
-    ("text for a number", _q(filters=_f("hour", "=", "9")), Reason.BAD_VALUE,
+    ("text for a number", _q(filters=_f("hour", "=", "9")), ErrorReason.BAD_VALUE,
      "filters[0].values[0]", ("'9' is not a whole number", "'hour' needs a whole number")),
-    ("boolean for a number", _q(filters=_f("hour", "=", True)), Reason.BAD_VALUE,
+    ("boolean for a number", _q(filters=_f("hour", "=", True)), ErrorReason.BAD_VALUE,
      "filters[0].values[0]", ("True is not a whole number",)),
-    ("number for a category", _q(filters=_f("mode", "=", 3)), Reason.BAD_VALUE,
+    ("number for a category", _q(filters=_f("mode", "=", 3)), ErrorReason.BAD_VALUE,
      "filters[0].values[0]", ("3 is not a text label",)),
     ("category outside the public set", _q(filters=_f("mode", "=", "Fax")),
-     Reason.BAD_VALUE, "filters[0].values[0]",
+     ErrorReason.BAD_VALUE, "filters[0].values[0]",
      ("'Fax' is not a public value of 'mode'", "use one of: 'Face-to-Face'")),
     ("practice outside the public set", _q(filters=_f("practice_code", "in", "P000", "X1")),
-     Reason.BAD_VALUE, "filters[0].values[1]",
+     ErrorReason.BAD_VALUE, "filters[0].values[1]",
      ("'X1' is not a public value", "... (60 in all)")),
     ("number outside the bounds", _q(filters=_f("duration_minutes", ">", 61)),
-     Reason.BAD_VALUE, "filters[0].values[0]",
+     ErrorReason.BAD_VALUE, "filters[0].values[0]",
      ("61 is outside the public range of 'duration_minutes', 0 to 60",
       "use a value in that range")),
-    ("hour outside its values", _q(filters=_f("hour", "<", 24)), Reason.BAD_VALUE,
+    ("hour outside its values", _q(filters=_f("hour", "<", 24)), ErrorReason.BAD_VALUE,
      "filters[0].values[0]", ("24 is outside the public range of 'hour', 0 to 23",)),
     ("date outside the period", _q(filters=_f("appointment_date", ">=", "2024-12-31")),
-     Reason.BAD_VALUE, "filters[0].values[0]",
+     ErrorReason.BAD_VALUE, "filters[0].values[0]",
      ("outside the public range of 'appointment_date'", "'date': '2025-01-01'")),
     ("date in another format", _q(filters=_f("appointment_date", "=", "01/02/2025")),
-     Reason.BAD_VALUE, "filters[0].values[0]", ("is not a date written YYYY-MM-DD",)),
+     ErrorReason.BAD_VALUE, "filters[0].values[0]", ("is not a date written YYYY-MM-DD",)),
     ("datetime for a date", _q(filters=_f("appointment_date", "=", dt.datetime(2025, 1, 2))),
-     Reason.BAD_VALUE, "filters[0].values[0]", ("is not a date written YYYY-MM-DD",)),
+     ErrorReason.BAD_VALUE, "filters[0].values[0]", ("is not a date written YYYY-MM-DD",)),
     ("two values for =", _q(filters=_f("mode", "=", "Telephone", "Unknown")),
-     Reason.BAD_VALUE, "filters[0].values", ("takes exactly one value, got 2", "use `in`")),
-    ("empty in", _q(filters=_f("mode", "in")), Reason.BAD_VALUE, "filters[0].values",
+     ErrorReason.BAD_VALUE, "filters[0].values", ("takes exactly one value, got 2", "use `in`")),
+    ("empty in", _q(filters=_f("mode", "in")), ErrorReason.BAD_VALUE, "filters[0].values",
      ("needs at least one value",)),
     ("values not a list", _q(filters=(Filter("mode", "=", "Telephone"),)),  # type: ignore[arg-type]
-     Reason.BAD_VALUE, "filters[0].values", ("must be a list",)),
+     ErrorReason.BAD_VALUE, "filters[0].values", ("must be a list",)),
     ("too many in values", _q(filters=_f("practice_code", "in", *PRACTICES[:6])),
-     Reason.TOO_MANY_VALUES, "filters[0].values",
+     ErrorReason.TOO_MANY_VALUES, "filters[0].values",
      ("6 values in `in`, at most 5", "group by the column instead")),
-    ("too many filters", _q(filters=_f("hour", ">", 1) * 4), Reason.TOO_MANY_FILTERS,
+    ("too many filters", _q(filters=_f("hour", ">", 1) * 4), ErrorReason.TOO_MANY_FILTERS,
      "filters", ("4 filters, at most 3", "combine equalities")),
-    ("too many cells", _q(group_by=("practice_code", "hour")), Reason.TOO_MANY_CELLS,
+    ("too many cells", _q(group_by=("practice_code", "hour")), ErrorReason.TOO_MANY_CELLS,
      "group_by", ("gives 1,440 cells, at most 1,000", "group by fewer or coarser columns")),
     ("filters exclude every key", _q(group_by=("mode",), filters=(
         Filter("mode", "=", ("Telephone",)), Filter("mode", "=", ("Unknown",)))),
-     Reason.BAD_VALUE, "filters", ("exclude every public key of mode", "loosen the filters")),
-    ("unknown aggregate", _q(aggregate=Aggregate("AVG")), Reason.BAD_AGGREGATE,
+     ErrorReason.BAD_VALUE, "filters", ("exclude every public key of mode", "loosen the filters")),
+    ("unknown aggregate", _q(aggregate=Aggregate("AVG")), ErrorReason.BAD_AGGREGATE,
      "aggregate.function", ("unknown aggregate 'AVG'", "use COUNT or SUM")),
-    ("count of a column", _q(aggregate=Aggregate("COUNT", "hour")), Reason.BAD_AGGREGATE,
+    ("count of a column", _q(aggregate=Aggregate("COUNT", "hour")), ErrorReason.BAD_AGGREGATE,
      "aggregate.column", ("takes no column", "or use SUM(column)")),
-    ("sum of a category", _q(aggregate=Aggregate.sum("mode")), Reason.NOT_SUMMABLE,
+    ("sum of a category", _q(aggregate=Aggregate.sum("mode")), ErrorReason.NOT_SUMMABLE,
      "aggregate.column", ("'mode' cannot be summed",
                           "summable columns are: duration_minutes, lead_time_days")),
-    ("sum without a column", _q(aggregate=Aggregate("SUM")), Reason.NOT_SUMMABLE,
+    ("sum without a column", _q(aggregate=Aggregate("SUM")), ErrorReason.NOT_SUMMABLE,
      "aggregate.column", ("SUM needs a column", "duration_minutes")),
-    ("no spend", _q(spend=None), Reason.BAD_SPEND, "epsilon",
+    ("no spend", _q(spend=None), ErrorReason.BAD_SPEND, "epsilon",
      ("give either epsilon or a target accuracy",)),
-    ("spend and target", _q(target_half_width=10.0), Reason.BAD_SPEND, "epsilon",
+    ("spend and target", _q(target_half_width=10.0), ErrorReason.BAD_SPEND, "epsilon",
      ("exactly one",)),
-    ("unknown spend measure", _q(spend=Spend("delta", 1.0)), Reason.BAD_SPEND,
+    ("unknown spend measure", _q(spend=Spend("delta", 1.0)), ErrorReason.BAD_SPEND,
      "spend.measure", ("unknown spend measure 'delta'", "takes epsilon")),
-    ("rho on a pure-DP dataset", _q(spend=Spend.rho(0.5)), Reason.WRONG_ACCOUNTING, "rho",
+    ("rho on a pure-DP dataset", _q(spend=Spend.rho(0.5)), ErrorReason.WRONG_ACCOUNTING, "rho",
      ("accounted in epsilon (pure_dp)", "give epsilon instead of rho")),
-    ("zero epsilon", _q(spend=Spend.epsilon(0.0)), Reason.BAD_EPSILON, "epsilon",
+    ("zero epsilon", _q(spend=Spend.epsilon(0.0)), ErrorReason.BAD_EPSILON, "epsilon",
      ("finite number above 0, got 0;", "such as 0.1")),
-    ("negative epsilon", _q(spend=Spend.epsilon(-1.0)), Reason.BAD_EPSILON, "epsilon",
+    ("negative epsilon", _q(spend=Spend.epsilon(-1.0)), ErrorReason.BAD_EPSILON, "epsilon",
      ("above 0, got -1;",)),
-    ("NaN epsilon", _q(spend=Spend.epsilon(math.nan)), Reason.BAD_EPSILON, "epsilon",
+    ("NaN epsilon", _q(spend=Spend.epsilon(math.nan)), ErrorReason.BAD_EPSILON, "epsilon",
      ("above 0, got nan",)),
-    ("infinite epsilon", _q(spend=Spend.epsilon(math.inf)), Reason.BAD_EPSILON, "epsilon",
+    ("infinite epsilon", _q(spend=Spend.epsilon(math.inf)), ErrorReason.BAD_EPSILON, "epsilon",
      ("above 0, got inf",)),
-    ("boolean epsilon", _q(spend=Spend.epsilon(True)), Reason.BAD_EPSILON, "epsilon",
+    ("boolean epsilon", _q(spend=Spend.epsilon(True)), ErrorReason.BAD_EPSILON, "epsilon",
      ("got True",)),
-    ("epsilon above the maximum", _q(spend=Spend.epsilon(2.5)), Reason.BAD_EPSILON,
+    ("epsilon above the maximum", _q(spend=Spend.epsilon(2.5)), ErrorReason.BAD_EPSILON,
      "epsilon", ("above the per-query maximum 2", "ask for at most 2")),
-    ("epsilon below the smallest amount", _q(spend=Spend.epsilon(1e-10)), Reason.BAD_EPSILON,
+    ("epsilon below the smallest amount", _q(spend=Spend.epsilon(1e-10)), ErrorReason.BAD_EPSILON,
      "epsilon", ("below the smallest amount, 0.000000001",)),
-    ("negative target", _q(spend=None, target_half_width=-3.0), Reason.BAD_ACCURACY,
+    ("negative target", _q(spend=None, target_half_width=-3.0), ErrorReason.BAD_ACCURACY,
      "target_half_width", ("finite number above 0, got -3.0", "e.g. 50")),
-    ("NaN target", _q(spend=None, target_half_width=math.nan), Reason.BAD_ACCURACY,
+    ("NaN target", _q(spend=None, target_half_width=math.nan), ErrorReason.BAD_ACCURACY,
      "target_half_width", ("got nan",)),
-    ("unreachable target", _q(spend=None, target_half_width=0.5), Reason.UNREACHABLE_ACCURACY,
+    ("unreachable target", _q(spend=None, target_half_width=0.5), ErrorReason.UNREACHABLE_ACCURACY,
      "target_half_width", ("needs more than the per-query maximum epsilon 2",
                            "the best reachable is +/-", "Accept a wider interval")),
-    ("confidence of 1", _q(confidence_level=1.0), Reason.BAD_CONFIDENCE, "confidence_level",
+    ("confidence of 1", _q(confidence_level=1.0), ErrorReason.BAD_CONFIDENCE, "confidence_level",
      ("strictly between 0 and 1, got 1.0", "e.g. 0.95")),
-    ("confidence of 0", _q(confidence_level=0.0), Reason.BAD_CONFIDENCE, "confidence_level",
+    ("confidence of 0", _q(confidence_level=0.0), ErrorReason.BAD_CONFIDENCE, "confidence_level",
      ("got 0.0",)),
-    ("confidence as a percentage", _q(confidence_level=95), Reason.BAD_CONFIDENCE,
+    ("confidence as a percentage", _q(confidence_level=95), ErrorReason.BAD_CONFIDENCE,
      "confidence_level", ("got 95",)),
-    ("NaN confidence", _q(confidence_level=math.nan), Reason.BAD_CONFIDENCE,
+    ("NaN confidence", _q(confidence_level=math.nan), ErrorReason.BAD_CONFIDENCE,
      "confidence_level", ("got nan",)),
-    ("zero contributions", _q(max_contributions=0), Reason.BAD_CONTRIBUTIONS,
+    ("zero contributions", _q(max_contributions=0), ErrorReason.BAD_CONTRIBUTIONS,
      "max_contributions", ("from 1 to the dataset's 4, got 0", "leave it unset")),
-    ("contributions above the dataset's", _q(max_contributions=5), Reason.BAD_CONTRIBUTIONS,
+    ("contributions above the dataset's", _q(max_contributions=5), ErrorReason.BAD_CONTRIBUTIONS,
      "max_contributions", ("got 5",)),
 ]  # fmt: skip
 
@@ -163,7 +161,7 @@ CASES: list[tuple[str, Query, Reason, str, tuple[str, ...]]] = [
     [pytest.param(q, r, f, p, id=name) for name, q, r, f, p in CASES],
 )
 def test_invalid_query_is_refused_with_reason_field_and_advice(
-    tiny: TinyVersions, query: Query, reason: Reason, field: str, phrases: tuple[str, ...]
+    tiny: TinyVersions, query: Query, reason: ErrorReason, field: str, phrases: tuple[str, ...]
 ) -> None:
     with pytest.raises(InvalidQuery) as caught:
         prepare(tiny.verified, query, LIMITS)
@@ -172,11 +170,19 @@ def test_invalid_query_is_refused_with_reason_field_and_advice(
         assert phrase in caught.value.message
 
 
+def test_a_query_on_another_dataset_is_dataset_not_found(tiny: TinyVersions) -> None:
+    with pytest.raises(DatasetNotFoundError) as caught:
+        prepare(tiny.verified, _q(dataset_id="nope"), LIMITS)
+    assert caught.value.reason is ErrorReason.DATASET_NOT_FOUND
+    assert caught.value.metadata == {"dataset_id": "nope"}
+    assert "no dataset 'nope'" in caught.value.message
+
+
 def test_rho_outside_range_on_a_zcdp_dataset_is_bad_rho() -> None:
     meta = tiny_metadata("z", Accounting.ZCDP)
     with pytest.raises(InvalidQuery) as caught:
         validate(meta, Query("z", Aggregate.count(), spend=Spend.rho(0.0)))
-    assert caught.value.reason is Reason.BAD_RHO
+    assert caught.value.reason is ErrorReason.BAD_RHO
     assert "rho must be a finite number above 0" in caught.value.message
 
 
@@ -184,7 +190,7 @@ def test_epsilon_on_a_zcdp_dataset_is_wrong_accounting() -> None:
     meta = tiny_metadata("z", Accounting.ZCDP)
     with pytest.raises(InvalidQuery) as caught:
         validate(meta, Query("z", Aggregate.count(), spend=Spend.epsilon(1.0)))
-    assert caught.value.reason is Reason.WRONG_ACCOUNTING
+    assert caught.value.reason is ErrorReason.WRONG_ACCOUNTING
     assert "give rho instead of epsilon" in caught.value.message
 
 
@@ -289,13 +295,13 @@ _QUERIES = st.builds(
 def test_random_queries_are_accepted_or_refused_with_invalid_query(
     tiny: TinyVersions, query: Query
 ) -> None:
-    refusal: InvalidQuery | None = None
+    refusal: InvalidQuery | DatasetNotFoundError | None = None
     try:
         prepared = prepare(tiny.verified, query, LIMITS)
-    except InvalidQuery as caught:
+    except (InvalidQuery, DatasetNotFoundError) as caught:
         refusal = caught
     if refusal is not None:
-        assert refusal.reason in Reason
+        assert refusal.reason in ErrorReason
         assert refusal.message
         return
     assert prepared.cost_units <= LIMITS.max_spend_units(Accounting.PURE_DP)

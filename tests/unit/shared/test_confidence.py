@@ -10,8 +10,9 @@ import pytest
 from dpgate import count
 from dpgate._noise import half_width
 from dpgate_server.queries.accuracy import checked_confidence_level
-from dpgate_server.queries.errors import InvalidQuery, Reason
+from dpgate_server.queries.errors import InvalidQuery
 from dpgate_server.queries.model import Aggregate, Query
+from dpgate_server.vocabulary.errors import ErrorReason
 from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL, check_confidence_level
 
 BAD_LEVELS = [0, 1, 0.0, 1.0, 95, -0.5, math.nan, math.inf, True, "0.9", None]
@@ -28,7 +29,7 @@ def test_client_server_and_noise_helpers_refuse_the_same_levels(level: object) -
         count("gp").confidence(level)  # type: ignore[arg-type]
     with pytest.raises(InvalidQuery) as server_side:
         checked_confidence_level(level)
-    assert server_side.value.reason is Reason.BAD_CONFIDENCE
+    assert server_side.value.reason is ErrorReason.BAD_CONFIDENCE
     assert server_side.value.message == str(client_side.value)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         half_width("discrete_laplace", 2.0, level)  # type: ignore[arg-type]

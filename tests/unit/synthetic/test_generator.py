@@ -11,11 +11,12 @@ import pytest
 
 from dpgate_server.store.appointment_files import APPOINTMENTS_SCHEMA
 from dpgate_server.store.bounding import BoundViolationError
-from dpgate_server.store.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+from dpgate_server.store.store import DatasetStore, DatasetVersion
 from dpgate_server.synthetic import generator
 from dpgate_server.synthetic.generator import ensure_demo_dataset, generate_dataset
 from dpgate_server.synthetic.gp_metadata import CATEGORY_SETS, DATASET_ID, MAX_CONTRIBUTIONS
 from dpgate_server.synthetic.population import draw_patients, select_practices
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 KEY = bytes(range(32))
 
