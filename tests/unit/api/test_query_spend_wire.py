@@ -182,7 +182,7 @@ def test_an_old_clients_absurd_double_is_refused_as_bad_epsilon_not_a_crash() ->
     message.aggregate.function = query_pb2.AGGREGATE_FUNCTION_COUNT
     with pytest.raises(InvalidQuery) as caught:
         validate(_metadata(Accounting.PURE_DP), query_from_proto(message), QueryLimits())
-    assert caught.value.reason is Reason.BAD_EPSILON
+    assert caught.value.reason is ErrorReason.BAD_EPSILON
     assert "epsilon 1.000000E+308 is above the per-query maximum 10" in caught.value.message
 
 
