@@ -31,6 +31,8 @@ from dpgate._types import (
 from dpgate.analysis import (
     Estimates,
     compare_with,
+    complete_weeks,
+    days_in_period,
     per_population,
     ratio,
     round_for_display,
@@ -88,7 +90,9 @@ __all__ = [
     "UploadResult",
     "__version__",
     "compare_with",
+    "complete_weeks",
     "count",
+    "days_in_period",
     "per_population",
     "ratio",
     "round_for_display",

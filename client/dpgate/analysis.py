@@ -19,6 +19,8 @@ spends nothing and reads no data. What each helper guarantees:
 * `compare_with`: labels a group "higher" or "lower" only when its interval and the
   reference's do not overlap; otherwise "not distinguishable".
 * `round_for_display`: rounds for reading, to the precision the interval supports.
+* `complete_weeks` / `days_in_period`: the ISO weeks a period only partly covers hold
+  fewer days, so their counts look like a drop; leave them out or label them.
 
 Example:
     >>> from dpgate import count, sum_cells
@@ -29,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -266,6 +269,37 @@ def round_for_display(
         pl.Series(name, [row[i] for row in shown], dtype=pl.Float64)
         for i, name in enumerate((value, low, high))
     )
+
+
+def days_in_period(week: str, period_start: dt.date, period_end: dt.date) -> int:
+    """How many days of the ISO week `week` ("2025-W10") lie in the period (0 to 7).
+
+    Example:
+        >>> days_in_period("2024-W48", dt.date(2024, 12, 1), dt.date(2025, 11, 30))
+        1
+        >>> days_in_period("2025-W10", dt.date(2024, 12, 1), dt.date(2025, 11, 30))
+        7
+    """
+    year, _, number = week.partition("-W")
+    monday = dt.date.fromisocalendar(int(year), int(number), 1)
+    first, last = max(monday, period_start), min(monday + dt.timedelta(days=6), period_end)
+    return max(0, (last - first).days + 1)
+
+
+def complete_weeks(
+    frame: pl.DataFrame, period_start: dt.date, period_end: dt.date, column: str = "week"
+) -> pl.DataFrame:
+    """The rows whose ISO week lies wholly inside the period (the partial first and last
+    weeks hold only a few days: their low counts are the calendar, not a fall in demand).
+
+    Example:
+        >>> frame = pl.DataFrame({"week": ["2024-W48", "2024-W49", "2025-W48"]})
+        >>> complete_weeks(frame, dt.date(2024, 12, 1), dt.date(2025, 11, 30))["week"].to_list()
+        ['2024-W49', '2025-W48']
+    """
+    weeks = frame[column].unique().to_list()
+    whole = [w for w in weeks if days_in_period(str(w), period_start, period_end) == 7]
+    return frame.filter(pl.col(column).is_in(whole))
 
 
 def _as_estimates(source: QueryResult | Estimates) -> Estimates:

@@ -8,6 +8,7 @@ through the DPGATE_* environment variables they read. A cell that raises fails t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def service_env(service: Service) -> dict[str, str]:
         "DPGATE_TOKEN": service.tokens["analyst"],
         "DPGATE_ADMIN_TOKEN": service.tokens["admin"],
         "DPGATE_AUDITOR_TOKEN": service.tokens["auditor"],
-        "MPLBACKEND": "Agg",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # headless, figures kept
     }
 
 
@@ -71,15 +72,66 @@ def output_text(notebook: nbformat.NotebookNode) -> str:
     )
 
 
-def test_planner_notebook_runs_within_the_analyst_allocation(notebook_service: Service) -> None:
-    executed = run_notebook(
-        NOTEBOOKS / "01_planner_exploration.ipynb", service_env(notebook_service)
+SCIENTIFIC = re.compile(r"\b\d(\.\d+)?e[+-]?\d+\b")
+"""A number in scientific notation (1.2346e6, 1e-09), which a planner should never read."""
+
+
+def table_text(notebook: nbformat.NotebookNode) -> str:
+    """Every table and printed line the notebook showed (text and HTML)."""
+    return "\n".join(
+        str(output.get("text", ""))
+        + str(output.get("data", {}).get("text/plain", ""))
+        + str(output.get("data", {}).get("text/html", ""))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
     )
-    text = output_text(executed)
+
+
+def charts(notebook: nbformat.NotebookNode) -> int:
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
+@pytest.fixture(scope="module")
+def planner(notebook_service: Service) -> nbformat.NotebookNode:
+    return run_notebook(NOTEBOOKS / "01_planner_exploration.ipynb", service_env(notebook_service))
+
+
+@pytest.fixture(scope="module")
+def budget_admin(
+    notebook_service: Service, planner: nbformat.NotebookNode
+) -> nbformat.NotebookNode:
+    return run_notebook(NOTEBOOKS / "02_budget_admin.ipynb", service_env(notebook_service))
+
+
+def test_planner_notebook_runs_within_the_analyst_allocation(
+    planner: nbformat.NotebookNode,
+) -> None:
+    text = output_text(planner)
     assert "BudgetExhaustedError" in text
     assert "InvalidQueryError" in text
+    assert "1 partial week(s) at the ends of the period left out of the charts" in text
+    assert charts(planner) >= 6
 
 
-def test_budget_admin_notebook_runs(notebook_service: Service) -> None:
-    executed = run_notebook(NOTEBOOKS / "02_budget_admin.ipynb", service_env(notebook_service))
-    assert "valid=True" in output_text(executed)
+def test_budget_admin_notebook_runs(budget_admin: nbformat.NotebookNode) -> None:
+    assert "valid=True" in output_text(budget_admin)
+    assert charts(budget_admin) >= 2
+
+
+@pytest.mark.parametrize("name", ["planner", "budget_admin"])
+def test_no_table_shows_scientific_notation(request: pytest.FixtureRequest, name: str) -> None:
+    text = table_text(request.getfixturevalue(name))
+    assert not SCIENTIFIC.findall(text), SCIENTIFIC.search(text)
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_draw_their_estimates_with_dpgate_plot(path: Path) -> None:
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+    assert "plot." in code
+    assert "fill_between" not in code  # bands come from the helpers, not hand-drawn
