@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from dpgate_server.durable import exclusive_lock, replace_with
+from dpgate_server.governance.compression import inflated
 from dpgate_server.governance.consent import ConsentRecord, ConsentState, ConsentStore
 from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
@@ -134,7 +135,8 @@ class Governance:
     def ingest(
         self, dataset_id: str, practice_code: str, data: bytes, request: RequestInfo
     ) -> IngestResult:
-        """Validate, minimise and stage one practice's raw extract (held in memory only).
+        """Validate, minimise and stage one practice's raw extract (held in memory only;
+        plain CSV or gzip-compressed, compression.py).
 
         Raises:
             GovernanceError: refused (bad extract, practice not the caller's, consent
@@ -151,7 +153,9 @@ class Governance:
             self._require_granted(dataset_id, practice_code)
         self._require_same_key(current)
         minimised = minimise_extract(
-            data, IngestPolicy.of(current.metadata, practice_code), self._key
+            inflated(data, self.policy.max_upload_bytes),
+            IngestPolicy.of(current.metadata, practice_code),
+            self._key,
         )
         digest = hashlib.sha256(data).hexdigest()
         with self._locked(dataset_id):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import io
 import re
 from collections.abc import Callable
@@ -68,6 +69,21 @@ def test_good_extract_is_reflected_in_queries_after_publish(governed: GovernedSe
     # Laplace noise of scale 24 per answer: a shift of ~1,900 rows cannot be noise.
     assert after - before > uploaded.rows_staged - 500
     assert info.version == current_version(governed)
+
+
+def test_gzipped_extract_through_upload_extract_stages_as_the_plain_csv(
+    governed: GovernedService, tmp_path: Path
+) -> None:
+    staged = StagingArea(governed.world.governance_root / DATASET_ID).path(SMALL)
+    plain = governed.world.extract(SMALL)
+    compressed = tmp_path / f"{SMALL}.csv.gz"
+    compressed.write_bytes(gzip.compress(plain))
+    with governed.provider() as provider:
+        provider.upload(DATASET_ID, SMALL, plain)
+        from_plain = pl.read_parquet(staged)
+        uploaded = provider.upload(DATASET_ID, SMALL, compressed)
+    assert uploaded.rows_staged == from_plain.height
+    assert pl.read_parquet(staged).equals(from_plain)
 
 
 def test_upload_reports_progress_to_the_end(governed: GovernedService) -> None:

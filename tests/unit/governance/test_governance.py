@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import polars as pl
 import pytest
 
@@ -107,6 +109,48 @@ def test_extract_over_the_limit_is_refused_before_parsing(world: World) -> None:
     with pytest.raises(GovernanceError) as caught:
         governance.ingest(DATASET_ID, SMALL, world.extract(SMALL), provider(SMALL))
     assert caught.value.reason == "EXTRACT_TOO_LARGE"
+
+
+def test_gzipped_extract_stages_the_same_rows_as_the_plain_csv(world: World) -> None:
+    governance = open_governance(world, RecordingAudit())
+    plain = world.extract(SMALL)
+    governance.ingest(DATASET_ID, SMALL, plain, provider(SMALL))
+    from_plain = staged_rows(world, SMALL)
+    result = governance.ingest(DATASET_ID, SMALL, gzip.compress(plain), provider(SMALL))
+    assert result.rows_staged == from_plain.height > 1000
+    assert staged_rows(world, SMALL).equals(from_plain)
+
+
+def test_gzipped_extract_in_several_members_is_read_whole(world: World) -> None:
+    plain = world.extract(SMALL)
+    middle = plain.index(b"\n", len(plain) // 2) + 1
+    data = gzip.compress(plain[:middle]) + gzip.compress(plain[middle:])
+    result = open_governance(world, RecordingAudit()).ingest(
+        DATASET_ID, SMALL, data, provider(SMALL)
+    )
+    assert result.rows_staged == plain.count(b"\n") - 1
+
+
+def test_gzipped_extract_that_inflates_past_the_limit_is_refused(world: World) -> None:
+    governance = open_governance(world, RecordingAudit(), max_upload_bytes=100_000)
+    data = gzip.compress(world.extract(SMALL))
+    assert len(data) < 100_000 < len(world.extract(SMALL))
+    with pytest.raises(GovernanceError) as caught:
+        governance.ingest(DATASET_ID, SMALL, data, provider(SMALL))
+    assert caught.value.reason == "EXTRACT_TOO_LARGE"
+    assert StagingArea(world.governance_root / DATASET_ID).practices() == []
+
+
+def test_corrupt_or_cut_gzip_is_refused_and_changes_nothing(world: World) -> None:
+    governance = open_governance(world, RecordingAudit())
+    data = gzip.compress(world.extract(SMALL))
+    corrupt = data[:100] + bytes(b ^ 0xFF for b in data[100:200]) + data[200:]
+    for bad, words in ((data[: len(data) // 2], "cut short"), (corrupt, "corrupt")):
+        with pytest.raises(GovernanceError) as caught:
+            governance.ingest(DATASET_ID, SMALL, bad, provider(SMALL))
+        assert caught.value.reason == "EXTRACT_REJECTED"
+        assert words in caught.value.message
+    assert StagingArea(world.governance_root / DATASET_ID).practices() == []
 
 
 def test_upload_that_cannot_be_audited_changes_nothing(world: World) -> None:
