@@ -30,7 +30,6 @@ from dpgate_server.api.convert import budget_to_proto, spend_to_proto
 from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, audited, require
 from dpgate_server.api.publish_rpc import publish_dataset_version
 from dpgate_server.governance.service import Governance
-from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
 from dpgate_server.store.catalog import Catalog
@@ -118,24 +117,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         dataset = self._ledger.get_dataset(require(request.dataset_id, "dataset_id"))
         units = spend_units(_amount(request), dataset.accounting, "amount", dataset.dataset_id)
         expires_at = time_from_proto(request.expires_at, "expires_at")
-        info = _request_info(request)
-        admin = self._ledger.admin
-        try:
-            admin.grant_allocation(
-                requester_id,
-                dataset.dataset_id,
-                units,
-                request=info,
-                purpose=request.purpose,
-                agreement=request.agreement_reference,
-                expires_at=expires_at,
-            )
-        except ledger_errors.AlreadyExists:
-            admin.top_up_allocation(requester_id, dataset.dataset_id, units, request=info)
-            if expires_at is not None:
-                admin.set_allocation_expiry(
-                    requester_id, dataset.dataset_id, expires_at, request=info
-                )
+        self._ledger.admin.grant_or_top_up(
+            requester_id,
+            dataset.dataset_id,
+            units,
+            request=_request_info(request),
+            purpose=request.purpose,
+            agreement=request.agreement_reference,
+            expires_at=expires_at,
+        )
         budget = self._ledger.get_budget(requester_id, dataset.dataset_id)
         return admin_pb2.GrantAllocationResponse(budget=budget_to_proto(budget, dataset.accounting))
 

@@ -126,13 +126,22 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         self, request: query_pb2.ListReleasesRequest, context: grpc.ServicerContext
     ) -> query_pb2.ListReleasesResponse:
         requester_id = current_call().principal.requester_id
-        offset = _page_offset(request.page_token)
         size = min(request.page_size or 100, MAX_PAGE_SIZE)
-        stored = self._ledger.list_releases(requester_id, request.dataset_id or None)
-        stored.sort(key=lambda r: (r.created_at, r.release_id), reverse=True)
-        page = stored[offset : offset + size]
+        try:
+            page = self._ledger.page_releases(
+                requester_id,
+                request.dataset_id or None,
+                after=request.page_token or None,
+                limit=size,
+            )
+        except ledger_errors.ReleaseNotFound:
+            raise BadRequestError(
+                ErrorReason.BAD_PAGE_TOKEN,
+                "page_token must be one returned by ListReleases",
+                "page_token",
+            ) from None
         summaries = []
-        for item in page:
+        for item in page.releases:
             release = Release.from_bytes(item.payload)
             summaries.append(
                 query_pb2.ReleaseSummary(
@@ -144,20 +153,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                     created_at=item.created_at.isoformat(),
                 )
             )
-        more = offset + size < len(stored)
         return query_pb2.ListReleasesResponse(
-            releases=summaries, next_page_token=str(offset + size) if more else ""
+            releases=summaries, next_page_token=page.next_after or ""
         )
-
-
-def _page_offset(token: str) -> int:
-    if not token:
-        return 0
-    # isascii: str.isdigit also accepts digits int() refuses, such as "²".
-    if not (token.isascii() and token.isdigit()) or len(token) > 12:
-        raise BadRequestError(
-            ErrorReason.BAD_PAGE_TOKEN,
-            "page_token must be one returned by ListReleases",
-            "page_token",
-        )
-    return int(token)

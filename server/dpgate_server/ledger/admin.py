@@ -269,6 +269,62 @@ class LedgerAdmin:
             )
         return allocation
 
+    def grant_or_top_up(
+        self,
+        requester_id: str,
+        dataset_id: str,
+        units: int,
+        *,
+        request: RequestInfo,
+        purpose: str = "",
+        agreement: str = "",
+        expires_at: dt.datetime | None = None,
+    ) -> Allocation:
+        """Create the allocation, or top it up by `units` if it exists, in one transaction.
+
+        A new allocation needs `purpose` and `agreement` (see `grant_allocation`); a top-up
+        keeps the ones it was granted with. On a top-up a given `expires_at` replaces the
+        allocation's expiry and None leaves it as it was. Either way the change is one
+        audit event: no reader ever sees the top-up without its new expiry, and a refusal
+        changes nothing.
+
+        Raises:
+            InvalidAmount: a negative amount, or zero on an existing allocation.
+            MissingPurpose: a new allocation without its purpose or agreement.
+            SelfGrantForbidden: the administrator is granting to their own requester.
+        """
+        _check_amount(units, "a grant", allow_zero=True)
+        _check_not_self(request, requester_id)
+        with self._write(request) as (tx, _, audit):
+            _requester(tx, requester_id)
+            amount = functools.partial(describe, accounting=_dataset(tx, dataset_id).accounting)
+            existing = tx.get_allocation(requester_id, dataset_id)
+            if existing is None:
+                purpose, agreement = _check_purpose(purpose, agreement)
+                allocation = Allocation(
+                    requester_id, dataset_id, units, 0, expires_at, purpose, agreement
+                )
+                tx.put_allocation(allocation)
+                audit(
+                    f"grant {amount(units)} on {dataset_id} to {requester_id}"
+                    f" expires {format_optional(expires_at)}"
+                    f" purpose {purpose!r} agreement {agreement!r}"
+                )
+                return allocation
+            _check_amount(units, "a top-up", allow_zero=False)
+            allocation = replace(
+                existing,
+                granted_units=existing.granted_units + units,
+                expires_at=existing.expires_at if expires_at is None else expires_at,
+            )
+            tx.put_allocation(allocation)
+            audit(
+                f"top up {requester_id} on {dataset_id} by {amount(units)}"
+                f" to {amount(allocation.granted_units)}"
+                f" expires {format_optional(allocation.expires_at)}"
+            )
+        return allocation
+
     def top_up_allocation(
         self, requester_id: str, dataset_id: str, units: int, *, request: RequestInfo
     ) -> Allocation:

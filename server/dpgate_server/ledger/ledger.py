@@ -52,6 +52,7 @@ from dpgate_server.ledger.model import (
     Outcome,
     Principal,
     Reconciliation,
+    ReleasePage,
     RequestInfo,
     StoredRelease,
 )
@@ -285,6 +286,29 @@ class Ledger:
         """Releases paid for by `requester_id` (all if None), optionally on one dataset."""
         with self._storage.read() as tx:
             return tx.list_releases(requester_id, dataset_id)
+
+    def page_releases(
+        self, requester_id: str, dataset_id: str | None, *, after: str | None, limit: int
+    ) -> ReleasePage:
+        """A page of `requester_id`'s releases, newest first, older than release `after`.
+
+        Pages are keyed by a release, not an offset, so releases recorded while a caller
+        pages through never repeat or skip an item; the database reads only one page.
+
+        Raises:
+            ReleaseNotFound: `after` is not one of this requester's releases.
+            ValueError: `limit` is not positive.
+        """
+        if limit < 1:
+            raise ValueError(f"a page holds at least one release, not {limit}")
+        with self._storage.read() as tx:
+            if after is not None:
+                anchor = tx.get_release(after)
+                if anchor is None or anchor.requester_id != requester_id:
+                    raise ReleaseNotFound(f"no release {after!r} of yours to page after")
+            found = tx.page_releases(requester_id, dataset_id, after, limit + 1)
+        page = tuple(found[:limit])
+        return ReleasePage(page, page[-1].release_id if len(found) > limit else None)
 
     # the audit chain
 

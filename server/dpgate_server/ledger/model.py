@@ -233,6 +233,20 @@ class StoredRelease:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleasePage:
+    """One page of a requester's releases, newest first.
+
+    Attributes:
+        releases: at most the page size, newest first.
+        next_after: the id of the page's last release, to pass as `after` for the next
+            page; None when no older release remains.
+    """
+
+    releases: tuple[StoredRelease, ...]
+    next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class DebitResult:
     """The outcome of a successful `Ledger.debit`.
 

@@ -549,6 +549,18 @@ class PostgresTransaction:
         )
         return [_release(row) for row in rows]
 
+    def page_releases(
+        self, requester_id: str, dataset_id: str | None, before_release_id: str | None, limit: int
+    ) -> list[StoredRelease]:
+        rows = self._all(
+            f"SELECT {_RELEASE} FROM releases WHERE requester_id = %s"
+            " AND (%s::text IS NULL OR dataset_id = %s) AND (%s::text IS NULL OR release_seq <"
+            " (SELECT release_seq FROM releases WHERE release_id = %s))"
+            " ORDER BY release_seq DESC LIMIT %s",
+            (requester_id, dataset_id, dataset_id, before_release_id, before_release_id, limit),
+        )
+        return [_release(row) for row in rows]
+
     def release_totals(self) -> list[ReleaseTotal]:
         rows = self._all(
             "SELECT requester_id, dataset_id, count(*), sum(cost_units) FROM releases"

@@ -502,6 +502,17 @@ class SqliteTransaction:
         )
         return [_release(row) for row in rows]
 
+    def page_releases(
+        self, requester_id: str, dataset_id: str | None, before_release_id: str | None, limit: int
+    ) -> list[StoredRelease]:
+        rows = self._db.execute(
+            "SELECT * FROM releases WHERE requester_id = ?1 AND (?2 IS NULL OR dataset_id = ?2)"
+            " AND (?3 IS NULL OR rowid < (SELECT rowid FROM releases WHERE release_id = ?3))"
+            " ORDER BY rowid DESC LIMIT ?4",
+            (requester_id, dataset_id, before_release_id, limit),
+        )
+        return [_release(row) for row in rows]
+
     def release_totals(self) -> list[ReleaseTotal]:
         rows = self._db.execute(
             "SELECT requester_id, dataset_id, count(*), sum(cost_units) FROM releases"

@@ -106,6 +106,14 @@ class StorageTransaction(Protocol):
     def list_releases(
         self, requester_id: str | None, dataset_id: str | None
     ) -> list[StoredRelease]: ...
+    def page_releases(
+        self, requester_id: str, dataset_id: str | None, before_release_id: str | None, limit: int
+    ) -> list[StoredRelease]:
+        """At most `limit` of the requester's releases (optionally on one dataset), newest
+        first in the order they were recorded, all recorded before `before_release_id`
+        (None: from the newest). An unknown `before_release_id` gives an empty list."""
+        ...
+
     def release_totals(self) -> list[ReleaseTotal]: ...
     def get_idempotency(self, requester_id: str, key: str) -> IdempotencyRecord | None: ...
     def insert_idempotency(

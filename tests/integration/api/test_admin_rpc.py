@@ -25,6 +25,7 @@ from dpgate.errors import (
     from_rpc_error,
 )
 from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc, types_pb2
+from dpgate_server.ledger.ledger import Ledger
 
 from .conftest import ANALYST_EPSILON, DATASET_CAP_EPSILON, Service
 
@@ -263,6 +264,25 @@ def test_grant_with_expiry_records_it(admin: AdminClient, service: Service) -> N
         agreement="DSA-TEST",
     )
     assert dt.datetime.fromisoformat(budget.expires_at) == expiry
+
+
+def test_top_up_with_expiry_is_one_change_and_one_event(
+    admin: AdminClient, service: Service
+) -> None:
+    planner = fresh_requester(admin)
+    admin.grant(
+        planner.requester_id, service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-1"
+    )
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        before = ledger.head().count
+    expiry = dt.datetime(2032, 1, 31, tzinfo=dt.UTC)
+    budget = admin.grant(planner.requester_id, service.dataset_id, epsilon=2, expires_at=expiry)
+    assert (budget.allocated, dt.datetime.fromisoformat(budget.expires_at)) == (3, expiry)
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        events = [e for e in ledger.list_events(after_seq=before) if e.rpc == "GrantAllocation"]
+    assert len(events) == 1
+    assert "top up" in events[0].detail
+    assert "2032-01-31" in events[0].detail
 
 
 def test_granted_budget_is_what_the_analyst_sees(admin: AdminClient, service: Service) -> None:

@@ -21,6 +21,7 @@ from dpgate import (
     count,
     total,
 )
+from dpgate_proto.v1 import query_pb2, query_pb2_grpc
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Role
 from dpgate_server.spend import to_units_floor
@@ -182,6 +183,36 @@ def test_releases_lists_what_was_paid_for(client: Client, service: Service) -> N
     listed = {r.release_id: r for r in client.releases(service.dataset_id)}
     assert result.release_id in listed
     assert listed[result.release_id].cost == Decimal("0.1")
+
+
+def test_release_pages_neither_repeat_nor_skip_a_release_made_meanwhile(
+    service: Service,
+) -> None:
+    token = new_analyst(service, epsilon=1)
+    metadata = (("authorization", f"Bearer {token}"),)
+    # A spend no other test asks for, so every query is a new release of this analyst's own.
+    epsilon = Decimal("0.1") + Decimal(uuid.uuid4().int % 10_000) / 10**8
+    with (
+        Client(service.target, token=token, timeout=120) as analyst,
+        grpc.insecure_channel(service.target) as channel,
+    ):
+        made = [
+            analyst.query(count(service.dataset_id).by(column).epsilon(epsilon)).release_id
+            for column in ("sex", "age_band", "mode")
+        ]
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        first = stub.ListReleases(
+            query_pb2.ListReleasesRequest(page_size=2), metadata=metadata, timeout=30
+        )
+        analyst.query(count(service.dataset_id).by("region_code").epsilon(epsilon))
+        second = stub.ListReleases(
+            query_pb2.ListReleasesRequest(page_size=2, page_token=first.next_page_token),
+            metadata=metadata,
+            timeout=30,
+        )
+    listed = [r.release_id for r in (*first.releases, *second.releases)]
+    assert listed == made[::-1]
+    assert second.next_page_token == ""
 
 
 def test_query_past_its_deadline_is_cancelled_free_and_health_answers(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from dpgate_server.ledger import (
     AllocationBelowSpent,
     AlreadyExists,
     CapBelowSpent,
+    InvalidAmount,
+    MissingPurpose,
     MissingReason,
     Outcome,
     RequestInfo,
@@ -23,6 +27,52 @@ def test_top_up_adds_to_the_grant(setup):
     )
     assert updated.granted_units == 1_500
     assert setup.ledger.get_budget("alice", setup.dataset).remaining_units == 1_500
+
+
+def test_grant_or_top_up_creates_a_missing_allocation(setup):
+    setup.ledger.admin.create_requester(
+        "carol", name="C", organisation="O", agreement="A", request=setup.operator
+    )
+    admin = setup.ledger.admin
+    with pytest.raises(MissingPurpose):
+        admin.grant_or_top_up("carol", setup.dataset, 5, request=setup.operator)
+    created = admin.grant_or_top_up(
+        "carol", setup.dataset, 0, request=setup.operator, purpose="audit", agreement="DSA-2"
+    )
+    assert (created.granted_units, created.spent_units, created.expires_at) == (0, 0, None)
+    assert (created.purpose, created.agreement) == ("audit", "DSA-2")
+
+
+def test_grant_or_top_up_tops_up_and_sets_the_expiry_in_one_event(setup):
+    expiry = setup.clock.now + dt.timedelta(days=30)
+    before = setup.ledger.head().count
+    updated = setup.ledger.admin.grant_or_top_up(
+        "alice", setup.dataset, 500, request=setup.operator, expires_at=expiry
+    )
+    assert (updated.granted_units, updated.expires_at) == (1_500, expiry)
+    [event] = setup.ledger.list_events(after_seq=before)
+    assert event.detail.startswith("top up alice")
+    budget = setup.ledger.get_budget("alice", setup.dataset)
+    assert (budget.granted_units, budget.expires_at) == (1_500, expiry)
+
+
+def test_grant_or_top_up_keeps_the_expiry_when_none_is_given(setup):
+    expiry = setup.clock.now + dt.timedelta(days=30)
+    admin = setup.ledger.admin
+    admin.set_allocation_expiry("alice", setup.dataset, expiry, request=setup.operator)
+    updated = admin.grant_or_top_up("alice", setup.dataset, 1, request=setup.operator)
+    assert (updated.granted_units, updated.expires_at) == (1_001, expiry)
+
+
+def test_grant_or_top_up_of_nothing_on_an_allocation_changes_nothing(setup):
+    before = setup.ledger.head().count
+    with pytest.raises(InvalidAmount):
+        setup.ledger.admin.grant_or_top_up(
+            "alice", setup.dataset, 0, request=setup.operator, expires_at=setup.clock.now
+        )
+    budget = setup.ledger.get_budget("alice", setup.dataset)
+    assert (budget.granted_units, budget.expires_at) == (1_000, None)
+    assert setup.ledger.head().count == before
 
 
 def test_reduce_goes_down_to_what_is_spent(setup):
