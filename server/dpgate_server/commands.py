@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from dpgate_server import bulk_commands
 from dpgate_server.api.ledger_storage import describe_ledger, open_ledger_storage
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.api.startup_checks import StartupError, check_address_free
@@ -26,6 +27,8 @@ from dpgate_server.observability.logs import configure_logging
 from dpgate_server.store.store import DatasetStore
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.command("ingest")(bulk_commands.ingest)
+app.add_typer(bulk_commands.optouts_app, name="optouts")
 _log = logging.getLogger("dpgate_server")
 
 ConfigOption = Annotated[

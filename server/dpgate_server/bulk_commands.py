@@ -1,0 +1,189 @@
+"""`dpgate-server ingest FOLDER` and `dpgate-server optouts load FILE`: bulk loads for the
+operator on the server's own machine, through the same governance service as the RPCs.
+
+Each file goes through `Governance.ingest` (or `load_opt_out_list`) exactly as an upload
+would, with the local operator as the caller, so it passes the same checks and is audited
+the same way: an accepted file by the service itself, a refused one here with the outcome
+and reason its RPC would record. The progress bar shows files and bytes, never counts of
+rows (they are private until released with noise).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from dpgate_server.api.errors import answer_for
+from dpgate_server.api.ledger_storage import open_ledger_storage
+from dpgate_server.api.provider_servicer import governance_for
+from dpgate_server.config import ConfigError, Settings, load_settings
+from dpgate_server.governance.optouts import OptOutKind
+from dpgate_server.governance.service import Governance
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import RequestInfo
+from dpgate_server.store.store import DatasetStore
+from dpgate_server.vocabulary.errors import DomainError
+
+EXTRACT_SUFFIXES = (".csv.gz", ".csv")
+"""What `ingest` picks up in a folder; the practice code is the name before the suffix."""
+
+optouts_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Opt-out lists.")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML settings file (DPGATE_* variables override it)."),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A file that was refused, and why (the message its RPC would answer with)."""
+
+    name: str
+    reason: str
+    message: str
+
+
+def extract_files(folder: Path) -> list[tuple[str, Path]]:
+    """(practice code, path) of every extract in `folder`, by name."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        for suffix in EXTRACT_SUFFIXES:
+            if path.is_file() and path.name.endswith(suffix):
+                found.append((path.name[: -len(suffix)], path))
+                break
+    return found
+
+
+def ingest(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of extracts named PRACTICE.csv or PRACTICE.csv.gz.",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    dataset: Annotated[str, typer.Option(help="The dataset to stage them for.")] = (
+        "gp_appointments"
+    ),
+    config: ConfigOption = None,
+) -> None:
+    """Validate and stage every extract in FOLDER, as UploadExtract would (audited alike).
+
+    A refused file changes nothing and is listed with its reason; the others are staged.
+    They reach analysts at the next publish. Exits 1 if any file was refused.
+    """
+    settings = _settings_or_exit(config)
+    files = extract_files(folder)
+    if not files:
+        typer.echo(f"dpgate-server: no *.csv or *.csv.gz extracts in {folder}", err=True)
+        raise typer.Exit(2)
+    refused: list[Refused] = []
+    with _governance(settings) as (governance, ledger), _progress() as progress:
+        task = progress.add_task(
+            "extracts", total=sum(p.stat().st_size for _, p in files), files=f"0/{len(files)}"
+        )
+        for done, (code, path) in enumerate(files, start=1):
+            request = _request("UploadExtract", f"ingest {dataset} {code} from {path.name}")
+            try:
+                governance.ingest(dataset, code, path.read_bytes(), request)
+            except DomainError as exc:
+                refused.append(_refusal(ledger, request, path.name, exc))
+            progress.update(task, advance=path.stat().st_size, files=f"{done}/{len(files)}")
+    staged = len(files) - len(refused)
+    typer.echo(f"{staged} of {len(files)} extracts staged for {dataset}", err=True)
+    for item in refused:
+        typer.echo(f"refused {item.name}: {item.reason}: {item.message}", err=True)
+    if refused:
+        raise typer.Exit(1)
+
+
+@optouts_app.command("load")
+def load_opt_outs(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The list: a header and one NHS number a line (it is deleted once"
+            " its keys are stored).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    kind: Annotated[OptOutKind, typer.Option(help="Which list it replaces.")] = (
+        OptOutKind.NATIONAL
+    ),
+    config: ConfigOption = None,
+) -> None:
+    """Replace an opt-out list, as LoadOptOutList would (audited alike), and remove the
+    listed patients' staged rows."""
+    settings = _settings_or_exit(config)
+    size = file.stat().st_size
+    request = _request("LoadOptOutList", f"load {kind.value} opt-out list {file.name}")
+    with _governance(settings) as (governance, ledger), _progress() as progress:
+        task = progress.add_task("opt-out list", total=size, files="0/1")
+        try:
+            governance.load_opt_out_list(kind, file, request)
+        except DomainError as exc:
+            item = _refusal(ledger, request, file.name, exc)
+            typer.echo(f"refused {item.name}: {item.reason}: {item.message}", err=True)
+            raise typer.Exit(1) from None
+        progress.update(task, advance=size, files="1/1")
+    typer.echo(f"{kind.value} opt-out list replaced from {file.name}", err=True)
+
+
+def _refusal(ledger: Ledger, request: RequestInfo, name: str, exc: DomainError) -> Refused:
+    """Audit a refused file as its RPC would, and say why."""
+    answer = answer_for(exc, request.request_id)
+    if answer.outcome is not None:
+        ledger.record_event(request, answer.outcome, detail=answer.reason.value)
+    return Refused(name, answer.reason.value, answer.message)
+
+
+def _request(rpc: str, text: str) -> RequestInfo:
+    return RequestInfo(
+        request_id=f"cli-{uuid.uuid4().hex}", rpc=rpc, query_text=text, source="local"
+    )
+
+
+@contextmanager
+def _governance(settings: Settings) -> Iterator[tuple[Governance, Ledger]]:
+    with Ledger(open_ledger_storage(settings)) as ledger:
+        yield governance_for(settings, DatasetStore(settings.storage.data_dir), ledger), ledger
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("files {task.fields[files]}"),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    with progress:
+        yield progress
+
+
+def _settings_or_exit(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"dpgate-server: {exc}", err=True)
+        raise typer.Exit(2) from None

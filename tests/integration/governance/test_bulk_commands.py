@@ -1,0 +1,105 @@
+"""`dpgate-server ingest FOLDER` and `dpgate-server optouts load FILE` against a real store
+and ledger in a temporary folder (typer's runner, the real governance service)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from dpgate_server.commands import app
+from dpgate_server.governance.staging import StagingArea
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import Outcome
+from dpgate_server.ledger.sqlite import SqliteStorage
+from tests.unit.governance.helpers import (
+    DATASET_ID,
+    OTHER,
+    SMALL,
+    World,
+    copy_world,
+    csv_bytes,
+    good_row,
+)
+
+RUNNER = CliRunner()
+
+
+@pytest.fixture
+def world(governance_source: World, tmp_path: Path) -> World:
+    return copy_world(governance_source, tmp_path / "world")
+
+
+@pytest.fixture
+def env(world: World, tmp_path: Path) -> dict[str, str]:
+    return {
+        "DPGATE_STORAGE__DATA_DIR": str(world.store_root),
+        "DPGATE_STORAGE__KEY_FILE": str(world.key_file),
+        "DPGATE_STORAGE__LEDGER_PATH": str(tmp_path / "ledger.sqlite"),
+    }
+
+
+def staging(world: World) -> StagingArea:
+    return StagingArea(world.governance_root / DATASET_ID)
+
+
+def audit_events(path: str) -> list[tuple[str, Outcome, str]]:
+    with Ledger(SqliteStorage(Path(path))) as ledger:
+        return [(e.rpc, e.outcome, e.detail) for e in ledger.list_events()]
+
+
+def test_ingest_stages_good_extracts_and_lists_the_refused(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / f"{SMALL}.csv.gz").write_bytes(gzip.compress(world.extract(SMALL)))
+    (folder / f"{OTHER}.csv").write_bytes(world.extract(OTHER))
+    bad = csv_bytes([good_row(), good_row(mode="Phone")])
+    (folder / "F81145.csv").write_bytes(bad.replace(b"F81144", b"F81145"))
+    (folder / "notes.txt").write_text("not an extract")
+    result = RUNNER.invoke(app, ["ingest", str(folder)], env=env)
+    assert result.exit_code == 1, result.output
+    assert "2 of 3 extracts staged" in result.output
+    assert "refused F81145.csv: EXTRACT_REJECTED" in result.output
+    assert "line 3, column mode" in result.output
+    assert staging(world).practices() == sorted([SMALL, OTHER])
+    rows = pl.read_parquet(staging(world).path(SMALL)).height
+    assert str(rows) not in result.output  # no counts of private rows
+    events = audit_events(env["DPGATE_STORAGE__LEDGER_PATH"])
+    assert sum(1 for rpc, o, _ in events if rpc == "UploadExtract" and o is Outcome.ANSWERED) == 2
+    assert ("UploadExtract", Outcome.INVALID, "EXTRACT_REJECTED") in events
+
+
+def test_optouts_load_replaces_the_list_and_is_audited(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / f"{SMALL}.csv").write_bytes(world.extract(SMALL))
+    assert RUNNER.invoke(app, ["ingest", str(folder)], env=env).exit_code == 0
+    before = pl.read_parquet(staging(world).path(SMALL)).height
+    listing = tmp_path / "national.csv"
+    shutil.copy(world.files.national_opt_out, listing)
+    result = RUNNER.invoke(app, ["optouts", "load", str(listing), "--kind", "national"], env=env)
+    assert result.exit_code == 0, result.output
+    assert not listing.exists()  # consumed: only the keys are kept
+    assert pl.read_parquet(staging(world).path(SMALL)).height < before
+    events = audit_events(env["DPGATE_STORAGE__LEDGER_PATH"])
+    assert any(rpc == "LoadOptOutList" and o is Outcome.ANSWERED for rpc, o, _ in events)
+
+
+def test_optouts_load_refuses_a_bad_list_and_keeps_it(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    listing = tmp_path / "national.csv"
+    listing.write_text("nhs_number\n12345\n")
+    result = RUNNER.invoke(app, ["optouts", "load", str(listing)], env=env)
+    assert result.exit_code == 1
+    assert "refused national.csv" in result.output
+    assert "12345" not in result.output
+    assert listing.exists()
