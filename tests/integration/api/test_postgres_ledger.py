@@ -16,8 +16,10 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from dpgate import Client, DpgateError, count
+from dpgate_server import commands as server_commands
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.api.startup_checks import StartupError
 from dpgate_server.config import LedgerSettings, OperationsSettings, Settings
@@ -218,3 +220,26 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_create_admin_token_works_offline_on_the_postgres_ledger(
+    small_dataset: DatasetVersion,
+    tmp_path: Path,
+    ledger_url: str,
+    postgres_cluster: LocalPostgres,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = write_config(tmp_path, small_dataset.path.parents[2])
+    monkeypatch.setenv("DPGATE_LEDGER__URL", ledger_url)
+    result = CliRunner().invoke(
+        server_commands.app, ["create-admin-token", "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert "postgresql://postgres:***@" in result.stderr
+    assert postgres_cluster.password not in result.stderr + result.stdout
+    assert not (tmp_path / "ledger.sqlite").exists()  # the file ledger was not touched
+    with Ledger.open(ledger_url) as ledger:
+        principal = ledger.authenticate(token)
+        assert principal is not None
+        assert (principal.requester_id, principal.role.value) == ("admin", "admin")
