@@ -165,8 +165,11 @@ class PostgresStorage:
             return connection
         except psycopg.Error as error:
             _rollback(connection)
+            if not _connection_lost(error):  # e.g. the head lock timed out: keep the connection
+                self._pool.give_back(connection)
+                raise self._translated(error, doing) from None
             connection.close()
-            if not (reused and _connection_lost(error)):
+            if not reused:
                 raise self._translated(error, doing) from None
         self._pool.discard_idle()  # the database restarted: the other idle ones are dead too
         connection = self._pool.connect()
