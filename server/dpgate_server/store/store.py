@@ -10,29 +10,34 @@ Layout under the store root::
             appointments/2024-12.parquet ...   one file a month, rows sorted by practice
             public/<table>.parquet   public tables (practices, calendar, category sets)
         staging/<random>/            a version being built; never read by queries
-    .<dataset_id>.lock               taken by whoever builds a version (`writer_lock`)
+            work/                    its builder's scratch files (removed before sealing)
+        trash/<random>/              a version being deleted (renamed here first)
+    .<dataset_id>.lock               held while a version is built (`building`, `writer_lock`)
 
 A version folder is never modified once its name is in CURRENT, so a query that opened
-version N keeps reading consistent files while N+1 is published.
+version N keeps reading consistent files while N+1 is published. A process killed while
+building leaves a staging folder, a sealed folder not yet named in CURRENT, or a folder in
+trash: none is ever read, and `recover` removes them at the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from dpgate_server.durable import exclusive_lock, fsync_path, replace_text, write_synced
+from dpgate_server.durable import fsync_path, replace_text, write_synced
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
@@ -41,10 +46,43 @@ PUBLIC_DIR = "public"
 MANIFEST_FILE = "manifest.json"
 METADATA_FILE = "metadata.json"
 CURRENT_FILE = "CURRENT"
+VERSIONS_DIR = "versions"
+STAGING_DIR = "staging"
+TRASH_DIR = "trash"
+WORK_DIR = "work"
 
 
 class ManifestError(ValueError):
     """A version's files do not match its manifest."""
+
+
+class BuildInProgressError(RuntimeError):
+    """Another process or thread is building a version of this dataset right now."""
+
+    def __init__(self, dataset_id: str) -> None:
+        super().__init__(f"a version of {dataset_id} is being built")
+        self.dataset_id = dataset_id
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What `DatasetStore.recover` removed for one dataset (for the start-up log)."""
+
+    dataset_id: str
+    unfinished_builds: int = 0
+    """Staging folders of builds that died."""
+    unpublished_versions: tuple[str, ...] = field(default=())
+    """Sealed version folders never named in CURRENT (a build killed at its last step)."""
+    interrupted_deletions: int = 0
+    """Trash folders of deletions that died."""
+    busy: bool = False
+    """A build was running, so nothing was touched."""
+
+    @property
+    def removed_anything(self) -> bool:
+        return bool(
+            self.unfinished_builds or self.unpublished_versions or self.interrupted_deletions
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +105,10 @@ class ContributionBound:
     max_contributions: int
     verified: bool
     method: str
-    """How the bound was enforced, e.g. "random-k-per-patient"."""
+    """How the bound was enforced, e.g. "keyed-hash-k-per-patient"."""
+    seed: int | None = None
+    """The seed of the keyed-hash rank that chose each patient's rows (None: not a keyed
+    cut), so the publish can be reproduced and checked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +195,14 @@ class VersionBuilder:
             raise ValueError(f"public table name {name!r} must be an identifier")
         return self.staging / PUBLIC_DIR / f"{name}.parquet"
 
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for the build, on the store's filesystem (so files can be linked
+        or renamed in); removed when the version is sealed or discarded."""
+        path = self.staging / WORK_DIR
+        path.mkdir(exist_ok=True)
+        return path
+
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 
@@ -172,20 +221,23 @@ class DatasetStore:
 
     def current(self, dataset_id: str) -> DatasetVersion:
         """Open the current version of `dataset_id`."""
+        return self.open_version(dataset_id, self.current_name(dataset_id))
+
+    def current_name(self, dataset_id: str) -> str:
+        """The name of the current version of `dataset_id` (without opening it)."""
         if not _is_safe_name(dataset_id):
             raise DatasetNotFoundError(dataset_id)
         pointer = self.root / dataset_id / CURRENT_FILE
         try:
-            version = pointer.read_text().strip()
+            return pointer.read_text().strip()
         except FileNotFoundError:
             raise DatasetNotFoundError(dataset_id) from None
-        return self.open_version(dataset_id, version)
 
     def open_version(self, dataset_id: str, version: str) -> DatasetVersion:
         """Open a specific version (for a query that must keep reading it)."""
         if not (_is_safe_name(dataset_id) and _is_safe_name(version)):
             raise DatasetNotFoundError(dataset_id, version)
-        path = self.root / dataset_id / "versions" / version
+        path = self.root / dataset_id / VERSIONS_DIR / version
         try:
             manifest = VersionManifest.from_json((path / MANIFEST_FILE).read_text())
             metadata = DatasetMetadata.from_json((path / METADATA_FILE).read_text())
@@ -194,25 +246,104 @@ class DatasetStore:
         return DatasetVersion(path=path, manifest=manifest, metadata=metadata)
 
     def versions(self, dataset_id: str) -> list[str]:
-        folder = self.root / dataset_id / "versions"
+        folder = self.root / dataset_id / VERSIONS_DIR
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    def begin_version(self, metadata: DatasetMetadata) -> VersionBuilder:
+        """Start building the next version of `metadata.dataset_id` in a staging folder.
+
+        Hold `building(dataset_id)` around the whole build: `recover` removes the staging
+        folders of any dataset whose build lock is free.
+        """
+        if not _is_safe_name(metadata.dataset_id):
+            raise ValueError(f"dataset id {metadata.dataset_id!r} must be a plain name")
+        staging = self.root / metadata.dataset_id / STAGING_DIR / secrets.token_hex(8)
+        return VersionBuilder(staging, metadata.dataset_id, metadata)
 
     @contextlib.contextmanager
     def writer_lock(self, dataset_id: str) -> Iterator[None]:
-        """Hold the lock of `dataset_id`'s writers, across processes: the generator and
-        publishing take it, so a demo start never races a publish."""
+        """Hold the lock of `dataset_id`'s writers, across processes, waiting for it: the
+        generator and publishing take it, so a demo start never races a publish."""
+        with self.building(dataset_id, wait=True):
+            yield
+
+    @contextlib.contextmanager
+    def building(self, dataset_id: str, *, wait: bool = False) -> Iterator[None]:
+        """Hold the dataset's build lock (one build at a time, across processes).
+
+        Raises:
+            BuildInProgressError: another build holds it (only when `wait` is False).
+        """
         if not _is_safe_name(dataset_id):
             raise ValueError(f"dataset id {dataset_id!r} must be a plain name")
         self.root.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(self.root / f".{dataset_id}.lock"):
+        with (self.root / f".{dataset_id}.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise BuildInProgressError(dataset_id) from None
             yield
 
-    def begin_version(self, metadata: DatasetMetadata) -> VersionBuilder:
-        """Start building the next version of `metadata.dataset_id` in a staging folder."""
-        if not _is_safe_name(metadata.dataset_id):
-            raise ValueError(f"dataset id {metadata.dataset_id!r} must be a plain name")
-        staging = self.root / metadata.dataset_id / "staging" / secrets.token_hex(8)
-        return VersionBuilder(staging, metadata.dataset_id, metadata)
+    def recover(self, dataset_id: str) -> Recovery:
+        """Remove what killed builds and deletions left behind; never touches a live build.
+
+        Unfinished staging folders, sealed versions newer than CURRENT (or any version of a
+        dataset without CURRENT) and interrupted deletions are removed, while holding the
+        build lock; if a build holds it, nothing is touched (`busy`).
+        """
+        try:
+            with self.building(dataset_id):
+                return self._recover_locked(dataset_id)
+        except BuildInProgressError:
+            return Recovery(dataset_id, busy=True)
+
+    def recover_all(self) -> list[Recovery]:
+        """`recover` for every dataset folder under the root."""
+        if not self.root.is_dir():
+            return []
+        folders = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        return [self.recover(name) for name in folders if _is_safe_name(name)]
+
+    def remove_version(self, dataset_id: str, version: str) -> bool:
+        """Delete a version that is not current; True if it existed.
+
+        The folder is renamed into trash first (one atomic step: the version disappears
+        whole), then deleted; a crash in between leaves only trash for `recover`.
+        Callers make sure no query reads it (retention.retire_old_versions).
+        """
+        if not (_is_safe_name(dataset_id) and _is_safe_name(version)):
+            raise ValueError("dataset and version names must be plain names")
+        try:
+            if self.current_name(dataset_id) == version:
+                raise ValueError(f"{dataset_id}/{version} is the current version")
+        except DatasetNotFoundError:
+            pass
+        folder = self.root / dataset_id / VERSIONS_DIR / version
+        trash = self.root / dataset_id / TRASH_DIR / f"{version}-{secrets.token_hex(4)}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(folder, trash)
+        except FileNotFoundError:
+            return False
+        fsync_path(folder.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
+
+    def _recover_locked(self, dataset_id: str) -> Recovery:
+        dataset_dir = self.root / dataset_id
+        builds = _remove_children(dataset_dir / STAGING_DIR)
+        deletions = _remove_children(dataset_dir / TRASH_DIR)
+        try:
+            current: str | None = self.current_name(dataset_id)
+        except DatasetNotFoundError:
+            current = None
+        orphans = tuple(v for v in self.versions(dataset_id) if current is None or v > current)
+        for version in orphans:
+            trash = dataset_dir / TRASH_DIR / f"{version}-{secrets.token_hex(4)}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(dataset_dir / VERSIONS_DIR / version, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        return Recovery(dataset_id, builds, orphans, deletions)
 
     def publish(
         self,
@@ -227,7 +358,8 @@ class DatasetStore:
         `os.replace`. A crash at any point leaves the previous version current.
         """
         dataset_dir = self.root / builder.dataset_id
-        (dataset_dir / "versions").mkdir(parents=True, exist_ok=True)
+        (dataset_dir / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(builder.staging / WORK_DIR, ignore_errors=True)
         version = _next_version_name(self.versions(builder.dataset_id))
         manifest = VersionManifest(
             dataset_id=builder.dataset_id,
@@ -240,10 +372,18 @@ class DatasetStore:
         )
         write_synced(builder.staging / METADATA_FILE, builder.metadata.to_json())
         write_synced(builder.staging / MANIFEST_FILE, manifest.to_json())
-        final = dataset_dir / "versions" / version
+        final = dataset_dir / VERSIONS_DIR / version
         os.replace(builder.staging, final)
-        fsync_path(final.parent)
-        replace_text(dataset_dir / CURRENT_FILE, version)
+        try:
+            fsync_path(final.parent)
+            replace_text(dataset_dir / CURRENT_FILE, version)
+        except BaseException:
+            # Not current: take the sealed folder away again, so no listing ever shows it.
+            trash = dataset_dir / TRASH_DIR / f"{version}-{secrets.token_hex(4)}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            raise
         return self.open_version(builder.dataset_id, version)
 
 
@@ -259,6 +399,19 @@ def _records(staging: Path, sub: str) -> Iterator[FileRecord]:
     for file in sorted((staging / sub).glob("*.parquet")):
         rows = pl.scan_parquet(file).select(pl.len()).collect().item()
         yield FileRecord(path=f"{sub}/{file.name}", sha256=sha256_of(file), rows=int(rows))
+
+
+def _remove_children(folder: Path) -> int:
+    """Delete every entry of `folder`; returns how many there were."""
+    if not folder.is_dir():
+        return 0
+    children = list(folder.iterdir())
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    return len(children)
 
 
 def _next_version_name(existing: list[str]) -> str:
@@ -281,15 +434,20 @@ def _manifest_to_dict(m: VersionManifest) -> dict[str, Any]:
         "created_at": m.created_at,
         "appointment_files": files(m.appointment_files),
         "public_files": files(m.public_files),
-        "bound": None
-        if m.bound is None
-        else {
-            "max_contributions": m.bound.max_contributions,
-            "verified": m.bound.verified,
-            "method": m.bound.method,
-        },
+        "bound": None if m.bound is None else _bound_to_dict(m.bound),
         "source": m.source,
     }
+
+
+def _bound_to_dict(bound: ContributionBound) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "max_contributions": bound.max_contributions,
+        "verified": bound.verified,
+        "method": bound.method,
+    }
+    if bound.seed is not None:
+        raw["seed"] = bound.seed
+    return raw
 
 
 def _manifest_from_dict(raw: dict[str, Any]) -> VersionManifest:
@@ -309,6 +467,7 @@ def _manifest_from_dict(raw: dict[str, Any]) -> VersionManifest:
             max_contributions=int(bound["max_contributions"]),
             verified=bool(bound["verified"]),
             method=str(bound["method"]),
+            seed=None if bound.get("seed") is None else int(bound["seed"]),
         ),
         source=dict(raw.get("source", {})),
     )

@@ -1,0 +1,98 @@
+"""Reader leases: a version is deleted only when no query is reading it.
+
+A query takes a lease on the version it reads for as long as it reads it; retention
+(retention.py) deletes an old version only after taking that version's lease exclusively,
+which it gets only when no reader holds one. The interface is two context managers, so it
+can live in the ledger's database when several machines share one store; `FileReaderLeases`
+is the one-machine implementation: a shared `flock` per reader on a lease file, an
+exclusive non-blocking one to retire. The kernel releases a killed process's locks, so a
+crash never leaves a version pinned or unprotected.
+
+Layout under the store root::
+
+    <dataset_id>/leases/<version>.lease
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from dpgate_server.store.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+
+LEASES_DIR = "leases"
+_OPEN_ATTEMPTS = 5
+"""Times `reading_current` re-reads CURRENT when the version it found was just retired
+(each retry means a newer version became current in between)."""
+
+
+class ReaderLeases(Protocol):
+    """Who is reading which version (one process: file locks; several hosts: the ledger)."""
+
+    def hold(self, dataset_id: str, version: str) -> contextlib.AbstractContextManager[None]:
+        """A lease on `version` for the duration of the block (waits while it is being
+        retired; the caller then finds it gone)."""
+        ...
+
+    def retire(self, dataset_id: str, version: str) -> contextlib.AbstractContextManager[bool]:
+        """True inside the block if nobody holds a lease on `version`: no new lease is
+        granted until the block ends, so the caller may delete it there."""
+        ...
+
+
+class FileReaderLeases:
+    """Leases as `flock`s on one file per version (every process on one machine)."""
+
+    def __init__(self, store_root: Path) -> None:
+        self._root = store_root
+
+    @contextlib.contextmanager
+    def hold(self, dataset_id: str, version: str) -> Iterator[None]:
+        with self._path(dataset_id, version).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            yield
+
+    @contextlib.contextmanager
+    def retire(self, dataset_id: str, version: str) -> Iterator[bool]:
+        path = self._path(dataset_id, version)
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                # Unlinked while still locked: a reader that opened it earlier gets its
+                # lease only after this block, then finds the version gone and retries.
+                path.unlink(missing_ok=True)
+
+    def _path(self, dataset_id: str, version: str) -> Path:
+        folder = self._root / dataset_id / LEASES_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{version}.lease"
+
+
+@contextlib.contextmanager
+def reading_current(
+    store: DatasetStore, leases: ReaderLeases, dataset_id: str
+) -> Iterator[DatasetVersion]:
+    """The current version of `dataset_id`, leased until the block ends.
+
+    Raises:
+        DatasetNotFoundError: no such dataset (or it kept changing under us).
+    """
+    for _ in range(_OPEN_ATTEMPTS):
+        name = store.current_name(dataset_id)
+        with leases.hold(dataset_id, name):
+            try:
+                version = store.open_version(dataset_id, name)
+            except DatasetNotFoundError:
+                continue  # retired between reading CURRENT and taking the lease
+            yield version
+            return
+    raise DatasetNotFoundError(dataset_id)  # kept changing under us: practically never
