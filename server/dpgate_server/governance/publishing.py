@@ -1,4 +1,5 @@
-"""Building the next dataset version from the staged practices (DESIGN.md "Dataset versions").
+"""Building the next dataset version from the staged practices, out of core (DESIGN.md
+"Dataset versions", "Growing into a national service").
 
 Which practices a version covers is public policy, never a consequence of which uploads
 arrived: it is the dataset's declared practice table minus the practices whose consent is
@@ -9,17 +10,26 @@ from both the rows and the keys; the other public tables are copied unchanged.
 
 Rows of an included practice come from its staged extract if it has one, else they are
 carried forward from the current version (the practice's last published rows), so one
-practice's upload never empties the others. Then, over the whole version:
+practice's upload never empties the others. Memory is bounded by a setting, never by the
+data (publish_plan.py), in three passes over the rows:
 
-1. rows of patients on an opt-out list are removed (again: a list may have changed since
-   the rows were staged or published);
-2. each patient is cut to `max_contributions` random rows (bounding.bound_lazyframe: a
-   patient registered at two practices is cut across both);
-3. the practice hierarchy is joined from the public practice table;
-4. month files are written sorted by practice, the bound is *verified* over every file,
-   and DatasetStore.publish swaps the current pointer in one atomic step. Queries in flight
-   keep reading the version they opened; a crash at any point leaves the previous version
-   current.
+1. *reading*: practice group by practice group, rows of patients on an opt-out list are
+   removed (again: a list may have changed since the rows were staged or published), each
+   row gets its keyed rank hash under this version's seed (bounding.row_rank_hashes), and
+   the (patient, hash) pairs are filed by patient into buckets (patient_buckets.py);
+2. *bounding*: bucket by bucket, every patient over `max_contributions` gets a cut point,
+   so a patient registered at two practices is cut across both, keeping the rows of
+   lowest hash (uniform, reproducible from the seed, never "first rows");
+3. *writing*: group by group again, the rows beyond each patient's cut are dropped, the
+   practice hierarchy is joined from the public practice table, and rows are sorted and
+   appended to one file per month, in practice order;
+
+then the files are *verified* (schema, months, practice order, rows per practice as
+written, and the bound counted over every file), and sealed: the manifest records the
+bound, its verification, its seed and every file's digest, and DatasetStore.publish swaps
+the current pointer in one atomic step. Everything is built inside the store's staging
+folder: a failure, a full disk or a kill at any point leaves the previous version current
+and nothing else visible (DatasetStore.recover clears a killed build's folder at start).
 
 The manifest's `source` deliberately holds no row counts: the engine shows provenance
 counts to analysts, and exact counts of the private table are not DP releases.
@@ -28,23 +38,59 @@ counts to analysts, and exact counts of the private table are not DP releases.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import secrets
 import shutil
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from dpgate_server.governance.ingest import STAGED_COLUMNS
+from dpgate_server.governance.errors import GovernanceError
+from dpgate_server.governance.patient_buckets import BucketFiles
+from dpgate_server.governance.publish_plan import PublishPlan, plan_publish
+from dpgate_server.governance.publish_progress import (
+    ProgressCallback,
+    ProgressReporter,
+    PublishStage,
+)
+from dpgate_server.governance.publish_sources import (
+    STAGED_NAMES,
+    PublishSources,
+    count_carried_rows,
+    snapshot_staged,
+    staged_rows,
+)
 from dpgate_server.governance.staging import StagingArea
 from dpgate_server.store.appointment_files import APPOINTMENTS_SCHEMA, write_table
-from dpgate_server.store.bounding import bound_lazyframe, verify_bound
+from dpgate_server.store.bounding import (
+    KEYED_HASH_BOUND_METHOD,
+    LabelCodes,
+    cut_points,
+    keep_mask,
+    verify_bound,
+)
+from dpgate_server.store.coded_rows import CodedRows, Labels
 from dpgate_server.store.metadata import DatasetMetadata
-from dpgate_server.store.store import DatasetStore, DatasetVersion, VersionBuilder
+from dpgate_server.store.month_table_files import MonthTableFiles
+from dpgate_server.store.store import (
+    ContributionBound,
+    DatasetStore,
+    DatasetVersion,
+    VersionBuilder,
+)
+from dpgate_server.store.verification import (
+    check_months_and_order,
+    check_rows_per_practice,
+    check_schema,
+)
+from dpgate_server.vocabulary.errors import ErrorReason
 
 PUBLISHER = "dpgate governance"
 PRACTICES_TABLE = "practices"
@@ -54,8 +100,11 @@ LINEAGE_KEYS: tuple[str, ...] = ("generator", "model_version", "seed", "practice
 """Source fields carried over from the base version, so the demo's start-up check
 (generator.ensure_demo_dataset) recognises a version derived from the demo and does not
 generate a fresh one over the published practices' data."""
+DEFAULT_MEMORY_BYTES = 4 * 1024**3
+"""The memory setting's default: fits beside the server and its query workers on a
+2-core, 24 GiB machine."""
 _MAX_ROWS_CEILING = 4_294_967_295
-_WRITER_THREADS = 4
+_STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +118,8 @@ class PublishInputs:
         staging: the staged practices' rows.
         opted_out: opted-out patient keys (column patient_key).
         key_id: fingerprint of the pseudonymisation key of every row.
+        seed: the rank-hash seed (None: a fresh random one); recorded in the manifest.
+        memory_bytes: the memory the build may use for rows (publish_plan.py).
     """
 
     base: DatasetVersion
@@ -77,6 +128,8 @@ class PublishInputs:
     staging: StagingArea
     opted_out: pl.DataFrame
     key_id: str
+    seed: int | None = None
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,46 +146,388 @@ class PublishResult:
     rows_cut_by_bound: int
 
 
-def publish_version(store: DatasetStore, inputs: PublishInputs) -> PublishResult:
-    """Build, verify and publish the next version; see the module docstring for the steps."""
-    base = inputs.base
-    included = inputs.declared_practices.filter(
-        ~pl.col("practice_code").is_in(sorted(inputs.withdrawn))
-    )
-    codes = included.get_column("practice_code").to_list()
-    staged = tuple(c for c in inputs.staging.practices() if c in set(codes))
-    carried = sorted(set(codes) - set(staged))
-    metadata = metadata_for(base.metadata, included)
-    builder = store.begin_version(metadata)
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """What `PublishBuild.run` produced, ready to seal."""
+
+    bound: ContributionBound
+    rows_read: int
+    rows_opted_out: int
+    rows_written: int
+
+
+def publish_version(
+    store: DatasetStore, inputs: PublishInputs, progress: ProgressCallback | None = None
+) -> PublishResult:
+    """Build, verify and publish the next version in one call (the caller holds whatever
+    locks keep the inputs still); see the module docstring for the steps."""
+    build = PublishBuild.start(store, inputs)
     try:
-        rows = _rows(inputs, staged, carried)
-        before_opt_out = rows.height
-        rows = rows.join(inputs.opted_out, on="patient_key", how="anti")
-        after_opt_out = rows.height
-        k = metadata.max_contributions
-        # bound_lazyframe applies one seeded permutation per group size; shuffling the rows
-        # first makes each patient's kept rows an independent random choice.
-        shuffled = rows.sample(fraction=1.0, shuffle=True, seed=secrets.randbits(32))
-        bounded = bound_lazyframe(shuffled.lazy(), k, secrets.randbits(32)).collect()
-        del shuffled
-        del rows
-        paths = _write_months(builder, bounded, included, metadata)
-        _write_public_tables(builder, base, included)
-        bound = verify_bound(paths, k)
-        version = store.publish(builder, bound, _source(inputs, staged, carried, codes))
+        build.run(progress)
+        return build.seal()
     except BaseException:
-        builder.discard()
+        build.discard()
         raise
-    return PublishResult(
-        version=version,
-        practices=len(codes),
-        staged_practices=staged,
-        carried_forward=len(carried),
-        withdrawn_practices=tuple(sorted(inputs.withdrawn & set(_declared_codes(inputs)))),
-        rows=bounded.height,
-        rows_opted_out=before_opt_out - after_opt_out,
-        rows_cut_by_bound=after_opt_out - bounded.height,
+
+
+class PublishBuild:
+    """One version being built: `start` under the governance lock (it snapshots the staged
+    files), `run` without it (uploads go on meanwhile), `seal` under it again."""
+
+    def __init__(
+        self,
+        store: DatasetStore,
+        inputs: PublishInputs,
+        builder: VersionBuilder,
+        included: pl.DataFrame,
+        staged: tuple[str, ...],
+        carried: tuple[str, ...],
+        snapshots: dict[str, Path],
+    ) -> None:
+        self._store = store
+        self._inputs = inputs
+        self._builder = builder
+        self._included = included
+        self.staged = staged
+        self.carried = carried
+        self._snapshots = snapshots
+        self.seed = inputs.seed if inputs.seed is not None else secrets.randbits(63)
+        self._built: _Built | None = None
+
+    @classmethod
+    def start(cls, store: DatasetStore, inputs: PublishInputs) -> PublishBuild:
+        """Decide the practices and snapshot the staged files into a new staging folder."""
+        included = inputs.declared_practices.filter(
+            ~pl.col("practice_code").is_in(sorted(inputs.withdrawn))
+        )
+        codes = set(included.get_column("practice_code").to_list())
+        staged = tuple(c for c in inputs.staging.practices() if c in codes)
+        carried = tuple(sorted(codes - set(staged)))
+        builder = store.begin_version(metadata_for(inputs.base.metadata, included))
+        try:
+            paths = {code: inputs.staging.path(code) for code in staged}
+            snapshots = snapshot_staged(paths, builder.work_dir / "staged")
+        except BaseException:
+            builder.discard()
+            raise
+        return cls(store, inputs, builder, included, staged, carried, snapshots)
+
+    @property
+    def included_practices(self) -> tuple[str, ...]:
+        return tuple(self._included.get_column("practice_code").to_list())
+
+    def run(self, progress: ProgressCallback | None = None) -> None:
+        """Passes 1-3 and the checks; raises GovernanceError STORAGE_FULL on a full disk."""
+        try:
+            self._built = self._run(ProgressReporter(progress))
+        except OSError as exc:
+            if _is_storage_full(exc):
+                raise storage_full(self._store.root) from exc
+            raise
+
+    def seal(self) -> PublishResult:
+        """Make the built version current (hold the governance lock)."""
+        if self._built is None:
+            raise RuntimeError("run the build before sealing it")
+        try:
+            version = self._store.publish(self._builder, self._built.bound, self._source())
+        except OSError as exc:
+            if _is_storage_full(exc):
+                raise storage_full(self._store.root) from exc
+            raise
+        inputs = self._inputs
+        declared = set(inputs.declared_practices.get_column("practice_code").to_list())
+        built = self._built
+        return PublishResult(
+            version=version,
+            practices=self._included.height,
+            staged_practices=self.staged,
+            carried_forward=len(self.carried),
+            withdrawn_practices=tuple(sorted(inputs.withdrawn & declared)),
+            rows=built.rows_written,
+            rows_opted_out=built.rows_opted_out,
+            rows_cut_by_bound=built.rows_read - built.rows_opted_out - built.rows_written,
+        )
+
+    def discard(self) -> None:
+        self._builder.discard()
+
+    # the passes
+
+    def _run(self, reporter: ProgressReporter) -> _Built:
+        inputs = self._inputs
+        metadata = self._builder.metadata
+        base_paths = inputs.base.appointment_paths()
+        practice_rows = {code: staged_rows(path) for code, path in self._snapshots.items()}
+        practice_rows |= count_carried_rows(base_paths, frozenset(self.carried))
+        plan = plan_publish(practice_rows, inputs.memory_bytes)
+        sources = PublishSources(self._snapshots, frozenset(self.carried), base_paths)
+        opted_out = np.unique(inputs.opted_out.get_column("patient_key").to_numpy())
+        labels = Labels()
+        codes = LabelCodes(self.seed)
+        work = self._builder.work_dir
+        read, removed = _file_ranks(sources, plan, opted_out, labels, codes, work, reporter)
+        _cut_buckets(plan, metadata.max_contributions, work, reporter)
+        months = [str(m) for m in (_column_values(metadata, "month"))]
+        paths = [self._builder.appointments_path(month) for month in months]
+        written = _write_months(
+            sources, plan, opted_out, labels, codes, work, self._included, months, paths, reporter
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        _write_public_tables(self._builder, inputs.base, self._included)
+        bound = _verify(paths, months, written, metadata, self.seed, plan, reporter)
+        return _Built(bound, read, removed, sum(written.values()))
+
+    def _source(self) -> dict[str, Any]:
+        inputs = self._inputs
+        base_source = inputs.base.manifest.source
+        lineage = {k: base_source[k] for k in LINEAGE_KEYS if k in base_source}
+        declared = set(inputs.declared_practices.get_column("practice_code").to_list())
+        return {
+            **lineage,
+            "publisher": PUBLISHER,
+            "based_on": inputs.base.version,
+            "key_id": inputs.key_id,
+            "practice_count": self._included.height,
+            "staged_practices": list(self.staged),
+            "carried_forward_practices": len(self.carried),
+            "withdrawn_practices": sorted(inputs.withdrawn & declared),
+        }
+
+
+def _file_ranks(
+    sources: PublishSources,
+    plan: PublishPlan,
+    opted_out: npt.NDArray[np.int64],
+    labels: Labels,
+    codes: LabelCodes,
+    work: Path,
+    reporter: ProgressReporter,
+) -> tuple[int, int]:
+    """Pass 1: every kept row's (patient, rank hash) into its patient's bucket.
+
+    Returns rows read and rows of opted-out patients (for the operator's result)."""
+    total = sum(len(g.codes) for g in plan.groups)
+    done = read = removed = 0
+    reporter.report(PublishStage.READING, 0, total, "practices")
+    with BucketFiles(work / "buckets", plan.buckets) as buckets:
+        for group, rows in sources.groups(plan.groups, labels):
+            read += rows.num_rows
+            patient = rows.column("patient_key")
+            kept = ~_listed(patient, opted_out)
+            removed += int(rows.num_rows - kept.sum())
+            ranks = rows.rank_values(STAGED_NAMES, labels, codes)
+            buckets.append(patient[kept], ranks[kept])
+            done += len(group.codes)
+            reporter.report(PublishStage.READING, done, total, "practices")
+    return read, removed
+
+
+def _cut_buckets(
+    plan: PublishPlan, max_contributions: int, work: Path, reporter: ProgressReporter
+) -> None:
+    """Pass 2: the cut points of every patient over the bound, one file per bucket."""
+    buckets = BucketFiles(work / "buckets", plan.buckets)
+    folder = work / "cut"
+    folder.mkdir(exist_ok=True)
+    reporter.report(PublishStage.BOUNDING, 0, plan.buckets, "buckets")
+    for bucket in range(plan.buckets):
+        patient, prefix = buckets.read(bucket)
+        cut = cut_points(patient, prefix, max_contributions).frame
+        del patient, prefix
+        if cut.height:
+            pq.write_table(cut.to_arrow(), folder / f"{bucket:05d}.parquet")
+        buckets.remove(bucket)
+        reporter.report(PublishStage.BOUNDING, bucket + 1, plan.buckets, "buckets")
+
+
+def _write_months(
+    sources: PublishSources,
+    plan: PublishPlan,
+    opted_out: npt.NDArray[np.int64],
+    labels: Labels,
+    codes: LabelCodes,
+    work: Path,
+    included: pl.DataFrame,
+    months: Sequence[str],
+    paths: Sequence[Path],
+    reporter: ProgressReporter,
+) -> dict[str, int]:
+    """Pass 3: kept rows with their hierarchy, sorted, into the month files.
+
+    Returns the rows written per practice (checked against the files afterwards)."""
+    cut_files = sorted((work / "cut").glob("*.parquet"))
+    hierarchy = _Hierarchy.of(included)
+    month_index = {month: i for i, month in enumerate(months)}
+    written = np.zeros(0, dtype=np.int64)
+    total = sum(len(g.codes) for g in plan.groups)
+    done = 0
+    reporter.report(PublishStage.WRITING, 0, total, "practices")
+    files = MonthTableFiles(paths, labels)
+    try:
+        for group, rows in sources.groups(plan.groups, labels):
+            patient = rows.column("patient_key")
+            kept = ~_listed(patient, opted_out)
+            kept &= ~_beyond_cut(rows, patient, kept, cut_files, labels, codes)
+            for month, part in _month_parts(rows, kept, hierarchy, month_index, labels):
+                practice = part.column("practice_code")
+                counts = np.bincount(practice, minlength=len(labels.labels("practice_code")))
+                written = np.pad(written, (0, counts.size - written.size)) + counts
+                files.append(month, part)
+            done += len(group.codes)
+            reporter.report(PublishStage.WRITING, done, total, "practices")
+    finally:
+        files.close()
+    practice_labels = labels.labels("practice_code")
+    return {str(practice_labels[i]): int(written[i]) for i in np.flatnonzero(written).tolist()}
+
+
+def _verify(
+    paths: Sequence[Path],
+    months: Sequence[str],
+    written: dict[str, int],
+    metadata: DatasetMetadata,
+    seed: int,
+    plan: PublishPlan,
+    reporter: ProgressReporter,
+) -> ContributionBound:
+    """The checks of store.verification, then the bound counted over every file."""
+    checks = 4
+    reporter.report(PublishStage.VERIFYING, 0, checks, "checks")
+    check_schema(paths)
+    reporter.report(PublishStage.VERIFYING, 1, checks, "checks")
+    check_months_and_order(dict(zip(months, paths, strict=True)))
+    reporter.report(PublishStage.VERIFYING, 2, checks, "checks")
+    check_rows_per_practice(paths, written)
+    reporter.report(PublishStage.VERIFYING, 3, checks, "checks")
+    bound = verify_bound(
+        paths,
+        metadata.max_contributions,
+        method=KEYED_HASH_BOUND_METHOD,
+        seed=seed,
+        rows_per_pass=plan.verify_rows_per_pass,
     )
+    reporter.report(PublishStage.VERIFYING, 4, checks, "checks")
+    return bound
+
+
+# row operations
+
+
+def _listed(
+    patient: npt.NDArray[np.int64], opted_out: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """Which rows belong to patients in `opted_out` (sorted, distinct)."""
+    if opted_out.size == 0:
+        return np.zeros(patient.size, dtype=np.bool_)
+    position = np.minimum(np.searchsorted(opted_out, patient), opted_out.size - 1)
+    listed: npt.NDArray[np.bool_] = opted_out[position] == patient
+    return listed
+
+
+def _beyond_cut(
+    rows: CodedRows,
+    patient: npt.NDArray[np.int64],
+    kept: npt.NDArray[np.bool_],
+    cut_files: Sequence[Path],
+    labels: Labels,
+    codes: LabelCodes,
+) -> npt.NDArray[np.bool_]:
+    """Which of the `kept` rows lie beyond their patient's cut point (pass 2's files)."""
+    beyond = np.zeros(patient.size, dtype=np.bool_)
+    if not cut_files or patient.size == 0:
+        return beyond
+    frame = pl.DataFrame({"patient_key": patient, "kept": kept}).with_row_index("row")
+    cut = pl.scan_parquet([str(p) for p in cut_files])
+    hits = frame.lazy().filter("kept").join(cut, on="patient_key", how="inner").collect()
+    if hits.height == 0:
+        return beyond
+    affected = hits.get_column("row").to_numpy().astype(np.int64)
+    ranks = rows.take(affected).rank_values(STAGED_NAMES, labels, codes)
+    per_patient = hits.select("patient_key", "threshold", "kept_at_threshold").unique()
+    beyond[affected] = ~keep_mask(patient[affected], ranks, per_patient)
+    return beyond
+
+
+@dataclass(frozen=True, slots=True)
+class _Hierarchy:
+    """Each practice's hierarchy codes, for building the columns from practice codes."""
+
+    values: dict[str, dict[str, str]]
+    """column -> practice code -> value."""
+
+    @staticmethod
+    def of(practices: pl.DataFrame) -> _Hierarchy:
+        codes = practices.get_column("practice_code").to_list()
+        return _Hierarchy(
+            {
+                name: dict(zip(codes, practices.get_column(name).to_list(), strict=True))
+                for name in HIERARCHY_COLUMNS
+            }
+        )
+
+    def codes(self, labels: Labels, used: Any) -> dict[str, npt.NDArray[np.int32]]:
+        """Per hierarchy column, the code (in `labels`) of each practice code's value.
+
+        A dictionary may list practices without rows; every practice with rows (codes
+        `used`) must be in the table."""
+        practices = [str(p) for p in labels.labels("practice_code")]
+        known = self.values[HIERARCHY_COLUMNS[0]]
+        unknown = sorted(
+            practices[i] for i in np.unique(used).tolist() if practices[i] not in known
+        )
+        if unknown:
+            raise ValueError(f"rows of practices outside the version: {', '.join(unknown[:3])}")
+        return {
+            name: labels.codes_of(name, [values.get(p, "") for p in practices])
+            for name, values in self.values.items()
+        }
+
+
+def _month_parts(
+    rows: CodedRows,
+    kept: npt.NDArray[np.bool_],
+    hierarchy: _Hierarchy,
+    month_index: dict[str, int],
+    labels: Labels,
+) -> Iterator[tuple[int, CodedRows]]:
+    """The `kept` rows in the version's columns, month by month (index into the months),
+    each sorted by practice, date, hour and patient. One month's sorted copy at a time."""
+    month_labels = [str(m) for m in labels.labels("month")]
+    month_of_code = np.array([month_index.get(m, -1) for m in month_labels], dtype=np.int64)
+    month = month_of_code[rows.column("month")] if month_labels else np.zeros(0, np.int64)
+    outside = kept & (month < 0)
+    if outside.any():
+        shown = sorted({month_labels[c] for c in rows.column("month")[outside][:100].tolist()})
+        raise ValueError(f"rows dated outside the dataset's months: {', '.join(shown[:3])}")
+    practice = rows.column("practice_code")
+    practice_labels = [str(p) for p in labels.labels("practice_code")]
+    by_label = sorted(range(len(practice_labels)), key=practice_labels.__getitem__)
+    practice_rank = np.empty(len(practice_labels), dtype=np.int64)
+    practice_rank[by_label] = np.arange(len(by_label))
+    hierarchy_codes = hierarchy.codes(labels, practice[kept])
+    # practice, date and hour in one integer (28 + 20 + 8 bits), then the patient
+    days = rows.column("appointment_date").astype(np.int64)
+    if days.size:
+        days = days - days.min()  # the group's first day is 0, so later days stay positive
+    hour = rows.column("hour").astype(np.int64) & 0xFF
+    position = (practice_rank[practice] << 28) | (days << 8) | hour
+    patient = rows.column("patient_key")
+    for index in np.unique(month[kept]).tolist():
+        chosen = np.flatnonzero((month == index) & kept)
+        order = chosen[np.lexsort((patient[chosen], position[chosen]))]
+        part = rows.take(order)
+        in_part = part.column("practice_code")
+        added = {name: codes[in_part] for name, codes in hierarchy_codes.items()}
+        yield index, part.with_columns(added, APPOINTMENTS_SCHEMA.names)
+
+
+def _column_values(metadata: DatasetMetadata, name: str) -> tuple[Any, ...]:
+    spec = metadata.column(name)
+    return tuple(spec.values or ()) if spec is not None else ()
+
+
+# metadata and public tables
 
 
 def metadata_for(base: DatasetMetadata, practices: pl.DataFrame) -> DatasetMetadata:
@@ -152,53 +547,6 @@ def metadata_for(base: DatasetMetadata, practices: pl.DataFrame) -> DatasetMetad
         registered = int(practices.get_column("list_size").sum())
         max_rows = max(1, min(base.max_contributions * registered, _MAX_ROWS_CEILING))
     return dataclasses.replace(base, columns=tuple(columns), max_rows=max_rows)
-
-
-def _declared_codes(inputs: PublishInputs) -> list[str]:
-    return inputs.declared_practices.get_column("practice_code").to_list()
-
-
-def _rows(inputs: PublishInputs, staged: Sequence[str], carried: Sequence[str]) -> pl.DataFrame:
-    """Staged rows of `staged` practices and the base version's rows of `carried` ones."""
-    names = list(STAGED_COLUMNS)
-    parts = [inputs.staging.scan(code).select(names) for code in staged]
-    if carried:
-        previous = inputs.base.scan_appointments().filter(pl.col("practice_code").is_in(carried))
-        parts.append(previous.select(names))
-    if not parts:
-        return pl.DataFrame(schema=STAGED_COLUMNS)
-    return pl.concat([p.cast(STAGED_COLUMNS) for p in parts]).collect()  # type: ignore[arg-type]
-
-
-def _write_months(
-    builder: VersionBuilder,
-    rows: pl.DataFrame,
-    practices: pl.DataFrame,
-    metadata: DatasetMetadata,
-) -> list[Path]:
-    """One file per month of the dataset (empty months too), rows sorted by practice.
-
-    The files are written by a few threads: Parquet encoding releases the GIL.
-    """
-    spec = metadata.column("month")
-    months = [str(m) for m in (spec.values or ())] if spec is not None else []
-    hierarchy = practices.select("practice_code", *HIERARCHY_COLUMNS)
-    joined = (
-        rows.join(hierarchy, on="practice_code", how="inner")
-        .select(APPOINTMENTS_SCHEMA.names)
-        .sort("month", "practice_code", "appointment_date", "hour", "patient_key")
-    )
-    parts = joined.partition_by("month", as_dict=True, maintain_order=True)
-    empty = joined.clear()
-    paths = [builder.appointments_path(month) for month in months]
-
-    def write(month: str, path: Path) -> None:
-        part = parts.get((month,), empty)
-        write_table(part.to_arrow().cast(APPOINTMENTS_SCHEMA), path)
-
-    with ThreadPoolExecutor(max_workers=_WRITER_THREADS) as pool:
-        list(pool.map(write, months, paths))
-    return paths
 
 
 def _write_public_tables(
@@ -222,19 +570,19 @@ def _as_plain_strings(table: pa.Table) -> pa.Table:
     return table.cast(schema)
 
 
-def _source(
-    inputs: PublishInputs, staged: Sequence[str], carried: Sequence[str], codes: Sequence[str]
-) -> dict[str, Any]:
-    lineage = {
-        k: inputs.base.manifest.source[k] for k in LINEAGE_KEYS if k in inputs.base.manifest.source
-    }
-    return {
-        **lineage,
-        "publisher": PUBLISHER,
-        "based_on": inputs.base.version,
-        "key_id": inputs.key_id,
-        "practice_count": len(codes),
-        "staged_practices": list(staged),
-        "carried_forward_practices": len(carried),
-        "withdrawn_practices": sorted(inputs.withdrawn & set(_declared_codes(inputs))),
-    }
+# errors
+
+
+def _is_storage_full(exc: OSError) -> bool:
+    return exc.errno in _STORAGE_FULL or "No space left on device" in str(exc)
+
+
+def storage_full(store_root: Path) -> GovernanceError:
+    """The refusal of a publish that ran out of disk (nothing was published)."""
+    return GovernanceError(
+        ErrorReason.STORAGE_FULL,
+        f"the disk holding the dataset store ({store_root}) filled up during the publish; "
+        "nothing was published and its working files were removed. A publish needs room "
+        "for about two copies of the version beside the current one: free space (or lower "
+        "publishing.keep_versions) and publish again",
+    )

@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import logging
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,21 +40,29 @@ from dpgate_server.governance.consent import ConsentRecord, ConsentState, Consen
 from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
 from dpgate_server.governance.optouts import KEY_COLUMN, OptOutKind, OptOutLists
+from dpgate_server.governance.publish_progress import ProgressCallback
 from dpgate_server.governance.publishing import (
+    DEFAULT_MEMORY_BYTES,
     PRACTICES_TABLE,
+    PublishBuild,
     PublishInputs,
     PublishResult,
-    publish_version,
 )
 from dpgate_server.governance.staging import StagingArea, UploadRecord
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
+from dpgate_server.store.leases import FileReaderLeases, ReaderLeases
 from dpgate_server.store.pseudonym import key_id
-from dpgate_server.store.store import DatasetStore, DatasetVersion
+from dpgate_server.store.retention import retire_old_versions
+from dpgate_server.store.store import BuildInProgressError, DatasetStore, DatasetVersion
 from dpgate_server.vocabulary.errors import ErrorReason
 
 OPERATOR = "operator"
 """Who a change is attributed to when it comes from the local command line."""
 DECLARED_PRACTICES_FILE = "practices.parquet"
+DEFAULT_KEEP_VERSIONS = 2
+"""Versions of a dataset kept on disk (the current one and the one before)."""
+
+_log = logging.getLogger(__name__)
 
 
 class AuditSink(Protocol):
@@ -82,12 +91,17 @@ class GovernancePolicy:
             by an explicit load).
         granted_by_default: datasets whose practices consent unless they withdraw; every
             other dataset's practices must grant first.
+        publish_memory_bytes: memory a publish may use for rows (publish_plan.py).
+        keep_versions: versions of a dataset kept after a publish (older ones are deleted
+            once no query reads them).
     """
 
     root: Path
     max_upload_bytes: int
     opt_out_drops: Mapping[OptOutKind, Path | None]
     granted_by_default: frozenset[str]
+    publish_memory_bytes: int = DEFAULT_MEMORY_BYTES
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +131,14 @@ class Governance:
         policy: GovernancePolicy,
         key_source: Callable[[], bytes],
         audit: AuditSink,
+        leases: ReaderLeases | None = None,
     ) -> None:
         self._store = store
         self.policy = policy
         self._key_source = key_source
         self._audit = audit
         self._opt_outs = OptOutLists(policy.root)
+        self._leases = leases if leases is not None else FileReaderLeases(store.root)
 
     @functools.cached_property
     def _key(self) -> bytes:
@@ -257,35 +273,35 @@ class Governance:
 
     # publishing
 
-    def publish(self, dataset_id: str, request: RequestInfo) -> PublishResult:
-        """Build and publish the next version from the staged practices (publishing.py)."""
+    def publish(
+        self,
+        dataset_id: str,
+        request: RequestInfo,
+        progress: ProgressCallback | None = None,
+        seed: int | None = None,
+    ) -> PublishResult:
+        """Build and publish the next version from the staged practices (publishing.py),
+        then delete versions past `keep_versions` that no query reads.
+
+        `seed` fixes the rank hash that chooses each patient's rows (None: a fresh random
+        one); either way it is recorded in the manifest, so a version can be rebuilt.
+
+        The governance lock is held only while the inputs are captured (the staged files
+        are snapshotted) and while the version is sealed, so uploads and consent changes
+        go on during a long publish; `progress` hears of every step.
+
+        Raises:
+            GovernanceError: PUBLISH_IN_PROGRESS (another publish of the dataset is
+                running), STORAGE_FULL, CONSENT_CHANGED, KEY_MISMATCH; nothing published.
+        """
         current = self._store.current(dataset_id)
         self.refresh_opt_outs()
         self._require_same_key(current)
-        with self._locked(dataset_id), self._store.writer_lock(dataset_id):
-            current = self._store.current(dataset_id)
-            staging = StagingArea(self._folder(dataset_id))
-            staging.clean()
-            opted_out = self._opt_outs.keys()
-            staging.purge(opted_out)
-            self._require_staged_key(staging)
-            declared = self._declared(dataset_id, current)
-            withdrawn = frozenset(
-                code
-                for code, record in self._consent(dataset_id).records().items()
-                if record.state is ConsentState.WITHDRAWN
-            )
-            if dataset_id not in self.policy.granted_by_default:
-                granted = {
-                    c
-                    for c, r in self._consent(dataset_id).records().items()
-                    if r.state is ConsentState.GRANTED
-                }
-                withdrawn |= frozenset(declared.get_column("practice_code").to_list()) - granted
-            result = publish_version(
-                self._store,
-                PublishInputs(current, declared, withdrawn, staging, opted_out, key_id(self._key)),
-            )
+        try:
+            with self._store.building(dataset_id):
+                result = self._build_and_seal(dataset_id, progress, seed)
+        except BuildInProgressError:
+            raise publish_in_progress(dataset_id) from None
         self._record(
             request,
             dataset_id,
@@ -293,7 +309,85 @@ class Governance:
             f"practices ({len(result.staged_practices)} from uploads), "
             f"{len(result.withdrawn_practices)} withdrawn",
         )
+        self.retire_old_versions(dataset_id)
         return result
+
+    def retire_old_versions(self, dataset_id: str) -> None:
+        """Delete versions past `keep_versions` that no query reads (logged; never raises
+        for a version it cannot delete: the next sweep tries again)."""
+        try:
+            swept = retire_old_versions(
+                self._store, self._leases, dataset_id, self.policy.keep_versions
+            )
+        except OSError as exc:
+            _log.warning("could not delete old versions of %s: %s", dataset_id, exc)
+            return
+        if swept.deleted:
+            _log.info("deleted old versions of %s: %s", dataset_id, ", ".join(swept.deleted))
+        if swept.in_use:
+            _log.info(
+                "kept old versions of %s that queries are reading: %s",
+                dataset_id,
+                ", ".join(swept.in_use),
+            )
+
+    def _build_and_seal(
+        self, dataset_id: str, progress: ProgressCallback | None, seed: int | None
+    ) -> PublishResult:
+        """Capture the inputs and start the build under the governance lock, run it without
+        the lock, seal it under the lock (hold the dataset's build lock)."""
+        with self._locked(dataset_id):
+            current = self._store.current(dataset_id)
+            staging = StagingArea(self._folder(dataset_id))
+            staging.clean()
+            # No purge of the staged files here: loading a list purges them already, and
+            # the publish drops opted-out patients' rows itself.
+            opted_out = self._opt_outs.keys()
+            self._require_staged_key(staging)
+            declared = self._declared(dataset_id, current)
+            inputs = PublishInputs(
+                current,
+                declared,
+                self._withdrawn(dataset_id, declared),
+                staging,
+                opted_out,
+                key_id(self._key),
+                seed=seed,
+                memory_bytes=self.policy.publish_memory_bytes,
+            )
+            build = PublishBuild.start(self._store, inputs)
+        try:
+            build.run(progress)
+            with self._locked(dataset_id):
+                self._require_no_new_withdrawal(dataset_id, declared, build)
+                return build.seal()
+        except BaseException:
+            build.discard()
+            raise
+
+    def _withdrawn(self, dataset_id: str, declared: pl.DataFrame) -> frozenset[str]:
+        """Practices left out: withdrawn, or (opt-in datasets) never granted."""
+        records = self._consent(dataset_id).records()
+        withdrawn = frozenset(
+            code for code, record in records.items() if record.state is ConsentState.WITHDRAWN
+        )
+        if dataset_id not in self.policy.granted_by_default:
+            granted = {c for c, r in records.items() if r.state is ConsentState.GRANTED}
+            withdrawn |= frozenset(declared.get_column("practice_code").to_list()) - granted
+        return withdrawn
+
+    def _require_no_new_withdrawal(
+        self, dataset_id: str, declared: pl.DataFrame, build: PublishBuild
+    ) -> None:
+        """Refuse to seal a version holding a practice that withdrew while it was built
+        (hold the lock): a withdrawal excludes the practice from every later version."""
+        withdrawn = self._withdrawn(dataset_id, declared) & set(build.included_practices)
+        if withdrawn:
+            raise GovernanceError(
+                ErrorReason.CONSENT_CHANGED,
+                f"practice(s) {', '.join(sorted(withdrawn))} withdrew consent while the "
+                "version was being built; nothing was published: publish again",
+            )
 
     # helpers
 
@@ -370,6 +464,15 @@ class Governance:
 
     def _record(self, request: RequestInfo, dataset_id: str | None, detail: str) -> None:
         self._audit.record_event(request, Outcome.ANSWERED, dataset_id=dataset_id, detail=detail)
+
+
+def publish_in_progress(dataset_id: str) -> GovernanceError:
+    """The refusal of a publish while another publish of the dataset is running."""
+    return GovernanceError(
+        ErrorReason.PUBLISH_IN_PROGRESS,
+        f"a version of {dataset_id} is being published right now; wait for it to finish "
+        "(its new version becomes current), then publish again if more uploads arrived",
+    )
 
 
 def extract_too_large(size: int, limit: int) -> GovernanceError:

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from dpgate_server.store.store import DatasetNotFoundError, DatasetStore, DatasetVersion
+from dpgate_server.store.store import DatasetStore, DatasetVersion
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 LEASES_DIR = "leases"
 _OPEN_ATTEMPTS = 5

@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass
 
 from dpgate_server.store.leases import ReaderLeases
-from dpgate_server.store.store import DatasetNotFoundError, DatasetStore
+from dpgate_server.store.store import DatasetStore
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 _log = logging.getLogger(__name__)
 

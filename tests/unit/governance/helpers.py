@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from dpgate_server.governance.optouts import OptOutKind
+from dpgate_server.governance.publishing import DEFAULT_MEMORY_BYTES
 from dpgate_server.governance.service import Governance, GovernancePolicy
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
 from dpgate_server.store.pseudonym import load_or_create_key, reserved_test_numbers
@@ -117,12 +118,16 @@ def open_governance(
     max_upload_bytes: int = 64 * 1024 * 1024,
     drops: Mapping[OptOutKind, Path | None] | None = None,
     granted_by_default: Iterable[str] = (DATASET_ID,),
+    publish_memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    keep_versions: int = 100,
 ) -> Governance:
     policy = GovernancePolicy(
         root=world.governance_root,
         max_upload_bytes=max_upload_bytes,
         opt_out_drops=dict(drops or {}),
         granted_by_default=frozenset(granted_by_default),
+        publish_memory_bytes=publish_memory_bytes,
+        keep_versions=keep_versions,
     )
     key_file = world.key_file
     return Governance(

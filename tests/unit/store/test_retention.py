@@ -14,11 +14,8 @@ import pytest
 from dpgate_server.store import store as store_module
 from dpgate_server.store.leases import FileReaderLeases, reading_current
 from dpgate_server.store.retention import retire_old_versions
-from dpgate_server.store.store import (
-    BuildInProgressError,
-    DatasetNotFoundError,
-    DatasetStore,
-)
+from dpgate_server.store.store import BuildInProgressError, DatasetStore
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 from tests.unit.queries.conftest import tiny_metadata
 
 DATASET = "tiny"
@@ -140,6 +137,7 @@ def test_a_failed_pointer_swap_leaves_no_sealed_folder(
     _publish(store)
     builder = store.begin_version(tiny_metadata(DATASET))
     _write_rows(builder.appointments_path("2025-01"))
+
     def full_disk(path: Path, text: str) -> None:
         raise OSError(28, "No space left on device")
 
