@@ -5,6 +5,11 @@ is read: validation and pricing (`engine.prepare`), the release lookup (a repeat
 and gets no new noise), and a budget pre-check (so a request the budget cannot pay never
 occupies a worker). Only then does a worker compute the noisy answer, and only after the
 ledger has durably stored the release and its debit does the answer leave.
+
+The version a query reads is leased (store/leases.py) from before it is priced until its
+answer is stored, so retention never deletes files a query is reading. A retry with an
+idempotency key already used is answered from the ledger before anything is computed,
+even after the version it was computed on was replaced or deleted.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
-from dpgate_server.ledger.errors import BudgetExhausted
+from dpgate_server.ledger import model as ledger_model
+from dpgate_server.ledger.errors import BudgetExhausted, IdempotencyConflict
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo
 from dpgate_server.queries import engine
 from dpgate_server.queries.accuracy import with_confidence_level
 from dpgate_server.queries.limits import QueryLimits
-from dpgate_server.queries.model import Query, Release
+from dpgate_server.queries.model import CanonicalQuery, Query, Release
+from dpgate_server.store.leases import FileReaderLeases, ReaderLeases, reading_current
 from dpgate_server.store.store import DatasetStore
 
 
@@ -58,16 +65,19 @@ class QueryAnswerer:
         executor: QueryExecutor,
         limits: QueryLimits,
         timeout_s: float,
+        leases: ReaderLeases | None = None,
     ) -> None:
         self._store = store
         self._ledger = ledger
         self._executor = executor
         self._limits = limits
         self._timeout_s = timeout_s
+        self._leases = leases if leases is not None else FileReaderLeases(store.root)
 
     def preview(self, query: Query) -> engine.Preview:
         """Cost and accuracy on the current version; free, reads no private rows."""
-        return engine.preview(self._store.current(query.dataset_id), query, self._limits)
+        with reading_current(self._store, self._leases, query.dataset_id) as version:
+            return engine.preview(version, query, self._limits)
 
     def answer(
         self,
@@ -90,12 +100,63 @@ class QueryAnswerer:
             IdempotencyConflict: the idempotency key was used for another query.
             Whatever the executor raises for overload, deadline or a crashed worker.
         """
-        version = self._store.current(query.dataset_id)
-        prepared = engine.prepare(version, query, self._limits)
-        request = dataclasses.replace(request, query_text=prepared.query.to_json())
+        with reading_current(self._store, self._leases, query.dataset_id) as version:
+            prepared = engine.prepare(version, query, self._limits)
+            request = dataclasses.replace(request, query_text=prepared.query.to_json())
+            if idempotency_key:
+                retried = self._retry(principal, request, prepared, idempotency_key, query)
+                if retried is not None:
+                    return retried
+            return self._answer_fresh(
+                principal, request, query, prepared, idempotency_key, caller_deadline_s
+            )
+
+    def _retry(
+        self,
+        principal: Principal,
+        request: RequestInfo,
+        prepared: engine.PreparedQuery,
+        idempotency_key: str,
+        query: Query,
+    ) -> Answer | None:
+        """The earlier answer to a retried request (same idempotency key), free; None if
+        the key is new. A key reused for another question is refused before any work."""
         requester_id = principal.requester_id
         dataset_id = prepared.query.dataset_id
+        earlier = self._ledger.lookup_idempotent(requester_id, idempotency_key)
+        if earlier is None:
+            return None
+        if not _same_question(earlier, prepared.query):
+            self._ledger.record_event(
+                request,
+                Outcome.INVALID,
+                dataset_id=dataset_id,
+                detail="idempotency key reused for a different query",
+            )
+            raise IdempotencyConflict(
+                f"idempotency key {idempotency_key!r} was used for another query"
+            )
+        self._ledger.record_event(
+            request,
+            Outcome.ANSWERED,
+            dataset_id=dataset_id,
+            release_id=earlier.release_id,
+            detail="idempotent retry",
+        )
+        remaining = self._ledger.get_budget(requester_id, dataset_id).remaining_units
+        return self._answer(earlier.payload, earlier.release_id, 0, remaining, True, query)
 
+    def _answer_fresh(
+        self,
+        principal: Principal,
+        request: RequestInfo,
+        query: Query,
+        prepared: engine.PreparedQuery,
+        idempotency_key: str | None,
+        caller_deadline_s: float | None,
+    ) -> Answer:
+        requester_id = principal.requester_id
+        dataset_id = prepared.query.dataset_id
         stored = self._ledger.lookup_release(prepared.key, requester_id)
         if stored is not None:
             self._ledger.record_event(
@@ -148,3 +209,12 @@ class QueryAnswerer:
         if release.confidence_level != query.confidence_level:
             release = with_confidence_level(release, query.confidence_level)
         return Answer(release, release_id, charged, remaining, repeat)
+
+
+def _same_question(earlier: ledger_model.StoredRelease, asked: CanonicalQuery) -> bool:
+    """Whether `asked` is the question `earlier` answered, whatever version is now current
+    (a retry after a publish asks the same question of the version it was answered on)."""
+    if earlier.release_key == asked.key():
+        return True
+    answered = Release.from_bytes(earlier.payload).query
+    return dataclasses.replace(answered, dataset_version=asked.dataset_version) == asked

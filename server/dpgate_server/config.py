@@ -157,6 +157,17 @@ class GovernanceSettings(_Section):
     """Datasets whose practices consent unless they withdraw; others must grant first."""
 
 
+class PublishingSettings(_Section):
+    """Building dataset versions, and how many are kept (DESIGN.md "Dataset versions")."""
+
+    memory_mb: int = Field(default=4096, ge=16, le=1_048_576)
+    """Memory a publish may use for rows (the rest of the server is apart); the publish
+    splits its work to fit, whatever the data's size, and takes longer when it is low."""
+    keep_versions: int = Field(default=2, ge=1, le=10_000)
+    """Versions of each dataset kept on disk; older ones are deleted once no query is
+    reading them (after a publish and at start). Releases stay in the ledger either way."""
+
+
 class TlsSettings(_Section):
     """TLS; all empty means plaintext, which is allowed only on a loopback address."""
 
@@ -242,6 +253,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     tls: TlsSettings = TlsSettings()
     governance: GovernanceSettings = GovernanceSettings()
+    publishing: PublishingSettings = PublishingSettings()
     operations: OperationsSettings = OperationsSettings()
     audit: AuditSettings = AuditSettings()
     web: WebSettings = WebSettings()

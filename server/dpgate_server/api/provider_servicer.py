@@ -27,6 +27,7 @@ from dpgate_server.governance.service import (
     extract_too_large,
 )
 from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.store.leases import ReaderLeases
 from dpgate_server.store.pseudonym import load_or_create_key
 from dpgate_server.store.store import DatasetStore
 from dpgate_server.vocabulary.errors import ErrorReason
@@ -145,7 +146,9 @@ def _receive(
     return bytes(buffer)
 
 
-def governance_for(settings: Settings, store: DatasetStore, ledger: Ledger) -> Governance:
+def governance_for(
+    settings: Settings, store: DatasetStore, ledger: Ledger, leases: ReaderLeases | None = None
+) -> Governance:
     """The governance facade a server built from `settings` uses (nothing is read yet:
     the key is loaded on the first upload or publish)."""
     config = settings.governance
@@ -158,6 +161,8 @@ def governance_for(settings: Settings, store: DatasetStore, ledger: Ledger) -> G
             OptOutKind.TYPE1: config.type1_opt_out_file,
         },
         granted_by_default=frozenset(config.granted_by_default),
+        publish_memory_bytes=settings.publishing.memory_mb * 1024 * 1024,
+        keep_versions=settings.publishing.keep_versions,
     )
     key_file = settings.storage.key_file
-    return Governance(store, policy, lambda: load_or_create_key(key_file), ledger)
+    return Governance(store, policy, lambda: load_or_create_key(key_file), ledger, leases)

@@ -44,6 +44,8 @@ from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, RequestInfo
 from dpgate_server.sidecars import Sidecars
 from dpgate_server.store.catalog import Catalog
+from dpgate_server.store.leases import FileReaderLeases
+from dpgate_server.store.retention import tidy_store
 from dpgate_server.store.store import DatasetStore
 from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
@@ -124,6 +126,8 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
         _refuse_plaintext_off_loopback(settings.server.address)
     check_address_free(settings.server.address)
     store = DatasetStore(settings.storage.data_dir)
+    leases = FileReaderLeases(store.root)
+    tidy_store(store, leases, settings.publishing.keep_versions)
     catalog = Catalog(store)
     sidecars = Sidecars.prepare()
     ledger = _open_ledger(settings, sidecars)
@@ -145,7 +149,7 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     try:
         pool.start()
         sidecars.attach_heads(settings, ledger)
-        return _start(settings, options, tls, store, catalog, ledger, pool, sidecars)
+        return _start(settings, options, tls, store, leases, catalog, ledger, pool, sidecars)
     except BaseException:
         sidecars.close()
         pool.close()
@@ -188,6 +192,7 @@ def _start(
     options: list[tuple[str, int]],
     tls: grpc.ServerCredentials | None,
     store: DatasetStore,
+    leases: FileReaderLeases,
     catalog: Catalog,
     ledger: Ledger,
     pool: QueryWorkerPool,
@@ -200,6 +205,7 @@ def _start(
         pool,
         limits.query_limits(),
         timeout_s=limits.query_timeout_seconds,
+        leases=leases,
     )
     interceptor = AuthInterceptor(ledger, TokenBuckets(limits.requests_per_second, limits.burst))
     server = grpc.server(
@@ -212,7 +218,7 @@ def _start(
     query_pb2_grpc.add_QueryServiceServicer_to_server(
         QueryServicer(catalog, ledger, answerer), server
     )
-    governance = governance_for(settings, store, ledger)
+    governance = governance_for(settings, store, ledger, leases)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(ledger, catalog, governance), server
     )

@@ -216,6 +216,16 @@ class Ledger:
         with self._storage.read() as tx:
             return _visible_release(tx, tx.find_releases(release_key), requester_id)
 
+    def lookup_idempotent(self, requester_id: str, idempotency_key: str) -> StoredRelease | None:
+        """The release `requester_id` first received for `idempotency_key`, or None.
+
+        Lets a retry be answered from the ledger even when the version the release was
+        computed on has since been replaced (or deleted).
+        """
+        with self._storage.read() as tx:
+            record = tx.get_idempotency(requester_id, idempotency_key)
+            return None if record is None else tx.get_release(record.release_id)
+
     def debit(
         self,
         requester_id: str,
