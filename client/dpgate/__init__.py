@@ -18,6 +18,7 @@ from dpgate._audit import AuditClient
 from dpgate._client import Client
 from dpgate._provider import PracticeStatus, ProviderClient, UploadResult
 from dpgate._query import Condition, QuerySpec, count, total
+from dpgate._retry import RetryPolicy
 from dpgate._types import (
     BudgetInfo,
     ColumnInfo,
@@ -42,15 +43,19 @@ from dpgate.errors import (
     AlreadyExistsError,
     AuthenticationError,
     BudgetExhaustedError,
+    DeadlineExceededError,
     DpgateError,
     InvalidQueryError,
+    InvalidRequestError,
     NotFoundError,
     NotImplementedYetError,
     OverloadedError,
     PermissionDeniedError,
     PreconditionFailedError,
     ServerError,
+    ServerUnavailableError,
 )
+from dpgate_shared.reasons import ErrorReason
 
 __version__ = "0.1.0"
 __all__ = [
@@ -69,9 +74,12 @@ __all__ = [
     "DatasetCap",
     "DatasetDescription",
     "DatasetInfo",
+    "DeadlineExceededError",
     "DpgateError",
+    "ErrorReason",
     "Estimates",
     "InvalidQueryError",
+    "InvalidRequestError",
     "IssuedToken",
     "KeyValue",
     "NotFoundError",
@@ -86,7 +94,9 @@ __all__ = [
     "QuerySpec",
     "ReleaseInfo",
     "Requester",
+    "RetryPolicy",
     "ServerError",
+    "ServerUnavailableError",
     "UploadResult",
     "__version__",
     "compare_with",

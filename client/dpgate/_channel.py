@@ -73,16 +73,21 @@ class Connection:
         # Never the token: a repr ends up in notebooks and logs.
         return f"{type(self).__name__}({self._target!r})"
 
-    def _call(self, method: Callable[..., _T], request: Any) -> _T:
-        """One unary call; a failure raises the matching DpgateError."""
+    def _call(self, method: Callable[..., _T], request: Any, *, query: bool = False) -> _T:
+        """One unary call; a failure raises the matching DpgateError.
+
+        `query` marks a query call (its refusals are `InvalidQueryError`).
+        """
         try:
             return method(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            raise from_rpc_error(error, query=query) from None
 
-    def _stream(self, method: Callable[..., Iterator[_T]], request: Any) -> Iterator[_T]:
+    def _stream(
+        self, method: Callable[..., Iterator[_T]], request: Any, *, query: bool = False
+    ) -> Iterator[_T]:
         """A server-streaming call's messages; a failure raises the matching DpgateError."""
         try:
             yield from method(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+            raise from_rpc_error(error, query=query) from None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 import polars as pl
 
@@ -18,6 +19,7 @@ from dpgate._convert import (
     release_info,
 )
 from dpgate._query import QuerySpec
+from dpgate._retry import RetryPolicy, call_with_retries
 from dpgate._types import (
     BudgetInfo,
     DatasetDescription,
@@ -26,8 +28,9 @@ from dpgate._types import (
     QueryResult,
     ReleaseInfo,
 )
-from dpgate.errors import OverloadedError
 from dpgate_proto.v1 import query_pb2, query_pb2_grpc
+
+_T = TypeVar("_T")
 
 
 class Client(Connection):
@@ -45,8 +48,10 @@ class Client(Connection):
         private_key: PEM client key, for servers that require mutual TLS.
         certificate_chain: PEM client certificate, likewise.
         timeout: seconds each call may take.
-        retries: how often `query` retries when the server is busy (UNAVAILABLE); every
-            retry reuses the same idempotency key, so it is never charged twice.
+        retries: how often a call is retried when the server is busy or cannot be
+            reached (`OverloadedError`, `ServerUnavailableError`), with exponential
+            backoff and jitter: a number of retries, or a `RetryPolicy`. A retried query
+            keeps its idempotency key, so it is never charged twice.
     """
 
     def __init__(
@@ -58,7 +63,7 @@ class Client(Connection):
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
         timeout: float = 300.0,
-        retries: int = 3,
+        retries: int | RetryPolicy = 3,
     ) -> None:
         super().__init__(
             target,
@@ -68,17 +73,17 @@ class Client(Connection):
             certificate_chain=certificate_chain,
             timeout=timeout,
         )
-        self._retries = retries
+        self._retry = retries if isinstance(retries, RetryPolicy) else RetryPolicy(retries)
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
 
     def datasets(self) -> list[DatasetInfo]:
         """The datasets the server holds, with their current versions."""
-        reply = self._call(self._queries.ListDatasets, query_pb2.ListDatasetsRequest())
+        reply = self._read(self._queries.ListDatasets, query_pb2.ListDatasetsRequest())
         return [dataset_info(d) for d in reply.datasets]
 
     def describe(self, dataset_id: str) -> DatasetDescription:
         """A dataset's columns, public key sets and public tables."""
-        reply = self._call(
+        reply = self._read(
             self._queries.DescribeDataset,
             query_pb2.DescribeDatasetRequest(dataset_id=dataset_id),
         )
@@ -91,41 +96,43 @@ class Client(Connection):
     def public_table(self, dataset_id: str, table: str) -> pl.DataFrame:
         """A public table (e.g. "practices" with list sizes) as a Polars frame."""
         request = query_pb2.StreamPublicTableRequest(dataset_id=dataset_id, table=table)
-        columns: list[str] = []
-        rows: list[tuple[object, ...]] = []
-        for chunk in self._stream(self._queries.StreamPublicTable, request):
-            columns = columns or list(chunk.columns)
-            rows.extend(tuple(key_value(v) for v in row.values) for row in chunk.rows)
-        return pl.DataFrame(rows, schema=columns, orient="row")
+
+        def read() -> pl.DataFrame:
+            columns: list[str] = []
+            rows: list[tuple[object, ...]] = []
+            for chunk in self._stream(self._queries.StreamPublicTable, request):
+                columns = columns or list(chunk.columns)
+                rows.extend(tuple(key_value(v) for v in row.values) for row in chunk.rows)
+            return pl.DataFrame(rows, schema=columns, orient="row")
+
+        return self._retried(read)
 
     def preview(self, query: QuerySpec) -> PreviewResult:
         """The cost and interval half-width of `query`; free, reads no data."""
-        reply = self._call(
-            self._queries.PreviewQuery, query_pb2.PreviewQueryRequest(query=query.to_proto())
+        reply = self._read(
+            self._queries.PreviewQuery,
+            query_pb2.PreviewQueryRequest(query=query.to_proto()),
+            query=True,
         )
         return preview_result(reply)
 
     def query(self, query: QuerySpec, *, idempotency_key: str | None = None) -> QueryResult:
         """Run `query`: a DP answer charged to your budget (free if it repeats a release).
 
-        A busy server is retried with the same idempotency key, so a retried call is
-        charged once. Raises BudgetExhaustedError, InvalidQueryError, ... (dpgate.errors).
+        A busy or unreachable server is retried with the same idempotency key, so a
+        retried call is charged once, and its answer is the first attempt's (same release,
+        same charge). Raises BudgetExhaustedError, InvalidQueryError, ... (dpgate.errors).
         """
         request = query_pb2.RunQueryRequest(
             query=query.to_proto(), idempotency_key=idempotency_key or uuid.uuid4().hex
         )
-        for attempt in range(self._retries + 1):
-            try:
-                return query_result(self._stream(self._queries.RunQuery, request))
-            except OverloadedError as busy:
-                if attempt == self._retries:
-                    raise
-                time.sleep(min(busy.retry_after or 0.5 * 2**attempt, 30.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._retried(
+            lambda: query_result(self._stream(self._queries.RunQuery, request, query=True))
+        )
 
     def budget(self, dataset_id: str = "") -> list[BudgetInfo]:
         """Your budgets (on one dataset, or all)."""
-        reply = self._call(
+        reply = self._read(
             self._queries.GetBudget, query_pb2.GetBudgetRequest(dataset_id=dataset_id)
         )
         return [budget_info(b) for b in reply.budgets]
@@ -135,7 +142,7 @@ class Client(Connection):
         found: list[ReleaseInfo] = []
         token = ""
         while True:
-            reply = self._call(
+            reply = self._read(
                 self._queries.ListReleases,
                 query_pb2.ListReleasesRequest(dataset_id=dataset_id, page_token=token),
             )
@@ -143,3 +150,10 @@ class Client(Connection):
             token = reply.next_page_token
             if not token:
                 return found
+
+    def _read(self, method: Callable[..., _T], request: object, *, query: bool = False) -> _T:
+        """A unary call that changes nothing (or is idempotent), retried by the policy."""
+        return self._retried(lambda: self._call(method, request, query=query))
+
+    def _retried(self, call: Callable[[], _T]) -> _T:
+        return call_with_retries(call, self._retry)

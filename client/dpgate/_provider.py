@@ -58,7 +58,7 @@ class ProviderClient(Connection):
         ...     provider.upload("gp_appointments", "A81001", Path("A81001.csv"))
         UploadResult(practice_code='A81001', rows_staged=61234, rows_opted_out=3120)
 
-    A refused extract raises `InvalidQueryError` whose message lists the first problems
+    A refused extract raises `InvalidRequestError` whose message lists the first problems
     (line and column) and whose `metadata["problem_count"]` is their total; nothing is
     staged. A token bound to other practices gets `PermissionDeniedError`.
 

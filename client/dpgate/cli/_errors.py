@@ -23,12 +23,14 @@ from dpgate.errors import (
     AlreadyExistsError,
     AuthenticationError,
     BudgetExhaustedError,
+    DeadlineExceededError,
     DpgateError,
-    InvalidQueryError,
+    InvalidRequestError,
     NotFoundError,
     OverloadedError,
     PermissionDeniedError,
     PreconditionFailedError,
+    ServerUnavailableError,
 )
 
 
@@ -47,16 +49,17 @@ class ExitCode(IntEnum):
 
 
 _BY_ERROR: tuple[tuple[type[DpgateError], ExitCode], ...] = (
-    (InvalidQueryError, ExitCode.BAD_INPUT),
+    (InvalidRequestError, ExitCode.BAD_INPUT),
     (BudgetExhaustedError, ExitCode.BUDGET_EXHAUSTED),
     (AuthenticationError, ExitCode.AUTH),
     (PermissionDeniedError, ExitCode.AUTH),
     (NotFoundError, ExitCode.NOT_FOUND),
     (OverloadedError, ExitCode.UNAVAILABLE),
+    (ServerUnavailableError, ExitCode.UNAVAILABLE),
+    (DeadlineExceededError, ExitCode.UNAVAILABLE),
     (PreconditionFailedError, ExitCode.CONFLICT),
     (AlreadyExistsError, ExitCode.CONFLICT),
 )
-_UNAVAILABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
 def exit_code_for(error: DpgateError) -> ExitCode:
@@ -64,8 +67,6 @@ def exit_code_for(error: DpgateError) -> ExitCode:
     for cls, code in _BY_ERROR:
         if isinstance(error, cls):
             return code
-    if error.code in _UNAVAILABLE_CODES:
-        return ExitCode.UNAVAILABLE
     return ExitCode.OTHER
 
 
@@ -116,6 +117,6 @@ def _hint(error: DpgateError, code: ExitCode, target: str) -> str:
         return "this command needs a token with another role; see `dpgate config`"
     if isinstance(error, BudgetExhaustedError):
         return "ask your administrator for a top-up, or `dpgate preview` a cheaper query"
-    if code is ExitCode.UNAVAILABLE and not error.reason:
+    if isinstance(error, ServerUnavailableError) and not error.reason:
         return f"is a dpgate server running at {target}? (DPGATE_TARGET, or the config file)"
     return ""

@@ -19,7 +19,7 @@ from dpgate._query import count
 from dpgate.errors import (
     AuthenticationError,
     DpgateError,
-    InvalidQueryError,
+    InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
     from_rpc_error,
@@ -90,7 +90,7 @@ def test_two_requesters_with_one_name_get_different_ids(admin: AdminClient) -> N
 
 
 def test_requester_without_purpose_is_refused_naming_the_field(admin: AdminClient) -> None:
-    with pytest.raises(InvalidQueryError) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         admin.create_requester("Someone", "Org", "  ")
     assert refused.value.reason == "MISSING_FIELD"
     assert refused.value.field == "purpose"
@@ -168,7 +168,7 @@ def test_unparsable_expiry_is_refused_naming_the_field(service: Service) -> None
             requester_id="analyst-1", role=admin_pb2.ROLE_ANALYST, expires_at="next tuesday"
         ),
     )
-    assert isinstance(error, InvalidQueryError)
+    assert isinstance(error, InvalidRequestError)
     assert (error.reason, error.field) == ("BAD_TIME", "expires_at")
 
 
@@ -180,7 +180,7 @@ def test_expiry_without_offset_is_refused(service: Service) -> None:
             requester_id="analyst-1", role=admin_pb2.ROLE_ANALYST, expires_at="2030-01-01T00:00"
         ),
     )
-    assert isinstance(error, InvalidQueryError)
+    assert isinstance(error, InvalidRequestError)
     assert error.field == "expires_at"
 
 
@@ -188,13 +188,13 @@ def test_token_without_role_is_refused(service: Service) -> None:
     error = raw_admin_call(
         service, "IssueToken", admin_pb2.IssueTokenRequest(requester_id="analyst-1")
     )
-    assert isinstance(error, InvalidQueryError)
+    assert isinstance(error, InvalidRequestError)
     assert (error.reason, error.field) == ("BAD_ROLE", "role")
 
 
 def test_provider_token_without_practices_is_refused(admin: AdminClient) -> None:
     provider = fresh_requester(admin)
-    with pytest.raises(InvalidQueryError) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         admin.issue_token(provider.requester_id, "provider")
     assert refused.value.reason == "BAD_TOKEN_REQUEST"
 
@@ -310,7 +310,7 @@ def test_admin_cannot_grant_to_their_own_requester(admin: AdminClient, service: 
 
 def test_grant_in_the_wrong_unit_is_refused(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    with pytest.raises(InvalidQueryError) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         admin.grant(
             planner.requester_id, service.dataset_id, rho=1, purpose="testing", agreement="DSA-TEST"
         )
@@ -319,7 +319,7 @@ def test_grant_in_the_wrong_unit_is_refused(admin: AdminClient, service: Service
 
 def test_negative_grant_is_refused(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
-    with pytest.raises(InvalidQueryError) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         admin.grant(
             planner.requester_id,
             service.dataset_id,
@@ -335,7 +335,7 @@ def test_zero_top_up_is_refused(admin: AdminClient, service: Service) -> None:
     admin.grant(
         planner.requester_id, service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
     )
-    with pytest.raises(InvalidQueryError) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         admin.grant(
             planner.requester_id,
             service.dataset_id,
@@ -352,7 +352,7 @@ def test_grant_without_amount_is_refused(service: Service) -> None:
         "GrantAllocation",
         admin_pb2.GrantAllocationRequest(requester_id="analyst-1", dataset_id=service.dataset_id),
     )
-    assert isinstance(error, InvalidQueryError)
+    assert isinstance(error, InvalidRequestError)
     assert (error.reason, error.field) == ("MISSING_FIELD", "amount")
 
 
@@ -429,13 +429,13 @@ def test_cap_below_spent_is_refused(
 
 
 def test_cap_in_the_wrong_unit_is_refused(admin: AdminClient, service: Service) -> None:
-    with pytest.raises(InvalidQueryError) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         admin.set_cap(service.dataset_id, rho=20, reason="typo")
     assert (refused.value.reason, refused.value.field) == ("ACCOUNTING_MISMATCH", "cap")
 
 
 def test_cap_without_reason_is_refused(admin: AdminClient, service: Service) -> None:
-    with pytest.raises(InvalidQueryError) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         admin.set_cap(service.dataset_id, epsilon=DATASET_CAP_EPSILON, reason="")
     assert refused.value.reason == "REASON_REQUIRED"
 
@@ -452,7 +452,7 @@ def test_cap_without_amount_is_refused(service: Service) -> None:
         "SetDatasetCap",
         admin_pb2.SetDatasetCapRequest(dataset_id=service.dataset_id, reason="r"),
     )
-    assert isinstance(error, InvalidQueryError)
+    assert isinstance(error, InvalidRequestError)
     assert (error.reason, error.field) == ("MISSING_FIELD", "cap")
 
 
@@ -464,7 +464,7 @@ def test_unspecified_accounting_is_refused(service: Service) -> None:
             dataset_id=service.dataset_id, cap=types_pb2.Spend(nano_units=1), reason="r"
         ),
     )
-    assert isinstance(error, InvalidQueryError)
+    assert isinstance(error, InvalidRequestError)
     assert error.reason == "ACCOUNTING_MISMATCH"
 
 
@@ -538,7 +538,7 @@ def test_new_grant_without_purpose_is_refused_and_a_purpose_is_reported(
     service: Service, admin: AdminClient
 ) -> None:
     planner = fresh_requester(admin)
-    with pytest.raises(InvalidQueryError) as refused:
+    with pytest.raises(InvalidRequestError) as refused:
         admin.grant(planner.requester_id, service.dataset_id, epsilon=1)
     assert refused.value.reason == "REASON_REQUIRED"
     assert "purpose" in str(refused.value)

@@ -16,7 +16,7 @@ from dpgate._audit import AuditClient
 from dpgate._client import Client
 from dpgate._query import count
 from dpgate._types import QueryResult
-from dpgate.errors import InvalidQueryError, PermissionDeniedError, from_rpc_error
+from dpgate.errors import InvalidRequestError, PermissionDeniedError, from_rpc_error
 from dpgate_proto.v1 import audit_pb2, audit_pb2_grpc
 from dpgate_server.ledger import model
 from dpgate_server.ledger.chain import event_hash
@@ -216,7 +216,7 @@ def test_report_with_unspecified_format_is_refused(service: Service) -> None:
     error = raw_export(service, audit_pb2.EXPORT_FORMAT_UNSPECIFIED)
     assert error is not None
     refused = from_rpc_error(error)
-    assert isinstance(refused, InvalidQueryError)
+    assert isinstance(refused, InvalidRequestError)
     assert (refused.reason, refused.field) == ("BAD_FORMAT", "format")
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import polars as pl
 import pytest
 
-from dpgate import Client, InvalidQueryError, NotFoundError
+from dpgate import Client, InvalidRequestError, NotFoundError
 from dpgate_server.store.store import DatasetVersion
 
 from .conftest import Service
@@ -59,6 +59,6 @@ def test_unknown_dataset_raises_not_found_with_reason(client: Client) -> None:
 
 def test_missing_dataset_id_raises_invalid_query_naming_the_field(client: Client) -> None:
     for blank in ("", "  "):  # one rule for a required field, in every service
-        with pytest.raises(InvalidQueryError) as caught:
+        with pytest.raises(InvalidRequestError) as caught:
             client.describe(blank)
         assert (caught.value.reason, caught.value.field) == ("MISSING_FIELD", "dataset_id")

@@ -15,14 +15,17 @@ from dpgate.errors import (
     AlreadyExistsError,
     AuthenticationError,
     BudgetExhaustedError,
+    DeadlineExceededError,
     DpgateError,
     InvalidQueryError,
+    InvalidRequestError,
     NotFoundError,
     NotImplementedYetError,
     OverloadedError,
     PermissionDeniedError,
     PreconditionFailedError,
     ServerError,
+    ServerUnavailableError,
 )
 
 
@@ -73,12 +76,14 @@ def test_json_keeps_amounts_exact_as_strings_without_exponents() -> None:
     ("error", "code"),
     [
         (InvalidQueryError("x"), ExitCode.BAD_INPUT),
+        (InvalidRequestError("x"), ExitCode.BAD_INPUT),
         (BudgetExhaustedError("x"), ExitCode.BUDGET_EXHAUSTED),
         (AuthenticationError("x"), ExitCode.AUTH),
         (PermissionDeniedError("x"), ExitCode.AUTH),
         (NotFoundError("x"), ExitCode.NOT_FOUND),
         (OverloadedError("x"), ExitCode.UNAVAILABLE),
-        (ServerError("x", code="DEADLINE_EXCEEDED"), ExitCode.UNAVAILABLE),
+        (ServerUnavailableError("x", code="UNAVAILABLE"), ExitCode.UNAVAILABLE),
+        (DeadlineExceededError("x", code="DEADLINE_EXCEEDED"), ExitCode.UNAVAILABLE),
         (PreconditionFailedError("x"), ExitCode.CONFLICT),
         (AlreadyExistsError("x"), ExitCode.CONFLICT),
         (NotImplementedYetError("x"), ExitCode.OTHER),

@@ -13,7 +13,7 @@ import grpc
 import polars as pl
 import pytest
 
-from dpgate import InvalidQueryError, PermissionDeniedError, count
+from dpgate import InvalidRequestError, PermissionDeniedError, count
 from dpgate_proto.v1 import provider_pb2, provider_pb2_grpc
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
 from dpgate_server.governance.staging import StagingArea
@@ -150,7 +150,7 @@ def test_bad_extract_is_refused_clearly_and_changes_nothing(
     make, expected = BAD_EXTRACTS[case]
     data = make(governed.world.extract(SMALL))
     before = snapshot(governed)
-    with governed.provider() as provider, pytest.raises(InvalidQueryError) as caught:
+    with governed.provider() as provider, pytest.raises(InvalidRequestError) as caught:
         provider.upload(DATASET_ID, SMALL, data)
     assert expected in caught.value.message
     assert snapshot(governed) == before
@@ -237,7 +237,7 @@ def test_status_shows_consent_and_the_last_upload(governed: GovernedService) -> 
 def test_admin_records_consent_only_with_an_instruction_reference(
     governed: GovernedService,
 ) -> None:
-    with governed.admin_provider() as admin, pytest.raises(InvalidQueryError) as caught:
+    with governed.admin_provider() as admin, pytest.raises(InvalidRequestError) as caught:
         admin.set_consent(DATASET_ID, UNUSED, "withdrawn")
     assert caught.value.reason == "INSTRUCTION_REFERENCE_REQUIRED"
 
