@@ -1,27 +1,29 @@
 """Answering a query end to end: check, price, look up, run, debit (DESIGN.md guarantees 3-5).
 
 The order is the guarantee. Everything that can refuse for free happens before any data
-is read: validation and pricing (`engine.prepare`), the release lookup (a repeat is free
-and gets no new noise), and a budget pre-check (so a request the budget cannot pay never
-occupies a worker). Only then does a worker compute the noisy answer, and only after the
-ledger has durably stored the release and its debit does the answer leave.
+is read: validation and pricing (`engine.prepare`), then the ledger's pre-check
+(`Ledger.precheck_debit`: a retry or a repeat is served free with no new noise, a request
+the budget cannot pay is refused, by the same rule `debit` applies). Only then does a
+worker compute the noisy answer, and only after the ledger has durably stored the release
+and its debit does the answer leave. The ledger writes the audit event of every outcome
+it decides; this module writes none.
 
 The version a query reads is leased (store/leases.py) from before it is priced until its
 answer is stored, so retention never deletes files a query is reading. A retry with an
 idempotency key already used is answered from the ledger before anything is computed,
-even after the version it was computed on was replaced or deleted.
+even after the version it was computed on was replaced or deleted: the ledger asks
+`_same_question` whether the stored answer is the question asked again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
-from dpgate_server.ledger import model as ledger_model
-from dpgate_server.ledger.errors import BudgetExhausted, IdempotencyConflict
 from dpgate_server.ledger.ledger import Ledger
-from dpgate_server.ledger.model import Outcome, Principal, RequestInfo
+from dpgate_server.ledger.model import DebitResult, Principal, RequestInfo, StoredRelease
 from dpgate_server.queries import engine
 from dpgate_server.queries.accuracy import with_confidence_level
 from dpgate_server.queries.limits import QueryLimits
@@ -103,48 +105,9 @@ class QueryAnswerer:
         with reading_current(self._store, self._leases, query.dataset_id) as version:
             prepared = engine.prepare(version, query, self._limits)
             request = dataclasses.replace(request, query_text=prepared.query.to_json())
-            if idempotency_key:
-                retried = self._retry(principal, request, prepared, idempotency_key, query)
-                if retried is not None:
-                    return retried
             return self._answer_fresh(
-                principal, request, query, prepared, idempotency_key, caller_deadline_s
+                principal, request, query, prepared, idempotency_key or None, caller_deadline_s
             )
-
-    def _retry(
-        self,
-        principal: Principal,
-        request: RequestInfo,
-        prepared: engine.PreparedQuery,
-        idempotency_key: str,
-        query: Query,
-    ) -> Answer | None:
-        """The earlier answer to a retried request (same idempotency key), free; None if
-        the key is new. A key reused for another question is refused before any work."""
-        requester_id = principal.requester_id
-        dataset_id = prepared.query.dataset_id
-        earlier = self._ledger.lookup_idempotent(requester_id, idempotency_key)
-        if earlier is None:
-            return None
-        if not _same_question(earlier, prepared.query):
-            self._ledger.record_event(
-                request,
-                Outcome.INVALID,
-                dataset_id=dataset_id,
-                detail="idempotency key reused for a different query",
-            )
-            raise IdempotencyConflict(
-                f"idempotency key {idempotency_key!r} was used for another query"
-            )
-        self._ledger.record_event(
-            request,
-            Outcome.ANSWERED,
-            dataset_id=dataset_id,
-            release_id=earlier.release_id,
-            detail="idempotent retry",
-        )
-        remaining = self._ledger.get_budget(requester_id, dataset_id).remaining_units
-        return self._answer(earlier.payload, earlier.release_id, 0, remaining, True, query)
 
     def _answer_fresh(
         self,
@@ -157,22 +120,20 @@ class QueryAnswerer:
     ) -> Answer:
         requester_id = principal.requester_id
         dataset_id = prepared.query.dataset_id
-        stored = self._ledger.lookup_release(prepared.key, requester_id)
-        if stored is not None:
-            self._ledger.record_event(
-                request, Outcome.ANSWERED, dataset_id=dataset_id, release_id=stored.release_id
-            )
-            remaining = self._ledger.get_budget(requester_id, dataset_id).remaining_units
-            return self._answer(stored.payload, stored.release_id, 0, remaining, True, query)
-
-        budget = self._ledger.get_budget(requester_id, dataset_id)
-        if prepared.cost_units > budget.remaining_units:
-            self._ledger.record_event(
-                request, Outcome.REFUSED, dataset_id=dataset_id, cost_units=0, detail="budget"
-            )
-            raise BudgetExhausted(
-                prepared.cost_units, budget.remaining_units, accounting=prepared.query.accounting
-            )
+        same_question = functools.partial(_same_question, asked=prepared.query)
+        # The ledger settles now what needs no answer (a retry, a repeat, a refusal), so
+        # a request it will not charge never occupies a worker.
+        settled = self._ledger.precheck_debit(
+            requester_id,
+            dataset_id,
+            prepared.key,
+            idempotency_key=idempotency_key,
+            cost_units=prepared.cost_units,
+            request=request,
+            same_question=same_question,
+        )
+        if settled is not None:
+            return self._answer(settled, query)
 
         timeout_s = self._timeout_s
         if caller_deadline_s is not None:
@@ -182,36 +143,28 @@ class QueryAnswerer:
             requester_id,
             dataset_id,
             prepared.key,
-            idempotency_key=idempotency_key or None,
+            idempotency_key=idempotency_key,
             cost_units=prepared.cost_units,
             payload=payload,
             request=request,
+            same_question=same_question,
         )
-        return self._answer(
-            result.release.payload,
+        return self._answer(result, query)
+
+    def _answer(self, result: DebitResult, query: Query) -> Answer:
+        release = Release.from_bytes(result.release.payload)
+        if release.confidence_level != query.confidence_level:
+            release = with_confidence_level(release, query.confidence_level)
+        return Answer(
+            release,
             result.release.release_id,
             result.charged_units,
             result.remaining_units,
             result.repeat,
-            query,
         )
 
-    def _answer(
-        self,
-        payload: bytes,
-        release_id: str,
-        charged: int,
-        remaining: int,
-        repeat: bool,
-        query: Query,
-    ) -> Answer:
-        release = Release.from_bytes(payload)
-        if release.confidence_level != query.confidence_level:
-            release = with_confidence_level(release, query.confidence_level)
-        return Answer(release, release_id, charged, remaining, repeat)
 
-
-def _same_question(earlier: ledger_model.StoredRelease, asked: CanonicalQuery) -> bool:
+def _same_question(earlier: StoredRelease, asked: CanonicalQuery) -> bool:
     """Whether `asked` is the question `earlier` answered, whatever version is now current
     (a retry after a publish asks the same question of the version it was answered on)."""
     if earlier.release_key == asked.key():

@@ -125,12 +125,14 @@ STATUS_BY_REASON: Final[Mapping[ErrorReason, grpc.StatusCode]] = MappingProxyTyp
 )
 """The status code of every reason (a test checks that none is missing)."""
 
-AUDITED_ELSEWHERE: Final = frozenset({_R.BUDGET_EXHAUSTED, _R.LEDGER_UNAVAILABLE})
-"""Reasons the API does not audit: a budget refusal is written by the debit itself; with
-the ledger unavailable, so is the audit chain (the operator's log has it instead)."""
+AUDITED_ELSEWHERE: Final = frozenset({_R.LEDGER_UNAVAILABLE})
+"""Reasons the API never audits: with the ledger unavailable, so is the audit chain (the
+operator's log has it instead). A refusal the ledger decided (a budget refusal, say) is
+not skipped by reason but by `DomainError.audited`: the ledger wrote its event."""
 
 _OUTCOME_BY_STATUS: Final[Mapping[grpc.StatusCode, Outcome]] = MappingProxyType(
     {
+        _C.RESOURCE_EXHAUSTED: Outcome.REFUSED,
         _C.UNAUTHENTICATED: Outcome.DENIED,
         _C.PERMISSION_DENIED: Outcome.DENIED,
         _C.UNAVAILABLE: Outcome.FAILED,
@@ -300,9 +302,11 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
     """Decorate a servicer method: map errors to statuses and write the audit event.
 
-    `record_success` is True for RPCs whose domain call writes no event of its own (reads);
-    False where the domain records success itself (debit, admin changes) or the servicer
-    does (a free repeat). Failures are always recorded here, unless the domain already did.
+    Each request gets exactly one event. `record_success` is True for RPCs whose domain
+    call writes no event of its own (reads); False where the ledger records success itself
+    (a charge, a free repeat, an admin change). A failure is recorded here unless the
+    ledger already did (`DomainError.audited`: it decided the refusal and wrote its event
+    in the same transaction).
     The servicer instance must have a `_ledger` attribute.
     """
 
@@ -316,7 +320,8 @@ def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
         ) -> NoReturn:
             call = current_call()
             answer = answer_for(exc, call.request_id)
-            if answer.outcome is not None:
+            already = isinstance(exc, DomainError) and exc.audited
+            if answer.outcome is not None and not already:
                 try:
                     self._ledger.record_event(
                         call.request_info(_request_text(request)),

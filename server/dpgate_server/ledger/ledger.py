@@ -1,17 +1,24 @@
 """The ledger: the only component that spends privacy budget.
 
-The spend is two-step. Before computing anything the engine calls `lookup_release`: a hit
-is returned free, with no new noise. Otherwise it computes the answer and calls `debit`,
-which in ONE serialised transaction honours an idempotency key already used, looks the
-release key up again (two identical queries racing are charged once), checks the
-allocation, its expiry and the dataset's global cap, and records the release and the
-spend. Only after `debit` returns may the answer leave the server, and when
-`DebitResult.repeat` is true it must be the stored payload, not the fresh one.
+The ledger alone decides whether a spend fits, by one rule (`_decide`): the dataset and
+an enabled requester exist; an idempotency key already used answers its first release
+(or refuses another query); a release of the same key the requester may see is served
+free, with no new noise; the allocation (with its expiry) and the dataset's global cap
+cover the cost.
 
-Every debit, refusal included, appends its audit event in the same transaction, so there is
-never a release without its event. Requests that never reach `debit` (free repeats,
-invalid queries, other RPCs) are recorded by the caller with `record_event`, and
-unauthenticated ones with `record_unauthenticated`.
+The spend is two-step. Before computing anything the caller calls `precheck_debit`,
+which applies the rule to settle what needs no answer: a repeat is returned free, a
+refusal is raised. Otherwise the caller computes the answer and calls `debit`, which in
+ONE serialised transaction applies the rule again (two identical queries racing are
+charged once) and records the release and the spend. Only after `debit` returns may the
+answer leave the server, and when `DebitResult.repeat` is true it must be the stored
+payload, not the fresh one.
+
+Every outcome the ledger decides (a charge, a repeat, a refusal) appends its audit event
+in the transaction that decided it, so there is never a release without its event; a
+refusal is raised marked `audited`, so the API layer writes no second event. Requests the
+ledger never decides (invalid queries, failures, other RPCs) are recorded by the API
+layer with `record_event`, and unauthenticated ones with `record_unauthenticated`.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ from dpgate_server.spend import describe
 from dpgate_server.vocabulary.errors import DatasetNotFoundError, DomainError
 
 Clock = Callable[[], dt.datetime]
+SameQuestion = Callable[[StoredRelease], bool]
+"""Whether a stored release answers the question being asked (see `Ledger.debit`)."""
 
 MAX_TOKEN_LENGTH = 256
 """Longer presented tokens are rejected before hashing (no work for garbage)."""
@@ -216,16 +225,6 @@ class Ledger:
         with self._storage.read() as tx:
             return _visible_release(tx, tx.find_releases(release_key), requester_id)
 
-    def lookup_idempotent(self, requester_id: str, idempotency_key: str) -> StoredRelease | None:
-        """The release `requester_id` first received for `idempotency_key`, or None.
-
-        Lets a retry be answered from the ledger even when the version the release was
-        computed on has since been replaced (or deleted).
-        """
-        with self._storage.read() as tx:
-            record = tx.get_idempotency(requester_id, idempotency_key)
-            return None if record is None else tx.get_release(record.release_id)
-
     def debit(
         self,
         requester_id: str,
@@ -236,6 +235,7 @@ class Ledger:
         cost_units: int,
         payload: bytes,
         request: RequestInfo,
+        same_question: SameQuestion | None = None,
     ) -> DebitResult:
         """Charge `cost_units` and record the release, atomically and durably.
 
@@ -247,6 +247,10 @@ class Ledger:
             cost_units: the query's cost, a positive integer of ledger units.
             payload: the engine's serialized answer (stored, never interpreted).
             request: recorded in the audit event written in the same transaction.
+            same_question: for a key already used for another release key, whether
+                that earlier release answers this question all the same (a retry after
+                a new version replaced the one it was answered on); the ledger cannot
+                tell, as payloads are opaque to it. None: only the same release key.
 
         Returns:
             The release to return; a repeat (idempotent retry or identical query already
@@ -260,13 +264,63 @@ class Ledger:
             InvalidAmount: `cost_units` is not a positive integer.
             ReleaseKeyConflict: the key is stored for a different dataset (an engine bug).
         """
-        if isinstance(cost_units, bool) or not isinstance(cost_units, int) or cost_units <= 0:
-            raise InvalidAmount(f"a cost must be a positive integer of units: {cost_units!r}")
+        _check_cost(cost_units)
         if request.principal is not None and request.principal.requester_id != requester_id:
             raise ValueError("the request's principal is not the requester being charged")
-        spend = _Spend(requester_id, dataset_id, release_key, idempotency_key, cost_units)
+        spend = _Spend(
+            requester_id, dataset_id, release_key, idempotency_key, cost_units, same_question
+        )
         with self._write() as (tx, now):
-            outcome = _debit_in(tx, now, spend, payload, request)
+            decision = _decide(tx, now, spend)
+            if isinstance(decision, _Charge):
+                return _charge(tx, now, spend, decision, payload, request)
+            outcome = _settle(tx, now, spend, decision, request)
+        if isinstance(outcome, DomainError):
+            raise outcome  # after the commit: the refusal's event is kept
+        return outcome
+
+    def precheck_debit(
+        self,
+        requester_id: str,
+        dataset_id: str,
+        release_key: str,
+        *,
+        idempotency_key: str | None,
+        cost_units: int,
+        request: RequestInfo,
+        same_question: SameQuestion | None = None,
+    ) -> DebitResult | None:
+        """Settle a spend that needs no answer computed; None: compute it, then `debit`.
+
+        The same rule as `debit` (one function decides both), applied before the answer
+        exists, so a request that will not be charged never occupies a worker:
+
+        - an earlier release answers it (an idempotent retry, or an identical query this
+          requester may see): returned free as a repeat, its event recorded;
+        - it cannot be paid, or is not allowed: its refusal is recorded and raised.
+
+        A spend that fits takes no lock and writes nothing; `debit` decides again when the
+        answer is ready, so a budget spent meanwhile is still refused then.
+
+        Raises:
+            the errors of `debit`, marked `audited` (their event is in the chain).
+        """
+        _check_cost(cost_units)
+        if request.principal is not None and request.principal.requester_id != requester_id:
+            raise ValueError("the request's principal is not the requester being charged")
+        spend = _Spend(
+            requester_id, dataset_id, release_key, idempotency_key, cost_units, same_question
+        )
+        with self._storage.read() as tx:
+            if isinstance(_decide(tx, self._clock(), spend), _Charge):
+                return None
+        with self._write() as (tx, now):
+            decision = _decide(tx, now, spend)  # again: the snapshot may be stale
+            outcome = (
+                None
+                if isinstance(decision, _Charge)
+                else _settle(tx, now, spend, decision, request)
+            )
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
@@ -332,10 +386,11 @@ class Ledger:
         release_id: str | None = None,
         detail: str = "",
     ) -> AuditEvent:
-        """Append an event for a request that did not go through `debit`.
+        """Append an event for a request the ledger did not decide (not a spend).
 
-        Use for free repeats found by `lookup_release` (outcome ANSWERED, cost 0, the
-        release id), invalid or denied requests, failures, and read-only RPCs.
+        Use for invalid or denied requests, failures, read-only RPCs and changes outside
+        the ledger (governance). Spends record their own events (`precheck_debit`,
+        `debit`), as do the administrative changes (`admin`).
         """
         if outcome is Outcome.UNAUTHENTICATED:
             raise ValueError("use record_unauthenticated, which aggregates them")
@@ -499,47 +554,138 @@ class _Spend:
     release_key: str
     idempotency_key: str | None
     cost_units: int
+    same_question: SameQuestion | None
+
+    def answered_by(self, earlier: StoredRelease) -> bool:
+        """Whether the release an idempotency key was used for answers this spend."""
+        if earlier.release_key == self.release_key:
+            return True
+        return self.same_question is not None and self.same_question(earlier)
 
 
-def _debit_in(
+@dataclass(frozen=True, slots=True)
+class _Refuse:
+    """The spend is refused with `error`, audited as `outcome` with `detail`."""
+
+    error: DomainError
+    outcome: Outcome
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Serve:
+    """An earlier release answers the spend for free (a retry or an identical query)."""
+
+    release: StoredRelease
+    detail: str
+    remaining_units: int
+    remember_key: bool
+    """Whether the spend's idempotency key is to be recorded for this release."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    """The spend fits: `remaining_units` is what remains before it is charged."""
+
+    remaining_units: int
+
+
+_Decision = _Refuse | _Serve | _Charge
+
+
+def _decide(tx: StorageTransaction, now: dt.datetime, spend: _Spend) -> _Decision:
+    """The one rule of a spend, from reads alone: refuse it, serve a repeat, or charge it.
+
+    In order: the dataset and an enabled requester exist; an idempotency key already used
+    answers its first release (or refuses another query); a release of the same key the
+    requester may see is served free; the allocation (a missing or expired one is zero)
+    and the dataset's cap both cover the cost.
+    """
+    dataset = _parties(tx, spend)
+    if isinstance(dataset, _Refuse):
+        return dataset
+    remaining = _budget(tx, now, spend.requester_id, dataset).remaining_units
+    repeat = _repeat(tx, spend, remaining)
+    if repeat is not None:
+        return repeat
+    if spend.cost_units > remaining:
+        cost, left = (describe(n, dataset.accounting) for n in (spend.cost_units, remaining))
+        error = BudgetExhausted(spend.cost_units, remaining, accounting=dataset.accounting)
+        return _Refuse(error, Outcome.REFUSED, f"requested {cost}; {left} remains")
+    return _Charge(remaining)
+
+
+def _parties(tx: StorageTransaction, spend: _Spend) -> Dataset | _Refuse:
+    """The dataset, if it and an enabled requester exist; else the refusal."""
+    dataset = tx.get_dataset(spend.dataset_id)
+    if dataset is None:
+        return _Refuse(DatasetNotFoundError(spend.dataset_id), Outcome.INVALID, "unknown dataset")
+    requester = tx.get_requester(spend.requester_id)
+    if requester is None:
+        unknown = RequesterNotFound(f"no requester {spend.requester_id!r}")
+        return _Refuse(unknown, Outcome.INVALID, "unknown requester")
+    if not requester.enabled:
+        disabled = RequesterDisabled(f"requester {spend.requester_id!r} is disabled")
+        return _Refuse(disabled, Outcome.DENIED, "requester disabled")
+    return dataset
+
+
+def _repeat(tx: StorageTransaction, spend: _Spend, remaining: int) -> _Serve | _Refuse | None:
+    """An idempotent retry or an identical query released before, served free; else None."""
+    if spend.idempotency_key is not None:
+        prior = tx.get_idempotency(spend.requester_id, spend.idempotency_key)
+        if prior is not None:
+            earlier = tx.get_release(prior.release_id)
+            if earlier is None:  # pragma: no cover - a foreign key prevents it
+                raise ReleaseNotFound(prior.release_id)
+            if not spend.answered_by(earlier):
+                conflict = IdempotencyConflict(
+                    f"idempotency key {spend.idempotency_key!r} was used for another query"
+                )
+                detail = "idempotency key reused for a different query"
+                return _Refuse(conflict, Outcome.INVALID, detail)
+            return _Serve(earlier, "idempotent retry", remaining, remember_key=False)
+    same_key = tx.find_releases(spend.release_key)
+    if any(release.dataset_id != spend.dataset_id for release in same_key):
+        raise ReleaseKeyConflict(f"release key {spend.release_key!r} belongs to another dataset")
+    existing = _visible_release(tx, same_key, spend.requester_id)
+    if existing is None:
+        return None
+    return _Serve(existing, "identical query released before", remaining, remember_key=True)
+
+
+def _settle(
     tx: StorageTransaction,
     now: dt.datetime,
     spend: _Spend,
-    payload: bytes,
+    decision: _Refuse | _Serve,
     request: RequestInfo,
 ) -> DebitResult | DomainError:
-    """The debit's decision and writes; a returned error is raised after the commit.
+    """Write a refusal's or a free repeat's audit event; the result, or the error to raise.
 
-    Each step either settles the debit (a repeat, a refusal, an error to report) or passes
-    on; every settled outcome has appended its audit event.
+    The error comes back marked `audited`: its event is in the chain, written in the
+    transaction that decided it, and the API layer must not write another.
     """
+    if isinstance(decision, _Refuse):
+        _audit(tx, now, spend, request, decision.outcome, decision.detail)
+        decision.error.audited = True
+        return decision.error
+    if decision.remember_key:
+        _remember_key(tx, now, spend, decision.release)
+    release = decision.release
+    _audit(tx, now, spend, request, Outcome.ANSWERED, decision.detail, release=release)
+    return DebitResult(release, 0, decision.remaining_units, repeat=True)
 
-    def audit(outcome: Outcome, detail: str, cost: int = 0, release_id: str | None = None) -> None:
-        append_event(
-            tx,
-            at=now,
-            request=request,
-            outcome=outcome,
-            dataset_id=spend.dataset_id,
-            cost_units=cost,
-            release_id=release_id,
-            detail=detail,
-            requester_id=spend.requester_id,
-        )
 
-    checked = _check_parties(tx, spend, audit)
-    if isinstance(checked, DomainError):
-        return checked
-    settled = _repeat(tx, now, spend, checked, audit)
-    if settled is not None:
-        return settled
-    remaining = _budget(tx, now, spend.requester_id, checked).remaining_units
-    if spend.cost_units > remaining:
-        cost, left = (
-            describe(units, checked.accounting) for units in (spend.cost_units, remaining)
-        )
-        audit(Outcome.REFUSED, f"requested {cost}; {left} remains")
-        return BudgetExhausted(spend.cost_units, remaining, accounting=checked.accounting)
+def _charge(
+    tx: StorageTransaction,
+    now: dt.datetime,
+    spend: _Spend,
+    decision: _Charge,
+    payload: bytes,
+    request: RequestInfo,
+) -> DebitResult:
+    """Record the release and charge it, with its audit event, in this transaction."""
     release = StoredRelease(
         release_id="rel_" + secrets.token_hex(16),
         release_key=spend.release_key,
@@ -554,57 +700,38 @@ def _debit_in(
     tx.add_allocation_spent(spend.requester_id, spend.dataset_id, spend.cost_units)
     tx.add_dataset_spent(spend.dataset_id, spend.cost_units)
     _remember_key(tx, now, spend, release)
-    audit(Outcome.ANSWERED, "charged", cost=spend.cost_units, release_id=release.release_id)
-    return DebitResult(release, spend.cost_units, remaining - spend.cost_units, repeat=False)
+    _audit(tx, now, spend, request, Outcome.ANSWERED, "charged", release=release, charged=True)
+    remaining = decision.remaining_units - spend.cost_units
+    return DebitResult(release, spend.cost_units, remaining, repeat=False)
 
 
-_Audit = Callable[..., None]
+def _audit(
+    tx: StorageTransaction,
+    now: dt.datetime,
+    spend: _Spend,
+    request: RequestInfo,
+    outcome: Outcome,
+    detail: str,
+    *,
+    release: StoredRelease | None = None,
+    charged: bool = False,
+) -> None:
+    append_event(
+        tx,
+        at=now,
+        request=request,
+        outcome=outcome,
+        dataset_id=spend.dataset_id,
+        cost_units=spend.cost_units if charged else 0,
+        release_id=None if release is None else release.release_id,
+        detail=detail,
+        requester_id=spend.requester_id,
+    )
 
 
-def _check_parties(tx: StorageTransaction, spend: _Spend, audit: _Audit) -> Dataset | DomainError:
-    """The dataset, if it and an enabled requester exist; else the error to report."""
-    dataset = tx.get_dataset(spend.dataset_id)
-    if dataset is None:
-        audit(Outcome.INVALID, "unknown dataset")
-        return DatasetNotFoundError(spend.dataset_id)
-    requester = tx.get_requester(spend.requester_id)
-    if requester is None:
-        audit(Outcome.INVALID, "unknown requester")
-        return RequesterNotFound(f"no requester {spend.requester_id!r}")
-    if not requester.enabled:
-        audit(Outcome.DENIED, "requester disabled")
-        return RequesterDisabled(f"requester {spend.requester_id!r} is disabled")
-    return dataset
-
-
-def _repeat(
-    tx: StorageTransaction, now: dt.datetime, spend: _Spend, dataset: Dataset, audit: _Audit
-) -> DebitResult | DomainError | None:
-    """Settle an idempotent retry or an already released query for free; None otherwise."""
-    if spend.idempotency_key is not None:
-        prior = tx.get_idempotency(spend.requester_id, spend.idempotency_key)
-        if prior is not None and prior.release_key != spend.release_key:
-            audit(Outcome.INVALID, "idempotency key reused for a different query")
-            return IdempotencyConflict(
-                f"idempotency key {spend.idempotency_key!r} was used for another query"
-            )
-        if prior is not None:
-            earlier = tx.get_release(prior.release_id)
-            if earlier is None:  # pragma: no cover - a foreign key prevents it
-                raise ReleaseNotFound(prior.release_id)
-            audit(Outcome.ANSWERED, "idempotent retry", release_id=earlier.release_id)
-            remaining = _budget(tx, now, spend.requester_id, dataset).remaining_units
-            return DebitResult(earlier, 0, remaining, repeat=True)
-    same_key = tx.find_releases(spend.release_key)
-    if any(release.dataset_id != spend.dataset_id for release in same_key):
-        raise ReleaseKeyConflict(f"release key {spend.release_key!r} belongs to another dataset")
-    existing = _visible_release(tx, same_key, spend.requester_id)
-    if existing is None:
-        return None
-    _remember_key(tx, now, spend, existing)
-    audit(Outcome.ANSWERED, "identical query released before", release_id=existing.release_id)
-    remaining = _budget(tx, now, spend.requester_id, dataset).remaining_units
-    return DebitResult(existing, 0, remaining, repeat=True)
+def _check_cost(cost_units: int) -> None:
+    if isinstance(cost_units, bool) or not isinstance(cost_units, int) or cost_units <= 0:
+        raise InvalidAmount(f"a cost must be a positive integer of units: {cost_units!r}")
 
 
 def _remember_key(

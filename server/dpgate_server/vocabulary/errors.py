@@ -39,6 +39,10 @@ class DomainError(Exception):
     """
 
     reason: ErrorReason = ErrorReason.INTERNAL
+    audited: bool = False
+    """True once this refusal's audit event is in the chain: the ledger writes it in the
+    transaction that decided the refusal, and marks the error so that the API layer, which
+    audits every other refusal, does not write a second event for the same request."""
 
     def __init__(
         self,

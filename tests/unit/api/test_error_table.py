@@ -111,7 +111,7 @@ def test_each_entry_reaches_the_wire_as_its_code_and_reason(reason: ErrorReason)
         (ErrorReason.OVERLOADED, Outcome.FAILED),
         (ErrorReason.QUERY_TIMEOUT, Outcome.FAILED),
         (ErrorReason.INTERNAL, Outcome.FAILED),
-        (ErrorReason.BUDGET_EXHAUSTED, None),  # the debit wrote the refusal
+        (ErrorReason.BUDGET_EXHAUSTED, Outcome.REFUSED),
         (ErrorReason.LEDGER_UNAVAILABLE, None),  # so is the audit chain
     ],
 )
