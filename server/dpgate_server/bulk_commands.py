@@ -50,7 +50,7 @@ ConfigOption = Annotated[
 
 
 @dataclass(frozen=True, slots=True)
-class Refused:
+class RefusedExtract:
     """A file that was refused, and why (the message its RPC would answer with)."""
 
     name: str
@@ -93,7 +93,7 @@ def ingest(
     if not files:
         typer.echo(f"dpgate-server: no *.csv or *.csv.gz extracts in {folder}", err=True)
         raise typer.Exit(2)
-    refused: list[Refused] = []
+    refused: list[RefusedExtract] = []
     with _governance(settings) as (governance, ledger), _progress() as progress:
         task = progress.add_task(
             "extracts", total=sum(p.stat().st_size for _, p in files), files=f"0/{len(files)}"
@@ -146,12 +146,12 @@ def load_opt_outs(
     typer.echo(f"{kind.value} opt-out list replaced from {file.name}", err=True)
 
 
-def _refusal(ledger: Ledger, request: RequestInfo, name: str, exc: DomainError) -> Refused:
+def _refusal(ledger: Ledger, request: RequestInfo, name: str, exc: DomainError) -> RefusedExtract:
     """Audit a refused file as its RPC would, and say why."""
     answer = answer_for(exc, request.request_id)
     if answer.outcome is not None:
         ledger.record_event(request, answer.outcome, detail=answer.reason.value)
-    return Refused(name, answer.reason.value, answer.message)
+    return RefusedExtract(name, answer.reason.value, answer.message)
 
 
 def _request(rpc: str, text: str) -> RequestInfo:
