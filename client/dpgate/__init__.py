@@ -10,9 +10,11 @@ from dpgate._admin_types import (
     AuditEvent,
     AuditHead,
     ChainVerification,
+    DatasetBudget,
     DatasetCap,
     IssuedToken,
     Requester,
+    TokenRecord,
 )
 from dpgate._audit import AuditClient
 from dpgate._client import Client
@@ -71,6 +73,7 @@ __all__ = [
     "Client",
     "ColumnInfo",
     "Condition",
+    "DatasetBudget",
     "DatasetCap",
     "DatasetDescription",
     "DatasetInfo",
@@ -97,6 +100,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServerUnavailableError",
+    "TokenRecord",
     "UploadResult",
     "__version__",
     "compare_with",

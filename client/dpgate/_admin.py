@@ -9,14 +9,16 @@ from collections.abc import Iterable
 import polars as pl
 
 from dpgate._admin_convert import (
+    dataset_budget,
     dataset_cap,
     requester,
     role_value,
     spend_message,
     spending_frame,
     time_text,
+    token_record,
 )
-from dpgate._admin_types import DatasetCap, IssuedToken, Requester
+from dpgate._admin_types import DatasetBudget, DatasetCap, IssuedToken, Requester, TokenRecord
 from dpgate._channel import Connection
 from dpgate._convert import budget_info, dataset_info
 from dpgate._types import BudgetInfo, DatasetInfo
@@ -72,6 +74,14 @@ class AdminClient(Connection):
         )
         return requester(reply.requester)
 
+    def enable_requester(self, requester_id: str) -> Requester:
+        """Enable a disabled requester again: its unrevoked, unexpired tokens work again."""
+        reply = self._call(
+            self._admin.EnableRequester,
+            admin_pb2.EnableRequesterRequest(requester_id=requester_id),
+        )
+        return requester(reply.requester)
+
     # tokens
 
     def issue_token(
@@ -100,6 +110,14 @@ class AdminClient(Connection):
     def revoke_token(self, token_id: str) -> None:
         """Revoke a token from now on (revoking twice is harmless)."""
         self._call(self._admin.RevokeToken, admin_pb2.RevokeTokenRequest(token_id=token_id))
+
+    def tokens(self, requester_id: str = "") -> list[TokenRecord]:
+        """Token records, oldest first, of one requester or all: ids, roles, dates, never
+        a secret."""
+        reply = self._call(
+            self._admin.ListTokens, admin_pb2.ListTokensRequest(requester_id=requester_id)
+        )
+        return [token_record(t) for t in reply.tokens]
 
     # allocations and caps
 
@@ -161,18 +179,41 @@ class AdminClient(Connection):
         rho: Amount | None = None,
         *,
         reason: str,
+        force: bool = False,
     ) -> DatasetCap:
         """Set a dataset's global cap across all requesters; the reason is audited.
 
-        The cap cannot go below what has been spent on the dataset.
+        The cap cannot go below what has been spent on the dataset, nor below the sum of
+        its allocations unless `force` (over-subscription on purpose).
         """
         reply = self._call(
             self._admin.SetDatasetCap,
             admin_pb2.SetDatasetCapRequest(
-                dataset_id=dataset_id, cap=spend_message(epsilon, rho), reason=reason
+                dataset_id=dataset_id,
+                cap=spend_message(epsilon, rho),
+                reason=reason,
+                force=force,
             ),
         )
         return dataset_cap(dataset_id, reply)
+
+    def dataset_budget(self, dataset_id: str) -> DatasetBudget:
+        """A dataset's cap, allocated and spent totals, and its release-sharing setting."""
+        reply = self._call(
+            self._admin.GetDatasetBudget, admin_pb2.GetDatasetBudgetRequest(dataset_id=dataset_id)
+        )
+        return dataset_budget(reply)
+
+    def set_release_sharing(self, dataset_id: str, share_releases: bool) -> bool:
+        """Whether a release one requester paid for is served free to others asking the
+        identical query (on by default); returns the setting now in force."""
+        reply = self._call(
+            self._admin.SetReleaseSharing,
+            admin_pb2.SetReleaseSharingRequest(
+                dataset_id=dataset_id, share_releases=share_releases
+            ),
+        )
+        return reply.share_releases
 
     # reports
 
@@ -180,7 +221,8 @@ class AdminClient(Connection):
         """Allocated and spent per requester and dataset (exact Decimal columns).
 
         Columns: requester_id, organisation, dataset_id, accounting, allocated, spent,
-        release_count, purpose, agreement.
+        release_count, purpose, agreement, remaining (what may still be spent from the
+        allocation now), expires_at and last_spend_at (None when there is none).
         """
         chunks = self._stream(
             self._admin.GetSpendingReport,

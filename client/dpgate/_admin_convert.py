@@ -12,7 +12,15 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from dpgate._admin_types import AuditEvent, AuditHead, ChainVerification, DatasetCap, Requester
+from dpgate._admin_types import (
+    AuditEvent,
+    AuditHead,
+    ChainVerification,
+    DatasetBudget,
+    DatasetCap,
+    Requester,
+    TokenRecord,
+)
 from dpgate._convert import accounting_name, spend
 from dpgate_proto.v1 import admin_pb2, audit_pb2, types_pb2
 from dpgate_shared.units import Amount, to_units_exact
@@ -35,6 +43,9 @@ SPENDING_SCHEMA = pl.Schema(
         "release_count": pl.Int64(),
         "purpose": pl.String(),
         "agreement": pl.String(),
+        "remaining": pl.Decimal(38, 9),
+        "expires_at": pl.Datetime("us", "UTC"),
+        "last_spend_at": pl.Datetime("us", "UTC"),
     }
 )
 
@@ -108,6 +119,45 @@ def dataset_cap(dataset_id: str, message: admin_pb2.SetDatasetCapResponse) -> Da
     )
 
 
+def optional_time(text: str) -> dt.datetime | None:
+    """An RFC 3339 time from the server, or None for the empty string."""
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+ROLE_NAMES = {
+    admin_pb2.ROLE_ANALYST: "analyst",
+    admin_pb2.ROLE_ADMIN: "admin",
+    admin_pb2.ROLE_AUDITOR: "auditor",
+    admin_pb2.ROLE_PROVIDER: "provider",
+}
+
+
+def token_record(message: admin_pb2.TokenRecord) -> TokenRecord:
+    return TokenRecord(
+        token_id=message.token_id,
+        requester_id=message.requester_id,
+        role=ROLE_NAMES.get(message.role, "unspecified"),
+        practice_codes=tuple(message.practice_codes),
+        created_at=dt.datetime.fromisoformat(message.created_at),
+        expires_at=optional_time(message.expires_at),
+        revoked_at=optional_time(message.revoked_at),
+    )
+
+
+def dataset_budget(message: admin_pb2.GetDatasetBudgetResponse) -> DatasetBudget:
+    return DatasetBudget(
+        dataset_id=message.dataset.dataset_id,
+        version=message.dataset.version,
+        accounting=accounting_name(message.cap),
+        cap=spend(message.cap),
+        spent=spend(message.spent),
+        allocated=spend(message.allocated),
+        allocation_count=message.allocation_count,
+        release_count=message.release_count,
+        share_releases=message.share_releases,
+    )
+
+
 def spending_frame(rows: Iterable[admin_pb2.SpendingRow]) -> pl.DataFrame:
     """The spending report as a frame: one row per requester and dataset, exact amounts."""
     records = [
@@ -121,6 +171,9 @@ def spending_frame(rows: Iterable[admin_pb2.SpendingRow]) -> pl.DataFrame:
             row.release_count,
             row.purpose,
             row.agreement_reference,
+            spend(row.remaining),
+            optional_time(row.expires_at),
+            optional_time(row.last_spend_at),
         )
         for row in rows
     ]

@@ -43,6 +43,38 @@ class DatasetCap:
 
 
 @dataclass(frozen=True, slots=True)
+class DatasetBudget:
+    """A dataset's cap, what is allocated and spent against it, and its sharing setting."""
+
+    dataset_id: str
+    version: str
+    """The current version."""
+    accounting: str
+    """"pure_dp" (amounts are epsilon) or "zcdp" (amounts are rho)."""
+    cap: Decimal
+    spent: Decimal
+    allocated: Decimal
+    """The sum of every allocation on the dataset (above the cap only if forced)."""
+    allocation_count: int
+    release_count: int
+    share_releases: bool
+    """Whether a release is served free to another requester asking the identical query."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A token's record: never its secret (the server does not have it)."""
+
+    token_id: str
+    requester_id: str
+    role: str
+    practice_codes: tuple[str, ...]
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditHead:
     """The audit chain's length and last hash: keep it, and later `verify` against it."""
 

@@ -32,6 +32,9 @@ from dpgate_proto.v1 import query_pb2, query_pb2_grpc
 
 _T = TypeVar("_T")
 
+MAX_RELEASES_PAGE = 1000
+"""The most releases the server sends in one page."""
+
 
 class Client(Connection):
     """A connection to a dpgate server as an analyst.
@@ -137,19 +140,26 @@ class Client(Connection):
         )
         return [budget_info(b) for b in reply.budgets]
 
-    def releases(self, dataset_id: str = "") -> list[ReleaseInfo]:
-        """Your earlier releases, newest first (all pages)."""
+    def releases(self, dataset_id: str = "", *, limit: int | None = None) -> list[ReleaseInfo]:
+        """Your earlier releases, newest first: all of them, or the `limit` newest (only
+        the pages needed are fetched)."""
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
         found: list[ReleaseInfo] = []
         token = ""
-        while True:
+        while limit is None or len(found) < limit:
+            wanted = 0 if limit is None else min(limit - len(found), MAX_RELEASES_PAGE)
             reply = self._read(
                 self._queries.ListReleases,
-                query_pb2.ListReleasesRequest(dataset_id=dataset_id, page_token=token),
+                query_pb2.ListReleasesRequest(
+                    dataset_id=dataset_id, page_token=token, page_size=wanted
+                ),
             )
             found.extend(release_info(r) for r in reply.releases)
             token = reply.next_page_token
             if not token:
-                return found
+                break
+        return found if limit is None else found[:limit]
 
     def _read(self, method: Callable[..., _T], request: object, *, query: bool = False) -> _T:
         """A unary call that changes nothing (or is idempotent), retried by the policy."""

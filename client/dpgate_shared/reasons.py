@@ -103,3 +103,5 @@ class ErrorReason(StrEnum):
     WORKER_FAILED = auto()
     INTERNAL = auto()
     NOT_IMPLEMENTED = auto()
+    # added later (at the end, as in the proto)
+    CAP_BELOW_ALLOCATED = auto()

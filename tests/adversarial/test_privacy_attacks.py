@@ -198,7 +198,9 @@ def test_colluding_analysts_never_exceed_the_dataset_cap(
     with server_a.ledger() as ledger:
         before = ledger.get_dataset(dataset)
         cap = before.spent_units + to_units_floor(1)
-        ledger.admin.set_dataset_cap(dataset, cap, reason="collusion test", request=SETUP)
+        ledger.admin.set_dataset_cap(  # below the allocations on purpose: the cap must bind
+            dataset, cap, reason="collusion test", request=SETUP, force=True
+        )
     outcomes: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(len(colluders))
@@ -236,7 +238,7 @@ def test_colluding_analysts_never_exceed_the_dataset_cap(
     finally:
         with server_a.ledger() as ledger:
             ledger.admin.set_dataset_cap(
-                dataset, before.cap_units, reason="collusion test over", request=SETUP
+                dataset, before.cap_units, reason="collusion test over", request=SETUP, force=True
             )
     figures.add("attacks: collusion queries", len(outcomes))
     assert after.spent_units <= cap

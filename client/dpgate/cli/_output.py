@@ -92,10 +92,18 @@ class Output:
 def table(
     columns: Sequence[str], rows: Sequence[Sequence[object]], *, title: str = "", **kw: Any
 ) -> Table:
-    """A rich table of plain cells (None shows as blank)."""
+    """A rich table of plain cells (None shows as blank) that never splits a word.
+
+    On a narrow terminal, text wraps at spaces only; a column whose cells have no spaces
+    (ids, codes, amounts, times) stays on one line and is cut with an ellipsis if it must
+    shrink, so a requester id or token id is never broken across lines, where a reader
+    would copy half of it. Headers keep their width. `--json` gives every value whole.
+    """
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
     view = Table(title=title or None, title_justify="left", **kw)
-    for name in columns:
-        view.add_column(name, overflow="fold")
-    for row in rows:
-        view.add_row(*("" if cell is None else str(cell) for cell in row))
+    for index, name in enumerate(columns):
+        one_word = all(" " not in row[index] for row in cells)
+        view.add_column(name, overflow="ellipsis", no_wrap=one_word)
+    for row in cells:
+        view.add_row(*row)
     return view

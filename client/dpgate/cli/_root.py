@@ -21,6 +21,8 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: flags read `--json`, not `--json <bool>`; options with a value show it.
+    rich_markup_mode=None,
     # A traceback's local variables would include the token: never show them.
     pretty_exceptions_show_locals=False,
 )

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from dpgate._admin import AdminClient
-from dpgate._admin_types import Requester
+from dpgate._admin_types import DatasetBudget, Requester, TokenRecord
 from dpgate._types import BudgetInfo
 from dpgate.cli._output import amount, table, unit
 from dpgate.cli._session import JsonOption, connect, output
@@ -23,11 +23,22 @@ from dpgate.errors import NotFoundError
 
 app = typer.Typer(help="Run requesters, tokens and budgets (admin token).", no_args_is_help=True)
 requesters_app = typer.Typer(help="Requesters: who may be issued tokens.", no_args_is_help=True)
-tokens_app = typer.Typer(help="Issue and revoke tokens.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Issue, list and revoke tokens.", no_args_is_help=True)
 cap_app = typer.Typer(help="A dataset's global cap across all requesters.", no_args_is_help=True)
+datasets_app = typer.Typer(
+    help="A dataset's cap, allocations, spending and release sharing.", no_args_is_help=True
+)
 app.add_typer(requesters_app, name="requesters")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(cap_app, name="cap")
+app.add_typer(datasets_app, name="datasets")
+
+
+class Switch(StrEnum):
+    """A setting turned on or off."""
+
+    on = "on"
+    off = "off"
 
 
 class RoleName(StrEnum):
@@ -100,6 +111,18 @@ def disable_requester(
     out.emit(disabled, lambda console: console.print(message))
 
 
+@requesters_app.command("enable")
+def enable_requester(
+    ctx: typer.Context, requester_id: RequesterArgument, json_output: JsonOption = False
+) -> None:
+    """Enable a disabled requester again: their unrevoked, unexpired tokens work again."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        enabled = admin.enable_requester(requester_id)
+    message = f"enabled requester {enabled.requester_id}: their valid tokens work again"
+    out.emit(enabled, lambda console: console.print(message))
+
+
 # tokens
 
 
@@ -153,6 +176,22 @@ def revoke_token(
     )
 
 
+@tokens_app.command("list")
+def list_tokens(
+    ctx: typer.Context,
+    requester: Annotated[
+        str, typer.Option("--requester", metavar="REQUESTER_ID", help="Only this requester's.")
+    ] = "",
+    json_output: JsonOption = False,
+) -> None:
+    """Token records: id, requester, role, issued, expires, revoked (never a secret: the
+    server keeps only hashes)."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        found = admin.tokens(requester)
+    out.emit(found, lambda console: console.print(_tokens_table(found)))
+
+
 # allocations
 
 
@@ -197,10 +236,15 @@ def top_up(
     dataset: DatasetArgument,
     epsilon: EpsilonAmount = None,
     rho: RhoAmount = None,
+    expires: ExpiresOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Add to an existing allocation (refused, code 5, if there is none: use grant)."""
+    """Add to an existing allocation, and/or move its expiry with --expires alone (refused,
+    code 5, if there is none: use grant)."""
     out = output(ctx, json_output)
+    expires_at = _moment(expires)
+    if epsilon is None and rho is None and expires_at is None:
+        raise typer.BadParameter("give an amount (--epsilon or --rho), --expires, or both")
     with connect(ctx, AdminClient, out) as admin:
         report = admin.spending_report(dataset)
         if report.filter(pl.col("requester_id") == requester_id).is_empty():
@@ -209,7 +253,10 @@ def top_up(
                 reason="ALLOCATION_NOT_FOUND",
                 code="NOT_FOUND",
             )
-        budget = admin.grant(requester_id, dataset, epsilon, rho)
+        if epsilon is None and rho is None:  # --expires alone: a top-up of zero
+            zero = "0"
+            epsilon, rho = (zero, None) if report["accounting"][0] == "pure_dp" else (None, zero)
+        budget = admin.grant(requester_id, dataset, epsilon, rho, expires_at)
     out.emit(budget, lambda console: _print_budget(console, "topped up", requester_id, budget))
 
 
@@ -236,14 +283,22 @@ def set_cap(
     reason: Annotated[str, typer.Option(help="Why: recorded in the audit chain.")],
     epsilon: EpsilonAmount = None,
     rho: RhoAmount = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Set it even below the sum of the allocations (over-subscribe on purpose).",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Set a dataset's global cap (never below what has been spent), with the reason."""
+    """Set a dataset's global cap, with the reason: never below what has been spent, and
+    below the sum of its allocations only with --force."""
     out = output(ctx, json_output)
     if not reason.strip():
         raise typer.BadParameter("a cap change needs a reason", param_hint="--reason")
     with connect(ctx, AdminClient, out) as admin:
-        cap = admin.set_cap(dataset, epsilon, rho, reason=reason)
+        cap = admin.set_cap(dataset, epsilon, rho, reason=reason, force=force)
     name = unit(cap.accounting)
     out.emit(
         cap,
@@ -251,6 +306,43 @@ def set_cap(
             f"cap of {cap.dataset_id} set to {name} {amount(cap.cap)}"
             f" ({name} {amount(cap.spent)} spent so far)"
         ),
+    )
+
+
+# datasets
+
+
+@datasets_app.command("show")
+def show_dataset(
+    ctx: typer.Context, dataset: DatasetArgument, json_output: JsonOption = False
+) -> None:
+    """A dataset's cap, what is allocated and spent against it, and release sharing."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        found = admin.dataset_budget(dataset)
+    out.emit(found, lambda console: _print_dataset_budget(console, found))
+
+
+@datasets_app.command("sharing")
+def release_sharing(
+    ctx: typer.Context,
+    dataset: DatasetArgument,
+    setting: Annotated[Switch, typer.Argument(metavar="on|off", help="on (default) or off.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Whether a release one requester paid for is served free to another who asks the
+    identical query (on by default; off: each requester pays for their own)."""
+    out = output(ctx, json_output)
+    with connect(ctx, AdminClient, out) as admin:
+        shared = admin.set_release_sharing(dataset, setting is Switch.on)
+    message = f"release sharing on {dataset} is {'on' if shared else 'off'}: " + (
+        "a release is served free to any requester asking the identical query"
+        if shared
+        else "each requester pays for their own releases"
+    )
+    out.emit(
+        {"dataset_id": dataset, "share_releases": shared},
+        lambda console: console.print(message),
     )
 
 
@@ -295,6 +387,45 @@ def _moment(text: str | None) -> dt.datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
+def _print_dataset_budget(console: Console, found: DatasetBudget) -> None:
+    name = unit(found.accounting)
+    console.print(f"{found.dataset_id} (version {found.version}), amounts in {name}:")
+    console.print(f"  cap        {amount(found.cap)}")
+    console.print(
+        f"  allocated  {amount(found.allocated)} to {found.allocation_count} requester(s)"
+        + ("  (above the cap: over-subscribed)" if found.allocated > found.cap else "")
+    )
+    console.print(f"  spent      {amount(found.spent)} in {found.release_count} release(s)")
+    console.print(f"  remaining  {amount(found.cap - found.spent)} under the cap")
+    console.print(
+        "  release sharing "
+        + (
+            "on: a release is served free to others asking the identical query"
+            if found.share_releases
+            else "off: each requester pays for their own releases"
+        )
+    )
+
+
+def _tokens_table(found: list[TokenRecord]) -> Any:
+    def when(moment: dt.datetime | None) -> str:
+        return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M")
+
+    rows = [
+        (
+            t.token_id,
+            t.requester_id,
+            t.role + (f" ({', '.join(t.practice_codes)})" if t.practice_codes else ""),
+            when(t.created_at),
+            when(t.expires_at) or "never",
+            when(t.revoked_at),
+        )
+        for t in found
+    ]
+    columns = ("token", "requester", "role", "issued", "expires", "revoked")
+    return table(columns, rows, title=f"Tokens ({len(found)})")
+
+
 def _print_budget(console: Console, verb: str, requester_id: str, budget: BudgetInfo) -> None:
     name = unit(budget.accounting)
     console.print(
@@ -317,6 +448,9 @@ def _requesters_table(found: list[Requester]) -> Any:
 
 
 def _spending_table(report: pl.DataFrame) -> Any:
+    def day(moment: dt.datetime | None) -> str:
+        return "" if moment is None else moment.strftime("%Y-%m-%d")
+
     rows = [
         (
             r["requester_id"],
@@ -325,9 +459,23 @@ def _spending_table(report: pl.DataFrame) -> Any:
             unit(r["accounting"]),
             amount(r["allocated"]),
             amount(r["spent"]),
+            amount(r["remaining"]),
+            day(r["expires_at"]) or "never",
+            day(r["last_spend_at"]),
             r["release_count"],
         )
         for r in report.iter_rows(named=True)
     ]
-    columns = ("requester", "organisation", "dataset", "spend", "allocated", "spent", "releases")
+    columns = (
+        "requester",
+        "organisation",
+        "dataset",
+        "spend",
+        "allocated",
+        "spent",
+        "remaining",
+        "expires",
+        "last spend",
+        "releases",
+    )
     return table(columns, rows, title="Spending")

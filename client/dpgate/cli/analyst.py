@@ -167,12 +167,17 @@ def budget(
 
 @app.command()
 def releases(
-    ctx: typer.Context, dataset: OptionalDataset = "", json_output: JsonOption = False
+    ctx: typer.Context,
+    dataset: OptionalDataset = "",
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, metavar="N", help="Only the N newest.")
+    ] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Your earlier releases, newest first (ask the same query again to see its cells, free)."""
     out = output(ctx, json_output)
     with connect(ctx, Client, out) as client:
-        found = client.releases(dataset)
+        found = client.releases(dataset, limit=limit)
     out.emit(found, lambda console: console.print(_releases_table(found)))
 
 

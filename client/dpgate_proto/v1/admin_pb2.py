@@ -26,15 +26,15 @@ _sym_db = _symbol_database.Default()
 from dpgate_proto.v1 import types_pb2 as dpgate_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64pgate/v1/admin.proto\x12\tdpgate.v1\x1a\x15\x64pgate/v1/types.proto\"g\n\tRequester\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\"M\n\x16\x43reateRequesterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"B\n\x17\x43reateRequesterResponse\x12\'\n\trequester\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.Requester\"\x17\n\x15ListRequestersRequest\"B\n\x16ListRequestersResponse\x12(\n\nrequesters\x18\x01 \x03(\x0b\x32\x14.dpgate.v1.Requester\"/\n\x17\x44isableRequesterRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\"C\n\x18\x44isableRequesterResponse\x12\'\n\trequester\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.Requester\"t\n\x11IssueTokenRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.dpgate.v1.Role\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x16\n\x0epractice_codes\x18\x04 \x03(\t\"5\n\x12IssueTokenResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\"\xa6\x01\n\x16GrantAllocationRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x12\n\nexpires_at\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x1b\n\x13\x61greement_reference\x18\x06 \x01(\t\"<\n\x17GrantAllocationResponse\x12!\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x11.dpgate.v1.Budget\"e\n\x17ReduceAllocationRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.dpgate.v1.Spend\"=\n\x18ReduceAllocationResponse\x12!\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x11.dpgate.v1.Budget\"Y\n\x14SetDatasetCapRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x1d\n\x03\x63\x61p\x18\x02 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x0e\n\x06reason\x18\x03 \x01(\t\"W\n\x15SetDatasetCapResponse\x12\x1d\n\x03\x63\x61p\x18\x01 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x1f\n\x05spent\x18\x02 \x01(\x0b\x32\x10.dpgate.v1.Spend\".\n\x18GetSpendingReportRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\xd8\x01\n\x0bSpendingRow\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12#\n\tallocated\x18\x04 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x1f\n\x05spent\x18\x05 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x15\n\rrelease_count\x18\x06 \x01(\x04\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x1b\n\x13\x61greement_reference\x18\x08 \x01(\t\"A\n\x19GetSpendingReportResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.dpgate.v1.SpendingRow\"2\n\x1cPublishDatasetVersionRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"K\n\x1dPublishDatasetVersionResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.dpgate.v1.DatasetSummary*c\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_ANALYST\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x10\n\x0cROLE_AUDITOR\x10\x03\x12\x11\n\rROLE_PROVIDER\x10\x04\x32\x8e\x07\n\x0c\x41\x64minService\x12X\n\x0f\x43reateRequester\x12!.dpgate.v1.CreateRequesterRequest\x1a\".dpgate.v1.CreateRequesterResponse\x12U\n\x0eListRequesters\x12 .dpgate.v1.ListRequestersRequest\x1a!.dpgate.v1.ListRequestersResponse\x12[\n\x10\x44isableRequester\x12\".dpgate.v1.DisableRequesterRequest\x1a#.dpgate.v1.DisableRequesterResponse\x12I\n\nIssueToken\x12\x1c.dpgate.v1.IssueTokenRequest\x1a\x1d.dpgate.v1.IssueTokenResponse\x12L\n\x0bRevokeToken\x12\x1d.dpgate.v1.RevokeTokenRequest\x1a\x1e.dpgate.v1.RevokeTokenResponse\x12X\n\x0fGrantAllocation\x12!.dpgate.v1.GrantAllocationRequest\x1a\".dpgate.v1.GrantAllocationResponse\x12[\n\x10ReduceAllocation\x12\".dpgate.v1.ReduceAllocationRequest\x1a#.dpgate.v1.ReduceAllocationResponse\x12R\n\rSetDatasetCap\x12\x1f.dpgate.v1.SetDatasetCapRequest\x1a .dpgate.v1.SetDatasetCapResponse\x12`\n\x11GetSpendingReport\x12#.dpgate.v1.GetSpendingReportRequest\x1a$.dpgate.v1.GetSpendingReportResponse0\x01\x12j\n\x15PublishDatasetVersion\x12\'.dpgate.v1.PublishDatasetVersionRequest\x1a(.dpgate.v1.PublishDatasetVersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64pgate/v1/admin.proto\x12\tdpgate.v1\x1a\x15\x64pgate/v1/types.proto\"g\n\tRequester\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\"M\n\x16\x43reateRequesterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"B\n\x17\x43reateRequesterResponse\x12\'\n\trequester\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.Requester\"\x17\n\x15ListRequestersRequest\"B\n\x16ListRequestersResponse\x12(\n\nrequesters\x18\x01 \x03(\x0b\x32\x14.dpgate.v1.Requester\"/\n\x17\x44isableRequesterRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\"C\n\x18\x44isableRequesterResponse\x12\'\n\trequester\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.Requester\".\n\x16\x45nableRequesterRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\"B\n\x17\x45nableRequesterResponse\x12\'\n\trequester\x18\x01 \x01(\x0b\x32\x14.dpgate.v1.Requester\"t\n\x11IssueTokenRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.dpgate.v1.Role\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x16\n\x0epractice_codes\x18\x04 \x03(\t\"5\n\x12IssueTokenResponse\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\")\n\x11ListTokensRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\"\xa8\x01\n\x0bTokenRecord\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x14\n\x0crequester_id\x18\x02 \x01(\t\x12\x1d\n\x04role\x18\x03 \x01(\x0e\x32\x0f.dpgate.v1.Role\x12\x16\n\x0epractice_codes\x18\x04 \x03(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\t\x12\x12\n\nexpires_at\x18\x06 \x01(\t\x12\x12\n\nrevoked_at\x18\x07 \x01(\t\"<\n\x12ListTokensResponse\x12&\n\x06tokens\x18\x01 \x03(\x0b\x32\x16.dpgate.v1.TokenRecord\"\xa6\x01\n\x16GrantAllocationRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x12\n\nexpires_at\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x1b\n\x13\x61greement_reference\x18\x06 \x01(\t\"<\n\x17GrantAllocationResponse\x12!\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x11.dpgate.v1.Budget\"e\n\x17ReduceAllocationRequest\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.dpgate.v1.Spend\"=\n\x18ReduceAllocationResponse\x12!\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x11.dpgate.v1.Budget\"h\n\x14SetDatasetCapRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x1d\n\x03\x63\x61p\x18\x02 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\"W\n\x15SetDatasetCapResponse\x12\x1d\n\x03\x63\x61p\x18\x01 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x1f\n\x05spent\x18\x02 \x01(\x0b\x32\x10.dpgate.v1.Spend\".\n\x18GetSpendingReportRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\xa8\x02\n\x0bSpendingRow\x12\x14\n\x0crequester_id\x18\x01 \x01(\t\x12\x14\n\x0corganisation\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12#\n\tallocated\x18\x04 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x1f\n\x05spent\x18\x05 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x15\n\rrelease_count\x18\x06 \x01(\x04\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x1b\n\x13\x61greement_reference\x18\x08 \x01(\t\x12#\n\tremaining\x18\t \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x12\n\nexpires_at\x18\n \x01(\t\x12\x15\n\rlast_spend_at\x18\x0b \x01(\t\"A\n\x19GetSpendingReportResponse\x12$\n\x04rows\x18\x01 \x03(\x0b\x32\x16.dpgate.v1.SpendingRow\"-\n\x17GetDatasetBudgetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\xf4\x01\n\x18GetDatasetBudgetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.dpgate.v1.DatasetSummary\x12\x1d\n\x03\x63\x61p\x18\x02 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x1f\n\x05spent\x18\x03 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12#\n\tallocated\x18\x04 \x01(\x0b\x32\x10.dpgate.v1.Spend\x12\x18\n\x10\x61llocation_count\x18\x05 \x01(\r\x12\x16\n\x0eshare_releases\x18\x06 \x01(\x08\x12\x15\n\rrelease_count\x18\x07 \x01(\x04\"F\n\x18SetReleaseSharingRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x16\n\x0eshare_releases\x18\x02 \x01(\x08\"3\n\x19SetReleaseSharingResponse\x12\x16\n\x0eshare_releases\x18\x01 \x01(\x08\"2\n\x1cPublishDatasetVersionRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"K\n\x1dPublishDatasetVersionResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.dpgate.v1.DatasetSummary*c\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_ANALYST\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x10\n\x0cROLE_AUDITOR\x10\x03\x12\x11\n\rROLE_PROVIDER\x10\x04\x32\xf0\t\n\x0c\x41\x64minService\x12X\n\x0f\x43reateRequester\x12!.dpgate.v1.CreateRequesterRequest\x1a\".dpgate.v1.CreateRequesterResponse\x12U\n\x0eListRequesters\x12 .dpgate.v1.ListRequestersRequest\x1a!.dpgate.v1.ListRequestersResponse\x12[\n\x10\x44isableRequester\x12\".dpgate.v1.DisableRequesterRequest\x1a#.dpgate.v1.DisableRequesterResponse\x12X\n\x0f\x45nableRequester\x12!.dpgate.v1.EnableRequesterRequest\x1a\".dpgate.v1.EnableRequesterResponse\x12I\n\nIssueToken\x12\x1c.dpgate.v1.IssueTokenRequest\x1a\x1d.dpgate.v1.IssueTokenResponse\x12L\n\x0bRevokeToken\x12\x1d.dpgate.v1.RevokeTokenRequest\x1a\x1e.dpgate.v1.RevokeTokenResponse\x12I\n\nListTokens\x12\x1c.dpgate.v1.ListTokensRequest\x1a\x1d.dpgate.v1.ListTokensResponse\x12X\n\x0fGrantAllocation\x12!.dpgate.v1.GrantAllocationRequest\x1a\".dpgate.v1.GrantAllocationResponse\x12[\n\x10ReduceAllocation\x12\".dpgate.v1.ReduceAllocationRequest\x1a#.dpgate.v1.ReduceAllocationResponse\x12R\n\rSetDatasetCap\x12\x1f.dpgate.v1.SetDatasetCapRequest\x1a .dpgate.v1.SetDatasetCapResponse\x12[\n\x10GetDatasetBudget\x12\".dpgate.v1.GetDatasetBudgetRequest\x1a#.dpgate.v1.GetDatasetBudgetResponse\x12^\n\x11SetReleaseSharing\x12#.dpgate.v1.SetReleaseSharingRequest\x1a$.dpgate.v1.SetReleaseSharingResponse\x12`\n\x11GetSpendingReport\x12#.dpgate.v1.GetSpendingReportRequest\x1a$.dpgate.v1.GetSpendingReportResponse0\x01\x12j\n\x15PublishDatasetVersion\x12\'.dpgate.v1.PublishDatasetVersionRequest\x1a(.dpgate.v1.PublishDatasetVersionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dpgate.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1798
-  _globals['_ROLE']._serialized_end=1897
+  _globals['_ROLE']._serialized_start=2704
+  _globals['_ROLE']._serialized_end=2803
   _globals['_REQUESTER']._serialized_start=59
   _globals['_REQUESTER']._serialized_end=162
   _globals['_CREATEREQUESTERREQUEST']._serialized_start=164
@@ -49,36 +49,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISABLEREQUESTERREQUEST']._serialized_end=451
   _globals['_DISABLEREQUESTERRESPONSE']._serialized_start=453
   _globals['_DISABLEREQUESTERRESPONSE']._serialized_end=520
-  _globals['_ISSUETOKENREQUEST']._serialized_start=522
-  _globals['_ISSUETOKENREQUEST']._serialized_end=638
-  _globals['_ISSUETOKENRESPONSE']._serialized_start=640
-  _globals['_ISSUETOKENRESPONSE']._serialized_end=693
-  _globals['_REVOKETOKENREQUEST']._serialized_start=695
-  _globals['_REVOKETOKENREQUEST']._serialized_end=733
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=735
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=756
-  _globals['_GRANTALLOCATIONREQUEST']._serialized_start=759
-  _globals['_GRANTALLOCATIONREQUEST']._serialized_end=925
-  _globals['_GRANTALLOCATIONRESPONSE']._serialized_start=927
-  _globals['_GRANTALLOCATIONRESPONSE']._serialized_end=987
-  _globals['_REDUCEALLOCATIONREQUEST']._serialized_start=989
-  _globals['_REDUCEALLOCATIONREQUEST']._serialized_end=1090
-  _globals['_REDUCEALLOCATIONRESPONSE']._serialized_start=1092
-  _globals['_REDUCEALLOCATIONRESPONSE']._serialized_end=1153
-  _globals['_SETDATASETCAPREQUEST']._serialized_start=1155
-  _globals['_SETDATASETCAPREQUEST']._serialized_end=1244
-  _globals['_SETDATASETCAPRESPONSE']._serialized_start=1246
-  _globals['_SETDATASETCAPRESPONSE']._serialized_end=1333
-  _globals['_GETSPENDINGREPORTREQUEST']._serialized_start=1335
-  _globals['_GETSPENDINGREPORTREQUEST']._serialized_end=1381
-  _globals['_SPENDINGROW']._serialized_start=1384
-  _globals['_SPENDINGROW']._serialized_end=1600
-  _globals['_GETSPENDINGREPORTRESPONSE']._serialized_start=1602
-  _globals['_GETSPENDINGREPORTRESPONSE']._serialized_end=1667
-  _globals['_PUBLISHDATASETVERSIONREQUEST']._serialized_start=1669
-  _globals['_PUBLISHDATASETVERSIONREQUEST']._serialized_end=1719
-  _globals['_PUBLISHDATASETVERSIONRESPONSE']._serialized_start=1721
-  _globals['_PUBLISHDATASETVERSIONRESPONSE']._serialized_end=1796
-  _globals['_ADMINSERVICE']._serialized_start=1900
-  _globals['_ADMINSERVICE']._serialized_end=2810
+  _globals['_ENABLEREQUESTERREQUEST']._serialized_start=522
+  _globals['_ENABLEREQUESTERREQUEST']._serialized_end=568
+  _globals['_ENABLEREQUESTERRESPONSE']._serialized_start=570
+  _globals['_ENABLEREQUESTERRESPONSE']._serialized_end=636
+  _globals['_ISSUETOKENREQUEST']._serialized_start=638
+  _globals['_ISSUETOKENREQUEST']._serialized_end=754
+  _globals['_ISSUETOKENRESPONSE']._serialized_start=756
+  _globals['_ISSUETOKENRESPONSE']._serialized_end=809
+  _globals['_REVOKETOKENREQUEST']._serialized_start=811
+  _globals['_REVOKETOKENREQUEST']._serialized_end=849
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=851
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=872
+  _globals['_LISTTOKENSREQUEST']._serialized_start=874
+  _globals['_LISTTOKENSREQUEST']._serialized_end=915
+  _globals['_TOKENRECORD']._serialized_start=918
+  _globals['_TOKENRECORD']._serialized_end=1086
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1088
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1148
+  _globals['_GRANTALLOCATIONREQUEST']._serialized_start=1151
+  _globals['_GRANTALLOCATIONREQUEST']._serialized_end=1317
+  _globals['_GRANTALLOCATIONRESPONSE']._serialized_start=1319
+  _globals['_GRANTALLOCATIONRESPONSE']._serialized_end=1379
+  _globals['_REDUCEALLOCATIONREQUEST']._serialized_start=1381
+  _globals['_REDUCEALLOCATIONREQUEST']._serialized_end=1482
+  _globals['_REDUCEALLOCATIONRESPONSE']._serialized_start=1484
+  _globals['_REDUCEALLOCATIONRESPONSE']._serialized_end=1545
+  _globals['_SETDATASETCAPREQUEST']._serialized_start=1547
+  _globals['_SETDATASETCAPREQUEST']._serialized_end=1651
+  _globals['_SETDATASETCAPRESPONSE']._serialized_start=1653
+  _globals['_SETDATASETCAPRESPONSE']._serialized_end=1740
+  _globals['_GETSPENDINGREPORTREQUEST']._serialized_start=1742
+  _globals['_GETSPENDINGREPORTREQUEST']._serialized_end=1788
+  _globals['_SPENDINGROW']._serialized_start=1791
+  _globals['_SPENDINGROW']._serialized_end=2087
+  _globals['_GETSPENDINGREPORTRESPONSE']._serialized_start=2089
+  _globals['_GETSPENDINGREPORTRESPONSE']._serialized_end=2154
+  _globals['_GETDATASETBUDGETREQUEST']._serialized_start=2156
+  _globals['_GETDATASETBUDGETREQUEST']._serialized_end=2201
+  _globals['_GETDATASETBUDGETRESPONSE']._serialized_start=2204
+  _globals['_GETDATASETBUDGETRESPONSE']._serialized_end=2448
+  _globals['_SETRELEASESHARINGREQUEST']._serialized_start=2450
+  _globals['_SETRELEASESHARINGREQUEST']._serialized_end=2520
+  _globals['_SETRELEASESHARINGRESPONSE']._serialized_start=2522
+  _globals['_SETRELEASESHARINGRESPONSE']._serialized_end=2573
+  _globals['_PUBLISHDATASETVERSIONREQUEST']._serialized_start=2575
+  _globals['_PUBLISHDATASETVERSIONREQUEST']._serialized_end=2625
+  _globals['_PUBLISHDATASETVERSIONRESPONSE']._serialized_start=2627
+  _globals['_PUBLISHDATASETVERSIONRESPONSE']._serialized_end=2702
+  _globals['_ADMINSERVICE']._serialized_start=2806
+  _globals['_ADMINSERVICE']._serialized_end=4070
 # @@protoc_insertion_point(module_scope)

@@ -233,6 +233,52 @@ class DisableRequesterResponse(_message.Message):
 Global___DisableRequesterResponse: _TypeAlias = DisableRequesterResponse  # noqa: Y015
 
 @_typing.final
+class EnableRequesterRequest(_message.Message):
+    """Request for EnableRequester."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTER_ID_FIELD_NUMBER: _builtins.int
+    requester_id: _builtins.str
+    """The requester enabled again; its tokens that are neither revoked nor expired work again."""
+    def __init__(
+        self,
+        *,
+        requester_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requester_id", b"requester_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableRequesterRequest: _TypeAlias = EnableRequesterRequest  # noqa: Y015
+
+@_typing.final
+class EnableRequesterResponse(_message.Message):
+    """Response of EnableRequester."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requester(self) -> Global___Requester:
+        """The requester after the change."""
+
+    def __init__(
+        self,
+        *,
+        requester: Global___Requester | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requester", b"requester"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requester", b"requester"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableRequesterResponse: _TypeAlias = EnableRequesterResponse  # noqa: Y015
+
+@_typing.final
 class IssueTokenRequest(_message.Message):
     """Request for IssueToken."""
 
@@ -247,7 +293,7 @@ class IssueTokenRequest(_message.Message):
     role: Global___Role.ValueType
     """The token's one role."""
     expires_at: _builtins.str
-    """Expiry, RFC 3339; empty for none."""
+    """Expiry, RFC 3339; empty for none. An expiry that is not in the future is refused (BAD_TIME)."""
     @_builtins.property
     def practice_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """For provider tokens: the practice codes the token may act for."""
@@ -334,6 +380,100 @@ class RevokeTokenResponse(_message.Message):
 Global___RevokeTokenResponse: _TypeAlias = RevokeTokenResponse  # noqa: Y015
 
 @_typing.final
+class ListTokensRequest(_message.Message):
+    """Request for ListTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTER_ID_FIELD_NUMBER: _builtins.int
+    requester_id: _builtins.str
+    """Only this requester's tokens; empty for every token."""
+    def __init__(
+        self,
+        *,
+        requester_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requester_id", b"requester_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTokensRequest: _TypeAlias = ListTokensRequest  # noqa: Y015
+
+@_typing.final
+class TokenRecord(_message.Message):
+    """A token's record: never its secret, never its hash."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    PRACTICE_CODES_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The token's public id (for revocation and audit)."""
+    requester_id: _builtins.str
+    """The requester it belongs to."""
+    role: Global___Role.ValueType
+    """Its one role."""
+    created_at: _builtins.str
+    """When it was issued, RFC 3339."""
+    expires_at: _builtins.str
+    """When it expires, RFC 3339; empty if it does not."""
+    revoked_at: _builtins.str
+    """When it was revoked, RFC 3339; empty if it was not."""
+    @_builtins.property
+    def practice_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For provider tokens, the practices it acts for."""
+
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        requester_id: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+        practice_codes: _abc.Iterable[_builtins.str] | None = ...,
+        created_at: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
+        revoked_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "practice_codes", b"practice_codes", "requester_id", b"requester_id", "revoked_at", b"revoked_at", "role", b"role", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenRecord: _TypeAlias = TokenRecord  # noqa: Y015
+
+@_typing.final
+class ListTokensResponse(_message.Message):
+    """Response of ListTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenRecord]:
+        """The tokens, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[Global___TokenRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTokensResponse: _TypeAlias = ListTokensResponse  # noqa: Y015
+
+@_typing.final
 class GrantAllocationRequest(_message.Message):
     """Request for GrantAllocation: creates an allocation or tops it up."""
 
@@ -350,7 +490,9 @@ class GrantAllocationRequest(_message.Message):
     dataset_id: _builtins.str
     """The dataset."""
     expires_at: _builtins.str
-    """Expiry, RFC 3339; empty for none."""
+    """Expiry, RFC 3339; empty for none (on a top-up: leave it as it is). An expiry that is not
+    in the future is refused (BAD_TIME).
+    """
     purpose: _builtins.str
     """What the budget is for, in words; required for a new allocation (public: shown on the
     transparency page with every release paid from it). Ignored on a top-up.
@@ -361,7 +503,9 @@ class GrantAllocationRequest(_message.Message):
     """
     @_builtins.property
     def amount(self) -> _types_pb2.Spend:
-        """Amount added to the allocation."""
+        """Amount added to the allocation; zero on an existing allocation changes only its expiry
+        (then `expires_at` is required).
+        """
 
     def __init__(
         self,
@@ -470,10 +614,15 @@ class SetDatasetCapRequest(_message.Message):
     DATASET_ID_FIELD_NUMBER: _builtins.int
     CAP_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset."""
     reason: _builtins.str
     """Why the cap changes (recorded in the audit log)."""
+    force: _builtins.bool
+    """Set the cap even below the sum of the dataset's allocations (over-subscription on
+    purpose); without it such a cap is refused (CAP_BELOW_ALLOCATED). Never below spent.
+    """
     @_builtins.property
     def cap(self) -> _types_pb2.Spend:
         """The global cap across all requesters."""
@@ -484,10 +633,11 @@ class SetDatasetCapRequest(_message.Message):
         dataset_id: _builtins.str = ...,
         cap: _types_pb2.Spend | None = ...,
         reason: _builtins.str = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cap", b"cap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap", b"cap", "dataset_id", b"dataset_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap", b"cap", "dataset_id", b"dataset_id", "force", b"force", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -559,6 +709,9 @@ class SpendingRow(_message.Message):
     RELEASE_COUNT_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     AGREEMENT_REFERENCE_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LAST_SPEND_AT_FIELD_NUMBER: _builtins.int
     requester_id: _builtins.str
     """The requester."""
     organisation: _builtins.str
@@ -571,6 +724,10 @@ class SpendingRow(_message.Message):
     """The purpose the allocation was granted for ("not recorded" for older ones)."""
     agreement_reference: _builtins.str
     """The agreement it was granted under ("not recorded" for older ones)."""
+    expires_at: _builtins.str
+    """When the allocation expires, RFC 3339; empty if it does not."""
+    last_spend_at: _builtins.str
+    """When the requester's latest release on the dataset was made, RFC 3339; empty if none."""
     @_builtins.property
     def allocated(self) -> _types_pb2.Spend:
         """Allocated."""
@@ -578,6 +735,12 @@ class SpendingRow(_message.Message):
     @_builtins.property
     def spent(self) -> _types_pb2.Spend:
         """Spent."""
+
+    @_builtins.property
+    def remaining(self) -> _types_pb2.Spend:
+        """What may still be spent from the allocation now (zero once it has expired; the
+        dataset's cap may allow less).
+        """
 
     def __init__(
         self,
@@ -590,10 +753,13 @@ class SpendingRow(_message.Message):
         release_count: _builtins.int = ...,
         purpose: _builtins.str = ...,
         agreement_reference: _builtins.str = ...,
+        remaining: _types_pb2.Spend | None = ...,
+        expires_at: _builtins.str = ...,
+        last_spend_at: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "spent", b"spent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "remaining", b"remaining", "spent", b"spent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_reference", b"agreement_reference", "allocated", b"allocated", "dataset_id", b"dataset_id", "organisation", b"organisation", "purpose", b"purpose", "release_count", b"release_count", "requester_id", b"requester_id", "spent", b"spent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_reference", b"agreement_reference", "allocated", b"allocated", "dataset_id", b"dataset_id", "expires_at", b"expires_at", "last_spend_at", b"last_spend_at", "organisation", b"organisation", "purpose", b"purpose", "release_count", b"release_count", "remaining", b"remaining", "requester_id", b"requester_id", "spent", b"spent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -622,6 +788,132 @@ class GetSpendingReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSpendingReportResponse: _TypeAlias = GetSpendingReportResponse  # noqa: Y015
+
+@_typing.final
+class GetDatasetBudgetRequest(_message.Message):
+    """Request for GetDatasetBudget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    """The dataset."""
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetBudgetRequest: _TypeAlias = GetDatasetBudgetRequest  # noqa: Y015
+
+@_typing.final
+class GetDatasetBudgetResponse(_message.Message):
+    """Response of GetDatasetBudget: a dataset's cap and what is allocated and spent against it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    CAP_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
+    ALLOCATED_FIELD_NUMBER: _builtins.int
+    ALLOCATION_COUNT_FIELD_NUMBER: _builtins.int
+    SHARE_RELEASES_FIELD_NUMBER: _builtins.int
+    RELEASE_COUNT_FIELD_NUMBER: _builtins.int
+    allocation_count: _builtins.int
+    """How many requesters hold an allocation on it."""
+    share_releases: _builtins.bool
+    """Whether a release is served free to another requester asking the identical query."""
+    release_count: _builtins.int
+    """How many releases were made on it."""
+    @_builtins.property
+    def dataset(self) -> _types_pb2.DatasetSummary:
+        """The dataset and its current version."""
+
+    @_builtins.property
+    def cap(self) -> _types_pb2.Spend:
+        """The global cap across all requesters."""
+
+    @_builtins.property
+    def spent(self) -> _types_pb2.Spend:
+        """Spent on the dataset so far by all requesters."""
+
+    @_builtins.property
+    def allocated(self) -> _types_pb2.Spend:
+        """The sum of every allocation granted on it (above the cap only if forced)."""
+
+    def __init__(
+        self,
+        *,
+        dataset: _types_pb2.DatasetSummary | None = ...,
+        cap: _types_pb2.Spend | None = ...,
+        spent: _types_pb2.Spend | None = ...,
+        allocated: _types_pb2.Spend | None = ...,
+        allocation_count: _builtins.int = ...,
+        share_releases: _builtins.bool = ...,
+        release_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "cap", b"cap", "dataset", b"dataset", "spent", b"spent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "allocation_count", b"allocation_count", "cap", b"cap", "dataset", b"dataset", "release_count", b"release_count", "share_releases", b"share_releases", "spent", b"spent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetBudgetResponse: _TypeAlias = GetDatasetBudgetResponse  # noqa: Y015
+
+@_typing.final
+class SetReleaseSharingRequest(_message.Message):
+    """Request for SetReleaseSharing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    SHARE_RELEASES_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    """The dataset."""
+    share_releases: _builtins.bool
+    """True: a release one requester paid for is served free to others asking the identical
+    query (the default); false: each requester pays for their own releases.
+    """
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+        share_releases: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "share_releases", b"share_releases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReleaseSharingRequest: _TypeAlias = SetReleaseSharingRequest  # noqa: Y015
+
+@_typing.final
+class SetReleaseSharingResponse(_message.Message):
+    """Response of SetReleaseSharing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARE_RELEASES_FIELD_NUMBER: _builtins.int
+    share_releases: _builtins.bool
+    """The setting now in force."""
+    def __init__(
+        self,
+        *,
+        share_releases: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["share_releases", b"share_releases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetReleaseSharingResponse: _TypeAlias = SetReleaseSharingResponse  # noqa: Y015
 
 @_typing.final
 class PublishDatasetVersionRequest(_message.Message):

@@ -51,6 +51,11 @@ class AdminServiceStub:
                 request_serializer=dpgate_dot_v1_dot_admin__pb2.DisableRequesterRequest.SerializeToString,
                 response_deserializer=dpgate_dot_v1_dot_admin__pb2.DisableRequesterResponse.FromString,
                 _registered_method=True)
+        self.EnableRequester = channel.unary_unary(
+                '/dpgate.v1.AdminService/EnableRequester',
+                request_serializer=dpgate_dot_v1_dot_admin__pb2.EnableRequesterRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_admin__pb2.EnableRequesterResponse.FromString,
+                _registered_method=True)
         self.IssueToken = channel.unary_unary(
                 '/dpgate.v1.AdminService/IssueToken',
                 request_serializer=dpgate_dot_v1_dot_admin__pb2.IssueTokenRequest.SerializeToString,
@@ -60,6 +65,11 @@ class AdminServiceStub:
                 '/dpgate.v1.AdminService/RevokeToken',
                 request_serializer=dpgate_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=dpgate_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/dpgate.v1.AdminService/ListTokens',
+                request_serializer=dpgate_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
                 _registered_method=True)
         self.GrantAllocation = channel.unary_unary(
                 '/dpgate.v1.AdminService/GrantAllocation',
@@ -75,6 +85,16 @@ class AdminServiceStub:
                 '/dpgate.v1.AdminService/SetDatasetCap',
                 request_serializer=dpgate_dot_v1_dot_admin__pb2.SetDatasetCapRequest.SerializeToString,
                 response_deserializer=dpgate_dot_v1_dot_admin__pb2.SetDatasetCapResponse.FromString,
+                _registered_method=True)
+        self.GetDatasetBudget = channel.unary_unary(
+                '/dpgate.v1.AdminService/GetDatasetBudget',
+                request_serializer=dpgate_dot_v1_dot_admin__pb2.GetDatasetBudgetRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_admin__pb2.GetDatasetBudgetResponse.FromString,
+                _registered_method=True)
+        self.SetReleaseSharing = channel.unary_unary(
+                '/dpgate.v1.AdminService/SetReleaseSharing',
+                request_serializer=dpgate_dot_v1_dot_admin__pb2.SetReleaseSharingRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_admin__pb2.SetReleaseSharingResponse.FromString,
                 _registered_method=True)
         self.GetSpendingReport = channel.unary_stream(
                 '/dpgate.v1.AdminService/GetSpendingReport',
@@ -113,6 +133,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnableRequester(self, request, context):
+        """Enables a disabled requester again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IssueToken(self, request, context):
         """Issues a token with one role (shown once).
         """
@@ -122,6 +149,13 @@ class AdminServiceServicer:
 
     def RevokeToken(self, request, context):
         """Revokes a token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Lists token records (ids, roles, dates; never a secret).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +177,20 @@ class AdminServiceServicer:
 
     def SetDatasetCap(self, request, context):
         """Sets a dataset's global cap across all requesters, with a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDatasetBudget(self, request, context):
+        """A dataset's cap, allocated and spent totals, and its release-sharing setting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetReleaseSharing(self, request, context):
+        """Turns release sharing between requesters on or off for a dataset.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +228,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=dpgate_dot_v1_dot_admin__pb2.DisableRequesterRequest.FromString,
                     response_serializer=dpgate_dot_v1_dot_admin__pb2.DisableRequesterResponse.SerializeToString,
             ),
+            'EnableRequester': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableRequester,
+                    request_deserializer=dpgate_dot_v1_dot_admin__pb2.EnableRequesterRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_admin__pb2.EnableRequesterResponse.SerializeToString,
+            ),
             'IssueToken': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueToken,
                     request_deserializer=dpgate_dot_v1_dot_admin__pb2.IssueTokenRequest.FromString,
@@ -189,6 +242,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=dpgate_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
                     response_serializer=dpgate_dot_v1_dot_admin__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=dpgate_dot_v1_dot_admin__pb2.ListTokensRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_admin__pb2.ListTokensResponse.SerializeToString,
             ),
             'GrantAllocation': grpc.unary_unary_rpc_method_handler(
                     servicer.GrantAllocation,
@@ -204,6 +262,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetDatasetCap,
                     request_deserializer=dpgate_dot_v1_dot_admin__pb2.SetDatasetCapRequest.FromString,
                     response_serializer=dpgate_dot_v1_dot_admin__pb2.SetDatasetCapResponse.SerializeToString,
+            ),
+            'GetDatasetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDatasetBudget,
+                    request_deserializer=dpgate_dot_v1_dot_admin__pb2.GetDatasetBudgetRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_admin__pb2.GetDatasetBudgetResponse.SerializeToString,
+            ),
+            'SetReleaseSharing': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReleaseSharing,
+                    request_deserializer=dpgate_dot_v1_dot_admin__pb2.SetReleaseSharingRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_admin__pb2.SetReleaseSharingResponse.SerializeToString,
             ),
             'GetSpendingReport': grpc.unary_stream_rpc_method_handler(
                     servicer.GetSpendingReport,
@@ -309,6 +377,33 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
+    def EnableRequester(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpgate.v1.AdminService/EnableRequester',
+            dpgate_dot_v1_dot_admin__pb2.EnableRequesterRequest.SerializeToString,
+            dpgate_dot_v1_dot_admin__pb2.EnableRequesterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def IssueToken(request,
             target,
             options=(),
@@ -352,6 +447,33 @@ class AdminService:
             '/dpgate.v1.AdminService/RevokeToken',
             dpgate_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
             dpgate_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpgate.v1.AdminService/ListTokens',
+            dpgate_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+            dpgate_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -433,6 +555,60 @@ class AdminService:
             '/dpgate.v1.AdminService/SetDatasetCap',
             dpgate_dot_v1_dot_admin__pb2.SetDatasetCapRequest.SerializeToString,
             dpgate_dot_v1_dot_admin__pb2.SetDatasetCapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDatasetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpgate.v1.AdminService/GetDatasetBudget',
+            dpgate_dot_v1_dot_admin__pb2.GetDatasetBudgetRequest.SerializeToString,
+            dpgate_dot_v1_dot_admin__pb2.GetDatasetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReleaseSharing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpgate.v1.AdminService/SetReleaseSharing',
+            dpgate_dot_v1_dot_admin__pb2.SetReleaseSharingRequest.SerializeToString,
+            dpgate_dot_v1_dot_admin__pb2.SetReleaseSharingResponse.FromString,
             options,
             channel_credentials,
             insecure,

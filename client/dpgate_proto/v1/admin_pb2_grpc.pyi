@@ -40,16 +40,24 @@ class AdminServiceStub:
     """Lists requesters."""
     DisableRequester: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DisableRequesterRequest, _admin_pb2.DisableRequesterResponse]
     """Disables a requester and all its tokens."""
+    EnableRequester: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableRequesterRequest, _admin_pb2.EnableRequesterResponse]
+    """Enables a disabled requester again."""
     IssueToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.IssueTokenRequest, _admin_pb2.IssueTokenResponse]
     """Issues a token with one role (shown once)."""
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.RevokeTokenResponse]
     """Revokes a token."""
+    ListTokens: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTokensRequest, _admin_pb2.ListTokensResponse]
+    """Lists token records (ids, roles, dates; never a secret)."""
     GrantAllocation: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GrantAllocationRequest, _admin_pb2.GrantAllocationResponse]
     """Grants or tops up a requester's allocation on a dataset."""
     ReduceAllocation: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReduceAllocationRequest, _admin_pb2.ReduceAllocationResponse]
     """Reduces an allocation, never below what is spent."""
     SetDatasetCap: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetDatasetCapRequest, _admin_pb2.SetDatasetCapResponse]
     """Sets a dataset's global cap across all requesters, with a reason."""
+    GetDatasetBudget: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDatasetBudgetRequest, _admin_pb2.GetDatasetBudgetResponse]
+    """A dataset's cap, allocated and spent totals, and its release-sharing setting."""
+    SetReleaseSharing: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetReleaseSharingRequest, _admin_pb2.SetReleaseSharingResponse]
+    """Turns release sharing between requesters on or off for a dataset."""
     GetSpendingReport: _grpc.UnaryStreamMultiCallable[_admin_pb2.GetSpendingReportRequest, _admin_pb2.GetSpendingReportResponse]
     """Streams spending per requester and dataset."""
     PublishDatasetVersion: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PublishDatasetVersionRequest, _admin_pb2.PublishDatasetVersionResponse]
@@ -66,16 +74,24 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Lists requesters."""
     DisableRequester: _aio.UnaryUnaryMultiCallable[_admin_pb2.DisableRequesterRequest, _admin_pb2.DisableRequesterResponse]  # type: ignore[assignment]
     """Disables a requester and all its tokens."""
+    EnableRequester: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableRequesterRequest, _admin_pb2.EnableRequesterResponse]  # type: ignore[assignment]
+    """Enables a disabled requester again."""
     IssueToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.IssueTokenRequest, _admin_pb2.IssueTokenResponse]  # type: ignore[assignment]
     """Issues a token with one role (shown once)."""
     RevokeToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     """Revokes a token."""
+    ListTokens: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTokensRequest, _admin_pb2.ListTokensResponse]  # type: ignore[assignment]
+    """Lists token records (ids, roles, dates; never a secret)."""
     GrantAllocation: _aio.UnaryUnaryMultiCallable[_admin_pb2.GrantAllocationRequest, _admin_pb2.GrantAllocationResponse]  # type: ignore[assignment]
     """Grants or tops up a requester's allocation on a dataset."""
     ReduceAllocation: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReduceAllocationRequest, _admin_pb2.ReduceAllocationResponse]  # type: ignore[assignment]
     """Reduces an allocation, never below what is spent."""
     SetDatasetCap: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetDatasetCapRequest, _admin_pb2.SetDatasetCapResponse]  # type: ignore[assignment]
     """Sets a dataset's global cap across all requesters, with a reason."""
+    GetDatasetBudget: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDatasetBudgetRequest, _admin_pb2.GetDatasetBudgetResponse]  # type: ignore[assignment]
+    """A dataset's cap, allocated and spent totals, and its release-sharing setting."""
+    SetReleaseSharing: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetReleaseSharingRequest, _admin_pb2.SetReleaseSharingResponse]  # type: ignore[assignment]
+    """Turns release sharing between requesters on or off for a dataset."""
     GetSpendingReport: _aio.UnaryStreamMultiCallable[_admin_pb2.GetSpendingReportRequest, _admin_pb2.GetSpendingReportResponse]  # type: ignore[assignment]
     """Streams spending per requester and dataset."""
     PublishDatasetVersion: _aio.UnaryUnaryMultiCallable[_admin_pb2.PublishDatasetVersionRequest, _admin_pb2.PublishDatasetVersionResponse]  # type: ignore[assignment]
@@ -109,6 +125,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Disables a requester and all its tokens."""
 
     @_abc_1.abstractmethod
+    def EnableRequester(
+        self,
+        request: _admin_pb2.EnableRequesterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.EnableRequesterResponse, _abc.Awaitable[_admin_pb2.EnableRequesterResponse]]:
+        """Enables a disabled requester again."""
+
+    @_abc_1.abstractmethod
     def IssueToken(
         self,
         request: _admin_pb2.IssueTokenRequest,
@@ -123,6 +147,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RevokeTokenResponse, _abc.Awaitable[_admin_pb2.RevokeTokenResponse]]:
         """Revokes a token."""
+
+    @_abc_1.abstractmethod
+    def ListTokens(
+        self,
+        request: _admin_pb2.ListTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListTokensResponse, _abc.Awaitable[_admin_pb2.ListTokensResponse]]:
+        """Lists token records (ids, roles, dates; never a secret)."""
 
     @_abc_1.abstractmethod
     def GrantAllocation(
@@ -147,6 +179,22 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.SetDatasetCapResponse, _abc.Awaitable[_admin_pb2.SetDatasetCapResponse]]:
         """Sets a dataset's global cap across all requesters, with a reason."""
+
+    @_abc_1.abstractmethod
+    def GetDatasetBudget(
+        self,
+        request: _admin_pb2.GetDatasetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetDatasetBudgetResponse, _abc.Awaitable[_admin_pb2.GetDatasetBudgetResponse]]:
+        """A dataset's cap, allocated and spent totals, and its release-sharing setting."""
+
+    @_abc_1.abstractmethod
+    def SetReleaseSharing(
+        self,
+        request: _admin_pb2.SetReleaseSharingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetReleaseSharingResponse, _abc.Awaitable[_admin_pb2.SetReleaseSharingResponse]]:
+        """Turns release sharing between requesters on or off for a dataset."""
 
     @_abc_1.abstractmethod
     def GetSpendingReport(

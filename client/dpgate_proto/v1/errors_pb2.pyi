@@ -191,6 +191,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL: anything unexpected; metadata request_id identifies it in the server's log."""
     ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 71
     """UNIMPLEMENTED: the contract has this RPC but the server does not offer it yet."""
+    ERROR_REASON_CAP_BELOW_ALLOCATED: _ErrorReason.ValueType  # 72
+    """--- added later ---
+
+    FAILED_PRECONDITION: the cap would be below the sum of the dataset's allocations;
+    set it anyway with `force`, or reduce allocations first.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why the server refused or failed a call: the catalogue of every refusal dpgate gives.
@@ -372,4 +378,10 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 70
 """INTERNAL: anything unexpected; metadata request_id identifies it in the server's log."""
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 71
 """UNIMPLEMENTED: the contract has this RPC but the server does not offer it yet."""
+ERROR_REASON_CAP_BELOW_ALLOCATED: ErrorReason.ValueType  # 72
+"""--- added later ---
+
+FAILED_PRECONDITION: the cap would be below the sum of the dataset's allocations;
+set it anyway with `force`, or reduce allocations first.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -25,6 +25,7 @@ from dpgate_server.ledger.model import (
     Requester,
     Role,
     SpendingLine,
+    TokenInfo,
 )
 from dpgate_server.vocabulary.accounting import Accounting
 from dpgate_server.vocabulary.errors import ErrorReason
@@ -35,6 +36,7 @@ ROLE_FROM_PROTO = {
     admin_pb2.ROLE_AUDITOR: Role.AUDITOR,
     admin_pb2.ROLE_PROVIDER: Role.PROVIDER,
 }
+ROLE_TO_PROTO = {role: value for value, role in ROLE_FROM_PROTO.items()}
 _UNIT_NAMES = {Accounting.PURE_DP: "epsilon (pure_dp)", Accounting.ZCDP: "rho (zcdp)"}
 
 
@@ -101,6 +103,23 @@ def requester_to_proto(requester: Requester) -> admin_pb2.Requester:
     )
 
 
+def token_to_proto(info: TokenInfo) -> admin_pb2.TokenRecord:
+    """A token's record: ids, role and dates only (the ledger keeps no secret to leak)."""
+    return admin_pb2.TokenRecord(
+        token_id=info.token_id,
+        requester_id=info.requester_id,
+        role=ROLE_TO_PROTO[info.role],
+        practice_codes=sorted(info.practice_codes),
+        created_at=format_time(info.created_at),
+        expires_at=_optional_time(info.expires_at),
+        revoked_at=_optional_time(info.revoked_at),
+    )
+
+
+def _optional_time(moment: dt.datetime | None) -> str:
+    return "" if moment is None else format_time(moment)
+
+
 def spending_rows_to_proto(
     lines: list[SpendingLine], accounting: Mapping[str, Accounting], chunk: int
 ) -> Iterator[admin_pb2.GetSpendingReportResponse]:
@@ -115,6 +134,9 @@ def spending_rows_to_proto(
             release_count=line.releases,
             purpose=line.purpose,
             agreement_reference=line.agreement,
+            remaining=spend_to_proto(accounting.get(line.dataset_id), line.remaining_units),
+            expires_at=_optional_time(line.expires_at),
+            last_spend_at=_optional_time(line.last_spend_at),
         )
         for line in lines
     ]

@@ -24,9 +24,10 @@ from dpgate_server.api.admin_convert import (
     spend_units,
     spending_rows_to_proto,
     time_from_proto,
+    token_to_proto,
 )
 from dpgate_server.api.call_context import current_call
-from dpgate_server.api.convert import budget_to_proto, spend_to_proto
+from dpgate_server.api.convert import budget_to_proto, dataset_summary_to_proto, spend_to_proto
 from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, audited, require
 from dpgate_server.api.publish_rpc import publish_dataset_version
 from dpgate_server.governance.service import Governance
@@ -83,6 +84,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.DisableRequesterResponse(requester=requester_to_proto(requester))
 
     @audited(record_success=False)
+    def EnableRequester(
+        self, request: admin_pb2.EnableRequesterRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.EnableRequesterResponse:
+        requester = self._ledger.admin.set_requester_enabled(
+            require(request.requester_id, "requester_id"), True, request=_request_info(request)
+        )
+        return admin_pb2.EnableRequesterResponse(requester=requester_to_proto(requester))
+
+    @audited(record_success=False)
     def IssueToken(
         self, request: admin_pb2.IssueTokenRequest, context: grpc.ServicerContext
     ) -> admin_pb2.IssueTokenResponse:
@@ -103,6 +113,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             require(request.token_id, "token_id"), request=_request_info(request)
         )
         return admin_pb2.RevokeTokenResponse()
+
+    @audited(record_success=True)
+    def ListTokens(
+        self, request: admin_pb2.ListTokensRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListTokensResponse:
+        tokens = self._ledger.admin.list_tokens(request.requester_id or None)
+        return admin_pb2.ListTokensResponse(tokens=[token_to_proto(t) for t in tokens])
 
     @audited(record_success=False)
     def GrantAllocation(
@@ -157,12 +174,44 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             units,
             reason=_text(request.reason, "reason") if request.reason.strip() else "",
             request=_request_info(request),
+            force=request.force,
         )
         after = self._ledger.get_dataset(dataset.dataset_id)
         return admin_pb2.SetDatasetCapResponse(
             cap=spend_to_proto(after.accounting, after.cap_units),
             spent=spend_to_proto(after.accounting, after.spent_units),
         )
+
+    @audited(record_success=True)
+    def GetDatasetBudget(
+        self, request: admin_pb2.GetDatasetBudgetRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GetDatasetBudgetResponse:
+        dataset_id = require(request.dataset_id, "dataset_id")
+        self._ledger.get_dataset(dataset_id)  # an unknown dataset is NOT_FOUND
+        totals = next(
+            d for d in self._ledger.admin.spending_report().datasets if d.dataset_id == dataset_id
+        )
+        accounting = totals.accounting
+        return admin_pb2.GetDatasetBudgetResponse(
+            dataset=dataset_summary_to_proto(self._catalog.current(dataset_id)),
+            cap=spend_to_proto(accounting, totals.cap_units),
+            spent=spend_to_proto(accounting, totals.spent_units),
+            allocated=spend_to_proto(accounting, totals.allocated_units),
+            allocation_count=totals.allocations,
+            share_releases=totals.share_releases,
+            release_count=totals.releases,
+        )
+
+    @audited(record_success=False)
+    def SetReleaseSharing(
+        self, request: admin_pb2.SetReleaseSharingRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetReleaseSharingResponse:
+        dataset = self._ledger.admin.set_release_sharing(
+            require(request.dataset_id, "dataset_id"),
+            request.share_releases,
+            request=_request_info(request),
+        )
+        return admin_pb2.SetReleaseSharingResponse(share_releases=dataset.share_releases)
 
     @audited(record_success=True)
     def GetSpendingReport(

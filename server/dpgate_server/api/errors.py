@@ -83,6 +83,7 @@ STATUS_BY_REASON: Final[Mapping[ErrorReason, grpc.StatusCode]] = MappingProxyTyp
         # budget
         _R.BUDGET_EXHAUSTED: _C.RESOURCE_EXHAUSTED,
         _R.BELOW_SPENT: _C.FAILED_PRECONDITION,
+        _R.CAP_BELOW_ALLOCATED: _C.FAILED_PRECONDITION,
         # who may call
         _R.BAD_TOKEN: _C.UNAUTHENTICATED,
         _R.ROLE_FORBIDDEN: _C.PERMISSION_DENIED,

@@ -5,8 +5,9 @@ Every change runs in one write transaction together with its audit event (outcom
 granted what, when. A change that fails raises and records nothing; the API layer then
 records the failed request with `Ledger.record_event`.
 
-Allocations may add up to more than a dataset's cap (over-subscription is allowed): the
-cap is what bounds the total, whoever spends it.
+The cap bounds what everyone together spends. Allocations adding up to more than the cap
+promise more than can be spent, so a cap below their sum is refused unless the
+administrator forces it (over-subscription on purpose).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from dpgate_server.ledger.errors import (
     AllocationBelowSpent,
     AllocationNotFound,
     AlreadyExists,
+    CapBelowAllocated,
     CapBelowSpent,
+    ExpiryInThePast,
     InvalidAmount,
     InvalidTokenRequest,
     MissingPurpose,
@@ -119,6 +122,7 @@ class LedgerAdmin:
         Raises:
             InvalidTokenRequest: a provider token without practice codes, or practice
                 codes on any other role.
+            ExpiryInThePast: `expires_at` is not after now.
         """
         codes = frozenset(practice_codes)
         if role is Role.PROVIDER and not codes:
@@ -127,6 +131,7 @@ class LedgerAdmin:
             raise InvalidTokenRequest("only provider tokens are bound to practice codes")
         secret = mint_token()
         with self._write(request) as (tx, now, audit):
+            _check_expiry(expires_at, now, "a token")
             _requester(tx, requester_id)
             info = TokenInfo(mint_token_id(), requester_id, role, codes, now, expires_at, None)
             tx.insert_token(info, hash_token(secret))
@@ -176,12 +181,20 @@ class LedgerAdmin:
         return dataset
 
     def set_dataset_cap(
-        self, dataset_id: str, cap_units: int, *, reason: str, request: RequestInfo
+        self,
+        dataset_id: str,
+        cap_units: int,
+        *,
+        reason: str,
+        request: RequestInfo,
+        force: bool = False,
     ) -> CapChange:
         """Raise or lower a dataset's cap, with the reason recorded.
 
         Raises:
-            CapBelowSpent: the new cap is below what has been spent already.
+            CapBelowSpent: the new cap is below what has been spent already (never allowed).
+            CapBelowAllocated: the new cap is below the sum of the dataset's allocations
+                and `force` is not set.
             MissingReason: no reason was given.
         """
         _check_amount(cap_units, "a cap", allow_zero=True)
@@ -194,14 +207,27 @@ class LedgerAdmin:
                     f"{dataset_id} has spent {amount(dataset.spent_units)}; "
                     f"the cap cannot go down to {amount(cap_units)}"
                 )
+            allocated = sum(
+                a.granted_units for a in tx.list_allocations() if a.dataset_id == dataset_id
+            )
+            if cap_units < allocated and not force:
+                raise CapBelowAllocated(
+                    f"the allocations on {dataset_id} add up to {amount(allocated)}; a cap of"
+                    f" {amount(cap_units)} would refuse requesters whose allocations still have"
+                    " room. Reduce allocations first, or force it (--force) to over-subscribe"
+                    " on purpose"
+                )
             change = CapChange(
                 dataset_id, dataset.cap_units, cap_units, reason, _actor(request), now
             )
             tx.set_dataset_cap(dataset_id, cap_units)
             tx.insert_cap_change(change)
+            forced = (
+                f" (forced below {amount(allocated)} allocated)" if cap_units < allocated else ""
+            )
             audit(
-                f"set cap of {dataset_id} from {amount(dataset.cap_units)} to {amount(cap_units)}:"
-                f" {reason}"
+                f"set cap of {dataset_id} from {amount(dataset.cap_units)} to {amount(cap_units)}"
+                f"{forced}: {reason}"
             )
         return change
 
@@ -249,10 +275,12 @@ class LedgerAdmin:
             AlreadyExists: the allocation exists (checked first: a top-up needs no purpose).
             MissingPurpose: the purpose or the agreement is empty.
             SelfGrantForbidden: the administrator is granting to their own requester.
+            ExpiryInThePast: `expires_at` is not after now.
         """
         _check_amount(granted_units, "a grant", allow_zero=True)
         _check_not_self(request, requester_id)
-        with self._write(request) as (tx, _, audit):
+        with self._write(request) as (tx, now, audit):
+            _check_expiry(expires_at, now, "an allocation")
             _requester(tx, requester_id)
             accounting = _dataset(tx, dataset_id).accounting
             if tx.get_allocation(requester_id, dataset_id) is not None:
@@ -284,18 +312,21 @@ class LedgerAdmin:
 
         A new allocation needs `purpose` and `agreement` (see `grant_allocation`); a top-up
         keeps the ones it was granted with. On a top-up a given `expires_at` replaces the
-        allocation's expiry and None leaves it as it was. Either way the change is one
-        audit event: no reader ever sees the top-up without its new expiry, and a refusal
-        changes nothing.
+        allocation's expiry and None leaves it as it was; a top-up of zero with an expiry
+        changes only the expiry. Either way the change is one audit event: no reader ever
+        sees the top-up without its new expiry, and a refusal changes nothing.
 
         Raises:
-            InvalidAmount: a negative amount, or zero on an existing allocation.
+            InvalidAmount: a negative amount, or zero on an existing allocation without a
+                new expiry (it would change nothing).
             MissingPurpose: a new allocation without its purpose or agreement.
             SelfGrantForbidden: the administrator is granting to their own requester.
+            ExpiryInThePast: `expires_at` is not after now.
         """
         _check_amount(units, "a grant", allow_zero=True)
         _check_not_self(request, requester_id)
-        with self._write(request) as (tx, _, audit):
+        with self._write(request) as (tx, now, audit):
+            _check_expiry(expires_at, now, "an allocation")
             _requester(tx, requester_id)
             amount = functools.partial(describe, accounting=_dataset(tx, dataset_id).accounting)
             existing = tx.get_allocation(requester_id, dataset_id)
@@ -311,7 +342,11 @@ class LedgerAdmin:
                     f" purpose {purpose!r} agreement {agreement!r}"
                 )
                 return allocation
-            _check_amount(units, "a top-up", allow_zero=False)
+            if units == 0 and expires_at is None:
+                raise InvalidAmount(
+                    "a top-up of zero changes nothing: give an amount, or an expiry to change"
+                    " only the expiry"
+                )
             allocation = replace(
                 existing,
                 granted_units=existing.granted_units + units,
@@ -319,7 +354,9 @@ class LedgerAdmin:
             )
             tx.put_allocation(allocation)
             audit(
-                f"top up {requester_id} on {dataset_id} by {amount(units)}"
+                f"set expiry of {requester_id} on {dataset_id} to {format_optional(expires_at)}"
+                if units == 0
+                else f"top up {requester_id} on {dataset_id} by {amount(units)}"
                 f" to {amount(allocation.granted_units)}"
                 f" expires {format_optional(allocation.expires_at)}"
             )
@@ -373,8 +410,14 @@ class LedgerAdmin:
         *,
         request: RequestInfo,
     ) -> Allocation:
-        """Set or clear the time after which the allocation can no longer be spent."""
-        with self._write(request) as (tx, _, audit):
+        """Set or clear the time after which the allocation can no longer be spent.
+
+        Raises:
+            ExpiryInThePast: `expires_at` is not after now (to stop spending now, reduce the
+                allocation to what is spent, or disable the requester).
+        """
+        with self._write(request) as (tx, now, audit):
+            _check_expiry(expires_at, now, "an allocation")
             updated = replace(_allocation(tx, requester_id, dataset_id), expires_at=expires_at)
             tx.put_allocation(updated)
             audit(f"set expiry of {requester_id} on {dataset_id} to {format_optional(expires_at)}")
@@ -384,9 +427,10 @@ class LedgerAdmin:
 
     def spending_report(self) -> SpendingReport:
         """Every allocation with its spending, and every dataset's totals."""
+        now = self._clock()
         with self._storage.read() as tx:
             requesters = {r.requester_id: r for r in tx.list_requesters()}
-            counts = {(t.requester_id, t.dataset_id): t.releases for t in tx.release_totals()}
+            released = {(t.requester_id, t.dataset_id): t for t in tx.release_totals()}
             allocations = tx.list_allocations()
             datasets = tx.list_datasets()
         lines = tuple(
@@ -398,11 +442,14 @@ class LedgerAdmin:
                 granted_units=a.granted_units,
                 spent_units=a.spent_units,
                 expires_at=a.expires_at,
-                releases=counts.get((a.requester_id, a.dataset_id), 0),
+                releases=total.releases if total else 0,
                 purpose=a.purpose,
                 agreement=a.agreement,
+                remaining_units=a.remaining_at(now),
+                last_spend_at=total.last_released_at if total else None,
             )
             for a in allocations
+            for total in (released.get((a.requester_id, a.dataset_id)),)
         )
         totals = tuple(
             DatasetSpending(
@@ -410,7 +457,12 @@ class LedgerAdmin:
                 accounting=d.accounting,
                 cap_units=d.cap_units,
                 spent_units=d.spent_units,
-                releases=sum(n for (_, ds), n in counts.items() if ds == d.dataset_id),
+                releases=sum(t.releases for t in released.values() if t.dataset_id == d.dataset_id),
+                allocated_units=sum(
+                    a.granted_units for a in allocations if a.dataset_id == d.dataset_id
+                ),
+                allocations=sum(1 for a in allocations if a.dataset_id == d.dataset_id),
+                share_releases=d.share_releases,
             )
             for d in datasets
         )
@@ -461,6 +513,14 @@ def _check_purpose(purpose: str, agreement: str) -> tuple[str, str]:
     if len(purpose) > MAX_PURPOSE_CHARS or len(agreement) > MAX_PURPOSE_CHARS:
         raise MissingPurpose(f"purpose and agreement are at most {MAX_PURPOSE_CHARS} characters")
     return purpose, agreement
+
+
+def _check_expiry(expires_at: dt.datetime | None, now: dt.datetime, what: str) -> None:
+    if expires_at is not None and expires_at <= now:
+        raise ExpiryInThePast(
+            f"{what} cannot expire at {format_optional(expires_at)}: that is not in the"
+            f" future (now {format_optional(now)}); give a later date"
+        )
 
 
 def _check_reason(reason: str) -> None:

@@ -79,6 +79,22 @@ class CapBelowSpent(LedgerError):
     reason = ErrorReason.BELOW_SPENT
 
 
+class CapBelowAllocated(LedgerError):
+    """A dataset cap below the sum of its allocations, without the administrator's `force`.
+
+    Allocations then promise more than the cap lets anyone spend: whoever asks last is
+    refused though their own allocation has room. Allowed on purpose with `force`.
+    """
+
+    reason = ErrorReason.CAP_BELOW_ALLOCATED
+
+
+class ExpiryInThePast(LedgerError):
+    """A token or allocation expiry at or before the present: it would be dead on arrival."""
+
+    reason = ErrorReason.BAD_TIME
+
+
 class SelfGrantForbidden(LedgerError):
     """An administrator may not grant or top up their own requester's allocation."""
 

@@ -328,6 +328,10 @@ class SpendingLine:
     releases: int
     purpose: str = NOT_RECORDED
     agreement: str = NOT_RECORDED
+    remaining_units: int = 0
+    """What may still be spent from the allocation now (zero once it has expired)."""
+    last_spend_at: dt.datetime | None = None
+    """When the requester's latest release on the dataset was made; None if none yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +343,12 @@ class DatasetSpending:
     cap_units: int
     spent_units: int
     releases: int
+    allocated_units: int = 0
+    """The sum of every allocation granted on the dataset (may exceed the cap if forced)."""
+    allocations: int = 0
+    """How many requesters hold an allocation on it."""
+    share_releases: bool = True
+    """Whether a release is served free to another requester asking the identical query."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -566,10 +566,12 @@ class PostgresTransaction:
 
     def release_totals(self) -> list[ReleaseTotal]:
         rows = self._all(
-            "SELECT requester_id, dataset_id, count(*), sum(cost_units) FROM releases"
-            " GROUP BY requester_id, dataset_id ORDER BY requester_id, dataset_id"
+            "SELECT requester_id, dataset_id, count(*), sum(cost_units), max(created_at)"
+            " FROM releases GROUP BY requester_id, dataset_id ORDER BY requester_id, dataset_id"
         )
-        return [ReleaseTotal(row[0], row[1], int(row[2]), int(row[3])) for row in rows]
+        return [
+            ReleaseTotal(row[0], row[1], int(row[2]), int(row[3]), _utc(row[4])) for row in rows
+        ]
 
     def get_idempotency(self, requester_id: str, key: str) -> IdempotencyRecord | None:
         row = self._one(

@@ -65,6 +65,8 @@ class ReleaseTotal:
     dataset_id: str
     releases: int
     cost_units: int
+    last_released_at: dt.datetime
+    """When the latest of them was released (the requester's last spend on the dataset)."""
 
 
 class StorageTransaction(Protocol):

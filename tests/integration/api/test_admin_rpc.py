@@ -22,6 +22,7 @@ from dpgate.errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    PreconditionFailedError,
     from_rpc_error,
 )
 from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc, types_pb2
@@ -142,14 +143,24 @@ def test_revoked_token_is_unauthenticated(admin: AdminClient, service: Service) 
             client.datasets()
 
 
-def test_token_issued_already_expired_is_unauthenticated(
+def test_an_expiry_in_the_past_is_refused_for_tokens_and_grants(
     admin: AdminClient, service: Service
 ) -> None:
     planner = fresh_requester(admin)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    issued = admin.issue_token(planner.requester_id, "analyst", expires_at=past)
-    with Client(service.target, issued.token) as client, pytest.raises(AuthenticationError):
-        client.datasets()
+    with pytest.raises(DpgateError) as token_refused:
+        admin.issue_token(planner.requester_id, "analyst", expires_at=past)
+    with pytest.raises(DpgateError) as grant_refused:
+        admin.grant(
+            planner.requester_id, service.dataset_id, epsilon=1, expires_at=past,
+            purpose="testing", agreement="DSA-TEST",
+        )  # fmt: skip
+    for refused in (token_refused.value, grant_refused.value):
+        assert (refused.code, refused.reason) == ("INVALID_ARGUMENT", "BAD_TIME")
+        assert "not in the future" in refused.message
+    assert admin.tokens(planner.requester_id) == []
+    report = admin.spending_report(service.dataset_id)
+    assert planner.requester_id not in report["requester_id"].to_list()
 
 
 def test_token_with_future_expiry_works(admin: AdminClient, service: Service) -> None:
@@ -330,6 +341,18 @@ def test_negative_grant_is_refused(admin: AdminClient, service: Service) -> None
     assert refused.value.reason == "BAD_AMOUNT"
 
 
+def test_zero_top_up_with_an_expiry_changes_only_the_expiry(
+    admin: AdminClient, service: Service
+) -> None:
+    planner = fresh_requester(admin)
+    admin.grant(
+        planner.requester_id, service.dataset_id, epsilon=1, purpose="testing", agreement="DSA-TEST"
+    )
+    later = dt.datetime(2031, 3, 31, tzinfo=dt.UTC)
+    budget = admin.grant(planner.requester_id, service.dataset_id, epsilon=0, expires_at=later)
+    assert (budget.allocated, budget.expires_at) == (Decimal(1), "2031-03-31T00:00:00+00:00")
+
+
 def test_zero_top_up_is_refused(admin: AdminClient, service: Service) -> None:
     planner = fresh_requester(admin)
     admin.grant(
@@ -411,13 +434,122 @@ def test_reduce_without_allocation_is_not_found(admin: AdminClient, service: Ser
 
 
 def test_set_cap_returns_cap_and_spent(admin: AdminClient, service: Service) -> None:
-    raised = admin.set_cap(service.dataset_id, epsilon=DATASET_CAP_EPSILON + 5, reason="new DSA")
+    before = admin.dataset_budget(service.dataset_id)
+    wanted = max(before.cap, before.allocated) + 5
+    raised = admin.set_cap(service.dataset_id, epsilon=wanted, reason="new DSA")
     try:
         assert (raised.dataset_id, raised.accounting) == (service.dataset_id, "pure_dp")
-        assert raised.cap == DATASET_CAP_EPSILON + 5
+        assert raised.cap == wanted
         assert 0 <= raised.spent <= raised.cap
     finally:
-        admin.set_cap(service.dataset_id, epsilon=DATASET_CAP_EPSILON, reason="restore")
+        admin.set_cap(service.dataset_id, epsilon=before.cap, reason="restore", force=True)
+
+
+def test_a_cap_below_the_sum_of_allocations_is_refused_unless_forced(
+    admin: AdminClient, service: Service, analyst_spent: Decimal
+) -> None:
+    before = admin.dataset_budget(service.dataset_id)
+    below = before.allocated - Decimal("0.5")
+    assert below > before.spent
+    with pytest.raises(PreconditionFailedError) as refused:
+        admin.set_cap(service.dataset_id, epsilon=below, reason="tighter")
+    assert refused.value.reason == "CAP_BELOW_ALLOCATED"
+    assert f"add up to epsilon {before.allocated.normalize()}" in refused.value.message
+    assert admin.dataset_budget(service.dataset_id).cap == before.cap
+    try:
+        forced = admin.set_cap(service.dataset_id, epsilon=below, reason="tighter", force=True)
+        assert forced.cap == below
+    finally:
+        admin.set_cap(service.dataset_id, epsilon=before.cap, reason="restore", force=True)
+
+
+def test_dataset_budget_adds_up_the_allocations(admin: AdminClient, service: Service) -> None:
+    budget = admin.dataset_budget(service.dataset_id)
+    report = admin.spending_report(service.dataset_id)
+    assert budget.allocated == sum(report["allocated"].to_list())
+    assert budget.allocation_count == report.height
+    assert (
+        budget.spent
+        == admin.set_cap(
+            service.dataset_id, epsilon=budget.cap, reason="unchanged", force=True
+        ).spent
+    )
+    assert (budget.accounting, budget.share_releases) == ("pure_dp", True)
+    assert budget.version
+
+
+def test_release_sharing_off_makes_each_requester_pay(admin: AdminClient, service: Service) -> None:
+    question = count(service.dataset_id).by("weekday").epsilon(Decimal("0.013"))
+    tokens = []
+    for _ in range(3):
+        planner = fresh_requester(admin)
+        admin.grant(
+            planner.requester_id, service.dataset_id, epsilon=1,
+            purpose="testing", agreement="DSA-TEST",
+        )  # fmt: skip
+        tokens.append(admin.issue_token(planner.requester_id, "analyst").token)
+    answers = []
+    try:
+        assert admin.set_release_sharing(service.dataset_id, False) is False
+        for token in tokens[:2]:
+            with Client(service.target, token, timeout=120) as client:
+                answers.append(client.query(question))
+    finally:
+        assert admin.set_release_sharing(service.dataset_id, True) is True
+    with Client(service.target, tokens[2], timeout=120) as client:
+        shared = client.query(question)
+    assert [a.repeat for a in answers] == [False, False]
+    assert answers[0].release_id != answers[1].release_id
+    assert all(a.charged == Decimal("0.013") for a in answers)
+    assert (shared.repeat, shared.charged) == (True, 0)
+
+
+def test_a_disabled_requester_can_be_enabled_again(admin: AdminClient, service: Service) -> None:
+    planner = fresh_requester(admin)
+    token = admin.issue_token(planner.requester_id, "analyst").token
+    admin.disable_requester(planner.requester_id)
+    with Client(service.target, token) as client, pytest.raises(AuthenticationError):
+        client.datasets()
+    enabled = admin.enable_requester(planner.requester_id)
+    assert enabled.enabled
+    with Client(service.target, token) as client:
+        assert client.datasets()
+
+
+def test_token_list_shows_records_never_secrets(admin: AdminClient) -> None:
+    planner = fresh_requester(admin)
+    later = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    issued = admin.issue_token(planner.requester_id, "auditor", expires_at=later)
+    admin.revoke_token(issued.token_id)
+    [record] = admin.tokens(planner.requester_id)
+    assert (record.token_id, record.requester_id, record.role) == (
+        issued.token_id, planner.requester_id, "auditor",
+    )  # fmt: skip
+    assert record.expires_at == later
+    assert record.revoked_at is not None
+    assert record.created_at <= record.revoked_at
+    assert issued.token not in repr(admin.tokens())
+    assert issued.token_id in {t.token_id for t in admin.tokens()}
+
+
+def test_spending_report_shows_remaining_expiry_and_last_spend(
+    admin: AdminClient, service: Service
+) -> None:
+    planner = fresh_requester(admin)
+    later = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    admin.grant(
+        planner.requester_id, service.dataset_id, epsilon=1, expires_at=later,
+        purpose="testing", agreement="DSA-TEST",
+    )  # fmt: skip
+    token = admin.issue_token(planner.requester_id, "analyst").token
+    started = dt.datetime.now(dt.UTC)
+    with Client(service.target, token, timeout=120) as client:
+        client.query(count(service.dataset_id).by("sex").epsilon(Decimal("0.25")))
+    report = admin.spending_report(service.dataset_id)
+    [row] = report.filter(pl.col("requester_id") == planner.requester_id).iter_rows(named=True)
+    assert row["remaining"] == Decimal("0.75")
+    assert row["expires_at"] == later
+    assert started <= row["last_spend_at"] <= dt.datetime.now(dt.UTC)
 
 
 def test_cap_below_spent_is_refused(

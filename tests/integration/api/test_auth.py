@@ -66,7 +66,11 @@ def dead_tokens(service: Service) -> dict[str, str]:
     with Ledger.open_sqlite(service.ledger_path) as ledger:
         revoked = ledger.admin.issue_token("analyst-1", Role.ANALYST, request=SETUP)
         ledger.admin.revoke_token(revoked.info.token_id, request=SETUP)
-        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    # Issued two minutes ago (a ledger clock set back), valid for one: expired by now.
+    with Ledger.open_sqlite(
+        service.ledger_path, clock=lambda: past - dt.timedelta(minutes=1)
+    ) as ledger:
         expired = ledger.admin.issue_token(
             "analyst-1", Role.ANALYST, request=SETUP, expires_at=past
         )

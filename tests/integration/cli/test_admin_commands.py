@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from dpgate_server import commands as server_cli
@@ -194,12 +196,14 @@ def test_amount_with_too_many_decimals_exits_2(cli_service: CliService) -> None:
 
 
 def test_cap_set_records_the_new_cap(cli_service: CliService) -> None:
+    shown = admin(cli_service, "datasets", "show", "gp_appointments")
+    wanted = max(Decimal(shown["cap"]), Decimal(shown["allocated"])) + 5
     cap = admin(
-        cli_service, "cap", "set", "gp_appointments", "--epsilon", "25",
+        cli_service, "cap", "set", "gp_appointments", "--epsilon", str(wanted),
         "--reason", "second quarter",
     )  # fmt: skip
     assert isinstance(cap, dict)
-    assert Decimal(str(cap["cap"])) == 25
+    assert Decimal(str(cap["cap"])) == wanted
     with Ledger.open_sqlite(cli_service.ledger_path) as ledger:
         history = ledger.admin.cap_history("gp_appointments")
     assert history[-1].reason == "second quarter"
@@ -240,3 +244,134 @@ def test_admin_command_with_an_analyst_token_exits_4(cli_service: CliService) ->
     result = dpgate(cli_service, cli_service.tokens["analyst"], "admin", "requesters", "list")
     assert result.exit_code == 4
     assert "ROLE_FORBIDDEN" in result.stderr
+
+
+# -- operators' rough edges ------------------------------------------------------------
+
+
+def test_cap_below_the_allocations_exits_7_and_force_sets_it(cli_service: CliService) -> None:
+    shown = admin(cli_service, "datasets", "show", "gp_appointments")
+    below = str(Decimal(shown["allocated"]) - Decimal("0.1"))
+    args = ("admin", "cap", "set", "gp_appointments", "--epsilon", below, "--reason", "tight")
+    refused = dpgate(cli_service, cli_service.tokens["admin"], *args)
+    assert refused.exit_code == 7
+    assert "CAP_BELOW_ALLOCATED" in refused.stderr
+    assert "--force" in refused.stderr
+    forced = as_json(dpgate(cli_service, cli_service.tokens["admin"], *args, "--force", "--json"))
+    assert Decimal(forced["cap"]) == Decimal(below)
+    admin(
+        cli_service, "cap", "set", "gp_appointments", "--epsilon", shown["cap"],
+        "--reason", "restore", "--force",
+    )  # fmt: skip
+
+
+def test_datasets_show_gives_cap_allocated_and_spent(cli_service: CliService) -> None:
+    shown = admin(cli_service, "datasets", "show", "gp_appointments")
+    report = admin(cli_service, "spending", "--dataset", "gp_appointments")
+    assert Decimal(shown["allocated"]) == sum(Decimal(r["allocated"]) for r in report)
+    assert shown["allocation_count"] == len(report)
+    assert shown["share_releases"] is True
+    view = dpgate(cli_service, cli_service.tokens["admin"], "admin", "datasets", "show",
+                  "gp_appointments")  # fmt: skip
+    assert view.exit_code == 0
+    for label in ("cap", "allocated", "spent", "remaining", "release sharing on"):
+        assert label in view.stdout
+
+
+def test_datasets_sharing_turns_off_and_on(cli_service: CliService) -> None:
+    off = admin(cli_service, "datasets", "sharing", "gp_appointments", "off")
+    try:
+        assert off == {"dataset_id": "gp_appointments", "share_releases": False}
+        assert admin(cli_service, "datasets", "show", "gp_appointments")["share_releases"] is False
+    finally:
+        on = dpgate(cli_service, cli_service.tokens["admin"], "admin", "datasets", "sharing",
+                    "gp_appointments", "on")  # fmt: skip
+    assert on.exit_code == 0
+    assert "release sharing on gp_appointments is on" in on.stdout
+
+
+def test_requesters_enable_undoes_disable(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Returner")
+    admin(cli_service, "requesters", "disable", requester_id)
+    enabled = admin(cli_service, "requesters", "enable", requester_id)
+    assert enabled["enabled"] is True
+    found = {r["requester_id"]: r for r in admin(cli_service, "requesters", "list")}
+    assert found[requester_id]["enabled"] is True
+
+
+def test_tokens_list_shows_ids_and_dates_never_the_token(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Token Holder")
+    issued = admin(cli_service, "tokens", "issue", requester_id, "--role", "auditor",
+                   "--expires", "2031-01-01")  # fmt: skip
+    listed = admin(cli_service, "tokens", "list", "--requester", requester_id)
+    assert [(t["token_id"], t["role"]) for t in listed] == [(issued["token_id"], "auditor")]
+    assert listed[0]["expires_at"].startswith("2031-01-01T00:00:00")
+    assert listed[0]["revoked_at"] is None
+    view = dpgate(cli_service, cli_service.tokens["admin"], "admin", "tokens", "list")
+    assert issued["token_id"] in view.stdout
+    assert issued["token"] not in view.stdout + json.dumps(listed)
+    for header in ("token", "requester", "role", "issued", "expires", "revoked"):
+        assert header in view.stdout
+
+
+def test_an_expiry_in_the_past_exits_2(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Late")
+    result = dpgate(cli_service, cli_service.tokens["admin"], "admin", "tokens", "issue",
+                    requester_id, "--role", "analyst", "--expires", "2020-01-01")  # fmt: skip
+    assert result.exit_code == 2
+    assert "BAD_TIME" in result.stderr
+    assert "not in the future" in result.stderr
+
+
+def test_top_up_with_only_expires_changes_only_the_expiry(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "Extended")
+    admin(cli_service, "grant", requester_id, "gp_appointments", "--epsilon", "0.5",
+          "--purpose", "testing", "--agreement", "DSA-CLI")  # fmt: skip
+    moved = admin(cli_service, "top-up", requester_id, "gp_appointments",
+                  "--expires", "2031-06-30")  # fmt: skip
+    assert (moved["allocated"], moved["expires_at"][:10]) == ("0.5", "2031-06-30")
+    again = admin(cli_service, "grant", requester_id, "gp_appointments", "--epsilon", "0",
+                  "--expires", "2031-07-31")  # fmt: skip
+    assert (again["allocated"], again["expires_at"][:10]) == ("0.5", "2031-07-31")
+    nothing = dpgate(cli_service, cli_service.tokens["admin"], "admin", "top-up",
+                     requester_id, "gp_appointments")  # fmt: skip
+    assert nothing.exit_code == 2
+
+
+def test_spending_shows_remaining_expiry_and_last_spend(cli_service: CliService) -> None:
+    report = admin(cli_service, "spending", "--dataset", "gp_appointments")
+    row = next(r for r in report if r["requester_id"] == "poor_analyst")
+    assert {"remaining", "expires_at", "last_spend_at"} <= set(row)
+    view = dpgate(cli_service, cli_service.tokens["admin"], "admin", "spending")
+    for header in ("remaining", "expires", "last spend"):
+        assert header in view.stdout
+
+
+def test_tables_never_split_an_identifier_on_a_narrow_terminal(cli_service: CliService) -> None:
+    requester_id = new_requester(cli_service, "A planner with rather a long name indeed")
+    result = dpgate(cli_service, cli_service.tokens["admin"], "admin", "requesters", "list",
+                    env={"COLUMNS": "60"})  # fmt: skip
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 60
+    cells = [cell.strip() for line in lines for cell in line.split("│")]
+    assert requester_id in cells  # whole, on one line
+    assert not [c for c in cells if c and c != requester_id and requester_id.startswith(c)]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("admin", "cap", "set"), ("query",), ("admin", "tokens", "list"), ("releases",)],
+    ids=" ".join,
+)
+def test_help_shows_flags_without_a_type(cli_service: CliService, command: tuple[str, ...]) -> None:
+    result = dpgate(cli_service, None, *command, "--help")
+    assert result.exit_code == 0
+    assert "--json" in result.stdout
+    assert "<bool>" not in result.stdout
+
+
+def test_server_help_shows_flags_without_a_type() -> None:
+    result = CliRunner().invoke(server_cli.app, ["serve", "--help"])
+    assert "--accept-broken-audit-chain" in result.stdout
+    assert "<bool>" not in result.stdout

@@ -274,6 +274,25 @@ def test_releases_list_a_query_just_run(cli_service: CliService) -> None:
     assert "COUNT by sex" in table.stdout
 
 
+def test_releases_limit_shows_only_the_newest(cli_service: CliService) -> None:
+    for epsilon in ("0.031", "0.032"):
+        as_json(
+            dpgate(
+                cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
+                "--count", "--by", "weekday", "--epsilon", epsilon, "--json",
+            )
+        )  # fmt: skip
+    every = as_json(dpgate(cli_service, cli_service.tokens["analyst"], "releases", "--json"))
+    newest = as_json(
+        dpgate(cli_service, cli_service.tokens["analyst"], "releases", "--limit", "1", "--json")
+    )
+    assert len(every) >= 2
+    assert newest == every[:1]
+    assert '"spend_units":32000000' in newest[0]["canonical_query"]
+    refused = dpgate(cli_service, cli_service.tokens["analyst"], "releases", "--limit", "0")
+    assert refused.exit_code == 2
+
+
 def test_query_csv_writes_every_cell_unrounded(cli_service: CliService, tmp_path: Path) -> None:
     out = tmp_path / "cells.csv"
     result = dpgate(

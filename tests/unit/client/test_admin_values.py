@@ -103,6 +103,8 @@ def test_spending_frame_has_exact_decimals() -> None:
         release_count=3,
         purpose="planning",
         agreement_reference="DSA-1",
+        remaining=types_pb2.Spend(accounting=types_pb2.ACCOUNTING_PURE_DP, nano_units=1),
+        expires_at="2031-01-01T00:00:00.000000Z",
     )
     frame = spending_frame([row])
     assert frame.to_dicts() == [
@@ -116,6 +118,9 @@ def test_spending_frame_has_exact_decimals() -> None:
             "release_count": 3,
             "purpose": "planning",
             "agreement": "DSA-1",
+            "remaining": Decimal("0.000000001"),
+            "expires_at": dt.datetime(2031, 1, 1, tzinfo=dt.UTC),
+            "last_spend_at": None,
         }
     ]
 

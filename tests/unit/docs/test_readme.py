@@ -44,3 +44,8 @@ def test_the_client_only_install_works_with_python_311s_pip() -> None:
 def test_the_demo_address_can_be_overridden() -> None:
     assert "DPGATE_SERVER__ADDRESS=127.0.0.1:50099 bash scripts/run-demo.sh" in README
     assert "export DPGATE_TARGET=127.0.0.1:50099" in README
+
+
+def test_release_sharing_and_the_setting_that_turns_it_off_are_explained() -> None:
+    assert "served free to any other\nrequester who asks the identical query" in README
+    assert "dpgate admin datasets sharing gp_appointments off" in README

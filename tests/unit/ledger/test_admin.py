@@ -9,7 +9,9 @@ import pytest
 from dpgate_server.ledger import (
     AllocationBelowSpent,
     AlreadyExists,
+    CapBelowAllocated,
     CapBelowSpent,
+    ExpiryInThePast,
     InvalidAmount,
     MissingPurpose,
     MissingReason,
@@ -66,10 +68,8 @@ def test_grant_or_top_up_keeps_the_expiry_when_none_is_given(setup):
 
 def test_grant_or_top_up_of_nothing_on_an_allocation_changes_nothing(setup):
     before = setup.ledger.head().count
-    with pytest.raises(InvalidAmount):
-        setup.ledger.admin.grant_or_top_up(
-            "alice", setup.dataset, 0, request=setup.operator, expires_at=setup.clock.now
-        )
+    with pytest.raises(InvalidAmount, match="an expiry to change only the expiry"):
+        setup.ledger.admin.grant_or_top_up("alice", setup.dataset, 0, request=setup.operator)
     budget = setup.ledger.get_budget("alice", setup.dataset)
     assert (budget.granted_units, budget.expires_at) == (1_000, None)
     assert setup.ledger.head().count == before
@@ -182,3 +182,86 @@ def test_zcdp_dataset_is_kept_apart(setup):
     setup.charge(setup.alice, "k1", 1_000)
     budget = setup.ledger.get_budget("alice", "other")
     assert budget.remaining_units == 50
+
+
+# -- expiries, zero grants, caps below allocations, the report's extra columns ----------
+
+
+@pytest.mark.parametrize("offset", [dt.timedelta(0), dt.timedelta(seconds=-1)])
+def test_an_expiry_that_is_not_in_the_future_is_refused_everywhere(setup, offset):
+    when = setup.clock.now + offset
+    admin, before = setup.ledger.admin, setup.ledger.head()
+    with pytest.raises(ExpiryInThePast, match="not in the future"):
+        admin.issue_token("alice", Role.ANALYST, request=setup.operator, expires_at=when)
+    with pytest.raises(ExpiryInThePast):
+        admin.grant_or_top_up("alice", setup.dataset, 5, request=setup.operator, expires_at=when)
+    with pytest.raises(ExpiryInThePast):
+        admin.set_allocation_expiry("alice", setup.dataset, when, request=setup.operator)
+    admin.create_requester(
+        "carol", name="C", organisation="O", agreement="A", request=setup.operator
+    )
+    after_create = setup.ledger.head()
+    with pytest.raises(ExpiryInThePast):
+        admin.grant_allocation(
+            "carol",
+            setup.dataset,
+            5,
+            request=setup.operator,
+            purpose="p",
+            agreement="a",
+            expires_at=when,
+        )
+    assert setup.ledger.head() == after_create != before
+    assert setup.ledger.get_budget("alice", setup.dataset).granted_units == 1_000
+
+
+def test_a_future_expiry_is_accepted(setup):
+    later = setup.clock.now + dt.timedelta(seconds=1)
+    issued = setup.ledger.admin.issue_token(
+        "alice", Role.ANALYST, request=setup.operator, expires_at=later
+    )
+    assert issued.info.expires_at == later
+
+
+def test_a_zero_top_up_with_an_expiry_changes_only_the_expiry(setup):
+    expiry = setup.clock.now + dt.timedelta(days=90)
+    before = setup.ledger.head().count
+    updated = setup.ledger.admin.grant_or_top_up(
+        "alice", setup.dataset, 0, request=setup.operator, expires_at=expiry
+    )
+    assert (updated.granted_units, updated.expires_at) == (1_000, expiry)
+    [event] = setup.ledger.list_events(after_seq=before)
+    assert event.detail.startswith("set expiry of alice on gp_appointments to 2025-04-06")
+
+
+def test_a_cap_below_the_sum_of_allocations_is_refused_unless_forced(setup):
+    admin, before = setup.ledger.admin, setup.ledger.head()
+    with pytest.raises(CapBelowAllocated, match=r"add up to epsilon 0\.000002"):
+        admin.set_dataset_cap(setup.dataset, 1_999, reason="tighter", request=setup.operator)
+    assert setup.ledger.head() == before
+    admin.set_dataset_cap(setup.dataset, 2_000, reason="exactly", request=setup.operator)
+    admin.set_dataset_cap(
+        setup.dataset, 1_500, reason="over-subscribe", request=setup.operator, force=True
+    )
+    assert setup.ledger.get_dataset(setup.dataset).cap_units == 1_500
+    [event] = setup.ledger.list_events(after_seq=setup.ledger.head().count - 1)
+    assert "(forced below epsilon 0.000002 allocated)" in event.detail
+
+
+def test_spending_report_shows_remaining_expiry_and_last_spend(setup):
+    setup.charge(setup.alice, "k1", 100)
+    setup.clock.advance(hours=2)
+    setup.charge(setup.alice, "k2", 50)
+    last = setup.clock.now
+    expiry = last + dt.timedelta(days=1)
+    setup.ledger.admin.set_allocation_expiry("bob", setup.dataset, expiry, request=setup.operator)
+    report = setup.ledger.admin.spending_report()
+    lines = {line.requester_id: line for line in report.lines}
+    alice, bob = lines["alice"], lines["bob"]
+    assert (alice.remaining_units, alice.last_spend_at, alice.expires_at) == (850, last, None)
+    assert (bob.remaining_units, bob.last_spend_at, bob.expires_at) == (1_000, None, expiry)
+    setup.clock.advance(days=2)
+    expired = {x.requester_id: x for x in setup.ledger.admin.spending_report().lines}["bob"]
+    assert expired.remaining_units == 0
+    (totals,) = report.datasets
+    assert (totals.allocated_units, totals.allocations, totals.share_releases) == (2_000, 2, True)

@@ -21,6 +21,7 @@ from hypothesis.stateful import (
 from dpgate_server.ledger import (
     AllocationBelowSpent,
     BudgetExhausted,
+    CapBelowAllocated,
     CapBelowSpent,
     IdempotencyConflict,
     RequestInfo,
@@ -106,14 +107,19 @@ class BudgetMachine(RuleBasedStateMachine):
             with pytest.raises(CapBelowSpent):
                 self.ledger.admin.set_dataset_cap(DATASET, units, reason="r", request=OPERATOR)
             return
-        self.ledger.admin.set_dataset_cap(DATASET, units, reason="r", request=OPERATOR)
+        if units < sum(self.granted.values()):
+            with pytest.raises(CapBelowAllocated):
+                self.ledger.admin.set_dataset_cap(DATASET, units, reason="r", request=OPERATOR)
+        self.ledger.admin.set_dataset_cap(DATASET, units, reason="r", request=OPERATOR, force=True)
         self.cap = units
 
     @precondition(lambda self: bool(self.granted))
     @rule(data=st.data())
     def expire(self, data: st.DataObject) -> None:
         requester = data.draw(st.sampled_from(sorted(self.granted)))
-        self.ledger.admin.set_allocation_expiry(requester, DATASET, self.now, request=OPERATOR)
+        soon = self.now + dt.timedelta(seconds=1)  # an expiry must lie in the future
+        self.ledger.admin.set_allocation_expiry(requester, DATASET, soon, request=OPERATOR)
+        self.now = soon
         self.expired.add(requester)
 
     @rule(requester=requesters, key=keys, idempotency_key=idempotency_keys, cost=amounts)

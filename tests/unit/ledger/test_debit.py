@@ -65,7 +65,9 @@ def test_remaining_is_the_smaller_of_allocation_and_cap(setup):
 
 def test_cap_binds_across_requesters(setup):
     admin = setup.ledger.admin
-    admin.set_dataset_cap(setup.dataset, 1_500, reason="shrink for test", request=setup.operator)
+    admin.set_dataset_cap(  # below the 2,000 allocated: over-subscribed on purpose
+        setup.dataset, 1_500, reason="shrink for test", request=setup.operator, force=True
+    )
     setup.charge(setup.alice, "k1", 1_000)
     with pytest.raises(BudgetExhausted) as raised:
         setup.charge(setup.bob, "k2", 600)
