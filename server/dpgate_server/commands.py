@@ -26,9 +26,7 @@ from dpgate_server.ledger.model import IssuedToken, RequestInfo, Role
 from dpgate_server.observability.logs import configure_logging
 from dpgate_server.store.store import DatasetStore
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 app.command("ingest")(bulk_commands.ingest)
 app.add_typer(bulk_commands.optouts_app, name="optouts")
 _log = logging.getLogger("dpgate_server")
