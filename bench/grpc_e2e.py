@@ -111,6 +111,7 @@ def start_server(store: Path, folder: Path) -> Server:
         f'[storage]\ndata_dir = "{store}"\nledger_path = "{folder / "ledger.sqlite"}"\n'
         f'key_file = "{folder / "key"}"\n[demo]\nenabled = false\n'
         "[limits]\nrequests_per_second = 100000\nburst = 100000\nmax_queued_queries = 64\n"
+        "peer_requests_per_second = 1000000\npeer_burst = 1000000\n"
     )
     cli = [sys.executable, "-m", "dpgate_server.cli"]
     created = subprocess.run(

@@ -110,6 +110,12 @@ class LimitsSettings(_Section):
     """Sustained calls per token (token bucket); past it, UNAVAILABLE with a retry hint."""
     burst: int = Field(default=40, ge=1, le=1_000_000)
     """Calls a token may make at once before the rate applies."""
+    peer_requests_per_second: float = Field(default=500.0, gt=0, le=1_000_000)
+    """Sustained calls per client address, checked before the token is: a flood (with or
+    without a valid token) is turned away before it costs a token lookup. Clients behind
+    one address share it; past it, UNAVAILABLE/RATE_LIMITED with a retry hint."""
+    peer_burst: int = Field(default=1_000, ge=1, le=10_000_000)
+    """Calls one client address may make at once before its rate applies."""
     query_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
     """Longest a query may run; its worker is then ended and nothing is charged."""
     max_queued_queries: int = Field(default=8, ge=0, le=10_000)

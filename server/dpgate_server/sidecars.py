@@ -1,4 +1,5 @@
-"""What runs beside the gRPC server: metrics, health monitoring, signed heads, web pages.
+"""What runs beside the gRPC server: metrics, health monitoring, signed heads, web pages,
+and the flusher that chains each window's unauthenticated counts as the window ends.
 
 `Sidecars.prepare` makes the parts the gRPC server itself needs (the metrics it records
 into, the head publisher its publish hook calls); `start` starts the listeners and threads
@@ -21,6 +22,7 @@ from dpgate_server.config import Settings
 from dpgate_server.execution import QueryWorkerPool
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.storage import LedgerStorage
+from dpgate_server.ledger.unauthenticated import UnauthenticatedFlusher
 from dpgate_server.observability.health import HealthMonitor, ledger_check, pool_check
 from dpgate_server.observability.interceptor import PUBLISH_RPC, ObservabilityInterceptor
 from dpgate_server.observability.metrics import (
@@ -91,8 +93,14 @@ class Sidecars:
         health_servicer: grpc_health.HealthServicer,
         service_names: Sequence[str],
     ) -> None:
-        """Start health monitoring, the metrics listener and the head publisher."""
+        """Start health monitoring, the unauthenticated-count flusher, the metrics
+        listener and the head publisher."""
         self.registry.register(StateCollector(_State(ledger, pool)))
+        flusher = UnauthenticatedFlusher(
+            ledger.flush_unauthenticated, ledger.unauthenticated_policy
+        )
+        flusher.start()
+        self.closers.append(flusher.stop)
         operations = settings.operations
         self.health = HealthMonitor(
             health_servicer,

@@ -40,6 +40,13 @@ from dpgate_server.store.store import DatasetStore, DatasetVersion
 FULL_RUN = os.environ.get("DPGATE_FULL_RUN") == "1"
 SETUP = RequestInfo(request_id="adversarial-setup", rpc="test-setup")
 DATASET_CAP_EPSILON = 1_000_000
+GENEROUS_LIMITS = {
+    "requests_per_second": 100_000,
+    "burst": 100_000,
+    "peer_requests_per_second": 100_000,
+    "peer_burst": 100_000,
+}
+"""Rate limits no attack here reaches, unless a test sets its own."""
 """Large enough never to bind, except where a test lowers it on purpose (collusion)."""
 
 
@@ -111,7 +118,7 @@ def settings(
             data_dir=store_root, ledger_path=state / "ledger.sqlite", key_file=state / "key"
         ),
         demo=DemoSettings(enabled=False),
-        limits=LimitsSettings(**{"requests_per_second": 100_000, "burst": 100_000, **limits}),  # type: ignore[arg-type]
+        limits=LimitsSettings(**{**GENEROUS_LIMITS, **limits}),  # type: ignore[arg-type]
     )
 
 
@@ -229,6 +236,7 @@ def write_config(state: Path, store_root: Path, *, workers: int = 1, port: int =
         f'ledger_path = "{state / "ledger.sqlite"}"\nkey_file = "{state / "key"}"\n'
         "[demo]\nenabled = false\n"
         "[limits]\nrequests_per_second = 100000\nburst = 100000\n"
+        "peer_requests_per_second = 100000\npeer_burst = 100000\n"
     )
     return config
 

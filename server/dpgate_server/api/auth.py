@@ -1,11 +1,14 @@
 """Authentication, roles and rate limits, applied once to every RPC by an interceptor.
 
-`authorization: Bearer <token>` is looked up by hash in the ledger (constant-time
-compare there). No, bad, expired or revoked token: UNAUTHENTICATED, counted in the audit
-chain per source (aggregated, so a flood cannot fill the disk). A role not in
+First the caller's address is rate-limited, before anything else is done for it: over
+its rate, UNAVAILABLE/RATE_LIMITED with a retry hint. Then `authorization: Bearer
+<token>` is looked up by hash in the ledger (constant-time compare there). No, bad,
+expired or revoked token: UNAUTHENTICATED, counted in memory per source and chained as one
+audit event per source and window (no ledger write per call, so a flood neither fills the
+disk nor queues ahead of debits for the write lock). A role not in
 `roles.ROLES_BY_METHOD` for the RPC: PERMISSION_DENIED, audited. Over the token's rate:
-UNAVAILABLE/RATE_LIMITED with a retry hint (not audited: refusing costs nothing and must
-stay cheap under a flood). Tokens are never logged.
+UNAVAILABLE/RATE_LIMITED with a retry hint. Rate refusals are not audited: refusing
+costs nothing and must stay cheap under a flood. Tokens are never logged.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ _Call: TypeAlias = "CallContext | None"
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticates each call, checks its role and rate, and binds a CallContext."""
 
-    def __init__(self, ledger: Ledger, buckets: TokenBuckets) -> None:
+    def __init__(self, ledger: Ledger, buckets: TokenBuckets, peer_buckets: TokenBuckets) -> None:
         self._ledger = ledger
         self._buckets = buckets
+        self._peer_buckets = peer_buckets
 
     def intercept_service(
         self,
@@ -74,6 +78,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         rpc = rpc_name(method)
         request_id = current_request_id() or new_request_id()
         source = _peer_address(context.peer())
+        _check_rate(context, self._peer_buckets, source, "from your address")
         principal = self._authenticate(context)
         if principal is None:
             self._ledger.record_unauthenticated(
@@ -101,17 +106,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     {"role": principal.role.value, "rpc": rpc},
                 ),
             )
-        decision = self._buckets.take(principal.token_id)
-        if not decision.allowed:
-            wait = max(decision.retry_after_seconds, 0.001)
-            abort(
-                context,
-                ErrorAnswer(
-                    ErrorReason.RATE_LIMITED,
-                    f"too many calls with this token; retry after {wait:.3f} s",
-                    {"retry_after_seconds": f"{wait:.3f}"},
-                ),
-            )
+        _check_rate(context, self._buckets, principal.token_id, "with this token")
         return call
 
     def _refuse(self, call: _Call, context: grpc.ServicerContext) -> NoReturn:
@@ -133,6 +128,21 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if not header.lower().startswith(_BEARER):
             return None
         return self._ledger.authenticate(header[len(_BEARER) :].strip())
+
+
+def _check_rate(context: grpc.ServicerContext, buckets: TokenBuckets, key: str, whose: str) -> None:
+    """Abort with RATE_LIMITED and a retry hint if `key`'s bucket is empty (not audited)."""
+    decision = buckets.take(key)
+    if not decision.allowed:
+        wait = max(decision.retry_after_seconds, 0.001)
+        abort(
+            context,
+            ErrorAnswer(
+                ErrorReason.RATE_LIMITED,
+                f"too many calls {whose}; retry after {wait:.3f} s",
+                {"retry_after_seconds": f"{wait:.3f}"},
+            ),
+        )
 
 
 def _peer_address(peer: str) -> str:

@@ -98,7 +98,7 @@ class RunningServer:
         self.server.stop(grace_seconds).wait()
         self.pool.close()
         try:
-            self.ledger.flush_unauthenticated()
+            self.ledger.flush_unauthenticated(everything=True)  # the open window too
         except ledger_errors.LedgerUnavailable as exc:  # counts not yet chained are lost
             _log.warning("could not chain the last unauthenticated counts: %s", exc)
         self.ledger.close()
@@ -207,7 +207,11 @@ def _start(
         timeout_s=limits.query_timeout_seconds,
         leases=leases,
     )
-    interceptor = AuthInterceptor(ledger, TokenBuckets(limits.requests_per_second, limits.burst))
+    interceptor = AuthInterceptor(
+        ledger,
+        TokenBuckets(limits.requests_per_second, limits.burst),
+        TokenBuckets(limits.peer_requests_per_second, limits.peer_burst),
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.server.rpc_threads, thread_name_prefix="rpc"

@@ -7,7 +7,6 @@ payload stored under the engine's canonical key, and amounts are integers of led
 `dpgate_server.ledger.errors`.
 """
 
-from dpgate_server.ledger._audit import UnauthenticatedPolicy
 from dpgate_server.ledger.admin import LedgerAdmin
 from dpgate_server.ledger.errors import (
     AllocationBelowSpent,
@@ -62,6 +61,7 @@ from dpgate_server.ledger.postgres import PostgresStorage
 from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 from dpgate_server.ledger.transparency import TransparencyReport
+from dpgate_server.ledger.unauthenticated import UnauthenticatedFlusher, UnauthenticatedPolicy
 
 __all__ = [
     "Allocation",
@@ -115,5 +115,6 @@ __all__ = [
     "TokenInfo",
     "TokenNotFound",
     "TransparencyReport",
+    "UnauthenticatedFlusher",
     "UnauthenticatedPolicy",
 ]

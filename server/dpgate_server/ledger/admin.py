@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from dpgate_server.ledger._audit import UnauthenticatedPolicy, append_event, flush_unauthenticated
+from dpgate_server.ledger._audit import append_event
 from dpgate_server.ledger._time import format_optional, utc_now
 from dpgate_server.ledger.errors import (
     AllocationBelowSpent,
@@ -52,6 +52,11 @@ from dpgate_server.ledger.model import (
 )
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 from dpgate_server.ledger.tokens import hash_token, mint_token, mint_token_id
+from dpgate_server.ledger.unauthenticated import (
+    UnauthenticatedCounter,
+    UnauthenticatedPolicy,
+    writing,
+)
 from dpgate_server.spend import describe
 from dpgate_server.vocabulary.accounting import Accounting
 from dpgate_server.vocabulary.errors import DatasetNotFoundError
@@ -65,11 +70,11 @@ class LedgerAdmin:
         storage: LedgerStorage,
         *,
         clock: Callable[[], dt.datetime] = utc_now,
-        unauthenticated_policy: UnauthenticatedPolicy | None = None,
+        unauthenticated: UnauthenticatedCounter | None = None,
     ) -> None:
         self._storage = storage
         self._clock = clock
-        self._policy = unauthenticated_policy or UnauthenticatedPolicy()
+        self._unauthenticated = unauthenticated or UnauthenticatedCounter(UnauthenticatedPolicy())
 
     # requesters
 
@@ -479,9 +484,7 @@ class LedgerAdmin:
     def _write(
         self, request: RequestInfo
     ) -> Iterator[tuple[StorageTransaction, dt.datetime, Callable[[str], None]]]:
-        with self._storage.write() as tx:
-            now = self._clock()
-            flush_unauthenticated(tx, at=now, policy=self._policy)
+        with writing(self._storage, self._unauthenticated, self._clock) as (tx, now):
 
             def audit(detail: str) -> None:
                 append_event(tx, at=now, request=request, outcome=Outcome.ANSWERED, detail=detail)

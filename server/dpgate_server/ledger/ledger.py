@@ -31,12 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from dpgate_server.ledger._audit import (
-    UnauthenticatedPolicy,
-    append_event,
-    count_unauthenticated,
-    flush_unauthenticated,
-)
+from dpgate_server.ledger._audit import append_event
 from dpgate_server.ledger._time import utc_now
 from dpgate_server.ledger.admin import LedgerAdmin
 from dpgate_server.ledger.chain import verify_events, verify_from, verify_tail
@@ -69,6 +64,13 @@ from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import IdempotencyRecord, LedgerStorage, StorageTransaction
 from dpgate_server.ledger.tokens import TOKEN_PREFIX, hash_token, token_matches
 from dpgate_server.ledger.transparency import TransparencyReport, build_report
+from dpgate_server.ledger.unauthenticated import (
+    UnauthenticatedCounter,
+    UnauthenticatedPolicy,
+    chain_counts,
+    chain_stored_counts,
+    writing,
+)
 from dpgate_server.spend import describe
 from dpgate_server.vocabulary.errors import DatasetNotFoundError, DomainError
 
@@ -104,9 +106,12 @@ class Ledger:
     ) -> None:
         self._storage = storage
         self._clock = clock
-        self._policy = unauthenticated_policy or UnauthenticatedPolicy()
-        self.admin = LedgerAdmin(storage, clock=clock, unauthenticated_policy=self._policy)
+        self._unauthenticated = UnauthenticatedCounter(
+            unauthenticated_policy or UnauthenticatedPolicy()
+        )
+        self.admin = LedgerAdmin(storage, clock=clock, unauthenticated=self._unauthenticated)
         """Administrative operations (requesters, tokens, datasets, allocations)."""
+        chain_stored_counts(storage, clock)
 
     @classmethod
     def open_sqlite(
@@ -407,14 +412,30 @@ class Ledger:
             )
 
     def record_unauthenticated(self, request: RequestInfo) -> None:
-        """Count a request without valid credentials (aggregated per source and window)."""
-        with self._storage.write() as tx:
-            count_unauthenticated(tx, at=self._clock(), request=request, policy=self._policy)
+        """Count a request without valid credentials, in memory (see `unauthenticated`).
 
-    def flush_unauthenticated(self) -> int:
-        """Chain the counts of closed unauthenticated windows now; returns how many events."""
-        with self._storage.write() as tx:
-            return flush_unauthenticated(tx, at=self._clock(), policy=self._policy)
+        No transaction, no lock, no fsync: the count is chained with its source and
+        window's others once the window has closed.
+        """
+        self._unauthenticated.count(request, self._clock())
+
+    def flush_unauthenticated(self, *, everything: bool = False) -> int:
+        """Chain the counts of closed unauthenticated windows now; returns how many events.
+
+        `everything` chains the current window's counts too (at shutdown: counts still in
+        memory would otherwise be lost). Writes nothing when there is nothing to chain.
+        """
+        counter = self._unauthenticated
+        with counter.taking(self._clock(), everything=everything) as counts:
+            if not counts:
+                return 0
+            with self._storage.write() as tx:
+                return chain_counts(tx, counts, at=self._clock(), policy=counter.policy)
+
+    @property
+    def unauthenticated_policy(self) -> UnauthenticatedPolicy:
+        """How unauthenticated requests are counted (for a flusher's timing)."""
+        return self._unauthenticated.policy
 
     def head(self) -> ChainHead:
         """The chain's current head (count and last hash)."""
@@ -526,9 +547,7 @@ class Ledger:
 
     @contextmanager
     def _write(self) -> Iterator[tuple[StorageTransaction, dt.datetime]]:
-        with self._storage.write() as tx:
-            now = self._clock()
-            flush_unauthenticated(tx, at=now, policy=self._policy)
+        with writing(self._storage, self._unauthenticated, self._clock) as (tx, now):
             yield tx, now
 
 

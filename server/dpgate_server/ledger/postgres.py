@@ -647,7 +647,7 @@ class PostgresTransaction:
         )
         return [_event(row) for row in rows]
 
-    # unauthenticated request counters
+    # unauthenticated counts stored by an earlier version (now counted in memory)
 
     def list_pending_unauthenticated(self) -> list[PendingUnauthenticated]:
         rows = self._all(
@@ -664,31 +664,6 @@ class PostgresTransaction:
             )
             for row in rows
         ]
-
-    def count_unauthenticated_sources(self, window_start: dt.datetime) -> int:
-        row = self._one(
-            "SELECT count(*) FROM unauthenticated_pending WHERE window_start = %s",
-            (_aware(window_start),),
-        )
-        return 0 if row is None else int(row[0])
-
-    def increment_unauthenticated(
-        self, source: str, window_start: dt.datetime, at: dt.datetime
-    ) -> bool:
-        updated = self._run(
-            "UPDATE unauthenticated_pending SET request_count = request_count + 1,"
-            " last_at = %s WHERE source = %s AND window_start = %s",
-            (_aware(at), source, _aware(window_start)),
-        )
-        return updated == 1
-
-    def insert_unauthenticated(
-        self, source: str, window_start: dt.datetime, rpc: str, request_id: str, at: dt.datetime
-    ) -> None:
-        self._run(
-            f"INSERT INTO unauthenticated_pending ({_PENDING}) VALUES (%s, %s, 1, %s, %s, %s)",
-            (source, _aware(window_start), rpc, request_id, _aware(at)),
-        )
 
     def delete_pending_unauthenticated(self, source: str, window_start: dt.datetime) -> None:
         self._run(

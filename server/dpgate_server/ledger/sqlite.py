@@ -587,7 +587,7 @@ class SqliteTransaction:
         )
         return [_event(row) for row in rows]
 
-    # unauthenticated request counters
+    # unauthenticated counts stored by an earlier version (now counted in memory)
 
     def list_pending_unauthenticated(self) -> list[PendingUnauthenticated]:
         rows = self._db.execute(
@@ -604,31 +604,6 @@ class SqliteTransaction:
             )
             for row in rows
         ]
-
-    def count_unauthenticated_sources(self, window_start: dt.datetime) -> int:
-        row = self._db.execute(
-            "SELECT count(*) FROM unauthenticated_pending WHERE window_start = ?",
-            (format_time(window_start),),
-        ).fetchone()
-        return int(row[0])
-
-    def increment_unauthenticated(
-        self, source: str, window_start: dt.datetime, at: dt.datetime
-    ) -> bool:
-        cursor = self._db.execute(
-            "UPDATE unauthenticated_pending SET request_count = request_count + 1,"
-            " last_at = ? WHERE source = ? AND window_start = ?",
-            (format_time(at), source, format_time(window_start)),
-        )
-        return cursor.rowcount == 1
-
-    def insert_unauthenticated(
-        self, source: str, window_start: dt.datetime, rpc: str, request_id: str, at: dt.datetime
-    ) -> None:
-        self._db.execute(
-            "INSERT INTO unauthenticated_pending VALUES (?, ?, 1, ?, ?, ?)",
-            (source, format_time(window_start), rpc, request_id, format_time(at)),
-        )
 
     def delete_pending_unauthenticated(self, source: str, window_start: dt.datetime) -> None:
         self._db.execute(

@@ -47,7 +47,16 @@ class IdempotencyRecord:
 
 @dataclass(frozen=True, slots=True)
 class PendingUnauthenticated:
-    """Unauthenticated requests from one source in one window, not yet in the chain."""
+    """Unauthenticated requests from one source in one window, not yet in the chain.
+
+    Attributes:
+        source: the peer's address (or the bucket of sources past the per-window limit).
+        window_start: the start of the counting window.
+        count: requests counted.
+        first_rpc: the RPC of the first request counted.
+        first_request_id: its request id (the chained event's request id).
+        last_at: when the last request counted arrived.
+    """
 
     source: str
     window_start: dt.datetime
@@ -131,21 +140,9 @@ class StorageTransaction(Protocol):
     def iter_events(self, first_seq: int = 1) -> Iterator[AuditEvent]: ...
     def list_events(self, after_seq: int, limit: int) -> list[AuditEvent]: ...
 
-    # unauthenticated request counters (aggregated before they enter the chain)
+    # unauthenticated counts an earlier version stored (counts are now kept in memory);
+    # the ledger chains and deletes any it finds when it opens
     def list_pending_unauthenticated(self) -> list[PendingUnauthenticated]: ...
-    def count_unauthenticated_sources(self, window_start: dt.datetime) -> int: ...
-    def increment_unauthenticated(
-        self, source: str, window_start: dt.datetime, at: dt.datetime
-    ) -> bool:
-        """Count one more request for an existing (source, window); False if there is none."""
-        ...
-
-    def insert_unauthenticated(
-        self, source: str, window_start: dt.datetime, rpc: str, request_id: str, at: dt.datetime
-    ) -> None:
-        """Start counting (source, window) at one request."""
-        ...
-
     def delete_pending_unauthenticated(self, source: str, window_start: dt.datetime) -> None: ...
 
 

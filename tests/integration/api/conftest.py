@@ -35,6 +35,13 @@ if TYPE_CHECKING:  # the shared conftest imports this module
 ANALYST_EPSILON = 5
 DATASET_CAP_EPSILON = 20
 SETUP = RequestInfo(request_id="test-setup", rpc="test-setup")
+GENEROUS_LIMITS = {
+    "requests_per_second": 10_000,
+    "burst": 10_000,
+    "peer_requests_per_second": 100_000,
+    "peer_burst": 100_000,
+}
+"""Tests call fast on purpose; a test of rate limits sets its own."""
 
 
 def settings_for(store_root: Path, tmp: Path, workers: int = 2, **limits: float) -> Settings:
@@ -44,8 +51,7 @@ def settings_for(store_root: Path, tmp: Path, workers: int = 2, **limits: float)
             data_dir=store_root, ledger_path=tmp / "ledger.sqlite", key_file=tmp / "key"
         ),
         demo=DemoSettings(enabled=False),
-        # Generous rate limits: tests call fast on purpose; test_rate_limit sets its own.
-        limits=LimitsSettings(**{"requests_per_second": 10_000, "burst": 10_000, **limits}),  # type: ignore[arg-type]
+        limits=LimitsSettings(**{**GENEROUS_LIMITS, **limits}),  # type: ignore[arg-type]
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,8 +15,9 @@ from dpgate_proto.v1 import admin_pb2, audit_pb2, provider_pb2, query_pb2
 from dpgate_server.api.roles import ROLES_BY_METHOD
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Role
+from dpgate_server.store.store import DatasetVersion
 
-from .conftest import SETUP, Service
+from .conftest import SETUP, Service, start_service
 
 FILES = (query_pb2, admin_pb2, audit_pb2, provider_pb2)
 METHODS = {
@@ -123,9 +125,8 @@ def test_refusals_are_audited(channel: grpc.Channel, service: Service) -> None:
         call(channel, "/dpgate.v1.AdminService/ListRequesters", bearer(service.tokens["analyst"]))
     with pytest.raises(grpc.RpcError):
         call(channel, "/dpgate.v1.QueryService/ListDatasets", ())
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)  # the counting window closed
-    with Ledger.open_sqlite(service.ledger_path, clock=lambda: later) as ledger:
-        ledger.flush_unauthenticated()
+    service.running.ledger.flush_unauthenticated(everything=True)  # counted in its memory
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
         events = ledger.list_events(after_seq=before, limit=10_000)
         assert ledger.verify().ok
     outcomes = {(e.rpc, e.outcome) for e in events}
@@ -138,3 +139,34 @@ def test_tokens_never_appear_in_the_audit_log(service: Service) -> None:
         dump = repr(ledger.list_events(limit=1_000_000))
     for token in service.tokens.values():
         assert token not in dump
+
+
+def test_an_address_over_its_rate_is_refused_before_its_token_is_looked_at(
+    small_dataset: DatasetVersion, tmp_path: Path
+) -> None:
+    limited = start_service(small_dataset, tmp_path, peer_requests_per_second=0.01, peer_burst=2)
+    try:
+        ledger = limited.running.ledger
+        ledger.flush_unauthenticated(everything=True)
+        before = ledger.head().count
+        codes = []
+        with grpc.insecure_channel(limited.target) as channel:
+            for _ in range(4):
+                with pytest.raises(grpc.RpcError) as caught:
+                    call(channel, "/dpgate.v1.QueryService/ListDatasets", ())
+                codes.append(caught.value.code())
+            with pytest.raises(grpc.RpcError) as valid_token:  # the address, not the token
+                call(
+                    channel,
+                    "/dpgate.v1.QueryService/ListDatasets",
+                    bearer(limited.tokens["analyst"]),
+                )
+        assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 2 + [grpc.StatusCode.UNAVAILABLE] * 2
+        assert valid_token.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "from your address" in (valid_token.value.details() or "")
+        ledger.flush_unauthenticated(everything=True)
+        events = ledger.list_events(after_seq=before)
+        assert [e.outcome for e in events] == [Outcome.UNAUTHENTICATED]
+        assert events[0].detail.startswith("2 unauthenticated request(s) from 127.0.0.1")
+    finally:
+        limited.running.stop(grace_seconds=1)

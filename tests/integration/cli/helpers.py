@@ -54,6 +54,7 @@ def write_server_config(folder: Path, store_root: Path) -> Path:
         f'key_file = "{folder / "key"}"\n'
         "[demo]\nenabled = false\n"
         "[limits]\nrequests_per_second = 10000\nburst = 10000\n"
+        "peer_requests_per_second = 100000\npeer_burst = 100000\n"
     )
     return config
 

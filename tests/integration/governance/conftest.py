@@ -78,7 +78,9 @@ def governed(
             data_dir=world.store_root, ledger_path=base / "ledger.sqlite", key_file=world.key_file
         ),
         demo=DemoSettings(enabled=False),
-        limits=LimitsSettings(requests_per_second=10_000, burst=10_000),
+        limits=LimitsSettings(
+            requests_per_second=10_000, burst=10_000, peer_requests_per_second=100_000
+        ),
         governance=GovernanceSettings(
             max_upload_bytes=UPLOAD_LIMIT,
             national_opt_out_file=world.files.national_opt_out,

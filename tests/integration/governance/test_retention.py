@@ -65,7 +65,9 @@ def retaining(
             data_dir=world.store_root, ledger_path=base / "ledger.sqlite", key_file=world.key_file
         ),
         demo=DemoSettings(enabled=False),
-        limits=LimitsSettings(requests_per_second=10_000, burst=10_000),
+        limits=LimitsSettings(
+            requests_per_second=10_000, burst=10_000, peer_requests_per_second=100_000
+        ),
         publishing=PublishingSettings(memory_mb=16, keep_versions=1),
     )
     running = build_server(settings)

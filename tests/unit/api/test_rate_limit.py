@@ -38,3 +38,23 @@ def test_each_token_has_its_own_bucket() -> None:
     assert buckets.take("a").allowed
     assert buckets.take("b").allowed
     assert not buckets.take("a").allowed
+
+
+def test_buckets_of_many_keys_stay_bounded_and_refilled_ones_are_forgotten() -> None:
+    now = [0.0]
+    buckets = TokenBuckets(rate_per_second=1.0, burst=2, clock=lambda: now[0], max_keys=100)
+    for i in range(1_000):
+        buckets.take(f"198.51.100.{i}")
+    assert len(buckets) <= 100
+    now[0] += 2.0  # every bucket has refilled: forgetting one changes nothing for its key
+    buckets.take("203.0.113.1")
+    assert len(buckets) <= 100
+
+
+def test_forgetting_others_keeps_an_active_keys_state() -> None:
+    now = [0.0]
+    buckets = TokenBuckets(rate_per_second=0.001, burst=1, clock=lambda: now[0], max_keys=10)
+    assert buckets.take("busy").allowed
+    for i in range(50):
+        buckets.take(f"other-{i}")
+        assert not buckets.take("busy").allowed  # still empty, never handed a fresh burst
