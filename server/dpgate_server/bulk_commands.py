@@ -1,5 +1,5 @@
-"""`dpgate-server ingest FOLDER` and `dpgate-server optouts load FILE`: bulk loads for the
-operator on the server's own machine, through the same governance service as the RPCs.
+"""`dpgate-server ingest FOLDER`, `optouts load FILE` and `publish DATASET`: bulk loads for
+the operator on the server's own machine, through the same governance service as the RPCs.
 
 Each file goes through `Governance.ingest` (or `load_opt_out_list`) exactly as an upload
 would, with the local operator as the caller, so it passes the same checks and is audited
@@ -144,6 +144,30 @@ def load_opt_outs(
             raise typer.Exit(1) from None
         progress.update(task, advance=size, files="1/1")
     typer.echo(f"{kind.value} opt-out list replaced from {file.name}", err=True)
+
+
+def publish(
+    dataset: Annotated[str, typer.Argument(help="The dataset to publish.")],
+    config: ConfigOption = None,
+) -> None:
+    """Publish the next version of DATASET from the staged practices, as
+    PublishDatasetVersion would (the same service call, audited alike)."""
+    settings = _settings_or_exit(config)
+    request = _request("PublishDatasetVersion", f"publish {dataset}")
+    with _governance(settings) as (governance, ledger), _progress() as progress:
+        task = progress.add_task("publish", total=None, files="0/1")
+        try:
+            result = governance.publish(dataset, request)
+        except DomainError as exc:
+            item = _refusal(ledger, request, dataset, exc)
+            typer.echo(f"refused {item.name}: {item.reason}: {item.message}", err=True)
+            raise typer.Exit(1) from None
+        progress.update(task, total=1, completed=1, files="1/1")
+    typer.echo(
+        f"published {dataset} version {result.version.version}"
+        f" ({len(result.staged_practices)} staged practices)",
+        err=True,
+    )
 
 
 def _refusal(ledger: Ledger, request: RequestInfo, name: str, exc: DomainError) -> RefusedExtract:

@@ -29,6 +29,7 @@ from dpgate_server.store.store import DatasetStore
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 app.command("ingest")(bulk_commands.ingest)
 app.add_typer(bulk_commands.optouts_app, name="optouts")
+app.command("publish")(bulk_commands.publish)
 _log = logging.getLogger("dpgate_server")
 
 ConfigOption = Annotated[

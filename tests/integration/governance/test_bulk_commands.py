@@ -16,6 +16,7 @@ from dpgate_server.governance.staging import StagingArea
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome
 from dpgate_server.ledger.sqlite import SqliteStorage
+from dpgate_server.store.store import DatasetStore
 from tests.unit.governance.helpers import (
     DATASET_ID,
     OTHER,
@@ -103,3 +104,26 @@ def test_optouts_load_refuses_a_bad_list_and_keeps_it(
     assert "refused national.csv" in result.output
     assert "12345" not in result.output
     assert listing.exists()
+
+
+def test_publish_makes_a_new_version_with_the_ingested_practice(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    before = DatasetStore(world.store_root).current(DATASET_ID).version
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / f"{SMALL}.csv").write_bytes(world.extract(SMALL))
+    assert RUNNER.invoke(app, ["ingest", str(folder)], env=env).exit_code == 0
+    result = RUNNER.invoke(app, ["publish", DATASET_ID], env=env)
+    assert result.exit_code == 0, result.output
+    after = DatasetStore(world.store_root).current(DATASET_ID).version
+    assert after != before
+    assert f"version {after}" in result.output
+    events = audit_events(env["DPGATE_STORAGE__LEDGER_PATH"])
+    assert any(rpc == "PublishDatasetVersion" and o is Outcome.ANSWERED for rpc, o, _ in events)
+
+
+def test_publish_of_an_unknown_dataset_is_refused(env: dict[str, str]) -> None:
+    result = RUNNER.invoke(app, ["publish", "no_such_dataset"], env=env)
+    assert result.exit_code == 1
+    assert "refused no_such_dataset" in result.output
