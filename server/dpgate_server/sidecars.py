@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from dpgate_server.api.startup_checks import StartupError
 from dpgate_server.config import Settings
 from dpgate_server.execution import QueryWorkerPool
+from dpgate_server.ledger.errors import LedgerUnavailable
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.storage import LedgerStorage
 from dpgate_server.ledger.unauthenticated import UnauthenticatedFlusher
@@ -160,8 +161,12 @@ class _State:
         self._ledger = ledger
         self._pool = pool
 
-    def datasets(self) -> list[DatasetFigures]:
-        report = self._ledger.admin.spending_report()
+    def datasets(self) -> list[DatasetFigures] | None:
+        try:
+            report = self._ledger.admin.spending_report()
+        except LedgerUnavailable as exc:
+            _log.warning("metrics scraped without the ledger: %s", exc)
+            return None
         return [
             DatasetFigures(
                 dataset_id=d.dataset_id,

@@ -92,7 +92,10 @@ class PoolFigures:
 class StateSource(Protocol):
     """Where the scrape-time figures come from (the server wires the ledger and pool)."""
 
-    def datasets(self) -> list[DatasetFigures]: ...
+    def datasets(self) -> list[DatasetFigures] | None:
+        """The figures of every dataset; None while the ledger cannot be read."""
+        ...
+
     def pool(self) -> PoolFigures: ...
 
 
@@ -111,11 +114,20 @@ class StateCollector(Collector):
             "Privacy budget spent on a dataset by all requesters (epsilon or rho).",
             labels=("dataset", "measure"),
         )
-        for figures in self._source.datasets():
-            releases.add_metric((figures.dataset_id,), figures.releases)
-            spend.add_metric((figures.dataset_id, figures.measure), figures.spent)
-        yield releases
-        yield spend
+        datasets = self._source.datasets()
+        # An outage of the ledger must not take the other metrics with it: they are what
+        # an operator looks at during one.
+        yield GaugeMetricFamily(
+            "dpgate_ledger_up",
+            "1 when the last scrape could read the ledger, 0 when it could not.",
+            value=0 if datasets is None else 1,
+        )
+        if datasets is not None:
+            for figures in datasets:
+                releases.add_metric((figures.dataset_id,), figures.releases)
+                spend.add_metric((figures.dataset_id, figures.measure), figures.spent)
+            yield releases
+            yield spend
         pool = self._source.pool()
         for name, text, value in (
             ("dpgate_workers", "Configured query worker processes.", pool.workers),

@@ -28,6 +28,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from dpgate_server.ledger.errors import LedgerUnavailable
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
 from dpgate_server.observability.logs import bind_request_id, new_request_id, unbind_request_id
@@ -59,6 +60,9 @@ _SECURITY_HEADERS = {
 }
 _log = logging.getLogger(__name__)
 
+LEDGER_AWAY_RETRY_AFTER_S = 30
+"""What a page served while the ledger is down asks browsers and crawlers to wait."""
+
 
 @dataclass(frozen=True, slots=True)
 class WebOptions:
@@ -87,7 +91,7 @@ def build_app(ledger: Ledger, data: PublicData, options: WebOptions) -> Starlett
     return Starlette(
         routes=routes,
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=_guard)],
-        exception_handlers={HTTPException: pages.error},
+        exception_handlers={HTTPException: pages.error, LedgerUnavailable: pages.ledger_away},
     )
 
 
@@ -351,6 +355,19 @@ class _Pages:
     def error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return self._render(request, "error.html", status=exc.status_code, message=exc.detail)
+
+    def ledger_away(self, request: Request, exc: Exception) -> Response:
+        """The ledger's database is down: a page that says so (its log line keeps the
+        redacted detail), never a traceback, and a hint of when to come back."""
+        _log.warning("page %s without the ledger: %s", request.url.path, exc)
+        response = self._render(
+            request,
+            "error.html",
+            status=503,
+            message="The ledger cannot be reached just now; try again in a minute.",
+        )
+        response.headers["Retry-After"] = str(LEDGER_AWAY_RETRY_AFTER_S)
+        return response
 
     def _login_page(self, request: Request, status: int, problem: str) -> Response:
         csrf = new_csrf_token()

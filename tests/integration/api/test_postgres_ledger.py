@@ -8,6 +8,8 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from dpgate import Client, DpgateError, count
 from dpgate_server import commands as server_commands
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.api.startup_checks import StartupError
-from dpgate_server.config import LedgerSettings, OperationsSettings, Settings
+from dpgate_server.config import LedgerSettings, OperationsSettings, Settings, WebSettings
 from dpgate_server.ledger import Ledger, postgres
 from dpgate_server.ledger.local_postgres import LocalPostgres
 from dpgate_server.store.store import DatasetVersion
@@ -33,19 +35,26 @@ from .test_serve_process import SERVE, write_config
 HEALTH_INTERVAL_S = 0.2
 
 
-def _on_postgres(settings: Settings, url: str) -> Settings:
+def _on_postgres(settings: Settings, url: str, *, pages: bool = False) -> Settings:
     return settings.model_copy(
         update={
             "ledger": LedgerSettings(url=SecretStr(url), connect_timeout_seconds=2),
             "operations": OperationsSettings(
-                log_format="text", health_interval_seconds=HEALTH_INTERVAL_S
+                log_format="text",
+                health_interval_seconds=HEALTH_INTERVAL_S,
+                metrics_enabled=pages,
+                metrics_address="127.0.0.1:0",
             ),
+            "web": WebSettings(enabled=pages, address="127.0.0.1:0"),
         }
     )
 
 
-def _start(small_dataset: DatasetVersion, tmp_path: Path, url: str) -> tuple[RunningServer, str]:
-    settings = _on_postgres(settings_for(small_dataset.path.parents[2], tmp_path, workers=1), url)
+def _start(
+    small_dataset: DatasetVersion, tmp_path: Path, url: str, *, pages: bool = False
+) -> tuple[RunningServer, str]:
+    base = settings_for(small_dataset.path.parents[2], tmp_path, workers=1)
+    settings = _on_postgres(base, url, pages=pages)
     running = build_server(settings)
     codes = small_dataset.metadata.column("practice_code").values or ("A00000",)
     tokens = prepare_ledger(url, small_dataset.dataset_id, str(codes[0]))
@@ -67,6 +76,15 @@ def _wait_for_health(port: int, status: int, timeout_s: float = 15) -> None:
         time.sleep(HEALTH_INTERVAL_S / 2)
 
 
+def _get(url: str) -> tuple[int, str, str | None]:
+    """Status, body and Retry-After of a GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode(), response.headers["Retry-After"]
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), error.headers["Retry-After"]
+
+
 def _dna_by_month(dataset_id: str, epsilon: float):  # type: ignore[no-untyped-def]
     return count(dataset_id).where(status="DNA").by("month").epsilon(epsilon)
 
@@ -84,7 +102,11 @@ def test_database_going_away_while_serving_charges_nothing_and_service_resumes(
     cluster = LocalPostgres.start()  # its own cluster: this test stops and restarts it
     try:
         url = cluster.create_database("ledger")
-        running, token = _start(small_dataset, tmp_path, url)
+        running, token = _start(small_dataset, tmp_path, url, pages=True)
+        web, metrics = running.sidecars.web, running.sidecars.metrics_listener
+        assert web is not None
+        assert metrics is not None
+        metrics_url = f"http://{metrics.address}/metrics"
         try:
             target = f"127.0.0.1:{running.port}"
             with Client(target, token=token, retries=0) as client:
@@ -106,9 +128,24 @@ def test_database_going_away_while_serving_charges_nothing_and_service_resumes(
                     assert cluster.password not in refused.value.message
                 _wait_for_health(running.port, health_pb2.HealthCheckResponse.NOT_SERVING)
 
+                # The public page says the ledger is away (503, retry later), not a crash;
+                # the metrics still answer, with the ledger marked down.
+                status, body, retry_after = _get(web.url + "/")
+                assert (status, retry_after) == (503, "30")
+                assert "ledger cannot be reached" in body
+                assert cluster.password not in body
+                status, body, _ = _get(metrics_url)
+                assert status == 200
+                assert "dpgate_ledger_up 0.0" in body
+                assert "dpgate_workers " in body
+
                 cluster.start_again()
                 _wait_for_health(running.port, health_pb2.HealthCheckResponse.SERVING)
                 resumed = client.query(_dna_by_month(small_dataset.dataset_id, 0.5))
+                assert _get(web.url + "/")[0] == 200
+                status, body, _ = _get(metrics_url)
+                assert "dpgate_ledger_up 1.0" in body
+                assert f'dpgate_releases_total{{dataset="{small_dataset.dataset_id}"}} 2.0' in body
                 assert resumed.repeat is False
                 assert resumed.remaining == ANALYST_EPSILON - 0.75  # the refused one cost nothing
         finally:
