@@ -32,6 +32,7 @@ from dpgate.errors import (
     PreconditionFailedError,
     ServerUnavailableError,
 )
+from dpgate_shared.reasons import ErrorReason
 
 
 class ExitCode(IntEnum):
@@ -110,11 +111,24 @@ def report_problem(message: str, code: ExitCode, *, as_json: bool) -> ExitCode:
     return code
 
 
+_PERMISSION_HINTS = {
+    ErrorReason.ROLE_FORBIDDEN.value: (
+        "this command needs a token with another role; see `dpgate config`"
+    ),
+    ErrorReason.PRACTICE_FORBIDDEN.value: (
+        "an administrator issues a token for a practice: "
+        "`dpgate admin tokens issue REQUESTER --role provider --practice CODE`"
+    ),
+}
+"""Hints for the permission refusals whose message alone does not say what to do next (a
+disabled requester or a self-grant is said plainly by the server's message)."""
+
+
 def _hint(error: DpgateError, code: ExitCode, target: str) -> str:
     if isinstance(error, AuthenticationError):
         return "set DPGATE_TOKEN (or a token in the config file); see `dpgate config`"
     if isinstance(error, PermissionDeniedError):
-        return "this command needs a token with another role; see `dpgate config`"
+        return _PERMISSION_HINTS.get(error.reason, "")
     if isinstance(error, BudgetExhaustedError):
         return "ask your administrator for a top-up, or `dpgate preview` a cheaper query"
     if isinstance(error, ServerUnavailableError) and not error.reason:

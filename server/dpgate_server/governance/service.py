@@ -491,7 +491,8 @@ def authorise(principal: Principal | None, practice_code: str, *, uploading: boo
 
     Providers act only for the practices their token is bound to; administrators may
     record consent and read status for any practice but never upload; None is the local
-    operator (the command line on the server).
+    operator (the command line on the server). A refusal names the token's practices and
+    the one asked for, so the caller knows which token to use instead.
     """
     if principal is None:
         return
@@ -499,12 +500,35 @@ def authorise(principal: Principal | None, practice_code: str, *, uploading: boo
         return
     if principal.role is Role.ADMIN and not uploading:
         return
-    bound = ", ".join(sorted(principal.practice_codes)) or "none"
     raise GovernanceError(
         ErrorReason.PRACTICE_FORBIDDEN,
-        f"this {principal.role.value} token may not act for practice {practice_code!r} "
-        f"(its practices: {bound})",
+        practice_refusal(principal, practice_code, uploading=uploading),
         {"practice_code": practice_code},
+    )
+
+
+def practice_refusal(principal: Principal, practice_code: str, *, uploading: bool) -> str:
+    """Why `principal` may not act for `practice_code`, and which token to use instead."""
+    subject = "the extract" if uploading else "the request"
+    role = principal.role.value
+    if principal.role is not Role.PROVIDER:
+        article = "an" if role[0] in "aeiou" else "a"
+        action = "upload extracts" if uploading else "act for a practice"
+        return (
+            f"{article} {role} token may not {action}; {subject} is for {practice_code}: "
+            "use a provider token bound to that practice"
+        )
+    codes = sorted(principal.practice_codes)
+    if not codes:
+        return (
+            f"this provider token is bound to no practice; {subject} is for {practice_code}: "
+            "use a token bound to that practice"
+        )
+    bound = f"practice{'s' if len(codes) > 1 else ''} {', '.join(codes)}"
+    action = "upload only for" if uploading else "act only for"
+    return (
+        f"this token may {action} {bound}; {subject} is for {practice_code}: use a token "
+        "bound to that practice"
     )
 
 

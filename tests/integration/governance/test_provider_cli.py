@@ -9,7 +9,7 @@ from typer.testing import CliRunner, Result
 
 from dpgate.cli import app
 from tests.integration.governance.conftest import GovernedService
-from tests.unit.governance.helpers import DATASET_ID, SMALL, UNUSED, csv_bytes, good_row
+from tests.unit.governance.helpers import DATASET_ID, OTHER, SMALL, UNUSED, csv_bytes, good_row
 
 
 def dpgate(service: GovernedService, role: str, tmp_path: Path, *args: str) -> Result:
@@ -48,6 +48,22 @@ def test_refused_upload_prints_the_problems_and_fails(
     )
     assert result.exit_code != 0
     assert "line 2, column mode: unknown value 'Phone'" in result.output
+
+
+def test_upload_for_a_practice_the_token_is_not_bound_to_says_which_token(
+    governed: GovernedService, tmp_path: Path
+) -> None:
+    extract = str(governed.world.files.extracts[OTHER])
+    result = dpgate(
+        governed, "provider", tmp_path, "provider", "upload", DATASET_ID, OTHER, extract
+    )
+    assert result.exit_code == 4
+    assert (
+        f"this token may upload only for practice {SMALL}; the extract is for {OTHER}: "
+        "use a token bound to that practice"
+    ) in result.output
+    assert "another role" not in result.output
+    assert "--role provider --practice CODE" in result.output
 
 
 def test_status_command_shows_consent(governed: GovernedService, tmp_path: Path) -> None:

@@ -161,6 +161,10 @@ def test_extract_for_another_practice_is_forbidden(governed: GovernedService) ->
     with governed.provider() as provider, pytest.raises(PermissionDeniedError) as caught:
         provider.upload(DATASET_ID, OTHER, governed.world.extract(OTHER))
     assert caught.value.reason == "PRACTICE_FORBIDDEN"
+    assert caught.value.message == (
+        f"this token may upload only for practice {SMALL}; the extract is for {OTHER}: "
+        "use a token bound to that practice"
+    )
     assert snapshot(governed) == before
 
 
