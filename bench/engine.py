@@ -61,7 +61,7 @@ def _child(args: argparse.Namespace) -> None:
     query = Query("gp_appointments", aggregate, filters, group_by, Spend.epsilon(1.0))
 
     def engine() -> int:
-        return len(run(version, query).cells)
+        return run(version, query).cell_count
 
     def raw() -> int:
         scan = version.scan_appointments()

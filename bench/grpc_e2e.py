@@ -13,12 +13,15 @@ and grants an analyst), and prints:
   aggregate in raw Polars on the same scan (key join included, no noise). Every gRPC and
   engine run is a fresh release: epsilon varies by 1e-6, so no run is a free repeat.
 - a repeated (free) query's latency: the same Q2 and Q4 asked again.
+- by answer size (--phases cells): ~190, ~10k and ~70k cells (Q2, Q4, Q6), fresh gRPC and
+  free-repeat gRPC p50/p95 beside raw Polars on the same files, interleaved per repetition.
 - throughput with --clients concurrent clients (one channel each) on a mixed workload of
   fresh Q1-Q5, with per-call p50/p95 and how often the server said OVERLOADED.
 - peak RSS of the server process and of its children (the query workers, and
   multiprocessing's small resource tracker), psutil-sampled every 20 ms.
 
     uv run python bench/grpc_e2e.py [--scales 20,190] [--repeats 20] [--clients 16]
+                                    [--phases latency,cells,repeat,throughput]
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ DESCRIPTIONS = {
     "Q3": "sum of duration by practice",
     "Q4": "count by practice x week",
     "Q5": "DNA count by mode",
+    "Q6": "count by practice x week x weekday",
 }
 ENGINE_SPECS: dict[str, tuple[Aggregate, tuple[str, ...], tuple[Filter, ...]]] = {
     "Q1": (Aggregate.count(), (), ()),
@@ -64,7 +68,10 @@ ENGINE_SPECS: dict[str, tuple[Aggregate, tuple[str, ...], tuple[Filter, ...]]] =
     "Q3": (Aggregate.sum("duration_minutes"), ("practice_code",), ()),
     "Q4": (Aggregate.count(), ("practice_code", "week"), ()),
     "Q5": (Aggregate.count(), ("mode",), (Filter("status", "=", ("DNA",)),)),
+    "Q6": (Aggregate.count(), ("practice_code", "week", "weekday"), ()),
 }
+SIZED = ("Q2", "Q4", "Q6")
+"""~190, ~10k and ~70k cells at 190 practices: what an answer's size costs."""
 
 
 def client_spec(name: str, epsilon: float) -> QuerySpec:
@@ -75,6 +82,7 @@ def client_spec(name: str, epsilon: float) -> QuerySpec:
         "Q3": total(DATASET, "duration_minutes").by("practice_code"),
         "Q4": count(DATASET).by("practice_code", "week"),
         "Q5": count(DATASET).where(status="DNA").by("mode"),
+        "Q6": count(DATASET).by("practice_code", "week", "weekday"),
     }[name]
     return spec.epsilon(epsilon)
 
@@ -205,7 +213,7 @@ def engine_in_process(version: DatasetVersion, name: str, eps: Epsilons) -> Call
 
     def go() -> int:
         query = Query(DATASET, aggregate, filters, group_by, Spend.epsilon(eps.fresh()))
-        return len(run(version, query).cells)
+        return run(version, query).cell_count
 
     return go
 
@@ -214,6 +222,15 @@ def through_grpc(client: Client, name: str, eps: Epsilons) -> Callable[[], int]:
     def go() -> int:
         result = client.query(client_spec(name, eps.fresh()))
         assert not result.repeat
+        return result.frame.height
+
+    return go
+
+
+def free_repeat(client: Client, spec: QuerySpec) -> Callable[[], int]:
+    def go() -> int:
+        result = client.query(spec)
+        assert result.repeat
         return result.frame.height
 
     return go
@@ -287,6 +304,30 @@ def repeat_phase(client: Client, repeats: int) -> None:
               f"p95 {p95 * 1000:.2f} ms over {len(samples)} calls")  # fmt: skip
 
 
+def cells_phase(version: DatasetVersion, client: Client, repeats: int, eps: Epsilons) -> None:
+    """Fresh and free-repeat latency by answer size, beside raw Polars (same run, interleaved)."""
+    print(f"\n{'query':40s} {'cells':>6s} | {'fresh p50':>9s} {'p95':>8s} | {'repeat p50':>10s} "
+          f"{'p95':>8s} | {'raw p50':>8s} {'p95':>8s} | {'fresh/raw':>9s}")  # fmt: skip
+    for name in SIZED:
+        repeated = client_spec(name, 3.5)
+        ways = {
+            "fresh": through_grpc(client, name, eps),
+            "repeat": free_repeat(client, repeated),
+            "raw": raw_polars(version, name),
+        }
+        cells = ways["fresh"]()  # warm
+        client.query(repeated)  # the first ask pays; every later one is a free repeat
+        ways["raw"]()
+        samples: dict[str, list[float]] = {way: [] for way in ways}
+        for _ in range(repeats):
+            for way, f in ways.items():
+                samples[way].append(timed(f))
+        f50, r50, w50 = (p50_p95(samples[w]) for w in ("fresh", "repeat", "raw"))
+        label = f"{name} {DESCRIPTIONS[name]}"
+        print(f"{label:40s} {cells:6d} | {ms(f50[0]):>9s} {ms(f50[1])} | {ms(r50[0]):>10s} "
+              f"{ms(r50[1])} | {ms(w50[0])} {ms(w50[1])} | {f50[0] / w50[0]:9.2f}")  # fmt: skip
+
+
 def throughput_phase(server: Server, clients: int, per_client: int, eps: Epsilons) -> None:
     latencies: list[float] = []
     overloaded = [0]
@@ -338,9 +379,14 @@ def bench_scale(args: argparse.Namespace, practices: int) -> None:
     eps = Epsilons()
     try:
         with rss_sampler(server), Client(server.target, server.analyst_token) as client:
-            latency_phase(version, client, args.repeats, eps)
-            repeat_phase(client, args.repeats)
-            throughput_phase(server, args.clients, args.per_client, eps)
+            if "latency" in args.phases:
+                latency_phase(version, client, args.repeats, eps)
+            if "cells" in args.phases:
+                cells_phase(version, client, args.repeats, eps)
+            if "repeat" in args.phases:
+                repeat_phase(client, args.repeats)
+            if "throughput" in args.phases:
+                throughput_phase(server, args.clients, args.per_client, eps)
     finally:
         stop_server(server)
     peaks = server.peaks
@@ -358,7 +404,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--per-client", type=int, default=5, help="queries per client")
     parser.add_argument("--data", default="/tmp/dpgate_bench")
+    parser.add_argument(
+        "--phases", default="latency,cells,repeat,throughput", help="phases to run, comma-separated"
+    )
     args = parser.parse_args()
+    args.phases = set(args.phases.split(","))
     configure_process()  # the in-process engine runs as the server's workers do
     print(
         f"# gRPC end-to-end benchmark: {args.repeats} timed runs per query and way (after one"

@@ -127,7 +127,9 @@ class Client(Connection):
         same charge). Raises BudgetExhaustedError, InvalidQueryError, ... (dpgate.errors).
         """
         request = query_pb2.RunQueryRequest(
-            query=query.to_proto(), idempotency_key=idempotency_key or uuid.uuid4().hex
+            query=query.to_proto(),
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+            cell_format=query_pb2.CELL_FORMAT_ARROW_IPC,
         )
         return self._retried(
             lambda: query_result(self._stream(self._queries.RunQuery, request, query=True))

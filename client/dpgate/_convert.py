@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import io
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
 import polars as pl
@@ -113,30 +114,28 @@ def release_info(message: query_pb2.ReleaseSummary) -> ReleaseInfo:
 
 
 def query_result(parts: Iterable[query_pb2.RunQueryResponse]) -> QueryResult:
-    """Assemble the streamed header and cell batches into a result with a Polars frame."""
+    """Assemble the streamed header and cells into a result with a Polars frame.
+
+    Arrow IPC pieces (what this client asks for) are joined and read in one call; per-cell
+    batches (what a server before the columnar format sends) are gathered cell by cell.
+    """
     header: query_pb2.ReleaseHeader | None = None
-    keys: list[list[KeyValue | None]] = []
-    values: list[int] = []
-    lows: list[float] = []
-    highs: list[float] = []
+    pieces: list[bytes] = []
+    batches: list[query_pb2.CellBatch] = []
     for part in parts:
-        if part.HasField("header"):
+        kind = part.WhichOneof("part")
+        if kind == "header":
             header = part.header
-            continue
-        for cell in part.cells.cells:
-            keys.append([key_value(k) for k in cell.keys])
-            values.append(cell.value)
-            lows.append(cell.ci_low)
-            highs.append(cell.ci_high)
+        elif kind == "arrow_ipc":
+            pieces.append(part.arrow_ipc)
+        elif kind == "cells":
+            batches.append(part.cells)
     if header is None:
         raise ValueError("the server sent no release header")
-    columns: dict[str, list[object]] = {
-        name: [row[i] for row in keys] for i, name in enumerate(header.group_by)
-    }
-    frame = pl.DataFrame(
-        {**columns, "value": values, "ci_low": lows, "ci_high": highs},
-        schema_overrides={"value": pl.Int64, "ci_low": pl.Float64, "ci_high": pl.Float64},
-    )
+    if pieces:
+        frame = pl.read_ipc(io.BytesIO(b"".join(pieces)), memory_map=False)
+    else:
+        frame = _frame_of_cells(header.group_by, batches)
     return QueryResult(
         frame=frame,
         release_id=header.release_id,
@@ -151,4 +150,26 @@ def query_result(parts: Iterable[query_pb2.RunQueryResponse]) -> QueryResult:
         remaining=spend(header.remaining),
         repeat=header.repeat,
         canonical_query=header.canonical_query,
+    )
+
+
+def _frame_of_cells(
+    group_by: Sequence[str], batches: Iterable[query_pb2.CellBatch]
+) -> pl.DataFrame:
+    keys: list[list[KeyValue | None]] = []
+    values: list[int] = []
+    lows: list[float] = []
+    highs: list[float] = []
+    for batch in batches:
+        for cell in batch.cells:
+            keys.append([key_value(k) for k in cell.keys])
+            values.append(cell.value)
+            lows.append(cell.ci_low)
+            highs.append(cell.ci_high)
+    columns: dict[str, list[object]] = {
+        name: [row[i] for row in keys] for i, name in enumerate(group_by)
+    }
+    return pl.DataFrame(
+        {**columns, "value": values, "ci_low": lows, "ci_high": highs},
+        schema_overrides={"value": pl.Int64, "ci_low": pl.Float64, "ci_high": pl.Float64},
     )

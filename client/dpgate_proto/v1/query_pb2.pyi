@@ -94,6 +94,30 @@ FILTER_OPERATOR_IN: FilterOperator.ValueType  # 7
 """column is one of the values."""
 Global___FilterOperator: _TypeAlias = FilterOperator  # noqa: Y015
 
+class _CellFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CellFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CellFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CELL_FORMAT_UNSPECIFIED: _CellFormat.ValueType  # 0
+    """Not set: per-cell messages (CellBatch), what clients before the columnar format read."""
+    CELL_FORMAT_CELL_BATCHES: _CellFormat.ValueType  # 1
+    """One message per cell in CellBatch parts; the same as unspecified, asked explicitly."""
+    CELL_FORMAT_ARROW_IPC: _CellFormat.ValueType  # 2
+    """The cells as one Arrow IPC file in arrow_ipc parts (see RunQueryResponse.arrow_ipc)."""
+
+class CellFormat(_CellFormat, metaclass=_CellFormatEnumTypeWrapper):
+    """How a RunQuery answer carries its cells."""
+
+CELL_FORMAT_UNSPECIFIED: CellFormat.ValueType  # 0
+"""Not set: per-cell messages (CellBatch), what clients before the columnar format read."""
+CELL_FORMAT_CELL_BATCHES: CellFormat.ValueType  # 1
+"""One message per cell in CellBatch parts; the same as unspecified, asked explicitly."""
+CELL_FORMAT_ARROW_IPC: CellFormat.ValueType  # 2
+"""The cells as one Arrow IPC file in arrow_ipc parts (see RunQueryResponse.arrow_ipc)."""
+Global___CellFormat: _TypeAlias = CellFormat  # noqa: Y015
+
 @_typing.final
 class Aggregate(_message.Message):
     """The aggregate of a query."""
@@ -652,8 +676,11 @@ class RunQueryRequest(_message.Message):
 
     QUERY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    CELL_FORMAT_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """A key chosen by the client; a retried call with the same key is charged once."""
+    cell_format: Global___CellFormat.ValueType
+    """How the answer carries its cells; unspecified means per-cell messages."""
     @_builtins.property
     def query(self) -> Global___Query:
         """The query."""
@@ -663,10 +690,11 @@ class RunQueryRequest(_message.Message):
         *,
         query: Global___Query | None = ...,
         idempotency_key: _builtins.str = ...,
+        cell_format: Global___CellFormat.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_format", b"cell_format", "idempotency_key", b"idempotency_key", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -674,31 +702,39 @@ Global___RunQueryRequest: _TypeAlias = RunQueryRequest  # noqa: Y015
 
 @_typing.final
 class RunQueryResponse(_message.Message):
-    """One message of a RunQuery answer: the header first, then cell batches."""
+    """One message of a RunQuery answer: the header first, then the cells in the format asked."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     CELLS_FIELD_NUMBER: _builtins.int
+    ARROW_IPC_FIELD_NUMBER: _builtins.int
+    arrow_ipc: _builtins.bytes
+    """A piece of the cells as an Arrow IPC file (following messages, CELL_FORMAT_ARROW_IPC).
+    Concatenated in order, the pieces are one IPC file (LZ4-compressed buffers) with the
+    group_by columns (strings, int64 or dates), then value (int64), ci_low and ci_high
+    (float64), one row per cell, sorted by the keys. Pieces are at most 1 MiB each.
+    """
     @_builtins.property
     def header(self) -> Global___ReleaseHeader:
         """The release's metadata (first message)."""
 
     @_builtins.property
     def cells(self) -> Global___CellBatch:
-        """A batch of cells (following messages)."""
+        """A batch of cells (following messages, CELL_FORMAT_CELL_BATCHES or unspecified)."""
 
     def __init__(
         self,
         *,
         header: Global___ReleaseHeader | None = ...,
         cells: Global___CellBatch | None = ...,
+        arrow_ipc: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "header", b"header", "part", b"part"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "cells", b"cells", "header", b"header", "part", b"part"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "header", b"header", "part", b"part"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "cells", b"cells", "header", b"header", "part", b"part"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "cells"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "cells", "arrow_ipc"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 

@@ -108,6 +108,8 @@ _OPS = {
 }
 CELLS_PER_MESSAGE = 4096
 """Cells per streamed message: about 100-200 kB, far below the message size limit."""
+ARROW_BYTES_PER_MESSAGE = 1 << 20
+"""Largest Arrow IPC piece per message: well inside gRPC's default 4 MiB receive limit."""
 
 
 def key_value_from_proto(message: types_pb2.KeyValue, where: str) -> KeyValue:
@@ -231,8 +233,14 @@ def preview_to_proto(preview: Preview) -> query_pb2.PreviewQueryResponse:
     )
 
 
-def answer_to_proto(answer: Answer) -> Iterator[query_pb2.RunQueryResponse]:
-    """The header, then the cells in batches (large answers stream)."""
+def answer_to_proto(
+    answer: Answer, cell_format: query_pb2.CellFormat.ValueType
+) -> Iterator[query_pb2.RunQueryResponse]:
+    """The header, then the cells as Arrow IPC pieces, or per-cell batches if not asked so.
+
+    The Arrow pieces are the release's stored table as it is (no per-cell work here); the
+    per-cell form is what clients before the columnar format read, and costs a Python loop.
+    """
     release = answer.release
     header = query_pb2.ReleaseHeader(
         release_id=answer.release_id,
@@ -245,22 +253,38 @@ def answer_to_proto(answer: Answer) -> Iterator[query_pb2.RunQueryResponse]:
         charged=spend_to_proto(release.accounting, answer.charged_units),
         remaining=spend_to_proto(release.accounting, answer.remaining_units),
         repeat=answer.repeat,
-        cell_count=len(release.cells),
+        cell_count=release.cell_count,
         canonical_query=release.query.to_json(),
         release_cost=spend_to_proto(release.accounting, release.cost_units),
     )
     yield query_pb2.RunQueryResponse(header=header)
-    cells = release.cells
-    for start in range(0, len(cells), CELLS_PER_MESSAGE):
-        batch = [
-            query_pb2.Cell(
-                keys=[key_value_to_proto(k) for k in cell.key],
-                value=cell.value,
-                ci_low=float(cell.ci_low),
-                ci_high=float(cell.ci_high),
+    if cell_format == query_pb2.CELL_FORMAT_ARROW_IPC:
+        table = release.table
+        for start in range(0, len(table), ARROW_BYTES_PER_MESSAGE):
+            yield query_pb2.RunQueryResponse(
+                arrow_ipc=table[start : start + ARROW_BYTES_PER_MESSAGE]
             )
-            for cell in cells[start : start + CELLS_PER_MESSAGE]
-        ]
+        return
+    yield from _cell_batches(release.frame().iter_rows(), len(release.group_by))
+
+
+def _cell_batches(
+    rows: Iterator[tuple[Any, ...]], key_count: int
+) -> Iterator[query_pb2.RunQueryResponse]:
+    batch: list[query_pb2.Cell] = []
+    for row in rows:
+        batch.append(
+            query_pb2.Cell(
+                keys=[key_value_to_proto(k) for k in row[:key_count]],
+                value=row[key_count],
+                ci_low=row[key_count + 1],
+                ci_high=row[key_count + 2],
+            )
+        )
+        if len(batch) == CELLS_PER_MESSAGE:
+            yield query_pb2.RunQueryResponse(cells=query_pb2.CellBatch(cells=batch))
+            batch = []
+    if batch:
         yield query_pb2.RunQueryResponse(cells=query_pb2.CellBatch(cells=batch))
 
 

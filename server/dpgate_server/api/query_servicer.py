@@ -100,7 +100,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             request.idempotency_key or None,
             caller_deadline_s=context.time_remaining(),
         )
-        yield from answer_to_proto(answer)
+        yield from answer_to_proto(answer, request.cell_format)
 
     @audited(record_success=True)
     def GetBudget(

@@ -19,8 +19,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+from dpgate_server.queries import cell_table
 from dpgate_server.queries.errors import InvalidQuery
-from dpgate_server.queries.model import Cell, Mechanism, Release
+from dpgate_server.queries.model import Mechanism, Release
 from dpgate_server.vocabulary.errors import ErrorReason
 from dpgate_shared.confidence import check_confidence_level
 
@@ -104,11 +105,8 @@ def with_confidence_level(release: Release, confidence_level: float) -> Release:
     """
     level = checked_confidence_level(confidence_level)
     width = half_width(release.mechanism, release.noise_scale, level)
-    cells = tuple(
-        Cell(key=c.key, value=c.value, ci_low=c.value - width, ci_high=c.value + width)
-        for c in release.cells
-    )
-    return dataclasses.replace(release, cells=cells, confidence_level=level, half_width=width)
+    table = cell_table.encode(cell_table.with_half_width(release.frame(), width))
+    return dataclasses.replace(release, table=table, confidence_level=level, half_width=width)
 
 
 def _laplace_tail(scale: float, t: int) -> float:

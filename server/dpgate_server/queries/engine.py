@@ -23,7 +23,7 @@ import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 from opendp.mod import OpenDPException
 
-from dpgate_server.queries import accuracy, cost, process_settings
+from dpgate_server.queries import accuracy, cell_table, cost, process_settings
 from dpgate_server.queries.bounding import Bounding, choose_bounding
 from dpgate_server.queries.cost import Calibration
 from dpgate_server.queries.errors import EngineError, InvalidQuery
@@ -32,7 +32,6 @@ from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import (
     BoundingMethod,
     CanonicalQuery,
-    Cell,
     Mechanism,
     Query,
     Release,
@@ -338,30 +337,18 @@ def _check_scale(measurement: Any, calibration: Calibration) -> None:
 
 
 def _release(prepared: PreparedQuery, frame: pl.DataFrame) -> Release:
-    group_by = list(prepared.query.group_by)
-    if group_by:
-        frame = frame.sort(group_by, nulls_last=False)
-    values = frame.get_column(VALUE_COLUMN)
-    if values.null_count():
-        raise EngineError("OpenDP returned a cell without a value")
-    width = prepared.half_width
-    keys = frame.select(group_by).rows() if group_by else [()] * frame.height
-    cells = tuple(
-        Cell(
-            key=tuple(key), value=int(value), ci_low=int(value) - width, ci_high=int(value) + width
-        )
-        for key, value in zip(keys, values.to_list(), strict=True)
-    )
+    table = cell_table.build(frame, prepared.query.group_by, VALUE_COLUMN, prepared.half_width)
     return Release(
         query=prepared.query,
         key=prepared.key,
-        cells=cells,
+        table=cell_table.encode(table),
+        cell_count=table.height,
         mechanism=prepared.calibration.mechanism,
         noise_scale=prepared.calibration.noise_scale,
         cost_units=prepared.calibration.cost_units,
         bounding=prepared.bounding.method,
         confidence_level=prepared.confidence_level,
-        half_width=width,
+        half_width=prepared.half_width,
     )
 
 

@@ -8,7 +8,9 @@ resolved) on one dataset version; the sha256 of its canonical JSON is the releas
 (DESIGN.md "Dataset versions and releases"). The confidence level is deliberately not in
 the key: an interval at another level is post-processing of the same noisy values.
 
-A `Release` is what the ledger stores as an opaque payload (`to_bytes` / `from_bytes`).
+A `Release` is what the ledger stores as an opaque payload (`to_bytes` / `from_bytes`):
+a one-line JSON header and the cells as Arrow IPC (`cell_table`); payloads stored before
+the columnar format (JSON with a list per cell) still read.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+import polars as pl
+
 from dpgate_server.canonical import canonical_json, sha256_hex
+from dpgate_server.queries import cell_table
 from dpgate_server.queries.errors import ReleaseFormatError
 from dpgate_server.store.metadata import KeyValue
 from dpgate_server.vocabulary.accounting import Accounting
@@ -253,7 +258,10 @@ class Release:
     Attributes:
         query: the canonical question (dataset version, spend, bound included).
         key: `query.key()`, the release key.
-        cells: one per public key (one cell with an empty key when not grouped), sorted.
+        table: the cells as Arrow IPC bytes (`cell_table`): the group-by columns, `value`,
+            `ci_low`, `ci_high`, one row per public key (one row, no key columns, when not
+            grouped), sorted. Kept encoded: it is stored and sent as these bytes.
+        cell_count: the number of cells (rows of `table`).
         mechanism: the noise distribution.
         noise_scale: its scale parameter as OpenDP applied it (Laplace b or Gaussian sigma).
         cost_units: what dpgate charges, in nano units of the query's accounting, rounded up.
@@ -264,7 +272,8 @@ class Release:
 
     query: CanonicalQuery
     key: str
-    cells: tuple[Cell, ...]
+    table: bytes
+    cell_count: int
     mechanism: Mechanism
     noise_scale: float
     cost_units: int
@@ -288,15 +297,34 @@ class Release:
     def group_by(self) -> tuple[str, ...]:
         return self.query.group_by
 
+    def frame(self) -> pl.DataFrame:
+        """The cells as a Polars frame (decodes `table`)."""
+        return cell_table.decode(self.table)
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        """The cells one by one: for tests and small answers, never on the serving path."""
+        width = len(self.group_by)
+        return tuple(
+            Cell(
+                key=tuple(row[:width]),
+                value=row[width],
+                ci_low=int(row[width + 1]),
+                ci_high=int(row[width + 2]),
+            )
+            for row in self.frame().iter_rows()
+        )
+
     def to_bytes(self) -> bytes:
-        """UTF-8 JSON; floats keep their exact value (Python writes the shortest repr)."""
-        body = {
+        """The stored form: a magic line, the header as canonical JSON, then the cells.
+
+        Floats keep their exact value (Python writes the shortest repr). The header is
+        one line (canonical JSON is compact ASCII), so it parses without the cells.
+        """
+        header = {
             "query": self.query.to_dict(),
             "key": self.key,
-            "cells": [
-                [[value_to_json(k) for k in c.key], c.value, c.ci_low, c.ci_high]
-                for c in self.cells
-            ],
+            "cell_count": self.cell_count,
             "mechanism": self.mechanism.value,
             "noise_scale": self.noise_scale,
             "cost_units": self.cost_units,
@@ -304,39 +332,72 @@ class Release:
             "confidence_level": self.confidence_level,
             "half_width": self.half_width,
         }
-        return canonical_json(body, ascii_only=True).encode("utf-8")
+        line = canonical_json(header, ascii_only=True).encode("ascii")
+        return RELEASE_MAGIC + line + b"\n" + self.table
 
     @staticmethod
     def from_bytes(payload: bytes) -> Release:
-        """Parse `to_bytes` output; refuses a payload whose key is not its query's hash."""
+        """Parse a stored release, columnar or in the JSON form stored before it.
+
+        The cells of a columnar payload are not decoded here (they travel as bytes). Refuses
+        a payload whose key is not its query's hash.
+        """
         try:
-            raw = json.loads(payload.decode("utf-8"))
-            query = CanonicalQuery.from_dict(raw["query"])
-            cells = tuple(
-                Cell(
-                    key=tuple(None if k is None else value_from_json(k) for k in key),
-                    value=int(value),
-                    ci_low=int(low),
-                    ci_high=int(high),
-                )
-                for key, value, low, high in raw["cells"]
-            )
-            release = Release(
-                query=query,
-                key=str(raw["key"]),
-                cells=cells,
-                mechanism=Mechanism(raw["mechanism"]),
-                noise_scale=float(raw["noise_scale"]),
-                cost_units=int(raw["cost_units"]),
-                bounding=BoundingMethod(raw["bounding"]),
-                confidence_level=float(raw["confidence_level"]),
-                half_width=int(raw["half_width"]),
-            )
+            if payload.startswith(RELEASE_MAGIC):
+                release = _columnar_release(payload)
+            else:
+                release = _json_release(payload)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ReleaseFormatError(f"release payload does not parse: {exc}") from exc
-        if release.key != query.key():
+        if release.key != release.query.key():
             raise ReleaseFormatError("release key does not match its canonical query")
         return release
+
+
+RELEASE_MAGIC = b"dpgate-release/2\n"
+"""First line of a columnar release payload; a payload without it is the older JSON form."""
+
+
+def _columnar_release(payload: bytes) -> Release:
+    end = payload.index(b"\n", len(RELEASE_MAGIC))
+    raw = json.loads(payload[len(RELEASE_MAGIC) : end].decode("ascii"))
+    return Release(
+        query=CanonicalQuery.from_dict(raw["query"]),
+        key=str(raw["key"]),
+        table=payload[end + 1 :],
+        cell_count=int(raw["cell_count"]),
+        mechanism=Mechanism(raw["mechanism"]),
+        noise_scale=float(raw["noise_scale"]),
+        cost_units=int(raw["cost_units"]),
+        bounding=BoundingMethod(raw["bounding"]),
+        confidence_level=float(raw["confidence_level"]),
+        half_width=int(raw["half_width"]),
+    )
+
+
+def _json_release(payload: bytes) -> Release:
+    """A release stored before the columnar format: JSON with one list per cell."""
+    raw = json.loads(payload.decode("utf-8"))
+    query = CanonicalQuery.from_dict(raw["query"])
+    keys, values, lows, highs = [], [], [], []
+    for key, value, low, high in raw["cells"]:
+        keys.append([None if k is None else value_from_json(k) for k in key])
+        values.append(int(value))
+        lows.append(float(int(low)))
+        highs.append(float(int(high)))
+    table = cell_table.from_rows(query.group_by, keys, values, lows, highs)
+    return Release(
+        query=query,
+        key=str(raw["key"]),
+        table=cell_table.encode(table),
+        cell_count=len(values),
+        mechanism=Mechanism(raw["mechanism"]),
+        noise_scale=float(raw["noise_scale"]),
+        cost_units=int(raw["cost_units"]),
+        bounding=BoundingMethod(raw["bounding"]),
+        confidence_level=float(raw["confidence_level"]),
+        half_width=int(raw["half_width"]),
+    )
 
 
 def value_to_json(value: KeyValue | None) -> Any:

@@ -151,7 +151,7 @@ class PublicData:
         if release_id not in self._cells:
             try:
                 payload = self._ledger.get_release(release_id).payload
-                self._cells[release_id] = len(Release.from_bytes(payload).cells)
+                self._cells[release_id] = Release.from_bytes(payload).cell_count
             except Exception:
                 self._cells[release_id] = None
         return self._cells[release_id]

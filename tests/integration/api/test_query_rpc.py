@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from polars.testing import assert_frame_equal
 
 from dpgate import (
     BudgetExhaustedError,
@@ -18,9 +19,12 @@ from dpgate import (
     DpgateError,
     InvalidQueryError,
     OverloadedError,
+    QueryResult,
+    QuerySpec,
     count,
     total,
 )
+from dpgate._convert import query_result
 from dpgate_proto.v1 import query_pb2, query_pb2_grpc
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, Role
@@ -117,6 +121,37 @@ def test_other_confidence_level_is_the_same_release_with_other_intervals(
         (wider.frame["ci_high"] - wider.frame["ci_low"])
         > (first.frame["ci_high"] - first.frame["ci_low"])
     ).all()
+
+
+def _per_cell_answer(service: Service, query: QuerySpec) -> QueryResult:
+    """The answer as a client before the columnar format asked for it (no cell_format)."""
+    metadata = (("authorization", f"Bearer {service.tokens['analyst']}"),)
+    request = query_pb2.RunQueryRequest(query=query.to_proto(), idempotency_key=uuid.uuid4().hex)
+    with grpc.insecure_channel(service.target) as channel:
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        parts = list(stub.RunQuery(request, metadata=metadata, timeout=120))
+    assert all(p.WhichOneof("part") in ("header", "cells") for p in parts)
+    return query_result(parts)
+
+
+@pytest.mark.parametrize(
+    "group_by",
+    [(), ("mode",), ("practice_code", "week"), ("appointment_date", "hour"), ("month", "status")],
+)
+def test_columnar_answer_is_the_frame_per_cell_messages_give(
+    client: Client, service: Service, group_by: tuple[str, ...]
+) -> None:
+    query = count(service.dataset_id).by(*group_by).epsilon(0.31)
+    columnar = client.query(query)
+    per_cell = _per_cell_answer(service, query)
+    assert per_cell.repeat
+    assert per_cell.release_id == columnar.release_id
+    assert columnar.frame.columns == [*columnar.group_by, "value", "ci_low", "ci_high"]
+    assert_frame_equal(columnar.frame, per_cell.frame, check_dtypes=True, check_exact=True)
+    wider = client.query(query.confidence(0.8))
+    assert_frame_equal(
+        wider.frame, _per_cell_answer(service, query.confidence(0.8)).frame, check_exact=True
+    )
 
 
 def test_retried_call_with_the_same_idempotency_key_is_charged_once(

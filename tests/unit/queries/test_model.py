@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 
+import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from dpgate_server.queries import (
     Aggregate,
@@ -107,3 +110,64 @@ def test_release_with_a_tampered_key_is_refused(tiny: TinyVersions) -> None:
 def test_garbage_release_bytes_are_refused() -> None:
     with pytest.raises(ReleaseFormatError):
         Release.from_bytes(b'{"query": 3}')
+
+
+LEGACY_PAYLOAD = (
+    b'{"bounding":"publish_time","cells":[[[{"date":"2025-01-01"},9,"Telephone"],12,-3,27],'
+    b'[[{"date":"2025-01-02"},10,"Unknown"],-4,-19,11]],"confidence_level":0.95,'
+    b'"cost_units":500000000,"half_width":15,'
+    b'"key":"04a00847eee4db1a7e002f876fab67a8f340a9f7049b792b8514a274a507e50a",'
+    b'"mechanism":"discrete_laplace","noise_scale":8.0,"query":{"accounting":"pure_dp",'
+    b'"aggregate":"COUNT","column":null,"dataset_id":"tiny","dataset_version":"v000001",'
+    b'"filters":[{"column":"status","op":"in","values":["DNA"]}],"format":1,'
+    b'"group_by":["appointment_date","hour","mode"],"max_contributions":4,'
+    b'"spend_units":500000000}}'
+)
+"""A release as the service stored it before the columnar format (written by that code)."""
+
+
+def test_release_stored_before_the_columnar_format_reads_as_the_frame_it_was_shown_as() -> None:
+    release = Release.from_bytes(LEGACY_PAYLOAD)
+    expected = pl.DataFrame(
+        {
+            "appointment_date": [dt.date(2025, 1, 1), dt.date(2025, 1, 2)],
+            "hour": [9, 10],
+            "mode": ["Telephone", "Unknown"],
+            "value": [12, -4],
+            "ci_low": [-3.0, -19.0],
+            "ci_high": [27.0, 11.0],
+        }
+    )
+    assert_frame_equal(release.frame(), expected, check_exact=True)
+    assert release.frame().schema == expected.schema
+    assert (release.cell_count, release.half_width, release.noise_scale) == (2, 15, 8.0)
+    assert release.group_by == ("appointment_date", "hour", "mode")
+    assert Release.from_bytes(release.to_bytes()) == release
+
+
+def test_cells_keep_the_key_dtypes_clients_have_always_seen(tiny: TinyVersions) -> None:
+    query = dataclasses.replace(BASE, group_by=("appointment_date", "hour", "mode"))
+    frame = run(tiny.verified, query, HUGE_LIMITS).frame()
+    # hour is Int32 in the files and mode a label: the frame shows Int64 and String.
+    assert frame.schema == pl.Schema(
+        {
+            "appointment_date": pl.Date,
+            "hour": pl.Int64,
+            "mode": pl.String,
+            "value": pl.Int64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+        }
+    )
+    assert frame.height == 14 * 24 * 5
+    assert frame.select("appointment_date", "hour", "mode").is_unique().all()
+    assert frame.equals(frame.sort("appointment_date", "hour", "mode"))
+
+
+def test_columnar_header_parses_without_reading_the_cells(tiny: TinyVersions) -> None:
+    release = run(tiny.verified, dataclasses.replace(BASE, group_by=("mode",)), HUGE_LIMITS)
+    payload = release.to_bytes()
+    damaged = Release.from_bytes(payload[: len(payload) - 40])  # cells cut short
+    assert damaged.query == release.query
+    with pytest.raises(ReleaseFormatError, match="Arrow IPC"):
+        damaged.frame()
