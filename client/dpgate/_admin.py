@@ -39,7 +39,8 @@ class AdminClient(Connection):
         ...     admin.grant(planner.requester_id, "gp_appointments", epsilon=2)
 
     Args:
-        target: host:port of the server.
+        target: host:port of the server; or of its replicas, as a list or one
+            comma-separated string (calls are spread over them and go on when one fails).
         token: an admin bearer token.
         root_certificates: PEM of the CA to trust; with it the connection uses TLS.
         private_key: PEM client key, for servers that require mutual TLS.

@@ -31,7 +31,8 @@ class AuditClient(Connection):
         True
 
     Args:
-        target: host:port of the server.
+        target: host:port of the server; or of its replicas, as a list or one
+            comma-separated string (calls are spread over them and go on when one fails).
         token: an auditor bearer token.
         root_certificates: PEM of the CA to trust; with it the connection uses TLS.
         private_key: PEM client key, for servers that require mutual TLS.

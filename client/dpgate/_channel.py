@@ -7,12 +7,13 @@ and turning every `grpc.RpcError` into a `DpgateError` live here once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 
+from dpgate._targets import channel_target
 from dpgate.errors import from_rpc_error
 
 _T = TypeVar("_T")
@@ -20,10 +21,12 @@ _Self = TypeVar("_Self", bound="Connection")
 
 
 class Connection:
-    """A channel to a dpgate server carrying one bearer token.
+    """A channel to a dpgate server (or its replicas) carrying one bearer token.
 
     Args:
-        target: host:port of the server.
+        target: host:port of the server; or its replicas, as a list of host:port or one
+            comma-separated string, over which calls are spread (gRPC's round_robin), so
+            that calls go on when one replica stops answering (see `dpgate._targets`).
         token: the bearer token an administrator issued (sent on every call).
         root_certificates: PEM of the CA to trust; with it the connection uses TLS.
         private_key: PEM client key, for servers that require mutual TLS.
@@ -33,7 +36,7 @@ class Connection:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         token: str | None = None,
         *,
         root_certificates: bytes | None = None,
@@ -41,16 +44,17 @@ class Connection:
         certificate_chain: bytes | None = None,
         timeout: float = 60.0,
     ) -> None:
+        where = channel_target(target, tls=root_certificates is not None)
         if root_certificates is None:
-            self._channel = grpc.insecure_channel(target)
+            self._channel = grpc.insecure_channel(where.uri, options=where.options())
         else:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=root_certificates,
                 private_key=private_key,
                 certificate_chain=certificate_chain,
             )
-            self._channel = grpc.secure_channel(target, credentials)
-        self._target = target
+            self._channel = grpc.secure_channel(where.uri, credentials, options=where.options())
+        self._target = where.describe()
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import polars as pl
@@ -44,8 +44,12 @@ class Client(Connection):
         ...     [d.dataset_id for d in client.datasets()]
         ['gp_appointments']
 
+        Several replicas: `Client(["10.0.0.1:50051", "10.0.0.2:50051"], token=...)`, or
+        `Client("10.0.0.1:50051,10.0.0.2:50051", token=...)`, or one DNS name for them all.
+
     Args:
-        target: host:port of the server.
+        target: host:port of the server; or of its replicas, as a list or one
+            comma-separated string (calls are spread over them and go on when one fails).
         token: the bearer token an administrator issued (sent on every call).
         root_certificates: PEM of the CA to trust; with it the connection uses TLS.
         private_key: PEM client key, for servers that require mutual TLS.
@@ -54,12 +58,13 @@ class Client(Connection):
         retries: how often a call is retried when the server is busy or cannot be
             reached (`OverloadedError`, `ServerUnavailableError`), with exponential
             backoff and jitter: a number of retries, or a `RetryPolicy`. A retried query
-            keeps its idempotency key, so it is never charged twice.
+            keeps its idempotency key, so it is never charged twice; with several
+            replicas, the retry goes to another replica.
     """
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         token: str | None = None,
         *,
         root_certificates: bytes | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -63,7 +63,8 @@ class ProviderClient(Connection):
     staged. A token bound to other practices gets `PermissionDeniedError`.
 
     Args:
-        target: host:port of the server.
+        target: host:port of the server; or of its replicas, as a list or one
+            comma-separated string (calls are spread over them and go on when one fails).
         token: the bearer token an administrator issued.
         root_certificates: PEM of the CA to trust; with it the connection uses TLS.
         private_key: PEM client key, for servers that require mutual TLS.
@@ -73,7 +74,7 @@ class ProviderClient(Connection):
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         token: str | None = None,
         *,
         root_certificates: bytes | None = None,

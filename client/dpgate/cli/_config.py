@@ -17,6 +17,9 @@ The config file (`$DPGATE_CONFIG`, else `$XDG_CONFIG_HOME/dpgate/client.toml`, e
     target = "dpgate.example.nhs.uk:443"
     ca_cert = "~/.config/dpgate/ca.pem"
     token = "dpg_..."          # then keep the file private: chmod 600
+
+    [replicas]
+    target = ["127.0.0.1:50051", "127.0.0.1:50052"]   # or "127.0.0.1:50051,127.0.0.1:50052"
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def resolve(flags: Flags, environ: Mapping[str, str]) -> ConnectionSettings:
         if environ.get(variable):
             return environ[variable], variable
         if key in profile:
-            return _expand(str(profile[key]), path, key), where
+            return _expand(_text(profile[key]), path, key), where
         return None, ""
 
     target, _ = pick("target", flags.target)
@@ -185,6 +188,11 @@ def _profile(path: Path, name: str, *, required: bool) -> dict[str, object]:
             f"unknown key(s) {', '.join(unknown)} in [{name}] of {path}; known: {', '.join(KEYS)}"
         )
     return profile
+
+
+def _text(value: object) -> str:
+    """A profile's value as text; a list (of replicas' addresses) joined by commas."""
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def _expand(value: str, path: Path, key: str) -> str:

@@ -44,7 +44,11 @@ def root(
         ),
     ] = None,
     target: Annotated[
-        str | None, typer.Option(help="Server host:port (env DPGATE_TARGET).", show_default=False)
+        str | None,
+        typer.Option(
+            help="Server host:port, or several replicas separated by commas (env DPGATE_TARGET).",
+            show_default=False,
+        ),
     ] = None,
     token: Annotated[
         str | None,

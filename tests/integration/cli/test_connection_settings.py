@@ -119,3 +119,19 @@ def test_real_process_exit_code_and_message_without_traceback(cli_service: CliSe
     assert result.returncode == 3
     assert "dpgate: error:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_replicas_listed_in_a_profile_are_one_comma_separated_target(tmp_path: Path) -> None:
+    config = write(tmp_path / "client.toml", '[default]\ntarget = ["h:1", "h:2"]\n')
+    assert as_json(run(config, "config", "--json"))["target"] == "h:1,h:2"
+
+
+def test_a_bad_replica_address_exits_2_naming_it(tmp_path: Path) -> None:
+    result = run(
+        tmp_path / "none.toml",
+        "budget",
+        DPGATE_TARGET="127.0.0.1:50051,127.0.0.1",
+        DPGATE_TOKEN="dpg_x",
+    )
+    assert result.exit_code == 2
+    assert "'127.0.0.1' is not host:port" in result.stderr
