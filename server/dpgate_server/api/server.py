@@ -284,13 +284,16 @@ def _register_datasets(catalog: Catalog, ledger: Ledger) -> None:
         try:
             ledger.get_dataset(version.dataset_id)
         except DatasetNotFoundError:
-            ledger.admin.create_dataset(
-                version.dataset_id,
-                accounting=version.metadata.accounting,
-                cap_units=0,
-                reason="registered at server start; an administrator sets the cap",
-                request=request,
-            )
+            try:
+                ledger.admin.create_dataset(
+                    version.dataset_id,
+                    accounting=version.metadata.accounting,
+                    cap_units=0,
+                    reason="registered at server start; an administrator sets the cap",
+                    request=request,
+                )
+            except ledger_errors.AlreadyExists:
+                continue  # a replica starting at the same moment registered it first
             _log.info("registered dataset %s in the ledger with cap 0", version.dataset_id)
 
 
