@@ -50,6 +50,7 @@ class OptOutLists:
 
     def __init__(self, governance_root: Path) -> None:
         self._folder = governance_root / OPT_OUT_DIR
+        self._sorted: tuple[tuple[tuple[int, int, int], ...], pl.Series] | None = None
 
     def keys(self) -> pl.DataFrame:
         """Every opted-out `patient_key` of every list (one column, distinct)."""
@@ -57,6 +58,27 @@ class OptOutLists:
         if not files:
             return pl.DataFrame(schema={KEY_COLUMN: pl.Int64})
         return pl.read_parquet(files).unique()
+
+    def remove_opted_out(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` (with column patient_key) without the opted-out patients' rows, in order.
+
+        Each row's key is looked up by binary search in the lists' keys, sorted and held
+        in memory until a list file changes: a national list holds millions of keys, too
+        many to read and hash again for every upload.
+        """
+        keys = self._sorted_keys()
+        if keys.is_empty():
+            return rows
+        key = pl.col(KEY_COLUMN)
+        nearest = pl.lit(keys).gather(pl.lit(keys).search_sorted(key).clip(0, keys.len() - 1))
+        return rows.filter((nearest != key).fill_null(True))
+
+    def _sorted_keys(self) -> pl.Series:
+        files = [self._path(kind) for kind in OptOutKind if self._path(kind).is_file()]
+        stamp = tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in (f.stat() for f in files))
+        if self._sorted is None or self._sorted[0] != stamp:
+            self._sorted = (stamp, self.keys().get_column(KEY_COLUMN).sort())
+        return self._sorted[1]
 
     def count(self, kind: OptOutKind) -> int:
         """How many keys the stored list of `kind` holds (0 if none was loaded)."""

@@ -39,7 +39,7 @@ from dpgate_server.governance.compression import inflated
 from dpgate_server.governance.consent import ConsentRecord, ConsentState, ConsentStore
 from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
-from dpgate_server.governance.optouts import KEY_COLUMN, OptOutKind, OptOutLists
+from dpgate_server.governance.optouts import OptOutKind, OptOutLists
 from dpgate_server.governance.publish_progress import ProgressCallback
 from dpgate_server.governance.publishing import (
     DEFAULT_MEMORY_BYTES,
@@ -178,9 +178,7 @@ class Governance:
             self._require_granted(dataset_id, practice_code)  # a withdrawal may have come
             staging = StagingArea(self._folder(dataset_id))
             staging.clean()
-            kept = minimised.rows.join(
-                self._opt_outs.keys(), on=KEY_COLUMN, how="anti", maintain_order="left"
-            )
+            kept = self._opt_outs.remove_opted_out(minimised.rows)
             record = UploadRecord(
                 practice_code=practice_code,
                 uploaded_at=_now(),

@@ -1,7 +1,7 @@
 """Staged practices: each practice's minimised rows from its last accepted extract.
 
 One Parquet file per practice (`staged/<practice_code>.parquet`, columns
-ingest.STAGED_COLUMNS), with the upload's record in the file's own key-value metadata, so
+ingest.STAGED_COLUMNS), with the upload's record in the file's key-value metadata, so
 the rows and what is said about them are replaced together by one atomic rename. A new
 extract replaces the practice's previous rows whole; a withdrawal deletes them. Only
 minimised rows are ever written here: no NHS number, date of birth or postcode.
@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from dpgate_server.durable import remove_durably, remove_temporaries, replace_with
 from dpgate_server.governance.ingest import STAGED_COLUMNS
 
 STAGED_DIR = "staged"
-_RECORD_KEY = b"dpgate.upload"
+_RECORD_KEY = "dpgate.upload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +66,7 @@ class StagingArea:
     def record(self, practice_code: str) -> UploadRecord | None:
         """The practice's upload record, or None if nothing is staged for it."""
         try:
-            metadata = pq.read_schema(self.path(practice_code)).metadata or {}
+            metadata = pl.read_parquet_metadata(self.path(practice_code))
         except FileNotFoundError:
             return None
         return UploadRecord(**json.loads(metadata[_RECORD_KEY]))
@@ -86,11 +85,13 @@ class StagingArea:
         `before_swap` runs when the new rows are durable but not yet in place (the caller
         audits there, so an upload that cannot be audited changes nothing).
         """
-        table = rows.select(list(STAGED_COLUMNS)).to_arrow()
-        table = table.replace_schema_metadata({_RECORD_KEY: json.dumps(asdict(record)).encode()})
+        staged = rows.select(list(STAGED_COLUMNS))
+        metadata = {_RECORD_KEY: json.dumps(asdict(record))}
 
         def write(path: Path) -> None:
-            pq.write_table(table, path, compression="zstd")
+            # Polars' writer, not pyarrow's: it encodes the columns in parallel, without a
+            # copy to Arrow first (the write was half of an ingest).
+            staged.write_parquet(path, compression="zstd", metadata=metadata)
 
         replace_with(self.path(record.practice_code), write, before_swap)
 

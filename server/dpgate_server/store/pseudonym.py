@@ -82,16 +82,15 @@ def patient_keys(key: bytes, identities: Iterable[str]) -> npt.NDArray[np.int64]
     padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
     inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
     outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
-
-    def first_eight(identity: str) -> bytes:
-        step = inner.copy()
+    inner_copy, outer_copy = inner.copy, outer.copy
+    joined = bytearray()
+    for identity in identities:  # one loop, no call per identity but hashlib's own
+        step = inner_copy()
         step.update(identity.encode("ascii"))
-        final = outer.copy()
+        final = outer_copy()
         final.update(step.digest())
-        return final.digest()[:8]
-
-    joined = b"".join(first_eight(i) for i in identities)
-    return np.frombuffer(joined, dtype=">i8").astype(np.int64)
+        joined += final.digest()[:8]
+    return np.frombuffer(bytes(joined), dtype=">i8").astype(np.int64)
 
 
 def _key_of(key: bytes, message: bytes) -> int:
