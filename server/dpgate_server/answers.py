@@ -9,7 +9,14 @@ and its debit does the answer leave. The ledger writes the audit event of every 
 it decides; this module writes none.
 
 The version a query reads is leased (store/leases.py) from before it is priced until its
-answer is stored, so retention never deletes files a query is reading. A retry with an
+answer is stored, so retention never deletes files a query is reading.
+
+Repeated questions cost little (queries/caches.py): opened versions and prepared queries
+are kept per dataset version (both immutable), and decoded releases per stored release
+and confidence level (a stored release never changes). The caches are read only for work
+already decided: every request still takes its lease, and the ledger still decides every
+repeat (release sharing, idempotency, budgets) before a cached release is looked up by
+the id the ledger returned. A retry with an
 idempotency key already used is answered from the ledger before anything is computed,
 even after the version it was computed on was replaced or deleted: the ledger asks
 `_same_question` whether the stored answer is the question asked again.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,16 +34,35 @@ from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import DebitResult, Principal, RequestInfo, StoredRelease
 from dpgate_server.queries import engine
 from dpgate_server.queries.accuracy import with_confidence_level
+from dpgate_server.queries.caches import LruCache
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import CanonicalQuery, Query, Release
 from dpgate_server.store.leases import FileReaderLeases, ReaderLeases, reading_current
-from dpgate_server.store.store import DatasetStore
+from dpgate_server.store.store import MANIFEST_FILE, DatasetStore, DatasetVersion
 
 
 class QueryExecutor(Protocol):
     """Runs a prepared query somewhere else (worker processes) and returns release bytes."""
 
     def execute(self, prepared: engine.PreparedQuery, timeout_s: float) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSizes:
+    """How much the answerer may keep in memory for repeated questions (0 keeps nothing).
+
+    Attributes:
+        prepared_queries: prepared queries kept (with the opened versions they were
+            prepared on, as many again), per dataset version and question.
+        release_bytes: decoded releases kept, by the size of their cell tables.
+    """
+
+    prepared_queries: int = 1024
+    release_bytes: int = 64 * 1024 * 1024
+
+
+_RELEASE_OVERHEAD_BYTES = 2048
+"""What a cached release weighs besides its cell table (header, query, key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +95,7 @@ class QueryAnswerer:
         limits: QueryLimits,
         timeout_s: float,
         leases: ReaderLeases | None = None,
+        cache: CacheSizes | None = None,
     ) -> None:
         self._store = store
         self._ledger = ledger
@@ -75,11 +103,24 @@ class QueryAnswerer:
         self._limits = limits
         self._timeout_s = timeout_s
         self._leases = leases if leases is not None else FileReaderLeases(store.root)
+        sizes = CacheSizes() if cache is None else cache
+        self._versions: LruCache[tuple[str, str], DatasetVersion] = LruCache(sizes.prepared_queries)
+        self._prepared: LruCache[tuple[str, str, Query], engine.PreparedQuery] = LruCache(
+            sizes.prepared_queries
+        )
+        self._releases: LruCache[tuple[str, str, float], Release] = LruCache(
+            sizes.release_bytes, lambda r: len(r.table) + _RELEASE_OVERHEAD_BYTES
+        )
+
+    @property
+    def cached_release_bytes(self) -> int:
+        """What the decoded releases kept for repeats weigh now (at most the setting)."""
+        return self._releases.weight
 
     def preview(self, query: Query) -> engine.Preview:
         """Cost and accuracy on the current version; free, reads no private rows."""
-        with reading_current(self._store, self._leases, query.dataset_id) as version:
-            return engine.preview(version, query, self._limits)
+        with self._reading(query.dataset_id) as version:
+            return engine.summarize(self._prepare(version, query), version.version)
 
     def answer(
         self,
@@ -102,8 +143,8 @@ class QueryAnswerer:
             IdempotencyConflict: the idempotency key was used for another query.
             Whatever the executor raises for overload, deadline or a crashed worker.
         """
-        with reading_current(self._store, self._leases, query.dataset_id) as version:
-            prepared = engine.prepare(version, query, self._limits)
+        with self._reading(query.dataset_id) as version:
+            prepared = self._prepare(version, query)
             request = dataclasses.replace(request, query_text=prepared.query.to_json())
             return self._answer_fresh(
                 principal, request, query, prepared, idempotency_key or None, caller_deadline_s
@@ -151,10 +192,47 @@ class QueryAnswerer:
         )
         return self._answer(result, query)
 
+    def _reading(self, dataset_id: str) -> AbstractContextManager[DatasetVersion]:
+        return reading_current(self._store, self._leases, dataset_id, self._open_version)
+
+    def _open_version(self, dataset_id: str, name: str) -> DatasetVersion:
+        """The opened version, from the cache if it is still there (checked every time)."""
+        version = self._versions.get((dataset_id, name))
+        if version is not None and (version.path / MANIFEST_FILE).is_file():
+            return version
+        version = self._store.open_version(dataset_id, name)
+        self._versions.put((dataset_id, name), version)
+        return version
+
+    def _prepare(self, version: DatasetVersion, query: Query) -> engine.PreparedQuery:
+        """`engine.prepare`, kept per version and question (both immutable)."""
+        try:
+            key = (version.dataset_id, version.version, query)
+            prepared = self._prepared.get(key)
+        except TypeError:  # a value that does not hash (a list in a filter): not kept
+            return engine.prepare(version, query, self._limits)
+        if prepared is None:
+            prepared = engine.prepare(version, query, self._limits)
+            self._prepared.put(key, prepared)
+        return prepared
+
+    def _release(self, stored: StoredRelease, confidence_level: float) -> Release:
+        """The stored release decoded at `confidence_level`, kept for the next repeat.
+
+        Looked up by the id and key of the release the ledger has just decided to serve,
+        so the cache never chooses what anyone sees.
+        """
+        key = (stored.release_id, stored.release_key, confidence_level)
+        release = self._releases.get(key)
+        if release is None:
+            release = Release.from_bytes(stored.payload)
+            if release.confidence_level != confidence_level:
+                release = with_confidence_level(release, confidence_level)
+            self._releases.put(key, release)
+        return release
+
     def _answer(self, result: DebitResult, query: Query) -> Answer:
-        release = Release.from_bytes(result.release.payload)
-        if release.confidence_level != query.confidence_level:
-            release = with_confidence_level(release, query.confidence_level)
+        release = self._release(result.release, query.confidence_level)
         return Answer(
             release,
             result.release.release_id,

@@ -174,6 +174,19 @@ class PublishingSettings(_Section):
     reading them (after a publish and at start). Releases stay in the ledger either way."""
 
 
+class CacheSettings(_Section):
+    """Memory kept to answer repeated questions cheaply (answers.py); 0 keeps nothing.
+
+    A cache never decides who may see an answer: the ledger decides every repeat first.
+    """
+
+    prepared_queries: int = Field(default=1024, ge=0, le=1_000_000)
+    """Prepared (checked and priced) queries kept per dataset version and question."""
+    releases_mb: int = Field(default=64, ge=0, le=65_536)
+    """Decoded releases kept, by the size of their cell tables (a 70k-cell release is
+    about 1 MB); counted in the server's memory, not the workers'."""
+
+
 class TlsSettings(_Section):
     """TLS; all empty means plaintext, which is allowed only on a loopback address."""
 
@@ -257,6 +270,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     demo: DemoSettings = DemoSettings()
     limits: LimitsSettings = LimitsSettings()
+    cache: CacheSettings = CacheSettings()
     tls: TlsSettings = TlsSettings()
     governance: GovernanceSettings = GovernanceSettings()
     publishing: PublishingSettings = PublishingSettings()

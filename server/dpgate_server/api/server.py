@@ -28,7 +28,7 @@ from dpgate_proto.v1 import (
     query_pb2,
     query_pb2_grpc,
 )
-from dpgate_server.answers import QueryAnswerer
+from dpgate_server.answers import CacheSizes, QueryAnswerer
 from dpgate_server.api.admin_servicer import AdminServicer
 from dpgate_server.api.audit_servicer import AuditServicer
 from dpgate_server.api.auth import AuthInterceptor
@@ -206,6 +206,10 @@ def _start(
         limits.query_limits(),
         timeout_s=limits.query_timeout_seconds,
         leases=leases,
+        cache=CacheSizes(
+            prepared_queries=settings.cache.prepared_queries,
+            release_bytes=settings.cache.releases_mb * 1024 * 1024,
+        ),
     )
     interceptor = AuthInterceptor(
         ledger,

@@ -194,23 +194,24 @@ def preview(
     """
     limits = QueryLimits() if limits is None else limits
     if isinstance(source, DatasetVersion):
-        prepared = prepare(source, query, limits)
-        version: str | None = source.version
-        key: str | None = prepared.key
-    else:
-        prepared = _prepare(
-            source,
-            record=None,
-            version_name="",
-            keys=KeySets.of_metadata(source),
-            query=query,
-            limits=limits,
-        )
-        version, key = None, None
+        return summarize(prepare(source, query, limits), source.version)
+    prepared = _prepare(
+        source,
+        record=None,
+        version_name="",
+        keys=KeySets.of_metadata(source),
+        query=query,
+        limits=limits,
+    )
+    return summarize(prepared, None)
+
+
+def summarize(prepared: PreparedQuery, version: str | None) -> Preview:
+    """The preview of a prepared query (`version` None: prepared from metadata alone)."""
     return Preview(
         dataset_id=prepared.query.dataset_id,
         dataset_version=version,
-        key=key,
+        key=None if version is None else prepared.key,
         accounting=prepared.query.accounting.value,
         spend_units=prepared.query.spend_units,
         mechanism=prepared.calibration.mechanism,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -80,18 +80,26 @@ class FileReaderLeases:
 
 @contextlib.contextmanager
 def reading_current(
-    store: DatasetStore, leases: ReaderLeases, dataset_id: str
+    store: DatasetStore,
+    leases: ReaderLeases,
+    dataset_id: str,
+    open_version: Callable[[str, str], DatasetVersion] | None = None,
 ) -> Iterator[DatasetVersion]:
     """The current version of `dataset_id`, leased until the block ends.
+
+    `open_version` (default `store.open_version`) opens a version by name once the lease is
+    held; it raises DatasetNotFoundError for a version that is gone (a caller's cache of
+    opened versions must check that the version is still there).
 
     Raises:
         DatasetNotFoundError: no such dataset (or it kept changing under us).
     """
+    opener = store.open_version if open_version is None else open_version
     for _ in range(_OPEN_ATTEMPTS):
         name = store.current_name(dataset_id)
         with leases.hold(dataset_id, name):
             try:
-                version = store.open_version(dataset_id, name)
+                version = opener(dataset_id, name)
             except DatasetNotFoundError:
                 continue  # retired between reading CURRENT and taking the lease
             yield version

@@ -17,51 +17,27 @@ from polars.testing import assert_frame_equal
 
 from dpgate._convert import query_result
 from dpgate_proto.v1 import query_pb2
-from dpgate_server.answers import Answer, QueryAnswerer
+from dpgate_server.answers import Answer
 from dpgate_server.api.convert import answer_to_proto
 from dpgate_server.canonical import canonical_json
-from dpgate_server.queries import Aggregate, PreparedQuery, Query, Release, Spend, engine
+from dpgate_server.queries import Aggregate, Query, Release, Spend, engine
 from dpgate_server.queries.model import value_to_json
-from dpgate_server.queries.process_settings import configure_process
 from dpgate_server.store.store import DatasetStore, DatasetVersion
-from tests.unit.queries.conftest import HUGE_LIMITS, publish, tiny_frame, tiny_metadata
+from tests.unit.ledger.answering import DATASET, answerer_on, tiny_store
+from tests.unit.queries.conftest import HUGE_LIMITS
 
-DATASET = "gp_appointments"
 SPEND = Spend.epsilon(Decimal("0.0000004"))
 """400 units: the ledger fixture grants each analyst 1,000."""
 
 
-class InProcessExecutor:
-    """Runs a prepared query in this process (the pool runs the same call in a worker)."""
-
-    def __init__(self, store: DatasetStore) -> None:
-        self._store = store
-        self.runs = 0
-
-    def execute(self, prepared: PreparedQuery, timeout_s: float) -> bytes:
-        self.runs += 1
-        version = self._store.open_version(
-            prepared.query.dataset_id, prepared.query.dataset_version
-        )
-        return engine.execute(version, prepared).to_bytes()
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> DatasetStore:
-    configure_process()
-    store = DatasetStore(Path(tmp_path_factory.mktemp("columnar_store")))
-    publish(store, tiny_metadata(DATASET), tiny_frame(), verify=True)
-    return store
+    return tiny_store(Path(tmp_path_factory.mktemp("columnar_store")))
 
 
 @pytest.fixture
 def version(store: DatasetStore) -> DatasetVersion:
     return store.current(DATASET)
-
-
-def _answerer(setup, store: DatasetStore) -> tuple[QueryAnswerer, InProcessExecutor]:
-    executor = InProcessExecutor(store)
-    return QueryAnswerer(store, setup.ledger, executor, HUGE_LIMITS, 60.0), executor
 
 
 def legacy_payload(release: Release) -> bytes:
@@ -92,7 +68,7 @@ def _wire_frames(answer: Answer) -> tuple[object, object]:
 def test_a_release_stored_as_json_is_answered_as_a_free_repeat_with_its_frame(
     setup, store: DatasetStore, version: DatasetVersion, group_by: tuple[str, ...]
 ) -> None:
-    answerer, executor = _answerer(setup, store)
+    answerer, executor = answerer_on(setup.ledger, store)
     query = Query(DATASET, Aggregate.count(), group_by=group_by, spend=SPEND)
     prepared = engine.prepare(version, query, HUGE_LIMITS)
     shown = engine.execute(version, prepared)
@@ -114,7 +90,7 @@ def test_a_release_stored_as_json_is_answered_as_a_free_repeat_with_its_frame(
 def test_a_release_stored_as_json_gives_intervals_at_another_level(
     setup, store: DatasetStore, version: DatasetVersion
 ) -> None:
-    answerer, _ = _answerer(setup, store)
+    answerer, _ = answerer_on(setup.ledger, store)
     query = Query(DATASET, Aggregate.count(), group_by=("mode",), spend=SPEND)
     prepared = engine.prepare(version, query, HUGE_LIMITS)
     shown = engine.execute(version, prepared)
@@ -138,7 +114,7 @@ def test_a_release_stored_as_json_gives_intervals_at_another_level(
 def test_a_fresh_release_is_stored_columnar_and_reads_back_identically(
     setup, store: DatasetStore, version: DatasetVersion
 ) -> None:
-    answerer, _ = _answerer(setup, store)
+    answerer, _ = answerer_on(setup.ledger, store)
     query = Query(DATASET, Aggregate.sum("duration_minutes"), group_by=("practice_code",),
                   spend=SPEND)  # fmt: skip
     fresh = answerer.answer(setup.alice, setup.request(setup.alice), query, None)
