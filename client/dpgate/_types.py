@@ -81,11 +81,14 @@ class QueryResult:
     noise_scale: float
     confidence_level: float
     charged: Decimal
-    """Spend charged by this call (0 for a repeat)."""
+    """Spend charged by this call (0 for a repeat). A call retried with the same
+    idempotency key (its first answer lost) is told what the first attempt charged:
+    charged once, reported on every answer to that key."""
     release_cost: Decimal
     """What the release cost when it was first computed."""
     remaining: Decimal
-    """What remains of your budget on the dataset."""
+    """What remains of your budget on the dataset (for a retried call, as it was when the
+    first attempt was answered)."""
     repeat: bool
     """True when this answer is an earlier release served again, free and identical."""
     canonical_query: str

@@ -72,8 +72,10 @@ class Answer:
     Attributes:
         release: the noisy cells and their mechanism (intervals at the requested level).
         release_id: the ledger's id of the stored release.
-        charged_units: what this request charged (0 for a repeat).
-        remaining_units: the requester's remaining budget on the dataset afterwards.
+        charged_units: what this request charged (0 for a repeat); for a retry with an
+            idempotency key already used, what its first call charged.
+        remaining_units: the requester's remaining budget on the dataset afterwards (for
+            a retry, as its first call was told).
         repeat: whether the answer is an earlier release served again for free.
     """
 

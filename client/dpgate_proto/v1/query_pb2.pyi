@@ -350,11 +350,16 @@ class ReleaseHeader(_message.Message):
 
     @_builtins.property
     def charged(self) -> _types_pb2.Spend:
-        """Privacy spend charged for this answer (zero for a repeat)."""
+        """Privacy spend charged for this answer (zero for a repeat). A call retried with an
+        idempotency key already used is charged nothing more and told what the first call
+        charged: the first answer is replayed.
+        """
 
     @_builtins.property
     def remaining(self) -> _types_pb2.Spend:
-        """The requester's remaining budget on the dataset after this answer."""
+        """The requester's remaining budget on the dataset after this answer (for a retry, as it
+        was when the first call was answered).
+        """
 
     @_builtins.property
     def release_cost(self) -> _types_pb2.Spend:

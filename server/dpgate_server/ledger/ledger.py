@@ -2,7 +2,8 @@
 
 The ledger alone decides whether a spend fits, by one rule (`_decide`): the dataset and
 an enabled requester exist; an idempotency key already used answers its first release
-(or refuses another query); a release of the same key the requester may see is served
+with what its first call was told, charge included, and charges nothing more (or refuses
+another query); a release of the same key the requester may see is served
 free, with no new noise; the allocation (with its expiry) and the dataset's global cap
 cover the cost.
 
@@ -11,8 +12,8 @@ which applies the rule to settle what needs no answer: a repeat is returned free
 refusal is raised. Otherwise the caller computes the answer and calls `debit`, which in
 ONE serialised transaction applies the rule again (two identical queries racing are
 charged once) and records the release and the spend. Only after `debit` returns may the
-answer leave the server, and when `DebitResult.repeat` is true it must be the stored
-payload, not the fresh one.
+answer leave the server, and it is always the stored payload (`DebitResult.release`):
+for a repeat or a retry that is the earlier one, not the one just computed.
 
 Every outcome the ledger decides (a charge, a repeat, a refusal) appends its audit event
 in the transaction that decided it, so there is never a release without its event; a
@@ -61,7 +62,12 @@ from dpgate_server.ledger.model import (
 from dpgate_server.ledger.postgres import PostgresStorage
 from dpgate_server.ledger.postgres_connections import is_postgres_url
 from dpgate_server.ledger.sqlite import SqliteStorage
-from dpgate_server.ledger.storage import IdempotencyRecord, LedgerStorage, StorageTransaction
+from dpgate_server.ledger.storage import (
+    FirstAnswer,
+    IdempotencyRecord,
+    LedgerStorage,
+    StorageTransaction,
+)
 from dpgate_server.ledger.tokens import TOKEN_PREFIX, hash_token, token_matches
 from dpgate_server.ledger.transparency import TransparencyReport, build_report
 from dpgate_server.ledger.unauthenticated import (
@@ -258,8 +264,10 @@ class Ledger:
                 tell, as payloads are opaque to it. None: only the same release key.
 
         Returns:
-            The release to return; a repeat (idempotent retry or identical query already
-            released) is charged nothing and carries the earlier payload.
+            The release to return. An identical query already released is a repeat:
+            charged nothing, with the earlier payload. A retry (an idempotency key already
+            used) charges nothing and replays its first call's answer: the earlier payload,
+            and the charge, remaining budget and `repeat` that call was told.
 
         Raises:
             BudgetExhausted: the allocation (missing or expired counts as zero) or the cap
@@ -300,8 +308,9 @@ class Ledger:
         The same rule as `debit` (one function decides both), applied before the answer
         exists, so a request that will not be charged never occupies a worker:
 
-        - an earlier release answers it (an idempotent retry, or an identical query this
-          requester may see): returned free as a repeat, its event recorded;
+        - an earlier release answers it (an idempotent retry, replayed as its first call
+          was answered, or an identical query this requester may see, returned free as a
+          repeat): nothing is charged, its event is recorded;
         - it cannot be paid, or is not allowed: its refusal is recorded and raised.
 
         A spend that fits takes no lock and writes nothing; `debit` decides again when the
@@ -593,11 +602,15 @@ class _Refuse:
 
 @dataclass(frozen=True, slots=True)
 class _Serve:
-    """An earlier release answers the spend for free (a retry or an identical query)."""
+    """An earlier release answers the spend for free (a retry or an identical query).
+
+    `answer` is what the caller is told: for a retry, what its first call was told (it
+    may have been charged); for an identical query, a free repeat.
+    """
 
     release: StoredRelease
     detail: str
-    remaining_units: int
+    answer: FirstAnswer
     remember_key: bool
     """Whether the spend's idempotency key is to be recorded for this release."""
 
@@ -663,14 +676,17 @@ def _repeat(tx: StorageTransaction, spend: _Spend, remaining: int) -> _Serve | _
                 )
                 detail = "idempotency key reused for a different query"
                 return _Refuse(conflict, Outcome.INVALID, detail)
-            return _Serve(earlier, "idempotent retry", remaining, remember_key=False)
+            # The first answer again; a key recorded before schema 3 kept none: a free repeat.
+            answer = prior.first_answer or FirstAnswer(0, remaining, repeat=True)
+            return _Serve(earlier, "idempotent retry", answer, remember_key=False)
     same_key = tx.find_releases(spend.release_key)
     if any(release.dataset_id != spend.dataset_id for release in same_key):
         raise ReleaseKeyConflict(f"release key {spend.release_key!r} belongs to another dataset")
     existing = _visible_release(tx, same_key, spend.requester_id)
     if existing is None:
         return None
-    return _Serve(existing, "identical query released before", remaining, remember_key=True)
+    free = FirstAnswer(0, remaining, repeat=True)
+    return _Serve(existing, "identical query released before", free, remember_key=True)
 
 
 def _settle(
@@ -689,11 +705,11 @@ def _settle(
         _audit(tx, now, spend, request, decision.outcome, decision.detail)
         decision.error.audited = True
         return decision.error
+    release, answer = decision.release, decision.answer
     if decision.remember_key:
-        _remember_key(tx, now, spend, decision.release)
-    release = decision.release
+        _remember_key(tx, now, spend, release, answer)
     _audit(tx, now, spend, request, Outcome.ANSWERED, decision.detail, release=release)
-    return DebitResult(release, 0, decision.remaining_units, repeat=True)
+    return DebitResult(release, answer.charged_units, answer.remaining_units, answer.repeat)
 
 
 def _charge(
@@ -718,10 +734,10 @@ def _charge(
     tx.insert_release(release)
     tx.add_allocation_spent(spend.requester_id, spend.dataset_id, spend.cost_units)
     tx.add_dataset_spent(spend.dataset_id, spend.cost_units)
-    _remember_key(tx, now, spend, release)
+    answer = FirstAnswer(spend.cost_units, decision.remaining_units - spend.cost_units, False)
+    _remember_key(tx, now, spend, release, answer)
     _audit(tx, now, spend, request, Outcome.ANSWERED, "charged", release=release, charged=True)
-    remaining = decision.remaining_units - spend.cost_units
-    return DebitResult(release, spend.cost_units, remaining, repeat=False)
+    return DebitResult(release, answer.charged_units, answer.remaining_units, answer.repeat)
 
 
 def _audit(
@@ -754,10 +770,15 @@ def _check_cost(cost_units: int) -> None:
 
 
 def _remember_key(
-    tx: StorageTransaction, now: dt.datetime, spend: _Spend, release: StoredRelease
+    tx: StorageTransaction,
+    now: dt.datetime,
+    spend: _Spend,
+    release: StoredRelease,
+    answer: FirstAnswer,
 ) -> None:
+    """Record the spend's idempotency key with its release and the answer given, to replay."""
     if spend.idempotency_key is not None:
-        record = IdempotencyRecord(release.release_key, release.release_id)
+        record = IdempotencyRecord(release.release_key, release.release_id, answer)
         tx.insert_idempotency(spend.requester_id, spend.idempotency_key, record, now)
 
 

@@ -250,13 +250,19 @@ class ReleasePage:
 class DebitResult:
     """The outcome of a successful `Ledger.debit`.
 
+    A retry with an idempotency key already used is told again what its first call was
+    told (the first call's answer may have been lost): its `charged_units`,
+    `remaining_units` (as it was then) and `repeat`, though the retry itself charges
+    nothing. The caller always returns `release.payload`, never its own freshly computed
+    answer: for a repeat or a retry they differ.
+
     Attributes:
-        release: the release to return (new, or the earlier one when `repeat`).
-        charged_units: what this call charged (0 when `repeat`).
+        release: the release to return (new, or the earlier one for a repeat or retry).
+        charged_units: what this call, or the first call a retry replays, charged (0 for
+            a repeat).
         remaining_units: the requester's remaining budget on the dataset afterwards.
-        repeat: True when no new release was recorded: an idempotent retry, or an
-            identical query released (perhaps concurrently) before. The caller must
-            then return `release.payload`, not its own freshly computed answer.
+        repeat: True when the answer is an identical query released (perhaps
+            concurrently) before, served free.
     """
 
     release: StoredRelease

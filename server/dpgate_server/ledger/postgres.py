@@ -52,9 +52,11 @@ from dpgate_server.ledger.model import (
 from dpgate_server.ledger.postgres_connections import ConnectionPool
 from dpgate_server.ledger.postgres_schema import MIGRATIONS
 from dpgate_server.ledger.storage import (
+    IDEMPOTENCY_COLUMNS,
     IdempotencyRecord,
     PendingUnauthenticated,
     ReleaseTotal,
+    idempotency_record,
 )
 from dpgate_server.vocabulary.accounting import Accounting
 
@@ -575,19 +577,30 @@ class PostgresTransaction:
 
     def get_idempotency(self, requester_id: str, key: str) -> IdempotencyRecord | None:
         row = self._one(
-            "SELECT release_key, release_id FROM idempotency_keys"
+            f"SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys"
             " WHERE requester_id = %s AND idempotency_key = %s",
             (requester_id, key),
         )
-        return None if row is None else IdempotencyRecord(row[0], row[1])
+        return None if row is None else idempotency_record(row)
 
     def insert_idempotency(
         self, requester_id: str, key: str, record: IdempotencyRecord, at: dt.datetime
     ) -> None:
+        answer = record.first_answer
         self._insert(
             "idempotency_keys",
-            "requester_id, idempotency_key, release_key, release_id, created_at",
-            (requester_id, key, record.release_key, record.release_id, _aware(at)),
+            "requester_id, idempotency_key, release_key, release_id, created_at,"
+            " first_charged_units, first_remaining_units, first_repeat",
+            (
+                requester_id,
+                key,
+                record.release_key,
+                record.release_id,
+                _aware(at),
+                None if answer is None else answer.charged_units,
+                None if answer is None else answer.remaining_units,
+                None if answer is None else answer.repeat,
+            ),
             f"idempotency key {key!r}",
         )
 

@@ -144,5 +144,20 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "ALTER TABLE allocations ADD COLUMN agreement TEXT NOT NULL DEFAULT 'not recorded'",
         ),
     ),
+    (
+        3,
+        "idempotency keys keep what the first answer said, to replay it to a retry",
+        (
+            "ALTER TABLE idempotency_keys ADD COLUMN first_charged_units BIGINT"
+            " CHECK (first_charged_units >= 0)",
+            "ALTER TABLE idempotency_keys ADD COLUMN first_remaining_units BIGINT"
+            " CHECK (first_remaining_units >= 0)",
+            "ALTER TABLE idempotency_keys ADD COLUMN first_repeat BOOLEAN",
+            # All three or none (a key recorded before this migration has none).
+            "ALTER TABLE idempotency_keys ADD CONSTRAINT first_answer_whole CHECK ("
+            "(first_charged_units IS NULL) = (first_remaining_units IS NULL)"
+            " AND (first_charged_units IS NULL) = (first_repeat IS NULL))",
+        ),
+    ),
 )
 """(version, description, statements), ascending."""

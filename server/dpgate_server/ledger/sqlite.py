@@ -46,9 +46,11 @@ from dpgate_server.ledger.model import (
 )
 from dpgate_server.ledger.sqlite_schema import MIGRATIONS
 from dpgate_server.ledger.storage import (
+    IDEMPOTENCY_COLUMNS,
     IdempotencyRecord,
     PendingUnauthenticated,
     ReleaseTotal,
+    idempotency_record,
 )
 from dpgate_server.vocabulary.accounting import Accounting
 
@@ -525,18 +527,30 @@ class SqliteTransaction:
 
     def get_idempotency(self, requester_id: str, key: str) -> IdempotencyRecord | None:
         row = self._db.execute(
-            "SELECT release_key, release_id FROM idempotency_keys"
+            f"SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys"  # noqa: S608 - a constant
             " WHERE requester_id = ? AND idempotency_key = ?",
             (requester_id, key),
         ).fetchone()
-        return None if row is None else IdempotencyRecord(row[0], row[1])
+        return None if row is None else idempotency_record(row)
 
     def insert_idempotency(
         self, requester_id: str, key: str, record: IdempotencyRecord, at: dt.datetime
     ) -> None:
+        answer = record.first_answer
         self._insert(
-            "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
-            (requester_id, key, record.release_key, record.release_id, format_time(at)),
+            "INSERT INTO idempotency_keys (requester_id, idempotency_key, release_key,"
+            " release_id, created_at, first_charged_units, first_remaining_units, first_repeat)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                requester_id,
+                key,
+                record.release_key,
+                record.release_id,
+                format_time(at),
+                None if answer is None else answer.charged_units,
+                None if answer is None else answer.remaining_units,
+                None if answer is None else int(answer.repeat),
+            ),
             f"idempotency key {key!r}",
         )
 

@@ -142,5 +142,20 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "ALTER TABLE allocations ADD COLUMN agreement TEXT NOT NULL DEFAULT 'not recorded'",
         ),
     ),
+    (
+        3,
+        "idempotency keys keep what the first answer said, to replay it to a retry",
+        (
+            "ALTER TABLE idempotency_keys ADD COLUMN first_charged_units INTEGER"
+            " CHECK (first_charged_units >= 0)",
+            "ALTER TABLE idempotency_keys ADD COLUMN first_remaining_units INTEGER"
+            " CHECK (first_remaining_units >= 0)",
+            # All three or none (a key recorded before this migration has none).
+            "ALTER TABLE idempotency_keys ADD COLUMN first_repeat INTEGER CHECK ("
+            "first_repeat IN (0, 1)"
+            " AND (first_repeat IS NULL) = (first_charged_units IS NULL)"
+            " AND (first_repeat IS NULL) = (first_remaining_units IS NULL))",
+        ),
+    ),
 )
 """(version, description, statements), ascending."""

@@ -20,10 +20,10 @@ A storage raises `LedgerBusy` when it cannot get the write lock in time, and
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from dpgate_server.ledger.model import (
     Allocation,
@@ -38,11 +38,44 @@ from dpgate_server.ledger.model import (
 
 
 @dataclass(frozen=True, slots=True)
+class FirstAnswer:
+    """What the first call with an idempotency key was told besides the release itself.
+
+    A retry whose first answer was lost is told exactly this again (its `remaining_units`
+    is as it was then), so a client learns what the first attempt charged.
+    """
+
+    charged_units: int
+    remaining_units: int
+    repeat: bool
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
-    """Which release an idempotency key was first used for."""
+    """Which release an idempotency key was first used for, and what its caller was told.
+
+    `first_answer` is None for keys recorded before ledger schema 3, which kept no answer:
+    their retries are told what they were told before (a free repeat).
+    """
 
     release_key: str
     release_id: str
+    first_answer: FirstAnswer | None = None
+
+
+IDEMPOTENCY_COLUMNS = (
+    "release_key, release_id, first_charged_units, first_remaining_units, first_repeat"
+)
+"""The columns `idempotency_record` reads, in its order (the same on both backends)."""
+
+
+def idempotency_record(row: Sequence[Any]) -> IdempotencyRecord:
+    """An `IdempotencyRecord` from a row of `IDEMPOTENCY_COLUMNS`."""
+    release_key, release_id, charged, remaining, repeat = row
+    if charged is None:  # recorded before schema 3
+        return IdempotencyRecord(str(release_key), str(release_id))
+    answer = FirstAnswer(int(charged), int(remaining), bool(repeat))
+    return IdempotencyRecord(str(release_key), str(release_id), answer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,6 +163,12 @@ def test_retried_call_with_the_same_idempotency_key_is_charged_once(
     first = client.query(query, idempotency_key=key)
     second = client.query(query, idempotency_key=key)
     assert second.release_id == first.release_id
+    # The retry is told what the first call was told: charged 0.15, not a free repeat.
+    assert (second.charged, second.repeat, second.remaining) == (
+        first.charged,
+        False,
+        first.remaining,
+    )
     assert remaining(client, service.dataset_id) == before - Decimal("0.15")
 
 

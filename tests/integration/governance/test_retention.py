@@ -100,10 +100,14 @@ def test_releases_on_a_deleted_version_stay_listed_and_repeat_for_free(
 
         budget_before = analyst.budget(DATASET_ID)
         again = analyst.query(question, idempotency_key="retention-1")
-        assert again.repeat
         assert again.release_id == first.release_id
         assert again.dataset_version == first.dataset_version
-        assert again.charged == 0
+        # A retry is told what its first call was told (charged once, reported again).
+        assert (again.charged, again.repeat, again.remaining) == (
+            first.charged,
+            False,
+            first.remaining,
+        )
         assert again.frame.equals(first.frame)
         assert analyst.budget(DATASET_ID) == budget_before
 

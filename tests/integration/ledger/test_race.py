@@ -152,5 +152,9 @@ def test_concurrent_retries_with_one_idempotency_key_are_charged_once(make_ledge
             thread.start()
         for thread in threads:
             thread.join(timeout=60)
-        assert sum(r.charged_units for r in results) == 100
+        # Charged once; every retry is told what the first call was told.
+        assert ledger.get_dataset("d").spent_units == 100
         assert len({r.release.release_id for r in results}) == 1
+        assert {(r.charged_units, r.remaining_units, r.repeat) for r in results} == {
+            (100, 9_900, False)
+        }

@@ -61,7 +61,8 @@ class BudgetMachine(RuleBasedStateMachine):
         self.spent: dict[str, int] = dict.fromkeys(REQUESTERS, 0)
         self.expired: set[str] = set()
         self.released: dict[str, int] = {}  # release key -> cost
-        self.idempotency: dict[tuple[str, str], str] = {}
+        self.idempotency: dict[tuple[str, str], tuple[str, tuple[int, int, bool]]] = {}
+        """(requester, key) -> (release key, what the first call was told)."""
 
     def teardown(self) -> None:
         self.ledger.close()
@@ -136,9 +137,14 @@ class BudgetMachine(RuleBasedStateMachine):
             )
 
         earlier = self.idempotency.get((requester, idempotency_key or ""))
-        if idempotency_key is not None and earlier is not None and earlier != key:
-            with pytest.raises(IdempotencyConflict):
-                run()
+        if idempotency_key is not None and earlier is not None:
+            if earlier[0] != key:
+                with pytest.raises(IdempotencyConflict):
+                    run()
+                return
+            result = run()  # a retry: the first answer again, charged nothing more
+            told = (result.charged_units, result.remaining_units, result.repeat)
+            assert (told, result.release.payload) == (earlier[1], key.encode())
             return
         if key in self.released:
             result = run()
@@ -147,6 +153,7 @@ class BudgetMachine(RuleBasedStateMachine):
                 0,
                 key.encode(),
             )
+            assert result.remaining_units == max(0, self.remaining(requester))
         elif cost > self.remaining(requester):
             expected_remaining = max(0, self.remaining(requester))
             with pytest.raises(BudgetExhausted) as refused:
@@ -161,7 +168,8 @@ class BudgetMachine(RuleBasedStateMachine):
             self.released[key] = cost
             assert result.remaining_units == self.remaining(requester)
         if idempotency_key is not None:
-            self.idempotency[(requester, idempotency_key)] = key
+            told = (result.charged_units, result.remaining_units, result.repeat)
+            self.idempotency[(requester, idempotency_key)] = (key, told)
 
     @invariant()
     def balances_match_the_model_and_the_limits(self) -> None:

@@ -101,12 +101,41 @@ def test_expired_allocation_cannot_be_spent(setup):
     assert raised.value.remaining_units == 0
 
 
-def test_idempotent_retry_returns_the_same_release_charged_once(setup):
+def test_idempotent_retry_replays_the_first_answer_charged_once(setup):
     first = setup.charge(setup.alice, "k1", 100, idempotency_key="i1", payload=b"first")
     again = setup.charge(setup.alice, "k1", 100, idempotency_key="i1", payload=b"second")
-    assert again.release == first.release
-    assert (again.charged_units, again.repeat, again.release.payload) == (0, True, b"first")
+    assert again == first  # the release, and what the first call was told
+    assert (again.charged_units, again.remaining_units, again.repeat) == (100, 900, False)
+    assert again.release.payload == b"first"
     assert setup.ledger.get_budget("alice", setup.dataset).spent_units == 100
+
+
+def test_a_retry_of_a_free_repeat_replays_the_repeat(setup):
+    setup.charge(setup.alice, "k1", 100)
+    served = setup.charge(setup.bob, "k1", 100, idempotency_key="b1")  # shared: free
+    setup.charge(setup.bob, "k2", 300)
+    again = setup.charge(setup.bob, "k1", 100, idempotency_key="b1")
+    assert again == served
+    assert (again.charged_units, again.remaining_units, again.repeat) == (0, 1_000, True)
+    assert setup.ledger.get_budget("bob", setup.dataset).spent_units == 300
+
+
+def test_a_key_recorded_before_first_answers_were_kept_replays_as_a_free_repeat(setup):
+    first = setup.charge(setup.alice, "k1", 100, idempotency_key="old")
+    setup.store.execute(  # as a ledger before schema 3 recorded it: no answer kept
+        "UPDATE idempotency_keys SET first_charged_units = NULL,"
+        " first_remaining_units = NULL, first_repeat = NULL"
+    )
+    again = setup.charge(setup.alice, "k1", 100, idempotency_key="old")
+    assert again.release == first.release
+    assert (again.charged_units, again.remaining_units, again.repeat) == (0, 900, True)
+    assert setup.ledger.get_budget("alice", setup.dataset).spent_units == 100
+
+
+def test_a_first_answer_is_kept_whole_or_not_at_all(setup):
+    setup.charge(setup.alice, "k1", 100, idempotency_key="i1")
+    with pytest.raises(setup.store.integrity_error):
+        setup.store.execute("UPDATE idempotency_keys SET first_repeat = NULL")
 
 
 def test_idempotency_key_reused_for_another_query_is_a_conflict(setup):

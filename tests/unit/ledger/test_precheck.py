@@ -76,11 +76,19 @@ def test_a_reused_idempotency_key_is_refused_before_anything_is_computed(setup):
     assert [e.outcome for e in _events_after(setup, head)] == [Outcome.INVALID]
 
 
-def test_a_retry_with_its_key_is_the_first_release(setup):
+def test_a_retry_with_its_key_is_the_first_release_and_the_first_answer(setup):
     first = setup.charge(setup.alice, "k1", 10, idempotency_key="retry-1")
+    setup.charge(setup.alice, "k2", 40)  # spent meanwhile: the replay keeps the old figure
+    head = setup.ledger.head().count
     served = _precheck(setup, setup.alice, "k1", 10, idempotency_key="retry-1")
-    assert served is not None
-    assert (served.release, served.repeat) == (first.release, True)
+    assert served == first
+    [event] = _events_after(setup, head)
+    assert (event.outcome, event.cost_units, event.detail) == (
+        Outcome.ANSWERED,
+        0,
+        "idempotent retry",
+    )
+    assert setup.ledger.get_budget("alice", setup.dataset).spent_units == 50
 
 
 def test_debit_refusals_are_marked_audited_too(setup):
@@ -115,8 +123,8 @@ def test_a_retry_asking_the_same_question_of_a_newer_version_is_its_first_releas
         request=setup.request(setup.alice),
         same_question=same_question,
     )
-    assert served is not None
-    assert (served.release, served.charged_units) == (first.release, 0)
+    assert served == first  # replayed as first answered: charged 10, not a repeat
+    assert setup.ledger.get_budget("alice", setup.dataset).spent_units == 10
     assert set(seen) == {first.release.release_id}  # asked in the snapshot, then under the lock
 
 

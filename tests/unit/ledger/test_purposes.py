@@ -58,9 +58,11 @@ def test_allocations_made_before_purposes_migrate_as_not_recorded(ledger_store: 
             "alice", "d", 10, request=OPERATOR, purpose="dropped", agreement="dropped"
         )
     # Back to the schema before migration 2, as an older dpgate left it.
+    for column in ("first_repeat", "first_remaining_units", "first_charged_units"):
+        ledger_store.execute(f"ALTER TABLE idempotency_keys DROP COLUMN {column}")  # 3
     ledger_store.execute("ALTER TABLE allocations DROP COLUMN purpose")
     ledger_store.execute("ALTER TABLE allocations DROP COLUMN agreement")
-    ledger_store.execute("DELETE FROM schema_version WHERE version = 2")
+    ledger_store.execute("DELETE FROM schema_version WHERE version >= 2")
     with ledger_store.open() as ledger:
         (line,) = ledger.admin.spending_report().lines
         assert (line.purpose, line.agreement) == (NOT_RECORDED, NOT_RECORDED)
