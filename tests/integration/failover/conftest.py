@@ -1,45 +1,42 @@
-"""Replicas on one PostgreSQL ledger (the session's throwaway cluster) and one dataset store.
-
-`replica_ledger` is a fresh, migrated database prepared as an administrator would
-(requesters, one token per role, a dataset cap, the analyst's allocation).
-"""
+"""Replicas for the failover tests: real servers (tests/support/replicas.py) on a fresh
+database of the session's throwaway PostgreSQL cluster, each test its own group (tests
+here kill replicas). Replicas started here log every RPC, so a test can see which
+replica answered what."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from dpgate_server.ledger import Ledger
-from dpgate_server.store.store import DatasetVersion
+from dpgate_server.ledger.model import Role
 from tests.conftest import PostgresLedgerDatabases
-from tests.integration.api.conftest import SETUP, prepare_ledger
-
-
-@dataclass(frozen=True)
-class ReplicaLedger:
-    """Where the replicas' ledger is and the tokens made in it."""
-
-    url: str
-    dataset_id: str
-    tokens: dict[str, str]
+from tests.support.replicas import SETUP, Replica, Replicas
 
 
 @pytest.fixture
-def replica_ledger(
-    small_dataset: DatasetVersion, postgres_ledger_databases: PostgresLedgerDatabases
-) -> Iterator[ReplicaLedger]:
+def ledger_url(
+    postgres_ledger_databases: PostgresLedgerDatabases, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """An empty, migrated ledger database; replicas started in the test log every RPC."""
+    monkeypatch.setenv("DPGATE_OPERATIONS__LOG_LEVEL", "INFO")
     url = postgres_ledger_databases.take()
-    with Ledger.open(url) as ledger:  # as a server's first start registers it
-        ledger.admin.create_dataset(
-            small_dataset.dataset_id,
-            accounting=small_dataset.metadata.accounting,
-            cap_units=0,
-            reason="registered as at server start",
-            request=SETUP,
-        )
-    codes = small_dataset.metadata.column("practice_code").values or ("A00000",)
-    tokens = prepare_ledger(url, small_dataset.dataset_id, str(codes[0]))
-    yield ReplicaLedger(url, small_dataset.dataset_id, tokens)
+    yield url
     postgres_ledger_databases.give_back(url)
+
+
+def served(member: Replica, rpc: str) -> int:
+    """How many calls of `rpc` the replica answered OK (from its log lines)."""
+    return sum(f"{rpc} OK" in line for line in list(member.output))
+
+
+def token_for(replicas: Replicas, role: Role) -> tuple[str, str]:
+    """A new requester with one token of `role`: (requester id, token)."""
+    requester_id = f"{role.value}-{uuid.uuid4().hex[:8]}"
+    with replicas.ledger() as ledger:
+        ledger.admin.create_requester(
+            requester_id, name=role.value, organisation="Failover", agreement="DSA", request=SETUP
+        )
+        token = ledger.admin.issue_token(requester_id, role, request=SETUP).token
+    return requester_id, token

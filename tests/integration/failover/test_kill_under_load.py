@@ -24,13 +24,12 @@ from pathlib import Path
 
 from dpgate import AdminClient, Client, DpgateError, QueryResult, count
 from dpgate_server.ledger import Ledger
-from dpgate_server.ledger.model import Outcome
+from dpgate_server.ledger.model import Outcome, Role
 from dpgate_server.store.store import DatasetVersion
 from dpgate_shared.units import to_units_exact
-from tests.integration.api.conftest import ANALYST_EPSILON
+from tests.support.replicas import start_replicas
 
-from .conftest import ReplicaLedger
-from .replica_processes import running_replicas
+from .conftest import served, token_for
 
 FULL_RUN = os.environ.get("DPGATE_FULL_RUN") == "1"
 ANALYSTS = 8 if FULL_RUN else 4
@@ -38,6 +37,7 @@ BEFORE_KILL = 3 if FULL_RUN else 2
 """Answers each analyst gets before the kill."""
 AFTER_KILL = 10 if FULL_RUN else 3
 """Answers each analyst gets after the kill, from the two survivors."""
+ANALYST_EPSILON = 5
 TOP_UP = Decimal("0.1")
 HANG_GUARD_S = 240.0
 """Only to end a hung run with a message; no assertion depends on time."""
@@ -86,11 +86,13 @@ def _analyst(number: int, targets: list[str], token: str, dataset_id: str, load:
                 (load.after_kill if load.killed.is_set() else load.before_kill)[number] += 1
 
 
-def _administrator(targets: list[str], token: str, dataset_id: str, load: Load) -> None:
+def _administrator(
+    targets: list[str], token: str, analyst_id: str, dataset_id: str, load: Load
+) -> None:
     with AdminClient(targets, token=token) as admin:
         while not load.stop.is_set():
             try:
-                admin.grant("analyst-1", dataset_id, epsilon=TOP_UP)
+                admin.grant(analyst_id, dataset_id, epsilon=TOP_UP)
             except DpgateError:
                 with load.lock:
                     load.top_ups_unknown += 1
@@ -111,26 +113,24 @@ def _wait_until(condition, what: str, load: Load) -> None:  # type: ignore[no-un
 
 
 def test_sigkill_of_one_replica_under_load_loses_nothing_and_charges_nothing_extra(
-    small_dataset: DatasetVersion, replica_ledger: ReplicaLedger, tmp_path: Path
+    small_dataset: DatasetVersion, ledger_url: str, tmp_path: Path
 ) -> None:
-    dataset_id = replica_ledger.dataset_id
+    dataset_id = small_dataset.dataset_id
+    store_root = small_dataset.path.parents[2]
     load = Load()
-    with running_replicas(3, small_dataset.path.parents[2], replica_ledger.url, tmp_path) as (
-        victim,
-        *survivors,
-    ):
-        targets = [victim.target, *(s.target for s in survivors)]
+    with start_replicas(3, ledger_url, store_root, tmp_path, dataset_id) as replicas:
+        analyst_id, analyst_token = replicas.new_analyst(ANALYST_EPSILON)
+        _, admin_token = token_for(replicas, Role.ADMIN)
+        victim = replicas.members[0]
+        targets = replicas.targets
         workers = [
-            threading.Thread(
-                target=_analyst,
-                args=(n, targets, replica_ledger.tokens["analyst"], dataset_id, load),
-            )
+            threading.Thread(target=_analyst, args=(n, targets, analyst_token, dataset_id, load))
             for n in range(ANALYSTS)
         ]
         workers.append(
             threading.Thread(
                 target=_administrator,
-                args=(targets, replica_ledger.tokens["admin"], dataset_id, load),
+                args=(targets, admin_token, analyst_id, dataset_id, load),
             )
         )
         for worker in workers:
@@ -139,13 +139,13 @@ def test_sigkill_of_one_replica_under_load_loses_nothing_and_charges_nothing_ext
             _wait_until(  # the victim takes its share of the load, then dies
                 lambda: (
                     min(load.before_kill[n] for n in range(ANALYSTS)) >= BEFORE_KILL
-                    and victim.served("RunQuery") > 0
+                    and served(victim, "RunQuery") > 0
                 ),
                 "answers before the kill",
                 load,
             )
             load.killed.set()
-            victim.kill()
+            replicas.kill(0)
             _wait_until(
                 lambda: min(load.after_kill[n] for n in range(ANALYSTS)) >= AFTER_KILL,
                 "answers after the kill",
@@ -158,9 +158,9 @@ def test_sigkill_of_one_replica_under_load_loses_nothing_and_charges_nothing_ext
         assert load.failures == []  # every query was answered, across the kill
         assert load.top_ups_acknowledged > 0
 
-    with Ledger.open(replica_ledger.url) as ledger:
-        releases = {r.release_id: r for r in ledger.list_releases("analyst-1", dataset_id)}
-        budget = ledger.get_budget("analyst-1", dataset_id)
+    with Ledger.open(ledger_url) as ledger:
+        releases = {r.release_id: r for r in ledger.list_releases(analyst_id, dataset_id)}
+        budget = ledger.get_budget(analyst_id, dataset_id)
         events = ledger.list_events(limit=100_000)
         verification = ledger.verify()
         reconciliation = ledger.reconcile()
