@@ -13,13 +13,14 @@ from dpgate._types import (
     BudgetInfo,
     ColumnInfo,
     DatasetInfo,
+    EarlierRelease,
     KeyValue,
     PreviewResult,
     QueryResult,
     ReleaseInfo,
 )
 from dpgate_proto.v1 import query_pb2, types_pb2
-from dpgate_shared.units import units_to_decimal
+from dpgate_shared.units import MEASURE_OF, plain, units_to_decimal
 
 _ACCOUNTING = {types_pb2.ACCOUNTING_PURE_DP: "pure_dp", types_pb2.ACCOUNTING_ZCDP: "zcdp"}
 _KINDS = {
@@ -90,15 +91,50 @@ def budget_info(message: types_pb2.Budget) -> BudgetInfo:
 
 
 def preview_result(message: query_pb2.PreviewQueryResponse) -> PreviewResult:
+    accounting = accounting_name(message.spend)
+    earlier = None
+    if message.HasField("earlier_release"):
+        found = message.earlier_release
+        earlier = EarlierRelease(
+            release_id=found.release_id,
+            dataset_version=found.dataset_version,
+            cost=spend(found.cost),
+            shared=found.shared,
+        )
+    charge = spend(message.spend)
     return PreviewResult(
-        spend=spend(message.spend),
-        accounting=accounting_name(message.spend),
+        spend=charge,
+        accounting=accounting,
         half_width=message.half_width,
         confidence_level=message.confidence_level,
         cells=message.cell_count,
         mechanism=message.mechanism,
         noise_scale=message.noise_scale,
         notes=tuple(message.notes),
+        earlier_release=earlier,
+        warnings=() if earlier is None else (charged_again(earlier, charge, accounting),),
+    )
+
+
+def charged_again(earlier: EarlierRelease, charge: Decimal, accounting: str) -> str:
+    """In words: the question was answered for you on an older version and is charged anew.
+
+    Example:
+        >>> earlier = EarlierRelease("rel_1", "v000003", Decimal("0.5"), shared=False)
+        >>> charged_again(earlier, Decimal("0.5"), "pure_dp")  # doctest: +NORMALIZE_WHITESPACE
+        'released to you on version v000003 for epsilon 0.5; the dataset has a new version,
+        so this query will be charged epsilon 0.5 again'
+    """
+    measure = MEASURE_OF.get(accounting, "budget")
+    then, now = (f"{measure} {plain(amount)}" for amount in (earlier.cost, charge))
+    if earlier.shared:
+        return (
+            f"shared with you free on version {earlier.dataset_version} (released for {then});"
+            f" the dataset has a new version, so this query will be charged {now}"
+        )
+    return (
+        f"released to you on version {earlier.dataset_version} for {then}; the dataset has a"
+        f" new version, so this query will be charged {now} again"
     )
 
 

@@ -105,6 +105,23 @@ class QueryResult:
 
 
 @dataclass(frozen=True, slots=True)
+class EarlierRelease:
+    """The identical question, answered for you on an older version of the dataset.
+
+    Releases are per version: on the current version the question is a new one, charged
+    again (`PreviewResult.spend`).
+    """
+
+    release_id: str
+    dataset_version: str
+    """The older version it was computed on."""
+    cost: Decimal
+    """What the release cost when it was made."""
+    shared: bool
+    """Another requester paid for it; it was shared with you free."""
+
+
+@dataclass(frozen=True, slots=True)
 class PreviewResult:
     """What a query would cost and how accurate it would be (free; reads no data)."""
 
@@ -116,6 +133,11 @@ class PreviewResult:
     mechanism: str
     noise_scale: float
     notes: tuple[str, ...]
+    earlier_release: EarlierRelease | None = None
+    """Set when you received this question's answer on an older version of the dataset
+    and running it now will be charged `spend` again."""
+    warnings: tuple[str, ...] = ()
+    """What to know before running it, in words (e.g. that it will be charged again)."""
 
 
 @dataclass(frozen=True, slots=True)

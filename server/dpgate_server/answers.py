@@ -66,6 +66,42 @@ _RELEASE_OVERHEAD_BYTES = 2048
 
 
 @dataclass(frozen=True, slots=True)
+class EarlierRelease:
+    """The identical question, answered for the requester on an older dataset version.
+
+    Releases are per version: the question on the current version is a new one, charged
+    again. Only a release the requester received is named (one they paid for, or another
+    requester's shared with them), never one they did not get.
+
+    Attributes:
+        release_id: the earlier release.
+        dataset_version: the older version it was computed on.
+        cost_units: what it cost when it was made.
+        shared: another requester paid for it; it was served to this requester free.
+    """
+
+    release_id: str
+    dataset_version: str
+    cost_units: int
+    shared: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequesterPreview:
+    """A preview, and what it means for the requester asking.
+
+    Attributes:
+        preview: cost and accuracy on the current version.
+        earlier_release: set when the identical question was answered for the requester
+            on an older version and running it now will be charged again (not set when
+            it was also answered on the current version: that would be free).
+    """
+
+    preview: engine.Preview
+    earlier_release: EarlierRelease | None
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """A released answer and what it cost the requester.
 
@@ -119,10 +155,33 @@ class QueryAnswerer:
         """What the decoded releases kept for repeats weigh now (at most the setting)."""
         return self._releases.weight
 
-    def preview(self, query: Query) -> engine.Preview:
-        """Cost and accuracy on the current version; free, reads no private rows."""
+    def preview(self, query: Query, requester_id: str) -> RequesterPreview:
+        """Cost and accuracy on the current version, and whether `requester_id` received
+        the identical question's answer on an older one; free, reads no private rows."""
         with self._reading(query.dataset_id) as version:
-            return engine.summarize(self._prepare(version, query), version.version)
+            preview = engine.summarize(self._prepare(version, query), version.version)
+        return RequesterPreview(preview, self._earlier_release(preview, requester_id))
+
+    def _earlier_release(self, preview: engine.Preview, requester_id: str) -> EarlierRelease | None:
+        """The latest release of this question the requester received on an older version,
+        if the question is not also answered for them on the current one (then it is free)."""
+        asked, key = preview.question, preview.key
+        if asked is None or key is None or self._ledger.lookup_release(key, requester_id):
+            return None
+        older = {
+            dataclasses.replace(asked, dataset_version=name).key(): name
+            for name in self._store.names_before(asked.dataset_version)
+        }
+        received = self._ledger.received_releases(requester_id, list(older))
+        if not received:
+            return None
+        latest = received[-1]
+        return EarlierRelease(
+            release_id=latest.release_id,
+            dataset_version=older[latest.release_key],
+            cost_units=latest.cost_units,
+            shared=latest.requester_id != requester_id,
+        )
 
     def answer(
         self,

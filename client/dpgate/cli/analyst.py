@@ -242,6 +242,8 @@ def _print_preview(console: Console, options: QueryOptions, result: PreviewResul
     )
     for note in result.notes:
         console.print(f"note: {note}")
+    for warning in result.warnings:
+        console.print(f"[bold]charged again[/bold]: {warning}")
     console.print("nothing was spent: previews are free")
 
 

@@ -636,6 +636,7 @@ class PreviewQueryResponse(_message.Message):
     MECHANISM_FIELD_NUMBER: _builtins.int
     NOISE_SCALE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    EARLIER_RELEASE_FIELD_NUMBER: _builtins.int
     half_width: _builtins.float
     """Interval half-width on every cell at the confidence level."""
     confidence_level: _builtins.float
@@ -654,6 +655,13 @@ class PreviewQueryResponse(_message.Message):
     def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Notes for the planner, e.g. on rows dropped by the contribution bound."""
 
+    @_builtins.property
+    def earlier_release(self) -> Global___EarlierRelease:
+        """Set when the identical question was answered for the caller (paid for, or shared with
+        them) on an older version of the dataset and running it now will be charged `spend`
+        again: releases are per version. Unset when it is also answered on the current version.
+        """
+
     def __init__(
         self,
         *,
@@ -664,14 +672,51 @@ class PreviewQueryResponse(_message.Message):
         mechanism: _builtins.str = ...,
         noise_scale: _builtins.float = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
+        earlier_release: Global___EarlierRelease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spend", b"spend"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["earlier_release", b"earlier_release", "spend", b"spend"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_count", b"cell_count", "confidence_level", b"confidence_level", "half_width", b"half_width", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "notes", b"notes", "spend", b"spend"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_count", b"cell_count", "confidence_level", b"confidence_level", "earlier_release", b"earlier_release", "half_width", b"half_width", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "notes", b"notes", "spend", b"spend"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreviewQueryResponse: _TypeAlias = PreviewQueryResponse  # noqa: Y015
+
+@_typing.final
+class EarlierRelease(_message.Message):
+    """A release of the identical question the caller received on an older dataset version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASE_ID_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    release_id: _builtins.str
+    """Identifier of the earlier release."""
+    dataset_version: _builtins.str
+    """The older version it was computed on."""
+    shared: _builtins.bool
+    """Whether another requester paid for it and it was served to the caller free."""
+    @_builtins.property
+    def cost(self) -> _types_pb2.Spend:
+        """What the release cost when it was made."""
+
+    def __init__(
+        self,
+        *,
+        release_id: _builtins.str = ...,
+        dataset_version: _builtins.str = ...,
+        cost: _types_pb2.Spend | None = ...,
+        shared: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "dataset_version", b"dataset_version", "release_id", b"release_id", "shared", b"shared"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EarlierRelease: _TypeAlias = EarlierRelease  # noqa: Y015
 
 @_typing.final
 class RunQueryRequest(_message.Message):

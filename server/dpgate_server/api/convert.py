@@ -7,10 +7,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from dpgate_proto.v1 import query_pb2, types_pb2
-from dpgate_server.answers import Answer
+from dpgate_server.answers import Answer, RequesterPreview
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.ledger.model import Budget
-from dpgate_server.queries.engine import Preview
 from dpgate_server.queries.model import Aggregate, Filter, Query, Spend, SpendMeasure
 from dpgate_server.spend import units_to_decimal
 from dpgate_server.store.metadata import ColumnKind, ColumnSpec, KeyValue, Visibility
@@ -220,9 +219,10 @@ def spend_to_proto(accounting: Accounting | str | None, units: int) -> types_pb2
     return types_pb2.Spend(accounting=ACCOUNTING_TO_PROTO[Accounting(accounting)], nano_units=units)
 
 
-def preview_to_proto(preview: Preview) -> query_pb2.PreviewQueryResponse:
+def preview_to_proto(requester_preview: RequesterPreview) -> query_pb2.PreviewQueryResponse:
+    preview = requester_preview.preview
     notes = [preview.truncation_note] if preview.truncation_note else []
-    return query_pb2.PreviewQueryResponse(
+    message = query_pb2.PreviewQueryResponse(
         spend=spend_to_proto(preview.accounting, preview.spend_units),
         half_width=float(preview.half_width),
         confidence_level=preview.confidence_level,
@@ -231,6 +231,17 @@ def preview_to_proto(preview: Preview) -> query_pb2.PreviewQueryResponse:
         noise_scale=preview.noise_scale,
         notes=notes,
     )
+    earlier = requester_preview.earlier_release
+    if earlier is not None:
+        message.earlier_release.CopyFrom(
+            query_pb2.EarlierRelease(
+                release_id=earlier.release_id,
+                dataset_version=earlier.dataset_version,
+                cost=spend_to_proto(preview.accounting, earlier.cost_units),
+                shared=earlier.shared,
+            )
+        )
+    return message
 
 
 def answer_to_proto(

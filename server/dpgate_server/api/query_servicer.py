@@ -80,7 +80,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def PreviewQuery(
         self, request: query_pb2.PreviewQueryRequest, context: grpc.ServicerContext
     ) -> query_pb2.PreviewQueryResponse:
-        return preview_to_proto(self._answerer.preview(query_from_proto(request.query)))
+        requester_id = current_call().principal.requester_id
+        return preview_to_proto(
+            self._answerer.preview(query_from_proto(request.query), requester_id)
+        )
 
     @audited(record_success=False)  # debit, or the repeat lookup, writes the event
     def RunQuery(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +83,9 @@ from dpgate_server.vocabulary.errors import DatasetNotFoundError, DomainError
 Clock = Callable[[], dt.datetime]
 SameQuestion = Callable[[StoredRelease], bool]
 """Whether a stored release answers the question being asked (see `Ledger.debit`)."""
+
+_KEYS_PER_LOOKUP = 500
+"""Release keys per storage lookup (SQLite binds at most 32,766 parameters per statement)."""
 
 MAX_TOKEN_LENGTH = 256
 """Longer presented tokens are rejected before hashing (no work for garbage)."""
@@ -235,6 +238,25 @@ class Ledger:
         """
         with self._storage.read() as tx:
             return _visible_release(tx, tx.find_releases(release_key), requester_id)
+
+    def received_releases(
+        self, requester_id: str, release_keys: Sequence[str]
+    ) -> list[StoredRelease]:
+        """The releases of `release_keys` that `requester_id` has received, oldest first.
+
+        Received means paid for, or served free under one of the requester's idempotency
+        keys (another requester's release shared with them): answers they already hold in
+        full, so naming them tells the requester nothing about anyone else. A shared
+        release served to a call without an idempotency key left no record of who got it
+        and is not found.
+        """
+        keys = list(dict.fromkeys(release_keys))
+        found: list[StoredRelease] = []
+        with self._storage.read() as tx:
+            for start in range(0, len(keys), _KEYS_PER_LOOKUP):
+                chunk = keys[start : start + _KEYS_PER_LOOKUP]
+                found.extend(tx.find_received_releases(requester_id, chunk))
+        return sorted(found, key=lambda release: release.created_at)
 
     def debit(
         self,

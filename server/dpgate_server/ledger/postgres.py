@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, LiteralString
 
@@ -563,6 +563,17 @@ class PostgresTransaction:
             " (SELECT release_seq FROM releases WHERE release_id = %s))"
             " ORDER BY release_seq DESC LIMIT %s",
             (requester_id, dataset_id, dataset_id, before_release_id, before_release_id, limit),
+        )
+        return [_release(row) for row in rows]
+
+    def find_received_releases(
+        self, requester_id: str, release_keys: Sequence[str]
+    ) -> list[StoredRelease]:
+        rows = self._all(
+            f"SELECT {_RELEASE} FROM releases r WHERE release_key = ANY(%s)"
+            " AND (requester_id = %s OR EXISTS (SELECT 1 FROM idempotency_keys i"
+            " WHERE i.requester_id = %s AND i.release_id = r.release_id)) ORDER BY release_seq",
+            (list(release_keys), requester_id, requester_id),
         )
         return [_release(row) for row in rows]
 

@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -512,6 +512,20 @@ class SqliteTransaction:
             " AND (?3 IS NULL OR rowid < (SELECT rowid FROM releases WHERE release_id = ?3))"
             " ORDER BY rowid DESC LIMIT ?4",
             (requester_id, dataset_id, before_release_id, limit),
+        )
+        return [_release(row) for row in rows]
+
+    def find_received_releases(
+        self, requester_id: str, release_keys: Sequence[str]
+    ) -> list[StoredRelease]:
+        if not release_keys:
+            return []
+        marks = ", ".join("?" * len(release_keys))
+        rows = self._db.execute(
+            f"SELECT * FROM releases r WHERE release_key IN ({marks})"  # noqa: S608 - marks only
+            " AND (requester_id = ? OR EXISTS (SELECT 1 FROM idempotency_keys i"
+            " WHERE i.requester_id = ? AND i.release_id = r.release_id)) ORDER BY rowid",
+            (*release_keys, requester_id, requester_id),
         )
         return [_release(row) for row in rows]
 

@@ -158,6 +158,13 @@ class StorageTransaction(Protocol):
         (None: from the newest). An unknown `before_release_id` gives an empty list."""
         ...
 
+    def find_received_releases(
+        self, requester_id: str, release_keys: Sequence[str]
+    ) -> list[StoredRelease]:
+        """The releases of these keys the requester received: paid for, or served under
+        one of the requester's idempotency keys (a shared release), in recorded order."""
+        ...
+
     def release_totals(self) -> list[ReleaseTotal]: ...
     def get_idempotency(self, requester_id: str, key: str) -> IdempotencyRecord | None: ...
     def insert_idempotency(

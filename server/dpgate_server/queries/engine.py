@@ -96,6 +96,8 @@ class Preview:
         max_contributions: the bound the query would be charged for.
         bounding: publish-time or per-query.
         truncation_note: what the bound drops, as the version's record states it.
+        question: the canonical question on that version (None without one): the same
+            question on another version is `replace(question, dataset_version=...)`.
     """
 
     dataset_id: str
@@ -111,6 +113,7 @@ class Preview:
     max_contributions: int
     bounding: BoundingMethod
     truncation_note: str
+    question: CanonicalQuery | None = None
 
 
 def prepare(
@@ -222,6 +225,7 @@ def summarize(prepared: PreparedQuery, version: str | None) -> Preview:
         max_contributions=prepared.bounding.max_contributions,
         bounding=prepared.bounding.method,
         truncation_note=prepared.truncation_note,
+        question=None if version is None else prepared.query,
     )
 
 

@@ -249,6 +249,18 @@ class DatasetStore:
         folder = self.root / dataset_id / VERSIONS_DIR
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
+    @staticmethod
+    def names_before(version: str) -> list[str]:
+        """Every name a version published before `version` had, retired ones included.
+
+        Versions are numbered in publishing order (`v000001`, `v000002`, ...) and a number
+        is never reused for a version that was current, so the names before `v000004` are
+        `v000001` to `v000003`, whether or not their files are still kept. Oldest first;
+        empty for a name outside the numbering.
+        """
+        number = _version_number(version)
+        return [_version_name(n) for n in range(1, number or 1)]
+
     def begin_version(self, metadata: DatasetMetadata) -> VersionBuilder:
         """Start building the next version of `metadata.dataset_id` in a staging folder.
 
@@ -415,8 +427,17 @@ def _remove_children(folder: Path) -> int:
 
 
 def _next_version_name(existing: list[str]) -> str:
-    numbers = [int(v[1:]) for v in existing if v.startswith("v") and v[1:].isdigit()]
-    return f"v{max(numbers, default=0) + 1:06d}"
+    numbers = [n for n in map(_version_number, existing) if n is not None]
+    return _version_name(max(numbers, default=0) + 1)
+
+
+def _version_number(name: str) -> int | None:
+    """The publishing number in a version's name (`v000003` -> 3), None if it has none."""
+    return int(name[1:]) if name.startswith("v") and name[1:].isdigit() else None
+
+
+def _version_name(number: int) -> str:
+    return f"v{number:06d}"
 
 
 def _is_safe_name(name: str) -> bool:

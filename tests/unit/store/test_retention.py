@@ -146,3 +146,13 @@ def test_a_failed_pointer_swap_leaves_no_sealed_folder(
         store.publish(builder, None, {})
     assert store.versions(DATASET) == ["v000001"]
     assert store.current_name(DATASET) == "v000001"
+
+
+def test_names_before_a_version_include_retired_ones(store: DatasetStore) -> None:
+    for _ in range(3):
+        _publish(store)
+    retire_old_versions(store, FileReaderLeases(store.root), DATASET, keep=1)
+    assert store.versions(DATASET) == ["v000003"]
+    assert store.names_before(store.current_name(DATASET)) == ["v000001", "v000002"]
+    assert store.names_before("v000001") == []
+    assert store.names_before("not-numbered") == []
