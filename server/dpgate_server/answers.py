@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -223,9 +224,8 @@ class QueryAnswerer:
         requester_id = principal.requester_id
         dataset_id = prepared.query.dataset_id
         same_question = functools.partial(_same_question, asked=prepared.query)
-        # The ledger settles now what needs no answer (a retry, a repeat, a refusal), so
-        # a request it will not charge never occupies a worker.
-        settled = self._ledger.precheck_debit(
+        precheck = functools.partial(
+            self._ledger.precheck_debit,
             requester_id,
             dataset_id,
             prepared.key,
@@ -234,23 +234,35 @@ class QueryAnswerer:
             request=request,
             same_question=same_question,
         )
+        # The ledger settles now what needs no answer (a retry, a repeat, a refusal), so
+        # a request it will not charge never occupies a worker.
+        settled = precheck()
         if settled is not None:
             return self._answer(settled, query)
 
         timeout_s = self._timeout_s
         if caller_deadline_s is not None:
             timeout_s = max(0.001, min(timeout_s, caller_deadline_s))
-        payload = self._executor.execute(prepared, timeout_s)
-        result = self._ledger.debit(
-            requester_id,
-            dataset_id,
-            prepared.key,
-            idempotency_key=idempotency_key,
-            cost_units=prepared.cost_units,
-            payload=payload,
-            request=request,
-            same_question=same_question,
-        )
+        started = time.monotonic()
+        # One computation of a new question across replicas: whoever asks it second waits
+        # for the first's release and is served it free (the ledger charges once anyway).
+        # Settled again under the lock: the first may have released it since the pre-check.
+        with self._ledger.single_flight(prepared.key, wait_s=timeout_s):
+            settled = precheck()
+            if settled is not None:
+                return self._answer(settled, query)
+            left_s = max(0.001, timeout_s - (time.monotonic() - started))
+            payload = self._executor.execute(prepared, left_s)
+            result = self._ledger.debit(
+                requester_id,
+                dataset_id,
+                prepared.key,
+                idempotency_key=idempotency_key,
+                cost_units=prepared.cost_units,
+                payload=payload,
+                request=request,
+                same_question=same_question,
+            )
         return self._answer(result, query)
 
     def _reading(self, dataset_id: str) -> AbstractContextManager[DatasetVersion]:

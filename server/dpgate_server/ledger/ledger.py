@@ -24,10 +24,11 @@ layer with `record_event`, and unauthenticated ones with `record_unauthenticated
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +46,7 @@ from dpgate_server.ledger.errors import (
     RequesterDisabled,
     RequesterNotFound,
 )
+from dpgate_server.ledger.flights import Flight
 from dpgate_server.ledger.model import (
     AuditEvent,
     Budget,
@@ -309,6 +311,9 @@ class Ledger:
             decision = _decide(tx, now, spend)
             if isinstance(decision, _Charge):
                 return _charge(tx, now, spend, decision, payload, request)
+            if isinstance(decision, _Serve):  # said in the chain: the flight lock was missed
+                detail = f"{decision.detail}; the answer computed meanwhile was discarded"
+                decision = dataclasses.replace(decision, detail=detail)
             outcome = _settle(tx, now, spend, decision, request)
         if isinstance(outcome, DomainError):
             raise outcome  # after the commit: the refusal's event is kept
@@ -360,6 +365,18 @@ class Ledger:
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
+
+    def single_flight(self, release_key: str, wait_s: float) -> AbstractContextManager[Flight]:
+        """Hold `release_key`'s flight lock (every process on this ledger) while computing.
+
+        Taken after a `precheck_debit` that found nothing to settle, held across the
+        computation and the `debit`: callers of the same new question on any replica wait
+        (at most `wait_s`) while the first computes and debits. Under the lock, call
+        `precheck_debit` again (the first may have released the question since), which
+        serves the release free. Without the lock (`held` False) compute anyway: `debit`
+        still charges a question once. See `ledger/flights.py`.
+        """
+        return self._storage.flight(release_key, wait_s)
 
     def get_budget(self, requester_id: str, dataset_id: str) -> Budget:
         """What `requester_id` has granted, spent and remaining on `dataset_id`."""

@@ -28,7 +28,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, LiteralString
 
 import psycopg
@@ -37,6 +37,7 @@ from psycopg.rows import TupleRow
 
 from dpgate_server.ledger._time import utc_now
 from dpgate_server.ledger.errors import AlreadyExists, LedgerBusy, LedgerSchemaError
+from dpgate_server.ledger.flights import Flight, PostgresFlights
 from dpgate_server.ledger.model import (
     Allocation,
     AuditEvent,
@@ -110,6 +111,14 @@ class PostgresStorage:
             connection.close()
             raise
         self._pool.give_back(connection)  # the first transaction reuses it
+        self._flights = PostgresFlights(
+            ConnectionPool(
+                url,
+                max_connections=max(1, max_connections // 2),
+                connect_timeout_s=connect_timeout_s,
+                wait_timeout_s=0.0,  # none free: compute without the lock, never queue
+            )
+        )
 
     @property
     def name(self) -> str:
@@ -143,9 +152,15 @@ class PostgresStorage:
         with self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "reading") as tx:
             yield tx
 
+    def flight(self, release_key: str, wait_s: float) -> AbstractContextManager[Flight]:
+        """An advisory transaction lock on the release key (see `ledger/flights.py`), on
+        its own connections: at most half of `max_connections` more per process."""
+        return self._flights.hold(release_key, wait_s)
+
     def close(self) -> None:
         """Close idle connections; connections in use close when given back."""
         self._pool.close()
+        self._flights.close()
 
     @contextmanager
     def _transaction(self, begin: str, doing: str) -> Iterator[PostgresTransaction]:

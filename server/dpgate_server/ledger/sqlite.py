@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from dpgate_server.ledger._time import (
     utc_now,
 )
 from dpgate_server.ledger.errors import AlreadyExists, LedgerBusy, LedgerSchemaError
+from dpgate_server.ledger.flights import FileFlights, Flight
 from dpgate_server.ledger.model import (
     Allocation,
     AuditEvent,
@@ -88,6 +89,7 @@ class SqliteStorage:
             connection.close()
             raise
         self._give_back(connection)
+        self._flights = FileFlights(self._path)
 
     @property
     def path(self) -> Path:
@@ -123,6 +125,10 @@ class SqliteStorage:
         with self._connection() as connection:
             _begin(connection, "BEGIN")
             yield from _run(connection)
+
+    def flight(self, release_key: str, wait_s: float) -> AbstractContextManager[Flight]:
+        """A lock on one byte of `<ledger>.flights` (see `ledger/flights.py`)."""
+        return self._flights.hold(release_key, wait_s)
 
     def close(self) -> None:
         """Close idle connections; connections in use close when given back."""

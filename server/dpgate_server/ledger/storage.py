@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dpgate_server.ledger.flights import Flight
 from dpgate_server.ledger.model import (
     Allocation,
     AuditEvent,
@@ -195,6 +196,11 @@ class LedgerStorage(Protocol):
 
     def read(self) -> AbstractContextManager[StorageTransaction]:
         """A consistent read-only snapshot."""
+        ...
+
+    def flight(self, release_key: str, wait_s: float) -> AbstractContextManager[Flight]:
+        """The flight lock of `release_key` across every process sharing the store, waited
+        for at most `wait_s` (see `ledger/flights.py`); no transaction."""
         ...
 
     def close(self) -> None:

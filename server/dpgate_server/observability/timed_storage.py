@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 from prometheus_client import Histogram
 
+from dpgate_server.ledger.flights import Flight
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 
 
@@ -34,6 +35,9 @@ class TimedStorage:
 
     def read(self) -> AbstractContextManager[StorageTransaction]:
         return self._inner.read()
+
+    def flight(self, release_key: str, wait_s: float) -> AbstractContextManager[Flight]:
+        return self._inner.flight(release_key, wait_s)
 
     def close(self) -> None:
         self._inner.close()

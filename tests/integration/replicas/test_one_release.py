@@ -2,6 +2,8 @@
 
 - The same new query arriving at every replica at the same moment is charged once and
   every caller gets the same release (same id, same noisy values).
+  It is also computed once: the first caller holds the question's flight lock in the
+  ledger's database while it computes; the others wait, then find the release.
 - A retry (the same idempotency key) landing on another replica is answered from the
   ledger: not charged again, the same release.
 """
@@ -55,10 +57,13 @@ def ask_everywhere_at_once(
     return answers
 
 
-def assert_one_release(answers: list[QueryResult], epsilon: Decimal) -> None:
+def assert_one_release(answers: list[QueryResult], epsilon: Decimal, *, keyed: bool) -> None:
     assert len({a.release_id for a in answers}) == 1
-    assert sum(a.charged for a in answers) == epsilon  # charged once, in all
-    assert sum(not a.repeat for a in answers) == 1
+    if keyed:  # one request, retried: each is told what the first call was told
+        assert [(a.charged, a.repeat) for a in answers] == [(epsilon, False)] * len(answers)
+    else:  # identical requests: one charged, the others served its release free
+        assert sum(a.charged for a in answers) == epsilon
+        assert sum(not a.repeat for a in answers) == 1
     first = answers[0].frame
     for other in answers[1:]:
         assert other.frame.equals(first)  # the same noisy values, not a second draw
@@ -76,14 +81,18 @@ def test_the_same_new_query_at_every_replica_at_once_is_one_release(
     for round_number, epsilon in enumerate(asked):
         key = f"twin-{requester_id}-{round_number}" if keyed else None
         answers = ask_everywhere_at_once(replicas, tokens, epsilon, key)
-        assert_one_release(answers, epsilon)
+        assert_one_release(answers, epsilon, keyed=keyed)
 
     with replicas.ledger() as ledger:
         budget = ledger.get_budget(requester_id, replicas.dataset_id)
         releases = ledger.list_releases(requester_id, replicas.dataset_id)
+        events = [e for e in ledger.list_events(limit=10**7) if e.requester_id == requester_id]
         assert ledger.verify().ok
         assert ledger.reconcile().ok
     assert len(releases) == ROUNDS
+    # computed once, too: every later caller waited on the flight lock and found the
+    # release, none computed an answer the ledger then had to discard
+    assert [e.detail for e in events if "discarded" in e.detail] == []
     assert budget.spent_units == sum(to_units_ceil(epsilon) for epsilon in asked)
 
 
@@ -101,9 +110,10 @@ def test_a_retry_landing_on_another_replica_is_not_charged_twice(replicas: Repli
 
     assert first.charged == Decimal("0.25")
     assert not first.repeat
-    for retried in answers:
-        assert retried.repeat
-        assert retried.charged == 0
+    for retried in answers:  # told what the first call was told, charged nothing more
+        assert not retried.repeat
+        assert retried.charged == first.charged
+        assert retried.remaining == first.remaining
         assert retried.release_id == first.release_id
         assert retried.frame.equals(first.frame)
     with replicas.ledger() as ledger:
