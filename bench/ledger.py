@@ -8,7 +8,7 @@ A client is a thread sharing the process's one `Ledger`, as the server's RPC thr
 For each backend and client count:
 - debits/s: every client debits distinct queries for --seconds. Each debit is one
   serialised write transaction that checks the budget, records the release, the spend and
-  its audit event, and commits durably (SQLite: BEGIN IMMEDIATE, synchronous=FULL;
+  its audit event, and commits durably (SQLite: BEGIN IMMEDIATE, group commit of the WAL fsync;
   PostgreSQL: the chain-head row lock, synchronous_commit=on, fsync on).
 - lookup p50/p95: every client looks up stored releases (hits) for --seconds; the latency
   of each lookup, as the query path pays it before computing anything.

@@ -1,10 +1,14 @@
-"""The SQLite ledger storage: one file, WAL, synchronous=FULL, serial writers.
+"""The SQLite ledger storage: one file, WAL, group commit, serial writers.
 
 Why these settings:
 - WAL lets readers (release lookups, budget reads, exports) run while a debit commits.
-- `synchronous=FULL` fsyncs the WAL on every commit, so a debit that returned has
-  survived power loss, not only a process crash (WAL with NORMAL may lose the last
-  commits on power loss, which would forget releases and refund spent budget).
+- Group commit: a write returns only after an fsync of the WAL that covers its commit, so a
+  debit (and every audit event) that returned has survived power loss, not only a process
+  crash; but writers that commit while an fsync is under way share the next one instead
+  of each waiting for its own (`_GroupSync`). SQLite itself runs with `synchronous=NORMAL`
+  (no fsync at commit; the WAL is still synced before every checkpoint), and the fsync it
+  would do at commit under FULL is done once for all the commits waiting. The write lock
+  is released before that fsync, so the next writers commit while it runs.
 - `BEGIN IMMEDIATE` takes the write lock before the first read, so the debit's checks and
   writes see no concurrent change, in this process or any other opening the same file.
 - `busy_timeout` makes a writer wait for the lock rather than fail; past it, `LedgerBusy`.
@@ -17,9 +21,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,8 +73,11 @@ class SqliteStorage:
         *,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         max_idle_connections: int = 8,
+        fsync: Callable[[int], None] = os.fsync,
     ) -> None:
         """Open (creating if needed) the ledger at `path` and apply pending migrations.
+
+        `fsync` makes a file descriptor's data durable (tests record when it is called).
 
         Raises:
             LedgerSchemaError: the file was written by a newer version of dpgate.
@@ -81,6 +89,7 @@ class SqliteStorage:
         self._write_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
+        self._sync = _GroupSync(self._path, fsync)
         connection = self._connect()
         try:
             connection.execute("PRAGMA journal_mode=WAL")
@@ -90,6 +99,7 @@ class SqliteStorage:
             raise
         self._give_back(connection)
         self._flights = FileFlights(self._path)
+        self._sync.wait_durable(self._sync.committed())
 
     @property
     def path(self) -> Path:
@@ -116,8 +126,10 @@ class SqliteStorage:
             with self._connection() as connection:
                 _begin(connection, "BEGIN IMMEDIATE")
                 yield from _run(connection)
+                ticket = self._sync.committed()
         finally:
             self._write_lock.release()
+        self._sync.wait_durable(ticket)  # before the caller goes on: nothing is acknowledged
 
     @contextmanager
     def read(self) -> Iterator[SqliteTransaction]:
@@ -173,9 +185,83 @@ class SqliteStorage:
             check_same_thread=False,
         )
         connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
-        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA synchronous=NORMAL")  # commits are synced by _GroupSync
         connection.execute("PRAGMA foreign_keys=ON")
         return connection
+
+
+class _GroupSync:
+    """One fsync of the WAL for all the commits waiting for one (group commit).
+
+    Commits of this process are numbered as they happen (`committed`, under the write
+    lock, right after COMMIT). `wait_durable(n)` returns once an fsync that started after
+    commit n has finished: the first waiter with no fsync running becomes the syncer and
+    covers every commit numbered so far; the others wait for it, and commit while it runs.
+    An fsync of the file covers what any connection or process wrote to it before.
+    """
+
+    def __init__(self, database: Path, fsync: Callable[[int], None]) -> None:
+        self._database = database
+        self._wal = database.with_name(database.name + "-wal")
+        self._fsync = fsync
+        self._changed = threading.Condition()
+        self._committed = 0
+        self._synced = 0
+        self._syncing = False
+        self._wal_seen: tuple[int, int] | None = None
+
+    def committed(self) -> int:
+        """Number a commit that has just happened."""
+        with self._changed:
+            self._committed += 1
+            return self._committed
+
+    def wait_durable(self, ticket: int) -> None:
+        """Return once commit `ticket` is on disk; raises OSError if the fsync failed."""
+        with self._changed:
+            while self._synced < ticket and self._syncing:
+                self._changed.wait()
+            if self._synced >= ticket:
+                return
+            self._syncing = True
+            target = self._committed
+        synced = False
+        try:
+            self._sync_files()
+            synced = True
+        finally:
+            with self._changed:
+                self._syncing = False
+                if synced:
+                    self._synced = max(self._synced, target)
+                self._changed.notify_all()
+
+    def _sync_files(self) -> None:
+        # The WAL holds every commit not yet checkpointed; a checkpoint syncs the WAL and
+        # then the database, so without a WAL file everything is in the synced database.
+        # A WAL file not seen before has its directory entry synced too (SQLite does that
+        # on its own first sync of a new WAL, which NORMAL leaves to the checkpoint).
+        for path in (self._wal, self._database):
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                self._fsync(descriptor)
+                identity = os.fstat(descriptor)
+            finally:
+                os.close(descriptor)
+            if path == self._wal and (identity.st_dev, identity.st_ino) != self._wal_seen:
+                self._sync_directory()
+                self._wal_seen = (identity.st_dev, identity.st_ino)
+            return
+
+    def _sync_directory(self) -> None:
+        descriptor = os.open(self._database.parent, os.O_RDONLY)
+        try:
+            self._fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _begin(connection: sqlite3.Connection, statement: str) -> None:
