@@ -3,12 +3,18 @@
 For Q1-Q5 at ~1M and ~10M rows (20 and 190 practices of the synthetic generator), prints
 per query: the engine's median time (`queries.run`: validate, price, plan, cross-check,
 read, noise), the same aggregate in raw Polars on the same scan (key join included), and
-OpenDP's own Context API on the same bounded file; the engine/raw ratio; the peak RSS of
-the engine phase; and for Q4 the split between aggregation and noise (noise alone = the
-same measurement run on a zero-row file). Each (scale, query, Polars engine) runs in a
-fresh child process so timings and peak memory are not polluted by earlier queries.
+OpenDP's own Context API on the same bounded file; the engine/raw ratio in wall-clock and
+in CPU seconds (process user + system: steadier than wall-clock on a shared machine); the
+peak RSS after the engine's first run; and for Q4 what the noise costs: the same measurement
+run on a zero-row file (one draw per cell: OpenDP's fill for keys absent from the data) and
+on a file with exactly one row per key (two draws per cell, what a query whose data has
+every key pays: OpenDP noises each group's aggregate and, separately, a fill for every key).
+Engine and raw runs alternate, so a change of machine load hits both. Each (scale, query,
+Polars engine) runs in a fresh child process so timings and peak memory are not polluted by
+earlier queries.
 
-    uv run python bench/engine.py [--scales 20,190] [--repeats 5] [--data /tmp/dpgate_bench]
+    uv run python bench/engine.py [--scales 20,190] [--queries Q2,Q4] [--streaming 0,1]
+                                  [--repeats 5] [--data /tmp/dpgate_bench]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +108,26 @@ def _child(args: argparse.Namespace) -> None:
 
     result: dict[str, Any] = {"query": args.query, "streaming": os.environ.get(
         "POLARS_AUTO_NEW_STREAMING", "0"), "rows": sum(
-        r.rows for r in version.manifest.appointment_files)}  # fmt: skip
-    result["engine_first_s"], result["cells"] = _timed_once(engine)
-    result["engine_s"] = _median(engine, args.repeats)
+        r.rows for r in version.manifest.appointment_files),
+        "load": os.getloadavg()[0]}  # fmt: skip
+    first = _measure(engine)
+    result["engine_first_s"], result["cells"] = first.wall_s, first.out
     result["engine_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["raw_s"] = _median(raw, args.repeats)
-    result["context_s"] = _median(context, args.repeats)
+    timings = _alternate({"engine": engine, "raw": raw}, args.repeats)
+    for name, (wall, cpu) in timings.items():
+        result[f"{name}_s"], result[f"{name}_cpu_s"] = wall, cpu
+    result["context_s"] = _alternate({"context": context}, args.repeats)["context"][0]
     if args.query == "Q4":
         prepared = prepare(version, query)
-        empty_path = Path(args.store) / "empty.parquet"
-        if not empty_path.exists():
-            version.scan_appointments().head(0).collect().write_parquet(empty_path)
         _, measurement = build_measurement(version, prepared)
-        empty = pl.scan_parquet(empty_path)
-        result["noise_only_s"] = _median(lambda: measurement(empty).collect().height,
-                                         args.repeats)  # fmt: skip
+        files = _noise_files(Path(args.store), version, group_by)
+
+        def noised(path: Path) -> Callable[[], int]:
+            return lambda: int(measurement(pl.scan_parquet(path)).collect().height)
+
+        noise = _alternate({name: noised(path) for name, path in files.items()}, args.repeats)
+        for name, (wall, cpu) in noise.items():
+            result[f"{name}_s"], result[f"{name}_cpu_s"] = wall, cpu
     print(json.dumps(result), flush=True)
 
 
@@ -124,29 +136,63 @@ def _keys(version: Any, group_by: tuple[str, ...]) -> Any:
     return KeySets.of_version(version, dict(schema)).frame(group_by, ())
 
 
-def _timed_once(f: Callable[[], int]) -> tuple[float, int]:
-    t0 = time.perf_counter()
+def _noise_files(store: Path, version: Any, group_by: tuple[str, ...]) -> dict[str, Path]:
+    """Parquet files with the table's schema: no rows, and exactly one row per key."""
+    schema = version.scan_appointments().collect_schema()
+    empty, per_key = store / "empty.parquet", store / "one_row_per_key.parquet"
+    if not empty.exists():
+        pl.DataFrame(schema=schema).write_parquet(empty)
+    if not per_key.exists():
+        keys = _keys(version, group_by).collect()
+        keys.select(
+            pl.col(name) if name in group_by else pl.lit(None, dtype=dtype).alias(name)
+            for name, dtype in schema.items()
+        ).write_parquet(per_key)
+    return {"noise_zero_rows": empty, "noise_every_key": per_key}
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    wall_s: float
+    cpu_s: float
+    out: int
+
+
+def _measure(f: Callable[[], int]) -> _Timing:
+    usage, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     out = f()
-    return time.perf_counter() - t0, out
+    wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime
+    return _Timing(wall, cpu, out)
 
 
-def _median(f: Callable[[], int], repeats: int) -> float:
-    return statistics.median(_timed_once(f)[0] for _ in range(repeats))
+def _alternate(runs: dict[str, Callable[[], int]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each run, the runs taking turns `repeats` times."""
+    seen: dict[str, list[_Timing]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, f in runs.items():
+            seen[name].append(_measure(f))
+    return {
+        name: (statistics.median(t.wall_s for t in ts), statistics.median(t.cpu_s for t in ts))
+        for name, ts in seen.items()
+    }
 
 
 def _parent(args: argparse.Namespace) -> None:
     data = Path(args.data)
     print(f"# engine benchmark: median of {args.repeats} warm runs after one cold run; times in "
-          "seconds; RSS = peak of the child after the engine phase (imports included)")  # fmt: skip
+          "seconds (cpu = process user + system); RSS = peak of the child after the cold "
+          "engine run (imports included)")  # fmt: skip
     for practices in [int(p) for p in args.scales.split(",")]:
         store = data / f"p{practices}"
         version = ensure_demo_dataset(store, data / "secrets" / "key", practices, seed=7)
         rows = version.manifest.source.get("rows")
         print(f"\n## {practices} practices, {rows:,} rows (bound {version.manifest.bound})")
-        print(f"{'query':32s} {'stream':>6s} {'cells':>6s} {'cold':>6s} {'engine':>7s} "
-              f"{'raw':>6s} {'ratio':>6s} {'context':>8s} {'RSS MB':>7s}")  # fmt: skip
-        for name in QUERIES:
-            for flag in ("0", "1"):
+        print(f"{'query':32s} {'stream':>6s} {'cells':>6s} {'load':>5s} {'cold':>6s} "
+              f"{'engine':>7s} {'raw':>6s} {'ratio':>6s} {'cpu':>6s} {'raw cpu':>7s} "
+              f"{'ratio':>6s} {'context':>8s} {'RSS MB':>7s}")  # fmt: skip
+        for name in args.queries.split(","):
+            for flag in args.streaming.split(","):
                 env = dict(os.environ, POLARS_AUTO_NEW_STREAMING=flag)
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", "--store", str(store), "--query", name,
@@ -155,18 +201,23 @@ def _parent(args: argparse.Namespace) -> None:
                 )  # fmt: skip
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 label = f"{name} {DESCRIPTIONS[name]}"
-                print(f"{label:32s} {flag:>6s} {r['cells']:6d} {r['engine_first_s']:6.3f} "
-                      f"{r['engine_s']:7.3f} {r['raw_s']:6.3f} {r['engine_s'] / r['raw_s']:6.2f} "
+                print(f"{label:32s} {flag:>6s} {r['cells']:6d} {r['load']:5.1f} "
+                      f"{r['engine_first_s']:6.3f} {r['engine_s']:7.3f} {r['raw_s']:6.3f} "
+                      f"{r['engine_s'] / r['raw_s']:6.2f} {r['engine_cpu_s']:6.3f} "
+                      f"{r['raw_cpu_s']:7.3f} {r['engine_cpu_s'] / r['raw_cpu_s']:6.2f} "
                       f"{r['context_s']:8.3f} {r['engine_rss_mb']:7.0f}")  # fmt: skip
-                if "noise_only_s" in r:
-                    noise = r["noise_only_s"]
-                    print(f"{'':32s} Q4 split: noise only (join + noise on a zero-row file) "
-                          f"{noise:.3f} s, aggregation ~{r['engine_s'] - noise:.3f} s")  # fmt: skip
+                if "noise_every_key_s" in r:
+                    print(f"{'':32s} noise (join + noise, no aggregation): zero-row file "
+                          f"{r['noise_zero_rows_s']:.3f} s ({r['noise_zero_rows_cpu_s']:.3f} cpu), "
+                          f"one row per key {r['noise_every_key_s']:.3f} s "
+                          f"({r['noise_every_key_cpu_s']:.3f} cpu)")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scales", default="20,190", help="practices per dataset, comma-separated")
+    parser.add_argument("--queries", default=",".join(QUERIES), help="comma-separated, Q1-Q5")
+    parser.add_argument("--streaming", default="0,1", help="POLARS_AUTO_NEW_STREAMING values")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data", default="/tmp/dpgate_bench")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
