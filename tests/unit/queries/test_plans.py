@@ -7,11 +7,13 @@ so each released value equals the template's exact aggregate.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import polars as pl
 import pytest
 
 from dpgate_server.queries import Aggregate, Filter, Query, Release, Spend, prepare, run
+from dpgate_server.queries.keys import KeySets
 from dpgate_server.queries.plans import build_plan
 from dpgate_server.store.store import DatasetVersion
 from tests.unit.queries.conftest import (
@@ -180,3 +182,55 @@ def test_only_per_query_bounding_adds_the_truncation_filter(
     version = getattr(tiny, dataset)
     text = _plan_text(version, Query(version.dataset_id, Aggregate.count(), spend=Spend.epsilon(1)))
     assert ("shuffle" in text) is truncates
+
+
+_PROJECTION = re.compile(r"PROJECT\[(?P<columns>[^\]]*)\] (?P<read>\d+)/(?P<of>\d+) COLUMNS")
+
+
+def _private_columns_read(version: DatasetVersion, query: Query) -> tuple[set[str], str]:
+    """Columns the optimized plan reads from the private table, and the plan's text."""
+    prepared = prepare(version, query, HUGE_LIMITS)
+    schema = version.scan_appointments().collect_schema()
+    v = prepared.validated
+    keys = None
+    if v.group_by:
+        keys = KeySets.of_version(version, dict(schema)).frame(v.group_by, v.filters)
+    plan = build_plan(schema, v, prepared.bounding, "patient_key", keys)
+    text = plan.explain(optimized=True)
+    private = [m for m in _PROJECTION.finditer(text) if int(m["of"]) == len(schema)]
+    assert len(private) == 1, text
+    return {c.strip().strip('"') for c in private[0]["columns"].split(",")}, text
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "kw", "needed"),
+    [
+        (Aggregate.count(), {}, {"patient_key"}),
+        (Aggregate.count(), {"group_by": ("practice_code", "week")}, {"practice_code", "week"}),
+        (Aggregate.sum("duration_minutes"), {"group_by": ("practice_code",)},
+         {"practice_code", "duration_minutes"}),
+        (Aggregate.count(), {"group_by": ("mode",), "filters": (Filter("status", "=", ("DNA",)),)},
+         {"mode", "status"}),
+    ],
+)  # fmt: skip
+def test_a_bounded_version_plan_reads_only_the_needed_columns_and_has_no_window(
+    tiny: TinyVersions, aggregate: Aggregate, kw: dict[str, object], needed: set[str]
+) -> None:
+    """The engine's speed rests on this shape (bench/engine.py): on a version verified at
+    publish, the plan neither re-truncates (no window over the privacy unit, no shuffle)
+    nor reads a column the answer does not need (projection reaches the private scan)."""
+    query = Query("tiny", aggregate, spend=Spend.epsilon(1), **kw)  # type: ignore[arg-type]
+    read, text = _private_columns_read(tiny.verified, query)
+    assert read == needed
+    assert ".over(" not in text
+    assert "shuffle" not in text
+
+
+def test_a_query_asking_for_fewer_rows_than_the_version_bound_truncates_again(
+    tiny: TinyVersions,
+) -> None:
+    """The window is dropped only when the version's verified bound covers the request."""
+    query = Query("tiny", Aggregate.count(), spend=Spend.epsilon(1), max_contributions=1)
+    read, text = _private_columns_read(tiny.verified, query)
+    assert read == {"patient_key"}
+    assert '.over([col("patient_key")])' in text
