@@ -187,7 +187,8 @@ def _request(rpc: str, text: str) -> RequestInfo:
 @contextmanager
 def _governance(settings: Settings) -> Iterator[tuple[Governance, Ledger]]:
     with Ledger(open_ledger_storage(settings)) as ledger:
-        yield governance_for(settings, DatasetStore(settings.storage.data_dir), ledger), ledger
+        store = DatasetStore(settings.storage.data_dir, pointer=ledger)  # as the servers read it
+        yield governance_for(settings, store, ledger), ledger
 
 
 @contextmanager

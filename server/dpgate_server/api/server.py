@@ -125,13 +125,14 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     if tls is None:
         _refuse_plaintext_off_loopback(settings.server.address)
     check_address_free(settings.server.address)
-    store = DatasetStore(settings.storage.data_dir)
-    leases = FileReaderLeases(store.root)
-    tidy_store(store, leases, settings.publishing.keep_versions)
-    catalog = Catalog(store)
     sidecars = Sidecars.prepare()
     ledger = _open_ledger(settings, sidecars)
     try:
+        # The current versions live in the ledger, so every replica on it switches at once.
+        store = DatasetStore(settings.storage.data_dir, pointer=ledger)
+        leases = FileReaderLeases(store.root)
+        tidy_store(store, leases, settings.publishing.keep_versions)
+        catalog = Catalog(store)
         _check_audit_chain(ledger, accept_broken_audit_chain)
         _register_datasets(catalog, ledger)
     except BaseException:

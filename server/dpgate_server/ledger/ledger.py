@@ -378,6 +378,33 @@ class Ledger:
         """
         return self._storage.flight(release_key, wait_s)
 
+    # the current version of each dataset
+
+    def current_version(self, dataset_id: str) -> str | None:
+        """The version of `dataset_id` every server on this ledger answers on, or None."""
+        with self._storage.read() as tx:
+            return tx.get_current_version(dataset_id)
+
+    def current_versions(self) -> dict[str, str]:
+        """Dataset id -> current version, for every dataset with one."""
+        with self._storage.read() as tx:
+            return tx.list_current_versions()
+
+    def advance_current_version(self, dataset_id: str, version: str) -> str:
+        """Make `version` current unless a newer one already is; the current one after.
+
+        Publishing calls it as its commit point: once it returns, every server on the
+        ledger answers on the new version (one row, one transaction). Versions are named
+        in order ("v000002" after "v000001"), so the pointer never moves back, whatever
+        order racing publishers arrive in.
+        """
+        with self._storage.write() as tx:
+            stored = tx.get_current_version(dataset_id)
+            if stored is not None and stored >= version:
+                return stored
+            tx.put_current_version(dataset_id, version)
+            return version
+
     def get_budget(self, requester_id: str, dataset_id: str) -> Budget:
         """What `requester_id` has granted, spent and remaining on `dataset_id`."""
         now = self._clock()

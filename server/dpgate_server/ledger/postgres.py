@@ -448,6 +448,21 @@ class PostgresTransaction:
             "UPDATE datasets SET cap_units = %s WHERE dataset_id = %s", (cap_units, dataset_id)
         )
 
+    def get_current_version(self, dataset_id: str) -> str | None:
+        row = self._one("SELECT version FROM current_versions WHERE dataset_id = %s", (dataset_id,))
+        return None if row is None else str(row[0])
+
+    def put_current_version(self, dataset_id: str, version: str) -> None:
+        self._run(
+            "INSERT INTO current_versions VALUES (%s, %s)"
+            " ON CONFLICT (dataset_id) DO UPDATE SET version = excluded.version",
+            (dataset_id, version),
+        )
+
+    def list_current_versions(self) -> dict[str, str]:
+        rows = self._all("SELECT dataset_id, version FROM current_versions")
+        return {str(d): str(v) for d, v in rows}
+
     def set_dataset_sharing(self, dataset_id: str, share_releases: bool) -> None:
         self._run(
             "UPDATE datasets SET share_releases = %s WHERE dataset_id = %s",

@@ -159,5 +159,10 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             " AND (first_charged_units IS NULL) = (first_repeat IS NULL))",
         ),
     ),
+    (
+        4,
+        "the current version of each dataset, one pointer every server on the ledger reads",
+        ("CREATE TABLE current_versions ( dataset_id TEXT PRIMARY KEY, version TEXT NOT NULL)",),
+    ),
 )
 """(version, description, statements), ascending."""

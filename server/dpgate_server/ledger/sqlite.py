@@ -474,6 +474,23 @@ class SqliteTransaction:
             "UPDATE datasets SET cap_units = ? WHERE dataset_id = ?", (cap_units, dataset_id)
         )
 
+    def get_current_version(self, dataset_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT version FROM current_versions WHERE dataset_id = ?", (dataset_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_current_version(self, dataset_id: str, version: str) -> None:
+        self._db.execute(
+            "INSERT INTO current_versions VALUES (?, ?)"
+            " ON CONFLICT (dataset_id) DO UPDATE SET version = excluded.version",
+            (dataset_id, version),
+        )
+
+    def list_current_versions(self) -> dict[str, str]:
+        rows = self._db.execute("SELECT dataset_id, version FROM current_versions")
+        return {str(d): str(v) for d, v in rows}
+
     def set_dataset_sharing(self, dataset_id: str, share_releases: bool) -> None:
         self._db.execute(
             "UPDATE datasets SET share_releases = ? WHERE dataset_id = ?",

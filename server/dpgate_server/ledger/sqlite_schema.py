@@ -157,5 +157,13 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             " AND (first_repeat IS NULL) = (first_remaining_units IS NULL))",
         ),
     ),
+    (
+        4,
+        "the current version of each dataset, one pointer every server on the ledger reads",
+        (
+            "CREATE TABLE current_versions ("
+            " dataset_id TEXT PRIMARY KEY, version TEXT NOT NULL) STRICT",
+        ),
+    ),
 )
 """(version, description, statements), ascending."""

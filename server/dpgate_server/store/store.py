@@ -3,7 +3,8 @@
 Layout under the store root::
 
     <dataset_id>/
-        CURRENT                      name of the current version (swapped with os.replace)
+        CURRENT                      name of the current version (swapped with os.replace;
+                                     with a shared pointer, its copy for offline tools)
         versions/v000001/
             manifest.json            files, hashes, the verified contribution bound
             metadata.json            public policy (DatasetMetadata)
@@ -18,6 +19,12 @@ A version folder is never modified once its name is in CURRENT, so a query that 
 version N keeps reading consistent files while N+1 is published. A process killed while
 building leaves a staging folder, a sealed folder not yet named in CURRENT, or a folder in
 trash: none is ever read, and `recover` removes them at the next start.
+
+Servers sharing a ledger (replicas) give the store a `VersionPointer` kept in the ledger's
+database: then the pointer there is what is current, moved in one transaction by whoever
+publishes, so every replica switches at the same moment. CURRENT is still written after it,
+as a copy for tools that read the store alone; a CURRENT newer than the shared pointer (a
+version published by such a tool, e.g. the demo generator) is adopted into it when read.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -207,17 +214,29 @@ class VersionBuilder:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+class VersionPointer(Protocol):
+    """Where the current version of each dataset is kept when several servers share it."""
+
+    def current_version(self, dataset_id: str) -> str | None: ...
+    def current_versions(self) -> dict[str, str]: ...
+    def advance_current_version(self, dataset_id: str, version: str) -> str:
+        """Make `version` current unless a newer one is; returns the current one."""
+        ...
+
+
 class DatasetStore:
     """Versions of every dataset under one root folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pointer: VersionPointer | None = None) -> None:
         self.root = root
+        self._pointer = pointer
 
     def dataset_ids(self) -> list[str]:
         """Ids of datasets that have a current version, sorted."""
-        if not self.root.exists():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / CURRENT_FILE).is_file())
+        found = set(self._pointer.current_versions()) if self._pointer is not None else set()
+        if self.root.exists():
+            found.update(p.name for p in self.root.iterdir() if (p / CURRENT_FILE).is_file())
+        return sorted(found)
 
     def current(self, dataset_id: str) -> DatasetVersion:
         """Open the current version of `dataset_id`."""
@@ -227,11 +246,18 @@ class DatasetStore:
         """The name of the current version of `dataset_id` (without opening it)."""
         if not _is_safe_name(dataset_id):
             raise DatasetNotFoundError(dataset_id)
-        pointer = self.root / dataset_id / CURRENT_FILE
         try:
-            return pointer.read_text().strip()
+            in_file: str | None = (self.root / dataset_id / CURRENT_FILE).read_text().strip()
         except FileNotFoundError:
-            raise DatasetNotFoundError(dataset_id) from None
+            in_file = None
+        if self._pointer is not None:
+            shared = self._pointer.current_version(dataset_id)
+            if in_file is not None and (shared is None or in_file > shared):
+                shared = self._pointer.advance_current_version(dataset_id, in_file)
+            in_file = shared
+        if not in_file:
+            raise DatasetNotFoundError(dataset_id)
+        return in_file
 
     def open_version(self, dataset_id: str, version: str) -> DatasetVersion:
         """Open a specific version (for a query that must keep reading it)."""
@@ -367,7 +393,8 @@ class DatasetStore:
 
         The manifest (with every file's digest) and metadata are written and fsynced,
         the staging folder is renamed into `versions/`, then CURRENT is replaced in one
-        `os.replace`. A crash at any point leaves the previous version current.
+        `os.replace` (with a shared pointer: the pointer is moved in the ledger's database,
+        then CURRENT is copied). A crash at any point leaves the previous version current.
         """
         dataset_dir = self.root / builder.dataset_id
         (dataset_dir / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
@@ -388,7 +415,10 @@ class DatasetStore:
         os.replace(builder.staging, final)
         try:
             fsync_path(final.parent)
-            replace_text(dataset_dir / CURRENT_FILE, version)
+            if self._pointer is not None:  # the commit point, for every server at once
+                self._pointer.advance_current_version(builder.dataset_id, version)
+            else:
+                replace_text(dataset_dir / CURRENT_FILE, version)
         except BaseException:
             # Not current: take the sealed folder away again, so no listing ever shows it.
             trash = dataset_dir / TRASH_DIR / f"{version}-{secrets.token_hex(4)}"
@@ -396,6 +426,8 @@ class DatasetStore:
             os.replace(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
             raise
+        if self._pointer is not None:  # the copy for tools that read the store alone
+            replace_text(dataset_dir / CURRENT_FILE, version)
         return self.open_version(builder.dataset_id, version)
 
 

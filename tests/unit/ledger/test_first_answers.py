@@ -64,7 +64,7 @@ def test_a_ledger_at_schema_2_with_keys_migrates_and_keeps_replaying_them(
 
     with ledger_store.open() as ledger:
         versions = ledger_store.fetch("SELECT version FROM schema_version ORDER BY 1")
-        assert [v for (v,) in versions] == [1, 2, 3]
+        assert [v for (v,) in versions] == list(range(1, len(module.MIGRATIONS) + 1))
         old = _debit(ledger, "key-1", "old", 30)
         assert (old.release.release_id, old.release.payload) == ("rel_1", b"key-1")
         assert (old.charged_units, old.remaining_units, old.repeat) == (0, 70, True)
