@@ -26,10 +26,12 @@ from opendp.mod import OpenDPException
 from dpgate_server.queries import accuracy, cell_table, cost, process_settings
 from dpgate_server.queries.bounding import Bounding, choose_bounding
 from dpgate_server.queries.cost import Calibration
+from dpgate_server.queries.count_column import cheapest_count_column
 from dpgate_server.queries.errors import EngineError, InvalidQuery
 from dpgate_server.queries.keys import KeySets
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import (
+    AggregateFunction,
     BoundingMethod,
     CanonicalQuery,
     Mechanism,
@@ -174,7 +176,11 @@ def build_measurement(version: DatasetVersion, prepared: PreparedQuery) -> tuple
     keys = None
     if v.group_by:
         keys = KeySets.of_version(version, dict(schema)).frame(v.group_by, v.filters)
-    plan = build_plan(schema, v, prepared.bounding, version.metadata.privacy_unit, keys)
+    privacy_unit = version.metadata.privacy_unit
+    count_column = None
+    if not v.group_by and not v.filters and v.aggregate is AggregateFunction.COUNT:
+        count_column = cheapest_count_column(version.appointment_paths(), schema, privacy_unit)
+    plan = build_plan(schema, v, prepared.bounding, privacy_unit, keys, count_column)
     measurement = make_measurement(
         scan, version.metadata, prepared.bounding, plan, prepared.calibration.global_scale
     )

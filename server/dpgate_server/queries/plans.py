@@ -68,8 +68,13 @@ def build_plan(
     bounding: Bounding,
     privacy_unit: str,
     keys: pl.LazyFrame | None,
+    count_column: str | None = None,
 ) -> pl.LazyFrame:
-    """The query's plan: filters, then truncation (per-query only), then the aggregate."""
+    """The query's plan: filters, then truncation (per-query only), then the aggregate.
+
+    `count_column`: the cheapest column for an unfiltered total count to read on a bounded
+    version (queries/count_column.py); the privacy unit when None.
+    """
     frame = pl.LazyFrame(schema=schema)
     condition = conjunction(query.filters)
     if condition is not None:
@@ -80,13 +85,24 @@ def build_plan(
     if not query.group_by:
         if query.aggregate is AggregateFunction.COUNT:
             # A bare frame length reads every column (no projection to push down);
-            # keeping one column first makes a total count ~20x faster. Rows are unchanged.
-            frame = frame.select(privacy_unit)
+            # keeping one column first makes a total count ~20x faster. Rows are unchanged,
+            # so keep one the plan reads anyway, or else the cheapest.
+            frame = frame.select(_column_to_count(query, bounding, privacy_unit, count_column))
         return frame.select(aggregate)
     if keys is None:
         raise ValueError("a grouped plan needs its public key frame")
     grouped = frame.group_by(list(query.group_by)).agg(aggregate)
     return keys.join(grouped, on=list(query.group_by), how="left", nulls_equal=True)
+
+
+def _column_to_count(
+    query: ValidatedQuery, bounding: Bounding, privacy_unit: str, cheapest: str | None
+) -> str:
+    if bounding.method is BoundingMethod.PER_QUERY:
+        return privacy_unit  # the truncation window reads it already
+    if query.filters:
+        return query.filters[0].column  # the filter reads it already
+    return privacy_unit if cheapest is None else cheapest
 
 
 def privacy_unit_of(bounding: Bounding, privacy_unit: str) -> tuple[Any, int]:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from dpgate_server.queries import Aggregate, Filter, Query, Release, Spend, prepare, run
+from dpgate_server.queries.count_column import cheapest_count_column
 from dpgate_server.queries.keys import KeySets
-from dpgate_server.queries.plans import build_plan
+from dpgate_server.queries.plans import VALUE_COLUMN, build_plan, make_measurement
 from dpgate_server.store.store import DatasetVersion
 from tests.unit.queries.conftest import (
     HUGE_EPSILON,
@@ -195,7 +198,7 @@ def _private_columns_read(version: DatasetVersion, query: Query) -> tuple[set[st
     keys = None
     if v.group_by:
         keys = KeySets.of_version(version, dict(schema)).frame(v.group_by, v.filters)
-    plan = build_plan(schema, v, prepared.bounding, "patient_key", keys)
+    plan = build_plan(schema, v, prepared.bounding, "patient_key", keys, "appointment_date")
     text = plan.explain(optimized=True)
     private = [m for m in _PROJECTION.finditer(text) if int(m["of"]) == len(schema)]
     assert len(private) == 1, text
@@ -205,7 +208,8 @@ def _private_columns_read(version: DatasetVersion, query: Query) -> tuple[set[st
 @pytest.mark.parametrize(
     ("aggregate", "kw", "needed"),
     [
-        (Aggregate.count(), {}, {"patient_key"}),
+        (Aggregate.count(), {}, {"appointment_date"}),
+        (Aggregate.count(), {"filters": (Filter("status", "=", ("DNA",)),)}, {"status"}),
         (Aggregate.count(), {"group_by": ("practice_code", "week")}, {"practice_code", "week"}),
         (Aggregate.sum("duration_minutes"), {"group_by": ("practice_code",)},
          {"practice_code", "duration_minutes"}),
@@ -234,3 +238,48 @@ def test_a_query_asking_for_fewer_rows_than_the_version_bound_truncates_again(
     read, text = _private_columns_read(tiny.verified, query)
     assert read == {"patient_key"}
     assert '.over([col("patient_key")])' in text
+
+
+def _write(path: Path, frame: pl.DataFrame) -> Path:
+    frame.write_parquet(path)
+    return path
+
+
+def test_a_total_count_reads_the_fixed_width_column_with_the_fewest_bytes(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(3)
+    n = 20_000
+    frame = pl.DataFrame(
+        {
+            "patient_key": rng.integers(0, 2**62, n),  # random: incompressible
+            "status": ["DNA"] * n,  # tiny on disk, but a string to decode per row
+            "day": pl.Series([dt.date(2025, 1, 1)] * n),  # one value: a few bytes
+            "hour": rng.integers(0, 24, n).astype(np.int32),
+        }
+    )
+    paths = [_write(tmp_path / "a.parquet", frame), _write(tmp_path / "b.parquet", frame)]
+    schema = dict(frame.schema)
+    assert cheapest_count_column(paths, schema, "patient_key") == "day"
+    strings_only = {"status": pl.String()}
+    assert cheapest_count_column(paths, strings_only, "patient_key") == "patient_key"
+    assert cheapest_count_column([], schema, "patient_key") == "patient_key"
+
+
+def test_a_total_count_over_a_column_with_nulls_still_counts_every_row(
+    tiny: TinyVersions,
+) -> None:
+    """The count column is only something to read: its nulls are rows like any other."""
+    version = tiny.verified
+    scan = version.scan_appointments()
+    schema = scan.collect_schema()
+    column = cheapest_count_column(version.appointment_paths(), schema, "patient_key")
+    assert column != "patient_key"
+    query = Query("tiny", Aggregate.count(), spend=Spend.epsilon(HUGE_EPSILON))
+    prepared = prepare(version, query, HUGE_LIMITS)
+    plan = build_plan(schema, prepared.validated, prepared.bounding, "patient_key", None, column)
+    measurement = make_measurement(
+        scan, version.metadata, prepared.bounding, plan, prepared.calibration.global_scale
+    )
+    all_null = scan.with_columns(pl.lit(None, dtype=schema[column]).alias(column))
+    assert measurement(all_null).collect().get_column(VALUE_COLUMN).item() == tiny.frame.height
