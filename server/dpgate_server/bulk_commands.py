@@ -28,7 +28,7 @@ from rich.progress import (
 )
 
 from dpgate_server.api.errors import answer_for
-from dpgate_server.api.ledger_storage import open_ledger_storage
+from dpgate_server.api.ledger_storage import open_ledger_storage, open_reader_leases
 from dpgate_server.api.provider_servicer import governance_for
 from dpgate_server.config import ConfigError, Settings, load_settings
 from dpgate_server.governance.optouts import OptOutKind
@@ -188,7 +188,11 @@ def _request(rpc: str, text: str) -> RequestInfo:
 def _governance(settings: Settings) -> Iterator[tuple[Governance, Ledger]]:
     with Ledger(open_ledger_storage(settings)) as ledger:
         store = DatasetStore(settings.storage.data_dir, pointer=ledger)  # as the servers read it
-        yield governance_for(settings, store, ledger), ledger
+        leases = open_reader_leases(settings, store.root)  # retention sees every server's readers
+        try:
+            yield governance_for(settings, store, ledger, leases), ledger
+        finally:
+            leases.close()
 
 
 @contextmanager

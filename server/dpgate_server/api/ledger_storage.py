@@ -9,14 +9,29 @@ errors show the URL without it.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from dpgate_server.api.startup_checks import StartupError
 from dpgate_server.config import Settings
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.postgres import PostgresStorage
 from dpgate_server.ledger.postgres_connections import redacted_url
+from dpgate_server.ledger.reader_leases import PostgresReaderLeases
 from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import LedgerStorage
+from dpgate_server.store.leases import FileReaderLeases, ReaderLeases
+
+
+def open_reader_leases(settings: Settings, store_root: Path) -> ReaderLeases:
+    """Reader leases where every server on the ledger sees them: in the PostgreSQL
+    database (replicas may be on several machines), else file locks in the store (an
+    SQLite ledger's processes are all on one machine)."""
+    if settings.ledger.url is not None:
+        return PostgresReaderLeases(
+            settings.ledger.url.get_secret_value(),
+            connect_timeout_s=settings.ledger.connect_timeout_seconds,
+        )
+    return FileReaderLeases(store_root)
 
 
 def describe_ledger(settings: Settings) -> str:

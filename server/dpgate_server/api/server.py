@@ -32,7 +32,7 @@ from dpgate_server.answers import CacheSizes, QueryAnswerer
 from dpgate_server.api.admin_servicer import AdminServicer
 from dpgate_server.api.audit_servicer import AuditServicer
 from dpgate_server.api.auth import AuthInterceptor
-from dpgate_server.api.ledger_storage import open_ledger_storage
+from dpgate_server.api.ledger_storage import open_ledger_storage, open_reader_leases
 from dpgate_server.api.provider_servicer import ProviderServicer, governance_for
 from dpgate_server.api.query_servicer import QueryServicer
 from dpgate_server.api.rate_limit import TokenBuckets
@@ -44,7 +44,7 @@ from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import Outcome, RequestInfo
 from dpgate_server.sidecars import Sidecars
 from dpgate_server.store.catalog import Catalog
-from dpgate_server.store.leases import FileReaderLeases
+from dpgate_server.store.leases import ReaderLeases
 from dpgate_server.store.retention import tidy_store
 from dpgate_server.store.store import DatasetStore
 from dpgate_server.vocabulary.errors import DatasetNotFoundError
@@ -85,6 +85,8 @@ class RunningServer:
     store_root: Path
     sidecars: Sidecars
     """Metrics, health monitoring, signed heads and web pages beside the gRPC server."""
+    leases: ReaderLeases
+    """Who reads which dataset version (closed last, after every query has ended)."""
 
     def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let in-flight ones finish within the grace, then release state.
@@ -97,6 +99,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_seconds).wait()
         self.pool.close()
+        self.leases.close()
         try:
             self.ledger.flush_unauthenticated(everything=True)  # the open window too
         except ledger_errors.LedgerUnavailable as exc:  # counts not yet chained are lost
@@ -127,15 +130,18 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     check_address_free(settings.server.address)
     sidecars = Sidecars.prepare()
     ledger = _open_ledger(settings, sidecars)
+    leases: ReaderLeases | None = None
     try:
         # The current versions live in the ledger, so every replica on it switches at once.
         store = DatasetStore(settings.storage.data_dir, pointer=ledger)
-        leases = FileReaderLeases(store.root)
+        leases = open_reader_leases(settings, store.root)
         tidy_store(store, leases, settings.publishing.keep_versions)
         catalog = Catalog(store)
         _check_audit_chain(ledger, accept_broken_audit_chain)
         _register_datasets(catalog, ledger)
     except BaseException:
+        if leases is not None:
+            leases.close()
         ledger.close()
         raise
     limits = settings.limits
@@ -154,6 +160,7 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     except BaseException:
         sidecars.close()
         pool.close()
+        leases.close()
         ledger.close()
         raise
 
@@ -193,7 +200,7 @@ def _start(
     options: list[tuple[str, int]],
     tls: grpc.ServerCredentials | None,
     store: DatasetStore,
-    leases: FileReaderLeases,
+    leases: ReaderLeases,
     catalog: Catalog,
     ledger: Ledger,
     pool: QueryWorkerPool,
@@ -260,6 +267,7 @@ def _start(
         pool,
         settings.storage.data_dir,
         sidecars,
+        leases,
     )
 
 

@@ -3,10 +3,11 @@
 A query takes a lease on the version it reads for as long as it reads it; retention
 (retention.py) deletes an old version only after taking that version's lease exclusively,
 which it gets only when no reader holds one. The interface is two context managers, so it
-can live in the ledger's database when several machines share one store; `FileReaderLeases`
-is the one-machine implementation: a shared `flock` per reader on a lease file, an
-exclusive non-blocking one to retire. The kernel releases a killed process's locks, so a
-crash never leaves a version pinned or unprotected.
+can live in the ledger's database when several machines share one store
+(`ledger/reader_leases.py`, for a PostgreSQL ledger). `FileReaderLeases` is the
+one-machine implementation (every SQLite ledger's processes are on one machine): a shared
+`flock` per reader on a lease file, an exclusive non-blocking one to retire. The kernel
+releases a killed process's locks, so a crash never leaves a version pinned or unprotected.
 
 Layout under the store root::
 
@@ -43,6 +44,10 @@ class ReaderLeases(Protocol):
         granted until the block ends, so the caller may delete it there."""
         ...
 
+    def close(self) -> None:
+        """Let go of what the leases keep open (the server calls it when it stops)."""
+        ...
+
 
 class FileReaderLeases:
     """Leases as `flock`s on one file per version (every process on one machine)."""
@@ -71,6 +76,9 @@ class FileReaderLeases:
                 # Unlinked while still locked: a reader that opened it earlier gets its
                 # lease only after this block, then finds the version gone and retries.
                 path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Nothing to close: each lease opens and closes its own file."""
 
     def _path(self, dataset_id: str, version: str) -> Path:
         folder = self._root / dataset_id / LEASES_DIR
