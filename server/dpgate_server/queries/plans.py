@@ -25,6 +25,7 @@ and stays there.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 import polars as pl
@@ -126,7 +127,7 @@ def make_measurement(
     The row-count margin is the metadata's public ceiling (a policy constant, required for
     integer sums' overflow check); nothing in the domain comes from the rows.
     """
-    domain = with_margin(domain_of(scan, infer=True), Margin(by=[], max_length=metadata.max_rows))
+    domain = _domain(tuple(scan.collect_schema().items()), metadata.max_rows)
     metric, _ = privacy_unit_of(bounding, metadata.privacy_unit)
     measure = (
         max_divergence()
@@ -134,3 +135,15 @@ def make_measurement(
         else zero_concentrated_divergence()
     )
     return make_private_lazyframe(domain, metric, measure, plan, global_scale=global_scale)
+
+
+@functools.lru_cache(maxsize=64)
+def _domain(schema: tuple[tuple[str, pl.DataType], ...], max_rows: int) -> Any:
+    """OpenDP's frame domain for a schema and row ceiling: built once per shape.
+
+    Building it makes one FFI series domain per column (~17 ms for 22 columns, a fifth
+    of a total count's engine time); it depends only on these public arguments and OpenDP
+    copies it into each measurement, so every query on a version shares one.
+    """
+    empty = pl.LazyFrame(schema=dict(schema))
+    return with_margin(domain_of(empty, infer=True), Margin(by=[], max_length=max_rows))

@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from opendp.context import domain_of
+from opendp.domains import with_margin
+from opendp.extras.polars import Margin
 
 from dpgate_server.queries import Aggregate, Filter, Query, Release, Spend, prepare, run
 from dpgate_server.queries.count_column import cheapest_count_column
 from dpgate_server.queries.keys import KeySets
-from dpgate_server.queries.plans import VALUE_COLUMN, build_plan, make_measurement
+from dpgate_server.queries.plans import VALUE_COLUMN, _domain, build_plan, make_measurement
 from dpgate_server.store.store import DatasetVersion
 from tests.unit.queries.conftest import (
     HUGE_EPSILON,
@@ -283,3 +286,16 @@ def test_a_total_count_over_a_column_with_nulls_still_counts_every_row(
     )
     all_null = scan.with_columns(pl.lit(None, dtype=schema[column]).alias(column))
     assert measurement(all_null).collect().get_column(VALUE_COLUMN).item() == tiny.frame.height
+
+
+def test_the_shared_opendp_domain_is_the_one_the_scan_would_give(tiny: TinyVersions) -> None:
+    """The domain is built once per schema and row ceiling (plans._domain) and must be
+    exactly what OpenDP infers from the version's own scan."""
+    version = tiny.verified
+    scan = version.scan_appointments()
+    shared = _domain(tuple(scan.collect_schema().items()), version.metadata.max_rows)
+    own = with_margin(
+        domain_of(scan, infer=True), Margin(by=[], max_length=version.metadata.max_rows)
+    )
+    assert shared == own
+    assert _domain(tuple(scan.collect_schema().items()), version.metadata.max_rows) is shared
