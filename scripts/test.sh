@@ -14,5 +14,7 @@ echo "== buf lint";            run buf lint
 echo "== generated code";      run python scripts/gen_proto.py --check
 # `python -m pytest`, not the `pytest` script: a spawned query worker re-runs its parent's
 # main script before its own code, so under the script every worker would import pytest.
-echo "== pytest";              run python -m pytest "$@"
+# Two processes (pytest-xdist; tests/parallel.py says how work is shared): the suite waits
+# on servers and subprocesses much of the time. DPGATE_TEST_PROCESSES=0 runs it in one.
+echo "== pytest";              run python -m pytest -n "${DPGATE_TEST_PROCESSES:-2}" --dist loadgroup "$@"
 echo "== all checks passed in $(( $(date +%s) - start )) s"

@@ -21,9 +21,35 @@ from dpgate_server.ledger.local_postgres import LocalPostgres
 from dpgate_server.queries import process_settings
 from dpgate_server.store.store import DatasetVersion
 from dpgate_server.synthetic.generator import ensure_demo_dataset
+from tests import parallel
+from tests.adversarial import figures
 
 SMALL_DATASET_PRACTICES = 10
 SMALL_DATASET_SEED = 7
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: see tests/parallel.py
+        parallel.slow_modules_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> object:
+    return parallel.make_scheduler(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """A pytest-xdist worker finished: add its adversarial figures to the run's."""
+    sent = getattr(node, "workeroutput", {}).get(figures.FIGURES_OUTPUT)
+    if sent is not None:
+        figures.figures_of(node.config).merge_json(sent)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    figures.report(config, terminalreporter)
 
 
 @pytest.fixture(scope="session", autouse=True)

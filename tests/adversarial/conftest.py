@@ -10,23 +10,19 @@ Two in-process servers, started once per session (a worker takes seconds to star
   differencing attack, and (one worker, a queue of 2, a 1 GiB worker cap) the limits.
 
 Every test records what it tried in `figures`; the totals are printed at the end of the
-run, and written as JSON to $DPGATE_ADVERSARIAL_FIGURES when that is set (bench/ reads it).
+run, and written as JSON to $DPGATE_ADVERSARIAL_FIGURES when that is set (bench/ reads it),
+by tests/conftest.py, which the controlling process of a parallel run loads too.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from dpgate_server.store.store import DatasetVersion
+from tests.adversarial.figures import FIGURES_KEY, FIGURES_OUTPUT, Figures, figures_of
 from tests.adversarial.helpers import (
-    FULL_RUN,
     Neighbour,
     Server,
     heaviest_patient,
@@ -39,53 +35,17 @@ SERVER_B_WORKER_MB = 1024
 SERVER_B_QUEUE = 2
 
 
-class Figures:
-    """Thread-safe tallies of what the suite tried and what it measured."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-        self.values: dict[str, object] = {}
-
-    def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self.counts[name] += amount
-
-    def set(self, name: str, value: object) -> None:
-        with self._lock:
-            self.values[name] = value
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            rows = [f"{k}: {v}" for k, v in sorted(self.counts.items())]
-            rows += [f"{k}: {v}" for k, v in sorted(self.values.items())]
-        return rows
-
-
-FIGURES_KEY = pytest.StashKey[Figures]()
-
-
 @pytest.fixture(scope="session")
 def figures(request: pytest.FixtureRequest) -> Figures:
-    stash = request.config.stash
-    if FIGURES_KEY not in stash:
-        stash[FIGURES_KEY] = Figures()
-    return stash[FIGURES_KEY]
+    return figures_of(request.config)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    found = terminalreporter.config.stash.get(FIGURES_KEY, None)
-    if found is None:
-        return
-    mode = "full run (DPGATE_FULL_RUN=1)" if FULL_RUN else "bounded default run"
-    terminalreporter.section(f"adversarial figures, {mode}")
-    for line in found.lines():
-        terminalreporter.write_line(line)
-    target = os.environ.get("DPGATE_ADVERSARIAL_FIGURES")
-    if target:
-        with found._lock:
-            data = {"full_run": FULL_RUN, **found.counts, **found.values}
-        Path(target).write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand the tally to the controller (tests/conftest.py)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    found = session.config.stash.get(FIGURES_KEY, None)
+    if workeroutput is not None and found is not None:
+        workeroutput[FIGURES_OUTPUT] = found.to_json()
 
 
 @pytest.fixture(scope="session")

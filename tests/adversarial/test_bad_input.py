@@ -10,6 +10,10 @@ Three generators (Hypothesis) and a hand-written list:
 - random bytes as the request of every RPC: likewise (unparsable ones are INVALID_ARGUMENT);
 - hand-written cases, oversized messages, and garbage bytes on the TCP port.
 
+# One pytest-xdist unit: these modules share the session's two attacked servers.
+pytestmark = pytest.mark.xdist_group("adversarial")
+
+
 Budgets: the analysts used here hold budget, and must end with exactly what valid
 answers charged (none, for the broken queries). DPGATE_FULL_RUN=1 tries over 10,000.
 """

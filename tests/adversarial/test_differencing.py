@@ -26,6 +26,10 @@ from dpgate_server.store.store import DatasetVersion
 from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import Neighbour, Server, scale, true_count
 
+# One pytest-xdist unit: these modules share the session's two attacked servers.
+pytestmark = pytest.mark.xdist_group("adversarial")
+
+
 EPSILON = Decimal("0.5")
 THREADS = 3  # server_b has one worker and a queue of two
 

@@ -24,6 +24,10 @@ from tests.adversarial.conftest import SERVER_B_QUEUE, SERVER_B_WORKER_MB, Figur
 from tests.adversarial.helpers import SERVING, Server, health_status, scale, wait_for
 from tests.adversarial.wire import METHODS, send
 
+# One pytest-xdist unit: these modules share the session's two attacked servers.
+pytestmark = pytest.mark.xdist_group("adversarial")
+
+
 RSS_HEADROOM_MB = 128
 """The watchdog samples RSS every 0.1 s; the pool documents ~70 MB of overshoot."""
 

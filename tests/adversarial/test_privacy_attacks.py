@@ -26,6 +26,9 @@ from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import SETUP, Server, scale
 from tests.adversarial.wire import METHODS, RUN_QUERY, send
 
+# One pytest-xdist unit: these modules share the session's two attacked servers.
+pytestmark = pytest.mark.xdist_group("adversarial")
+
 
 @pytest.fixture(scope="module")
 def channel(server_a: Server) -> Iterator[grpc.Channel]:

@@ -43,6 +43,10 @@ from tests.adversarial.helpers import (
     write_config,
 )
 
+# One pytest-xdist unit: these modules share the session's two attacked servers.
+pytestmark = pytest.mark.xdist_group("adversarial")
+
+
 TOP_UP = Decimal("0.01")
 POOR_EPSILON = 0.3
 

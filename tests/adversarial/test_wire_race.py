@@ -25,6 +25,10 @@ from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import Server, scale
 from tests.adversarial.wire_client import race
 
+# One pytest-xdist unit: these modules share the session's two attacked servers.
+pytestmark = pytest.mark.xdist_group("adversarial")
+
+
 WIRE_CLIENT = Path(__file__).with_name("wire_client.py")
 CLIENTS = 64
 PROCESSES = 6

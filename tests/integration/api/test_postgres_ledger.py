@@ -32,6 +32,9 @@ from dpgate_server.store.store import DatasetVersion
 from .conftest import ANALYST_EPSILON, prepare_ledger, settings_for
 from .test_serve_process import SERVE, write_config
 
+pytestmark = pytest.mark.slow  # long: started first on parallel runs
+
+
 HEALTH_INTERVAL_S = 0.2
 
 

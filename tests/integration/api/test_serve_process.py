@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dpgate import Client, DpgateError, count
@@ -19,6 +20,9 @@ from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.store.store import DatasetVersion
 
 from .conftest import prepare_ledger
+
+pytestmark = pytest.mark.slow  # long: started first on parallel runs
+
 
 SERVE = [sys.executable, "-m", "dpgate_server.cli", "serve", "--config"]
 

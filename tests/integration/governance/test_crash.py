@@ -31,6 +31,9 @@ from tests.unit.governance.helpers import (
     provider,
 )
 
+pytestmark = pytest.mark.slow  # long: started first on parallel runs
+
+
 CHILD = Path(__file__).with_name("crash_child.py")
 
 

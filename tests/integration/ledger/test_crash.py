@@ -8,7 +8,11 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from dpgate_server.ledger import Ledger, Outcome
+
+pytestmark = pytest.mark.slow  # long: started first on parallel runs
 
 
 def _wait_for_ready(process, timeout):

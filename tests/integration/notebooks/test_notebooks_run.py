@@ -19,6 +19,9 @@ from nbclient import NotebookClient
 from dpgate_server.store.store import DatasetVersion
 from tests.integration.api.conftest import Service, start_service
 
+pytestmark = pytest.mark.slow  # long: started first on parallel runs
+
+
 NOTEBOOKS = Path(__file__).resolve().parents[3] / "notebooks"
 CELL_TIMEOUT_SECONDS = 120
 

@@ -28,6 +28,9 @@ from dpgate_server.ledger import (
 )
 from dpgate_server.vocabulary.accounting import Accounting
 
+pytestmark = pytest.mark.slow  # long: started first on parallel runs
+
+
 REQUESTERS = ("r0", "r1", "r2")
 DATASET = "d"
 OPERATOR = RequestInfo(request_id="op", rpc="Admin")
