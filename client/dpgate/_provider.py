@@ -58,8 +58,9 @@ class ProviderClient(Connection):
         ...     provider.upload("gp_appointments", "A81001", Path("A81001.csv"))
         UploadResult(practice_code='A81001', rows_staged=61234, rows_opted_out=3120)
 
-    A refused extract raises `InvalidRequestError` whose message lists the first problems
-    (line and column) and whose `metadata["problem_count"]` is their total; nothing is
+    A refused extract raises `InvalidRequestError` whose message lists each distinct
+    problem once, one a line (column, first lines and how many lines have it; never a
+    value from the file), and whose `metadata["problem_count"]` is their number; nothing is
     staged. A token bound to other practices gets `PermissionDeniedError`.
 
     Args:

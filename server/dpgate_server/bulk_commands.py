@@ -57,6 +57,13 @@ class RefusedExtract:
     reason: str
     message: str
 
+    def __str__(self) -> str:
+        """One line, then the message's further lines (an extract's problems) indented."""
+        first, *rest = self.message.splitlines() or [""]
+        return "\n".join(
+            [f"refused {self.name}: {self.reason}: {first}", *(f"  {r}" for r in rest)]
+        )
+
 
 def extract_files(folder: Path) -> list[tuple[str, Path]]:
     """(practice code, path) of every extract in `folder`, by name."""
@@ -108,7 +115,7 @@ def ingest(
     staged = len(files) - len(refused)
     typer.echo(f"{staged} of {len(files)} extracts staged for {dataset}", err=True)
     for item in refused:
-        typer.echo(f"refused {item.name}: {item.reason}: {item.message}", err=True)
+        typer.echo(str(item), err=True)
     if refused:
         raise typer.Exit(1)
 
@@ -139,8 +146,7 @@ def load_opt_outs(
         try:
             governance.load_opt_out_list(kind, file, request)
         except DomainError as exc:
-            item = _refusal(ledger, request, file.name, exc)
-            typer.echo(f"refused {item.name}: {item.reason}: {item.message}", err=True)
+            typer.echo(str(_refusal(ledger, request, file.name, exc)), err=True)
             raise typer.Exit(1) from None
         progress.update(task, advance=size, files="1/1")
     typer.echo(f"{kind.value} opt-out list replaced from {file.name}", err=True)
@@ -159,8 +165,7 @@ def publish(
         try:
             result = governance.publish(dataset, request)
         except DomainError as exc:
-            item = _refusal(ledger, request, dataset, exc)
-            typer.echo(f"refused {item.name}: {item.reason}: {item.message}", err=True)
+            typer.echo(str(_refusal(ledger, request, dataset, exc)), err=True)
             raise typer.Exit(1) from None
         progress.update(task, total=1, completed=1, files="1/1")
     typer.echo(

@@ -86,7 +86,8 @@ def report_error(error: DpgateError, *, as_json: bool, target: str) -> ExitCode:
         }
         sys.stderr.write(json.dumps(payload) + "\n")
         return code
-    lines = [f"dpgate: error: {error.message}"]
+    first, *rest = error.message.splitlines() or [""]
+    lines = [f"dpgate: error: {first}", *(f"  {line}" for line in rest)]
     if error.reason:
         lines.append(f"  reason: {error.reason}")
     lines.extend(

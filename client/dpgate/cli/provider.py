@@ -61,9 +61,9 @@ def upload(
 ) -> None:
     """Upload a practice's extract: validated, minimised and staged by the server.
 
-    The whole file is refused if any row is wrong (the first problems are listed, with
-    line and column); nothing is then staged. An accepted extract replaces the practice's
-    previous one and reaches analysts at the next published version.
+    The whole file is refused if any row is wrong (each distinct problem is listed once,
+    one a line, with its column and lines); nothing is then staged. An accepted extract
+    replaces the practice's previous one and reaches analysts at the next published version.
     """
     out = output(ctx, json_output)
     console = stderr()

@@ -55,7 +55,7 @@ def inflated(data: bytes, limit: int) -> bytes:
 
 
 def _corrupt(message: str) -> GovernanceError:
-    return extract_rejected([Problem(0, "", message + "; send it again")], 1)
+    return extract_rejected([Problem(0, "", message + "; send it again")])
 
 
 def _too_large(limit: int) -> GovernanceError:

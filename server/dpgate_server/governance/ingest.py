@@ -3,7 +3,7 @@
 The extract arrives as bytes and is parsed in memory: it is never written to disk, so no
 copy with NHS numbers, dates of birth or postcodes can be left behind by a crash. Either
 every row passes every check and the minimised rows come back, or the whole extract is
-refused with the first problems in file order and their total count.
+refused listing each distinct problem once (its column, first lines and line count).
 
 Minimisation keeps only what the `appointments` table needs:
 
@@ -24,14 +24,13 @@ import csv
 import datetime as dt
 import functools
 import io
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
 from dpgate_server.governance import extract_format as fmt
 from dpgate_server.governance.errors import (
-    MAX_REPORTED_PROBLEMS,
+    LINES_NAMED_PER_PROBLEM,
     Problem,
     extract_rejected,
 )
@@ -88,7 +87,6 @@ _NHS_MALFORMED, _NHS_BAD_CHECK, _BIRTH_DAY, _DAY, _FAILING = (
 """Per distinct patient: the NHS number's two checks and the birth date as YYYYMMDD;
 per date of the period: the date as YYYYMMDD; per row: whether any check fails."""
 _DECODE_BLOCK = 1 << 20
-_MAX_QUOTED_VALUE = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +127,12 @@ class MinimisedExtract:
 
 @dataclass(frozen=True, slots=True)
 class _Check:
-    """One row-level check: which rows fail it and how to describe a failure."""
+    """One row-level check: which rows fail it and what is wrong with them (one message
+    for every failing row: it quotes no value, so a refusal lists the problem once)."""
 
     column: str
     failing: pl.Expr
-    describe: Callable[[str | None], str]
-    """Message for a failing row, given the row's raw value (None if it must not be quoted)."""
+    message: str
 
 
 def minimise_extract(data: bytes, policy: IngestPolicy, key: bytes) -> MinimisedExtract:
@@ -144,11 +142,11 @@ def minimise_extract(data: bytes, policy: IngestPolicy, key: bytes) -> Minimised
     date of birth as written) is checked, pseudonymised and aged once and joined back;
     each date of the dataset's period is formatted once and joined; every check is
     evaluated beside the minimised columns in the same pass. Only a refused extract is
-    looked at again, row by row, to name its first problems.
+    looked at again, row by row, to name its problems.
 
     Raises:
-        GovernanceError: EXTRACT_REJECTED listing the first problems and their count;
-            nothing about the extract is kept.
+        GovernanceError: EXTRACT_REJECTED listing each distinct problem once; nothing
+            about the extract is kept.
     """
     raw = _parse(data)
     parsed = _parsed(raw.lazy(), _identities(raw, key).lazy(), policy)
@@ -162,7 +160,7 @@ def minimise_extract(data: bytes, policy: IngestPolicy, key: bytes) -> Minimised
 def _parse(data: bytes) -> pl.DataFrame:
     """The extract as a frame of strings (nulls for empty fields), or a refusal."""
     if not data.strip():
-        raise extract_rejected([Problem(0, "", "the extract is empty")], 1)
+        raise extract_rejected([Problem(0, "", "the extract is empty")])
     if data.startswith(_UTF8_BOM):
         data = data[len(_UTF8_BOM) :]
     _check_utf8(data)
@@ -174,7 +172,7 @@ def _parse(data: bytes) -> pl.DataFrame:
         for c in missing
     ] + [Problem(1, c, "column appears more than once") for c in duplicated]
     if problems:
-        raise extract_rejected(problems, len(problems))
+        raise extract_rejected(problems)
     wanted = [c for c in fmt.RAW_COLUMNS if c in header and c != fmt.POSTCODE]
     try:
         # Every column is read (so a row with more fields than the header is caught), then
@@ -191,9 +189,9 @@ def _parse(data: bytes) -> pl.DataFrame:
             "not a well-formed CSV file (a row has more fields than the header, or a "
             "quote is not closed)",
         )
-        raise extract_rejected([problem], 1) from None
+        raise extract_rejected([problem]) from None
     if frame.height == 0:
-        raise extract_rejected([Problem(0, "", "the extract has a header but no rows")], 1)
+        raise extract_rejected([Problem(0, "", "the extract has a header but no rows")])
     return frame
 
 
@@ -206,8 +204,7 @@ def _check_utf8(data: bytes) -> None:
         except UnicodeDecodeError as exc:
             line = data[: start + max(exc.start, 0)].count(b"\n") + 1
             raise extract_rejected(
-                [Problem(line, "", "the file is not UTF-8 text (is it compressed or corrupt?)")],
-                1,
+                [Problem(line, "", "the file is not UTF-8 text (is it compressed or corrupt?)")]
             ) from None
 
 
@@ -287,35 +284,26 @@ def _calendar_columns(policy: IngestPolicy) -> list[pl.Expr]:
 
 
 def _check_rows(parsed: pl.DataFrame, policy: IngestPolicy) -> None:
-    """Evaluate every check on every row; refuse with the first failures in file order."""
+    """Evaluate every check on every row; refuse listing each failing check once, with
+    its first lines and how many lines fail it, in the order of their first lines."""
     checks = _checks(parsed, policy)
     failing = parsed.select(
         *(c.failing.fill_null(False).alias(f"check_{i}") for i, c in enumerate(checks))
     )
     totals = failing.sum().row(0)
-    total = int(sum(totals))
-    if total == 0:
-        return
-    found: list[tuple[int, int]] = []
+    problems = []
     for i, count in enumerate(totals):
         if count:
-            rows = failing.get_column(f"check_{i}").arg_true().head(MAX_REPORTED_PROBLEMS)
-            found.extend((int(r), i) for r in rows)
-    found.sort()
-    problems = []
-    for row, i in found[:MAX_REPORTED_PROBLEMS]:
-        check = checks[i]
-        quotable = check.column not in fmt.IDENTIFYING_COLUMNS
-        value = parsed.get_column(check.column)[row] if quotable else None
-        problems.append(Problem(row + 2, check.column, check.describe(_quoted(value))))
-    raise extract_rejected(problems, total)
-
-
-def _quoted(value: object) -> str | None:
-    if value is None:
-        return None
-    text = str(value)
-    return text if len(text) <= _MAX_QUOTED_VALUE else text[:_MAX_QUOTED_VALUE] + "..."
+            rows = failing.get_column(f"check_{i}").arg_true().head(LINES_NAMED_PER_PROBLEM)
+            lines = [int(r) + 2 for r in rows]
+            check = checks[i]
+            problems.append(
+                Problem(lines[0], check.column, check.message, tuple(lines[1:]), int(count))
+            )
+    if problems:
+        order = {name: i for i, name in enumerate(parsed.columns)}
+        problems.sort(key=lambda p: (p.line, order.get(p.column, len(order))))
+        raise extract_rejected(problems)
 
 
 def _checks(frame: pl.DataFrame, policy: IngestPolicy) -> list[_Check]:
@@ -323,7 +311,7 @@ def _checks(frame: pl.DataFrame, policy: IngestPolicy) -> list[_Check]:
     with no nulls cannot fail its "required" check, which is then left out."""
     nullable = {fmt.BOOKED_DATETIME, fmt.DURATION_MINUTES}
     checks = [
-        _Check(name, pl.col(name).is_null(), lambda _v: "a value is required")
+        _Check(name, pl.col(name).is_null(), "a value is required")
         for name in frame.columns
         if name in fmt.RAW_COLUMNS
         and name not in nullable
@@ -339,62 +327,62 @@ def _checks(frame: pl.DataFrame, policy: IngestPolicy) -> list[_Check]:
         _Check(
             fmt.PRACTICE_CODE,
             pl.col(fmt.PRACTICE_CODE) != code,
-            lambda v: f"{v!r} is not the practice being uploaded ({code})",
+            f"not the practice being uploaded ({code})",
         ),
         _Check(
             fmt.NHS_NUMBER,
             pl.col(_NHS_MALFORMED),
-            lambda _v: "an NHS number is 10 digits",
+            "an NHS number is 10 digits",
         ),
         _Check(
             fmt.NHS_NUMBER,
             pl.col(_NHS_BAD_CHECK),
-            lambda _v: "the check digit does not match (Modulus 11): mistyped number?",
+            "the check digit does not match (Modulus 11): mistyped number?",
         ),
         _Check(
             fmt.DATE_OF_BIRTH,
             pl.col(fmt.DATE_OF_BIRTH).is_not_null() & birth.is_null(),
-            lambda _v: "not a date in the form YYYY-MM-DD",
+            "not a date in the form YYYY-MM-DD",
         ),
         _Check(
             fmt.DATE_OF_BIRTH,
             pl.col(_BIRTH_DAY) < fmt.EARLIEST_BIRTH_YEAR * 10_000,
-            lambda _v: f"before {fmt.EARLIEST_BIRTH_YEAR}",
+            f"before {fmt.EARLIEST_BIRTH_YEAR}",
         ),
         _Check(
             fmt.DATE_OF_BIRTH,
             birth > pl.col("appointment_date"),
-            lambda _v: "after the appointment",
+            "after the appointment",
         ),
         _Check(
             fmt.APPOINTMENT_DATETIME,
             pl.col(fmt.APPOINTMENT_DATETIME).is_not_null() & appointment.is_null(),
-            lambda v: f"{v!r} is not a date and time in the form YYYY-MM-DD HH:MM",
+            "not a date and time in the form YYYY-MM-DD HH:MM",
         ),
         _Check(
             fmt.APPOINTMENT_DATETIME,
             ~pl.col("appointment_date").is_between(start, end),
-            lambda v: f"{v} is outside the dataset's period {start} to {end}",
+            f"outside the dataset's period {start} to {end}",
         ),
         _Check(
             fmt.BOOKED_DATETIME,
             pl.col(fmt.BOOKED_DATETIME).is_not_null() & booked.is_null(),
-            lambda v: f"{v!r} is not a date and time in the form YYYY-MM-DD HH:MM",
+            "not a date and time in the form YYYY-MM-DD HH:MM",
         ),
         _Check(
             fmt.BOOKED_DATETIME,
             booked > appointment,
-            lambda v: f"booked at {v}, after the appointment",
+            "booked after the appointment",
         ),
         _Check(
             fmt.DURATION_MINUTES,
             pl.col(fmt.DURATION_MINUTES).is_not_null() & duration.is_null(),
-            lambda v: f"{v!r} is not a whole number of minutes",
+            "not a whole number of minutes",
         ),
         _Check(
             fmt.DURATION_MINUTES,
             ~duration.is_between(1, fmt.MAX_DURATION_MINUTES),
-            lambda v: f"{v} minutes is not possible (1 to {fmt.MAX_DURATION_MINUTES})",
+            f"not a possible duration (1 to {fmt.MAX_DURATION_MINUTES} minutes)",
         ),
     ]
     for name, labels in policy.labels.items():
@@ -402,15 +390,10 @@ def _checks(frame: pl.DataFrame, policy: IngestPolicy) -> list[_Check]:
             _Check(
                 name,
                 pl.col(name).is_not_null() & ~pl.col(name).is_in(labels),
-                _unknown_label(labels),
+                f"not one of the dataset's labels: {', '.join(labels)}",
             )
         )
     return checks
-
-
-def _unknown_label(labels: Sequence[str]) -> Callable[[str | None], str]:
-    allowed = ", ".join(labels)
-    return lambda v: f"unknown value {v!r}; expected one of: {allowed}"
 
 
 def _nhs_digits() -> pl.Expr:

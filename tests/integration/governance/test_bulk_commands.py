@@ -67,7 +67,11 @@ def test_ingest_stages_good_extracts_and_lists_the_refused(
     assert result.exit_code == 1, result.output
     assert "2 of 3 extracts staged" in result.output
     assert "refused F81145.csv: EXTRACT_REJECTED" in result.output
-    assert "line 3, column mode" in result.output
+    assert (
+        "refused F81145.csv: EXTRACT_REJECTED: the extract was refused, nothing was staged "
+        "(1 problem):\n  line 3, column mode: not one of the dataset's labels"
+    ) in result.output
+    assert "Phone" not in result.output
     assert staging(world).practices() == sorted([SMALL, OTHER])
     rows = pl.read_parquet(staging(world).path(SMALL)).height
     assert str(rows) not in result.output  # no counts of private rows

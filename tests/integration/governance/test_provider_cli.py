@@ -42,12 +42,24 @@ def test_refused_upload_prints_the_problems_and_fails(
     governed: GovernedService, tmp_path: Path
 ) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_bytes(csv_bytes([good_row(mode="Phone")]))
+    bad.write_bytes(csv_bytes([good_row(mode="Phone")] * 5 + [good_row(duration_minutes="0")]))
     result = dpgate(
         governed, "provider", tmp_path, "provider", "upload", DATASET_ID, SMALL, str(bad)
     )
-    assert result.exit_code != 0
-    assert "line 2, column mode: unknown value 'Phone'" in result.output
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        "dpgate: error: the extract was refused, nothing was staged (2 problems; each is "
+        "listed once):"
+    )
+    assert lines[1].startswith(
+        "  lines 2, 3, 4 and 2 more, column mode: not one of the dataset's labels: Face-to-Face"
+    )
+    assert lines[2] == (
+        "  line 7, column duration_minutes: not a possible duration (1 to 1440 minutes)"
+    )
+    assert result.output.count("column mode") == 1  # listed once, not again as metadata
+    assert "Phone" not in result.output
 
 
 def test_upload_for_a_practice_the_token_is_not_bound_to_says_which_token(

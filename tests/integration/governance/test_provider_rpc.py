@@ -119,7 +119,7 @@ BAD_EXTRACTS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "missing column": (lambda _raw: _missing_column(), "column status: required column is missing"),
     "wrong type": (
         lambda _raw: csv_bytes([good_row(duration_minutes="12.5")]),
-        "'12.5' is not a whole number of minutes",
+        "line 2, column duration_minutes: not a whole number of minutes",
     ),
     "bad check digit": (
         lambda _raw: csv_bytes([good_row(nhs_number=with_bad_check_digit(valid_numbers(1)[0]))]),
@@ -127,14 +127,14 @@ BAD_EXTRACTS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     ),
     "unknown category": (
         lambda _raw: csv_bytes([good_row(national_category="Flu jab")]),
-        "unknown value 'Flu jab'",
+        "line 2, column national_category: not one of the dataset's labels",
     ),
     "out-of-period date": (
         lambda _raw: csv_bytes([good_row(appointment_datetime="2024-11-30 10:00")]),
         "outside the dataset's period",
     ),
     "empty": (lambda _raw: b"", "the extract is empty"),
-    "truncated": (_truncated, "problem(s)"),
+    "truncated": (_truncated, "a value is required"),
     "corrupt": (_corrupt, "not UTF-8 text"),
     "over the size limit": (
         lambda raw: raw + raw[raw.index(b"\n") + 1 :] * 2,
@@ -154,6 +154,22 @@ def test_bad_extract_is_refused_clearly_and_changes_nothing(
         provider.upload(DATASET_ID, SMALL, data)
     assert expected in caught.value.message
     assert snapshot(governed) == before
+
+
+def test_refusal_lists_each_distinct_problem_once_one_a_line(governed: GovernedService) -> None:
+    rows = [good_row(mode="Phone") for _ in range(40)] + [good_row(status="Gone")]
+    with governed.provider() as provider, pytest.raises(InvalidRequestError) as caught:
+        provider.upload(DATASET_ID, SMALL, csv_bytes(rows))
+    lines = caught.value.message.splitlines()
+    assert (
+        lines[0] == "the extract was refused, nothing was staged (2 problems; each is listed once):"
+    )
+    assert lines[1].startswith("lines 2, 3, 4 and 37 more, column mode: not one of the")
+    assert lines[2].startswith("line 42, column status: not one of the dataset's labels")
+    assert len(lines) == 3
+    assert "Phone" not in caught.value.message
+    assert "Gone" not in caught.value.message
+    assert caught.value.metadata["problem_count"] == "2"
 
 
 def test_extract_for_another_practice_is_forbidden(governed: GovernedService) -> None:
