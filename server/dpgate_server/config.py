@@ -120,8 +120,11 @@ class LimitsSettings(_Section):
     """Longest a query may run; its worker is then ended and nothing is charged."""
     max_queued_queries: int = Field(default=8, ge=0, le=10_000)
     """Queries that may wait for a worker; one more is answered OVERLOADED."""
-    worker_memory_mb: int = Field(default=8192, ge=512, le=1_048_576)
-    """Resident-memory cap of each query worker (an idle worker uses ~160 MB, so >= 512)."""
+    worker_memory_mb: int = Field(default=3072, ge=512, le=1_048_576)
+    """Resident-memory cap of each query worker (an idle worker uses ~160 MB, so >= 512).
+    The default fits national queries (practice x month over all 6,229 practices peaked at
+    2.2 GiB) with two workers and the server under 8 GiB; a query whose cells alone would
+    not fit is refused before it runs."""
     max_cells: int = Field(default=_QUERY_DEFAULTS.max_cells, ge=1)
     """Most cells one answer may have."""
     max_filters: int = Field(default=_QUERY_DEFAULTS.max_filters, ge=0)
@@ -145,6 +148,7 @@ class LimitsSettings(_Section):
             max_in_values=self.max_in_values,
             max_epsilon=self.max_epsilon_per_query,
             max_rho=self.max_rho_per_query,
+            worker_memory_bytes=self.worker_memory_mb * 2**20,
         )
 
 

@@ -3,7 +3,7 @@
 Public surface (what the API layer calls)::
 
     pool = QueryWorkerPool(store_root, PoolSettings(workers=2, max_queue=8,
-                                                    memory_limit_bytes=8 * 2**30))
+                                                    memory_limit_bytes=3 * 2**30))
     pool.start()                       # spawn workers, wait until each is ready
     payload = pool.execute(prepared, timeout_s)   # engine.prepare's PreparedQuery
     pool.stats()                       # PoolStats snapshot, for health and benchmarks
@@ -20,6 +20,7 @@ from dpgate_server.execution.errors import (
     PoolOverloaded,
     QueryDeadlineExceeded,
     WorkerFailed,
+    WorkerOverMemory,
     WorkerStartError,
 )
 from dpgate_server.execution.messages import Probe, ProbeReport
@@ -37,5 +38,6 @@ __all__ = [
     "QueryDeadlineExceeded",
     "QueryWorkerPool",
     "WorkerFailed",
+    "WorkerOverMemory",
     "WorkerStartError",
 ]

@@ -12,6 +12,8 @@ QueryDeadlineExceeded    no answer within the timeout; the worker was ended, not
 WorkerFailed             the worker crashed, ran past the memory cap, or raised something
                          unexpected (logged on the server, never in the message);
                          WORKER_FAILED
+WorkerOverMemory         (a WorkerFailed) the query needed more memory than a worker may
+                         use and was stopped; WORKER_FAILED, saying so
 PoolClosed               the pool is shutting down; SHUTTING_DOWN
 WorkerStartError         `start()` could not get its workers ready (a server start failure)
 =======================  ===================================================================
@@ -76,6 +78,23 @@ class WorkerFailed(ExecutionError):
 
     def __init__(self, message: str = CRASH_MESSAGE) -> None:
         super().__init__(message)
+
+
+class WorkerOverMemory(WorkerFailed):
+    """The query needed more memory than a worker may use: the worker was stopped (ended
+    by the watchdog, or out of memory) and replaced; no answer, so nothing is charged.
+
+    Attributes:
+        limit_bytes: the cap it passed (None: the process itself ran out of memory).
+    """
+
+    def __init__(self, limit_bytes: int | None) -> None:
+        cap = "" if limit_bytes is None else f" ({limit_bytes / 2**20:,.0f} MiB)"
+        super().__init__(
+            f"the query needed more memory than a query worker may use{cap} and was "
+            "stopped; group by fewer or coarser columns, or filter to fewer rows"
+        )
+        self.limit_bytes = limit_bytes
 
 
 class PoolClosed(ExecutionError):

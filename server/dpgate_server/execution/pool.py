@@ -49,6 +49,7 @@ from dpgate_server.execution.errors import (
     PoolOverloaded,
     QueryDeadlineExceeded,
     WorkerFailed,
+    WorkerOverMemory,
     WorkerStartError,
 )
 from dpgate_server.execution.messages import (
@@ -290,12 +291,14 @@ class QueryWorkerPool:
             raise QueryDeadlineExceeded(timeout_s)
         if self._closing.is_set():
             raise PoolClosed()
+        if worker.over_memory:
+            raise WorkerOverMemory(self._settings.memory_limit_bytes)
         raise WorkerFailed()
 
     def _failed(self, worker: WorkerProcess, failure: Failed, began: float) -> bytes:
         if failure.fatal:  # the worker exits after this reply (it ran out of memory)
             self._retire(worker, killed=False)
-            raise WorkerFailed()
+            raise WorkerOverMemory(None)
         _log.error("query worker %d failed unexpectedly:\n%s", worker.pid, failure.detail)
         self._release(worker, began)
         raise WorkerFailed(f"the query failed unexpectedly in its worker ({failure.type_name})")

@@ -30,6 +30,7 @@ from dpgate_server.queries.count_column import cheapest_count_column
 from dpgate_server.queries.errors import EngineError, InvalidQuery
 from dpgate_server.queries.keys import KeySets
 from dpgate_server.queries.limits import QueryLimits
+from dpgate_server.queries.memory import estimated_worker_bytes
 from dpgate_server.queries.model import (
     AggregateFunction,
     BoundingMethod,
@@ -247,6 +248,7 @@ def _prepare(
     validated = validate(metadata, query, limits)
     bounding = choose_bounding(record, validated.max_contributions)
     cells = _check_cells(keys, validated, limits)
+    _check_memory(cells, validated, limits)
     calibration = _calibrate(validated, bounding, limits)
     canonical = CanonicalQuery(
         dataset_id=validated.dataset_id,
@@ -296,6 +298,29 @@ def _check_cells(keys: KeySets, v: ValidatedQuery, limits: QueryLimits) -> int:
             "would have no cells; loosen the filters on the grouped columns.",
         )
     return cells
+
+
+def _check_memory(cells: int, v: ValidatedQuery, limits: QueryLimits) -> None:
+    """Refuse, before any data is read, an answer too large for a query worker's memory
+    (estimated from the cells and columns alone: queries.memory)."""
+    if limits.worker_memory_bytes is None:
+        return
+    needed = estimated_worker_bytes(cells, len(v.group_by) + 1)
+    if needed <= limits.worker_memory_bytes:
+        return
+    grouping = (
+        f"grouping by {', '.join(v.group_by)} gives {cells:,} cells, which"
+        if v.group_by
+        else "the answer"
+    )
+    raise InvalidQuery(
+        ErrorReason.TOO_MANY_CELLS,
+        "group_by",
+        f"{grouping} needs about {needed / 2**20:,.0f} MiB in a query worker; a worker may use "
+        f"{limits.worker_memory_bytes / 2**20:,.0f} MiB (limits.worker_memory_mb). Group by "
+        "fewer or coarser columns, or filter the grouped columns to fewer values; nothing "
+        "was charged.",
+    )
 
 
 def _calibrate(v: ValidatedQuery, bounding: Bounding, limits: QueryLimits) -> Calibration:

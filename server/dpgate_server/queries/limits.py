@@ -21,6 +21,9 @@ class QueryLimits:
         max_in_values: most values in one `in` filter.
         max_epsilon: most epsilon one query may spend (pure-DP datasets).
         max_rho: most rho one query may spend (zCDP datasets).
+        worker_memory_bytes: memory a query worker may use (the pool's cap); a query
+            whose public-metadata estimate (queries.memory) passes it is refused before
+            it runs. None: no check.
     """
 
     max_cells: int = 400_000
@@ -28,6 +31,7 @@ class QueryLimits:
     max_in_values: int = 1_000
     max_epsilon: Decimal = Decimal(10)
     max_rho: Decimal = Decimal(5)
+    worker_memory_bytes: int | None = None
 
     def max_spend_units(self, accounting: Accounting) -> int:
         """The per-query ceiling for `accounting`, in ledger units (rounded down)."""

@@ -16,6 +16,7 @@ from dpgate_server.execution import (
     QueryDeadlineExceeded,
     QueryWorkerPool,
     WorkerFailed,
+    WorkerOverMemory,
 )
 from dpgate_server.queries import engine
 from dpgate_server.queries.errors import CostMismatchError
@@ -205,7 +206,7 @@ def test_worker_past_the_memory_cap_fails_and_is_replaced(started_pool: QueryWor
     pool = started_pool  # one idle worker is enough: the last replacement may still start
     before = wait_for(pool, lambda s: s.alive > 0 and s.busy == 0, RESTART_TIMEOUT_S)
 
-    with pytest.raises(WorkerFailed, match="out of memory or crashed"):
+    with pytest.raises(WorkerOverMemory, match="needed more memory than a query worker may use"):
         pool.run_probe(Probe(allocate_bytes=2**30, sleep_s=30.0), 30.0)
 
     after = pool.stats()
