@@ -98,7 +98,11 @@ def test_a_spend_limit_finer_than_a_billionth_is_refused(tmp_path: Path) -> None
 
 
 def test_the_query_limits_have_one_set_of_defaults() -> None:
-    assert load_settings(None).limits.query_limits() == QueryLimits()
+    settings = load_settings(None).limits
+    assert settings.query_limits() == QueryLimits(
+        worker_memory_bytes=settings.worker_memory_mb * 2**20
+    )
+    assert settings.worker_memory_mb == 3072  # fits national practice x month (2.2 GiB)
 
 
 def test_ledger_is_sqlite_unless_a_postgres_url_is_set(
