@@ -17,10 +17,13 @@ with nothing charged.
 from __future__ import annotations
 
 WORKER_BASELINE_BYTES = 400 * 2**20
-"""A worker with the engine loaded and its first plan run (measured ~350 MB), rounded up."""
+"""A worker with the engine loaded and its first plan run (measured 177-189 MiB in one
+process, ~350 MB in a pool worker), rounded up."""
 BYTES_PER_CELL_COLUMN = 2_048
 """Memory per cell and column of a grouped answer: the key frame, the joined aggregate,
-the noise and the released frame each hold a copy (measured; see bench/national.py)."""
+the noise and the released frame each hold a copy. Measured in one process on 20
+practices: ~126 bytes (175,200 cells x 4 columns added 72 MiB); rounded up 16x to stay
+conservative until national runs measure it."""
 
 
 def estimated_worker_bytes(cells: int, columns: int) -> int:
