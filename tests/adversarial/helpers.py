@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
 from dpgate_server.store.bounding import verify_bound
 from dpgate_server.store.store import DatasetStore, DatasetVersion
+from tests.support import analysts
 
 FULL_RUN = os.environ.get("DPGATE_FULL_RUN") == "1"
 SETUP = RequestInfo(request_id="adversarial-setup", rpc="test-setup")
@@ -73,30 +73,20 @@ class Server:
 
     def new_analyst(self, epsilon: float, prefix: str = "analyst") -> tuple[str, str]:
         """A new analyst holding `epsilon` on the dataset: (requester id, token)."""
-        requester_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
         with self.ledger() as ledger:
-            ledger.admin.create_requester(
-                requester_id, name=prefix, organisation="Red Team", agreement="DSA", request=SETUP
+            return analysts.new_analyst(
+                ledger,
+                self.dataset_id,
+                epsilon,
+                prefix=prefix,
+                organisation="Red Team",
+                request=SETUP,
             )
-            if epsilon > 0:
-                ledger.admin.grant_allocation(
-                    requester_id,
-                    self.dataset_id,
-                    to_units_floor(epsilon),
-                    request=SETUP,
-                    purpose="testing",
-                    agreement="DSA-TEST",
-                )
-            token = ledger.admin.issue_token(requester_id, Role.ANALYST, request=SETUP).token
-        return requester_id, token
 
     def extra_tokens(self, requester_id: str, how_many: int) -> list[str]:
         """More analyst tokens for the same requester (one allocation)."""
         with self.ledger() as ledger:
-            return [
-                ledger.admin.issue_token(requester_id, Role.ANALYST, request=SETUP).token
-                for _ in range(how_many)
-            ]
+            return analysts.extra_tokens(ledger, requester_id, how_many, request=SETUP)
 
     def spent_units(self, requester_id: str) -> int:
         with self.ledger() as ledger:

@@ -23,14 +23,14 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dpgate_server.ledger.ledger import Ledger
-from dpgate_server.ledger.model import RequestInfo, Role
+from dpgate_server.ledger.model import RequestInfo
 from dpgate_server.spend import to_units_floor
+from tests.support import analysts
 
 SERVE = [sys.executable, "-m", "dpgate_server.cli", "serve", "--config"]
 SETUP = RequestInfo(request_id="replicas-setup", rpc="test-setup")
@@ -81,30 +81,20 @@ class Replicas:
 
     def new_analyst(self, epsilon: float, prefix: str = "analyst") -> tuple[str, str]:
         """A new analyst holding `epsilon` on the dataset: (requester id, token)."""
-        requester_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
         with self.ledger() as ledger:
-            ledger.admin.create_requester(
-                requester_id, name=prefix, organisation="Replicas", agreement="DSA", request=SETUP
+            return analysts.new_analyst(
+                ledger,
+                self.dataset_id,
+                epsilon,
+                prefix=prefix,
+                organisation="Replicas",
+                request=SETUP,
             )
-            if epsilon > 0:
-                ledger.admin.grant_allocation(
-                    requester_id,
-                    self.dataset_id,
-                    to_units_floor(epsilon),
-                    request=SETUP,
-                    purpose="testing",
-                    agreement="DSA-TEST",
-                )
-            token = ledger.admin.issue_token(requester_id, Role.ANALYST, request=SETUP).token
-        return requester_id, token
 
     def extra_tokens(self, requester_id: str, how_many: int) -> list[str]:
         """More analyst tokens for the same requester (one allocation)."""
         with self.ledger() as ledger:
-            return [
-                ledger.admin.issue_token(requester_id, Role.ANALYST, request=SETUP).token
-                for _ in range(how_many)
-            ]
+            return analysts.extra_tokens(ledger, requester_id, how_many, request=SETUP)
 
     def kill(self, index: int) -> None:
         """SIGKILL replica `index` and its query workers (its whole process group)."""
