@@ -208,7 +208,7 @@ class PostgresLedgerDatabases:
         """Empty the database for the next test, or drop it if its schema changed."""
         name = url.rsplit("/", 1)[1]
         self._admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
             " WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         )

@@ -29,7 +29,7 @@ def _end_ledger_sessions(url: str) -> int:
     database = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as admin:
         rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
             " WHERE datname = %s AND application_name = 'dpgate'",
             (database,),
         ).fetchall()

@@ -7,6 +7,7 @@ would not see each other); a raw connection holding the lock stands for a third.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -66,15 +67,18 @@ def test_a_lost_process_lets_go_and_a_lost_connection_takes_its_leases_again(url
     try:
         with psycopg.connect(url, autocommit=True) as crashed:  # a replica that will die
             crashed.execute("SELECT pg_advisory_lock_shared(%s)", (lease_key("d", "v1"),))
+            crashed_pid = crashed.info.backend_pid
             with watcher.retire("d", "v1") as free:
                 assert not free
+        # The server ends the closed connection's backend (and its locks) a moment later.
+        _wait_until_gone(url, crashed_pid)
         with watcher.retire("d", "v1") as free:  # its connection closed: lock released
             assert free
 
         with leases.hold("d", "v1"):
             with psycopg.connect(url, autocommit=True) as admin:  # the connection is lost
                 admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
                     " WHERE application_name = 'dpgate' AND pid <> pg_backend_pid()"
                     " AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory')"
                 )
@@ -84,3 +88,12 @@ def test_a_lost_process_lets_go_and_a_lost_connection_takes_its_leases_again(url
     finally:
         leases.close()
         watcher.close()
+
+
+def _wait_until_gone(url: str, pid: int, timeout_s: float = 10.0) -> None:
+    """Wait for a backend process to end: closing a connection does not wait for it."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(url, autocommit=True) as admin:
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, f"backend {pid} still running after {timeout_s} s"
+            time.sleep(0.02)
