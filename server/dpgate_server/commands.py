@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from dpgate_server import bulk_commands
+from dpgate_server import bulk_commands, synthetic_commands
 from dpgate_server.api.ledger_storage import describe_ledger, open_ledger_storage
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.api.startup_checks import StartupError, check_address_free
@@ -30,6 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich
 app.command("ingest")(bulk_commands.ingest)
 app.add_typer(bulk_commands.optouts_app, name="optouts")
 app.command("publish")(bulk_commands.publish)
+app.add_typer(synthetic_commands.synthetic_app, name="synthetic")
 _log = logging.getLogger("dpgate_server")
 
 ConfigOption = Annotated[

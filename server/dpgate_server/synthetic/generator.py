@@ -14,13 +14,11 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +40,14 @@ from dpgate_server.synthetic.gp_metadata import (
 )
 from dpgate_server.synthetic.month_files import AppointmentRows, MonthFiles
 from dpgate_server.synthetic.population import PracticeTable, draw_patients, select_practices
+from dpgate_server.synthetic.progress import GenerationProgress, NoProgress, progress_bar
+from dpgate_server.synthetic.workers import auto_workers, worker_pool
 from dpgate_server.vocabulary.england_calendar import window_calendar
 from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 GENERATOR_NAME = "dpgate synthetic England GP appointments"
 MODEL_VERSION = 1
 """Bumped whenever the model changes what a seed produces (so old versions are not reused)."""
-MAX_AUTO_WORKERS = 4
 CHUNK_PATIENTS = 400_000
 """Registered patients per chunk of practices (~2.2 M rows, a few hundred MB in flight)."""
 
@@ -58,6 +57,7 @@ class ChunkResult:
     """One chunk's rows and the counts the manifest records."""
 
     rows: AppointmentRows
+    practices: int
     registered_patients: int
     opted_out_patients: int
     rows_before_bound: int
@@ -70,6 +70,7 @@ def generate_dataset(
     seed: int,
     *,
     workers: int | None = None,
+    progress: GenerationProgress | None = None,
 ) -> DatasetVersion:
     """Generate, verify and publish a new current version of "gp_appointments".
 
@@ -81,7 +82,9 @@ def generate_dataset(
         seed: everything drawn depends on this alone (with the scale).
         workers: processes drawing chunks in parallel (None: one per core, up to 4); the
             files do not depend on it.
+        progress: told as each chunk of practices is written, then of verifying.
     """
+    progress = progress or NoProgress()
     table = select_practices(practices)
     builder = store.begin_version(gp_appointments_metadata(table))
     try:
@@ -91,11 +94,13 @@ def generate_dataset(
         with MonthFiles(paths, table) as files:
             for chunk in _draw_chunks(table, key, seed, workers):
                 files.write(chunk.rows)
+                progress.practices_done(chunk.practices, len(chunk.rows.day))
                 totals += (
                     chunk.registered_patients,
                     chunk.opted_out_patients,
                     chunk.rows_before_bound,
                 )
+        progress.stage("verifying")
         _write_public_tables(builder.public_table_path, table)
         bound = verify_bound(paths, MAX_CONTRIBUTIONS)
         rows = int(pl.scan_parquet([str(p) for p in paths]).select(pl.len()).collect().item())
@@ -177,20 +182,15 @@ def _chunks(table: PracticeTable) -> list[tuple[int, int]]:
 def _draw_chunks(
     table: PracticeTable, key: bytes, seed: int, workers: int | None
 ) -> Iterator[ChunkResult]:
-    """Chunks in practice order; with workers > 1, at most workers + 1 are in flight.
-
-    Workers are spawned, not forked: forking a process whose Polars thread pool is running
-    can deadlock the child.
-    """
+    """Chunks in practice order; with workers > 1, at most workers + 1 are in flight."""
     ranges = _chunks(table)
     if workers is None:
-        workers = min(os.cpu_count() or 1, MAX_AUTO_WORKERS, len(ranges))
+        workers = auto_workers(len(ranges))
     if workers <= 1:
         for start, stop in ranges:
             yield draw_chunk(table, key, seed, start, stop)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with worker_pool(workers) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         for start, stop in ranges:
             pending.append(pool.submit(draw_chunk, table, key, seed, start, stop))
@@ -238,6 +238,7 @@ def draw_chunk(table: PracticeTable, key: bytes, seed: int, start: int, stop: in
     columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     return ChunkResult(
         rows=AppointmentRows(**columns),
+        practices=stop - start,
         registered_patients=registered,
         opted_out_patients=opted_out,
         rows_before_bound=before,
@@ -262,6 +263,42 @@ def _parse_practices(text: str) -> int | None:
     return None if text == "all" else int(text)
 
 
+def generate_with_progress(
+    store_root: Path,
+    key_file: Path,
+    practices: int | None,
+    seed: int,
+    workers: int | None,
+    *,
+    reuse: bool = False,
+) -> str:
+    """Generate and publish a version under the store's writer lock, showing a progress bar
+    on stderr; return a line saying what was written (the commands' shared body).
+
+    With `reuse`, a current version of this generator, seed, scale and key is kept instead
+    (as the demo's start does), so a benchmark can ask for the national dataset each run.
+    """
+    _refuse_key_inside_store(key_file, store_root)
+    key = load_or_create_key(key_file)
+    store = DatasetStore(store_root)
+    started = time.perf_counter()
+    with store.writer_lock(DATASET_ID):
+        try:
+            current: DatasetVersion | None = store.current(DATASET_ID)
+        except DatasetNotFoundError:
+            current = None
+        if reuse and current is not None and _is_version_of(current, key, practices, seed):
+            return f"{current.dataset_id} {current.version} is current (reused) -> {current.path}"
+        with progress_bar("generating", len(select_practices(practices))) as bar:
+            version = generate_dataset(store, key, practices, seed, workers=workers, progress=bar)
+    elapsed = time.perf_counter() - started
+    source = version.manifest.source
+    return (
+        f"{version.dataset_id} {version.version}: {source['rows']:,} rows, "
+        f"{source['practice_count']:,} practices, {elapsed:.1f} s -> {version.path}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: generate a version and print what was written."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -270,18 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, required=True, help="dataset store folder")
     parser.add_argument("--key-file", type=Path, required=True, help="outside the store")
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
+    parser.add_argument("--reuse", action="store_true", help="keep a current version of these")
     args = parser.parse_args(argv)
-    _refuse_key_inside_store(args.key_file, args.store)
-    key = load_or_create_key(args.key_file)
-    started = time.perf_counter()
-    version = generate_dataset(
-        DatasetStore(args.store), key, args.practices, args.seed, workers=args.workers
-    )
-    elapsed = time.perf_counter() - started
-    source = version.manifest.source
     print(
-        f"{version.dataset_id} {version.version}: {source['rows']:,} rows, "
-        f"{source['practice_count']:,} practices, {elapsed:.1f} s -> {version.path}"
+        generate_with_progress(
+            args.store, args.key_file, args.practices, args.seed, args.workers, reuse=args.reuse
+        )
     )
     return 0
 
