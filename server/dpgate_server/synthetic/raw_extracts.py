@@ -83,7 +83,7 @@ PARTIAL_SUFFIX = ".partial"
 _RAW_STREAM = 11
 _TYPE1_STREAM = 12
 _POSTCODE_AREAS = ("AB", "BD", "CF", "DH", "EX", "GL", "HU", "LN", "NR", "PL", "SN", "TQ")
-_INWARD_LETTERS = np.array(list("ABDEFGHJLNPQRSTUWXYZ"))
+_INWARD_LETTERS = tuple("ABDEFGHJLNPQRSTUWXYZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +112,12 @@ def practice_extract(table: PracticeTable, position: int, seed: int) -> pl.DataF
     frame = pl.DataFrame(
         {
             EXTRA_COLUMN: np.arange(1, len(drawn) + 1, dtype=np.int64),
-            fmt.PRACTICE_CODE: np.full(len(drawn), table.practice_code[position], dtype=object),
+            fmt.PRACTICE_CODE: pl.repeat(
+                table.practice_code[position], len(drawn), dtype=pl.String, eager=True
+            ),
             fmt.NHS_NUMBER: patients.nhs_number[who],
             fmt.DATE_OF_BIRTH: birth[who],
-            fmt.POSTCODE: postcodes[who],
+            fmt.POSTCODE: postcodes.gather(who),
             fmt.SEX: _labels(SEXES, patients.sex[who]),
             fmt.APPOINTMENT_DATETIME: appointment.astype("datetime64[ms]"),
             fmt.BOOKED_DATETIME: booked.astype("datetime64[ms]"),
@@ -290,9 +292,10 @@ def _selection(practices: int | None) -> PracticeTable:
     return select_practices(practices)
 
 
-def _labels(labels: tuple[str, ...], codes: npt.NDArray[np.integer]) -> npt.NDArray[np.object_]:
-    named: npt.NDArray[np.object_] = np.asarray(labels, dtype=object)[codes]
-    return named
+def _labels(labels: tuple[str, ...], codes: npt.NDArray[np.integer]) -> pl.Series:
+    """The label of each code, gathered in Polars (a numpy object array of Python strings
+    cost a third of an extract's time)."""
+    return pl.Series(labels, dtype=pl.String).gather(codes.astype(np.int64))
 
 
 def _age_limits() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -316,34 +319,33 @@ def _dates_of_birth(
     low, high = _age_limits()
     band = age_band.astype(np.int64)
     age = low[band] + np.floor(rng.random(band.size) * (high[band] - low[band])).astype(np.int64)
-    anniversary = np.array(
-        [
-            f"{WINDOW_START.year - a:04d}-{WINDOW_START.month:02d}-{WINDOW_START.day:02d}"
-            for a in age
-        ],
-        dtype="datetime64[D]",
-    )
+    year = (WINDOW_START.year - 1970 - age).astype("datetime64[Y]")
+    anniversary = (year.astype("datetime64[M]") + (WINDOW_START.month - 1)).astype(
+        "datetime64[D]"
+    ) + (WINDOW_START.day - 1)
     births: npt.NDArray[np.datetime64] = anniversary - rng.integers(0, 365, band.size).astype(
         "timedelta64[D]"
     )
     return births
 
 
-def _postcodes(rng: np.random.Generator, practice_index: int, size: int) -> npt.NDArray[np.object_]:
+def _postcodes(rng: np.random.Generator, practice_index: int, size: int) -> pl.Series:
     """Full postcodes around the practice: one area, districts 1-29, random inward codes."""
     area = _POSTCODE_AREAS[practice_index % len(_POSTCODE_AREAS)]
     district = rng.integers(1, 30, size)
     sector = rng.integers(0, 10, size)
-    letters = _INWARD_LETTERS[rng.integers(0, _INWARD_LETTERS.size, (size, 2))]
-    return np.array(
-        [
-            f"{area}{d} {s}{a}{b}"
-            for d, s, (a, b) in zip(
-                district.tolist(), sector.tolist(), letters.tolist(), strict=True
-            )
-        ],
-        dtype=object,
+    letters = rng.integers(0, len(_INWARD_LETTERS), (size, 2))
+    parts = pl.DataFrame(
+        {
+            "district": district,
+            "sector": sector,
+            "a": _labels(_INWARD_LETTERS, letters[:, 0]),
+            "b": _labels(_INWARD_LETTERS, letters[:, 1]),
+        }
     )
+    return parts.select(
+        pl.format(f"{area}{{}} {{}}{{}}{{}}", "district", "sector", "a", "b").alias("postcode")
+    ).to_series()
 
 
 def _datetimes(

@@ -100,3 +100,15 @@ def test_dates_of_birth_keep_each_patient_in_one_age_band(governance_world: Worl
     )
     # Approximate years (365.25 days) can straddle a band edge only within a day or two.
     assert (per_patient["band"] > 1).mean() < 0.01
+
+
+def test_postcodes_are_full_postcodes_of_one_area_and_one_per_patient(
+    governance_world: World,
+) -> None:
+    frame = read(governance_world)
+    postcodes = frame[fmt.POSTCODE]
+    assert postcodes.str.contains(r"^[A-Z]{2}[0-9]{1,2} [0-9][ABD-HJLNP-UW-Z]{2}$").all()
+    assert postcodes.str.slice(0, 2).n_unique() == 1
+    assert (
+        frame.group_by(fmt.NHS_NUMBER).agg(pl.col(fmt.POSTCODE).n_unique())[fmt.POSTCODE] == 1
+    ).all()
