@@ -5,10 +5,13 @@ A released cell is `true + X`, X an independent integer noise draw of known dist
 spends nothing and reads no data. What each helper guarantees:
 
 * `sum_cells`: the sum of n cells carries the sum of n independent draws; its interval is
-  computed from that sum's exact distribution (see `dpgate._noise`), so it covers the true
-  total with at least the stated probability, and is never a normal approximation that
-  is too narrow for a few Laplace cells. It widens like sqrt(n): ask for the coarse
-  grouping directly when you can, rather than adding fine cells up.
+  computed from that sum's exact distribution (`dpgate_shared.noise_sums`, the module the
+  server's derived answers use too), so it covers the true total with at least the
+  stated probability, and is never a normal approximation that is too narrow for a few
+  Laplace cells. A derived answer's rows are sums already: their `cells` column says of
+  how many released cells, and summing them further stays exact. It widens like
+  sqrt(n): ask for the coarse grouping directly when you can, rather than adding fine
+  cells up.
 * `ratio`: numerator and denominator from two releases have independent noise; each is
   given an exact interval at level sqrt(c), so both hold at once with probability c, and
   the ratio of two non-negative quantities then lies in [low_n / high_d, high_n / low_d].
@@ -38,8 +41,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from dpgate import _noise
 from dpgate._types import QueryResult
+from dpgate_shared import noise_sums
 from dpgate_shared.confidence import check_confidence_level
 
 _INTERVAL = ("value", "ci_low", "ci_high")
@@ -310,7 +313,7 @@ def _half_width_column(source: Estimates, level: float) -> pl.Expr:
     """The interval half-width of each row, computed once per distinct cell count."""
     counts = source.frame["cells"].unique().to_list()
     widths = {
-        int(n): float(_noise.half_width(source.mechanism, source.noise_scale, level, int(n)))
+        int(n): float(noise_sums.half_width(source.mechanism, source.noise_scale, level, int(n)))
         for n in counts
     }
     return pl.col("cells").replace_strict(widths, return_dtype=pl.Float64)

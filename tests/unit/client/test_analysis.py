@@ -15,7 +15,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dpgate import _noise
 from dpgate._types import QueryResult
 from dpgate.analysis import (
     Estimates,
@@ -26,8 +25,7 @@ from dpgate.analysis import (
     round_for_display,
     sum_cells,
 )
-from dpgate_server.queries import accuracy
-from dpgate_server.queries.model import Mechanism
+from dpgate_shared import noise_sums
 
 LEVEL = 0.95
 DRAWS = 40_000
@@ -47,31 +45,14 @@ def gaussian_noise(rng: np.random.Generator, sigma: float, size: int) -> np.ndar
     return rng.choice(support, size=size, p=weights / weights.sum())
 
 
-def exact_pmf(mechanism: str, scale: float, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Support and pmf of a sum of `cells` draws, by direct convolution (small scales)."""
-    span = math.ceil(60 * scale) + 10
-    x = np.arange(-span, span + 1).astype(float)
-    one = (
-        np.exp(-np.abs(x) / scale)
-        if mechanism == _noise.LAPLACE
-        else np.exp(-x * x / (2 * scale**2))
-    )
-    one /= one.sum()
-    total = one
-    for _ in range(cells - 1):
-        total = np.convolve(total, one)
-    half = (len(total) - 1) // 2
-    return np.arange(-half, half + 1), total
-
-
 def release(
     frame: pl.DataFrame,
     keys: tuple[str, ...],
     scale: float,
     release_id: str = "r1",
-    mechanism: str = _noise.LAPLACE,
+    mechanism: str = noise_sums.LAPLACE,
 ) -> QueryResult:
-    width = _noise.half_width(mechanism, scale, LEVEL)
+    width = noise_sums.half_width(mechanism, scale, LEVEL)
     frame = frame.with_columns(
         (pl.col("value") - width).cast(pl.Float64).alias("ci_low"),
         (pl.col("value") + width).cast(pl.Float64).alias("ci_high"),
@@ -99,68 +80,6 @@ def assert_covers(hits: np.ndarray, expected: float) -> None:
     assert abs(observed - expected) < TOLERANCE_SDS * sd, (observed, expected)
 
 
-# The exact distribution of a sum of draws
-
-
-@pytest.mark.parametrize(
-    ("mechanism", "scale"),
-    [
-        (Mechanism.DISCRETE_LAPLACE, 48.0),
-        (Mechanism.DISCRETE_LAPLACE, 2880.0),
-        (Mechanism.DISCRETE_GAUSSIAN, 7.5),
-        (Mechanism.DISCRETE_GAUSSIAN, 3000.0),
-    ],
-)
-@pytest.mark.parametrize("level", [0.5, 0.9, 0.95, 0.999])
-def test_one_cell_half_width_is_the_servers(
-    mechanism: Mechanism, scale: float, level: float
-) -> None:
-    assert _noise.half_width(mechanism.value, scale, level) == accuracy.half_width(
-        mechanism, scale, level
-    )
-
-
-@pytest.mark.parametrize(
-    ("mechanism", "scale", "cells"),
-    [
-        (_noise.LAPLACE, 3.0, 2),
-        (_noise.LAPLACE, 12.0, 3),
-        (_noise.LAPLACE, 0.7, 6),
-        (_noise.GAUSSIAN, 4.0, 2),
-        (_noise.GAUSSIAN, 0.6, 5),
-    ],
-)
-def test_sum_coverage_equals_the_convolved_distribution(
-    mechanism: str, scale: float, cells: int
-) -> None:
-    support, pmf = exact_pmf(mechanism, scale, cells)
-    for t in (0, 1, 3, 10, 40):
-        exact = float(pmf[np.abs(support) <= t].sum())
-        assert _noise.coverage(mechanism, scale, t, cells) == pytest.approx(exact, abs=1e-10)
-
-
-@pytest.mark.parametrize(
-    ("mechanism", "cells"), [(_noise.LAPLACE, 2), (_noise.LAPLACE, 7), (_noise.GAUSSIAN, 3)]
-)
-def test_sum_half_width_is_the_smallest_that_reaches_the_level(mechanism: str, cells: int) -> None:
-    support, pmf = exact_pmf(mechanism, 9.0, cells)
-    t = _noise.half_width(mechanism, 9.0, LEVEL, cells)
-    assert pmf[np.abs(support) <= t].sum() >= LEVEL
-    assert pmf[np.abs(support) <= t - 1].sum() < LEVEL
-
-
-def test_two_laplace_cells_need_more_than_the_normal_width() -> None:
-    scale = 100.0
-    normal = 1.959964 * math.sqrt(2 * _noise.variance(_noise.LAPLACE, scale))
-    assert _noise.half_width(_noise.LAPLACE, scale, LEVEL, 2) > normal * 1.04
-
-
-def test_many_cells_approach_the_normal_width() -> None:
-    scale, cells = 48.0, 1000
-    normal = 1.959964 * math.sqrt(cells * _noise.variance(_noise.LAPLACE, scale))
-    assert _noise.half_width(_noise.LAPLACE, scale, LEVEL, cells) == pytest.approx(normal, rel=2e-3)
-
-
 # sum_cells
 
 
@@ -175,7 +94,7 @@ def test_sum_cells_adds_values_within_groups() -> None:
 def test_sum_cells_interval_is_the_exact_width_for_its_cell_count() -> None:
     frame = pl.DataFrame({"week": ["w1", "w2", "w3"], "value": [10, 20, 5]})
     total = sum_cells(release(frame, ("week",), 48.0)).frame.row(0, named=True)
-    width = _noise.half_width(_noise.LAPLACE, 48.0, LEVEL, 3)
+    width = noise_sums.half_width(noise_sums.LAPLACE, 48.0, LEVEL, 3)
     assert (total["ci_low"], total["ci_high"]) == (35.0 - width, 35.0 + width)
 
 
@@ -207,16 +126,18 @@ def test_sum_of_laplace_cells_covers_at_its_stated_level(cells: int) -> None:
     summed = sum_cells(release(frame, ("replicate", "week"), scale), by=["replicate"]).frame
     totals = truth.sum(axis=1)
     hits = (summed["ci_low"].to_numpy() <= totals) & (totals <= summed["ci_high"].to_numpy())
-    width = _noise.half_width(_noise.LAPLACE, scale, LEVEL, cells)
-    assert_covers(hits, _noise.coverage(_noise.LAPLACE, scale, width, cells))
+    width = noise_sums.half_width(noise_sums.LAPLACE, scale, LEVEL, cells)
+    assert_covers(hits, noise_sums.coverage(noise_sums.LAPLACE, scale, width, cells))
 
 
 def test_sum_of_gaussian_cells_covers_at_its_stated_level() -> None:
     rng = np.random.default_rng(7)
     sigma, cells = 6.0, 3
     noise = gaussian_noise(rng, sigma, DRAWS * cells).reshape(DRAWS, cells).sum(axis=1)
-    width = _noise.half_width(_noise.GAUSSIAN, sigma, LEVEL, cells)
-    assert_covers(np.abs(noise) <= width, _noise.coverage(_noise.GAUSSIAN, sigma, width, cells))
+    width = noise_sums.half_width(noise_sums.GAUSSIAN, sigma, LEVEL, cells)
+    assert_covers(
+        np.abs(noise) <= width, noise_sums.coverage(noise_sums.GAUSSIAN, sigma, width, cells)
+    )
 
 
 def test_normal_width_would_undercover_two_laplace_cells() -> None:
@@ -224,7 +145,7 @@ def test_normal_width_would_undercover_two_laplace_cells() -> None:
     rng = np.random.default_rng(11)
     scale = 48.0
     noise = laplace_noise(rng, scale, (DRAWS, 2)).sum(axis=1)
-    normal = math.floor(1.959964 * math.sqrt(2 * _noise.variance(_noise.LAPLACE, scale)))
+    normal = math.floor(1.959964 * math.sqrt(2 * noise_sums.variance(noise_sums.LAPLACE, scale)))
     observed = float(np.mean(np.abs(noise) <= normal))
     sd = math.sqrt(LEVEL * (1 - LEVEL) / DRAWS)
     assert observed < LEVEL - TOLERANCE_SDS * sd
@@ -285,7 +206,7 @@ def test_ratio_of_sums_covers_at_least_its_level() -> None:
 def test_ratio_of_independent_releases_uses_square_root_levels() -> None:
     top = release(pl.DataFrame({"mode": ["a"], "value": [500]}), ("mode",), 96.0, "dna")
     bottom = release(pl.DataFrame({"mode": ["a"], "value": [5_000]}), ("mode",), 96.0, "all")
-    width = _noise.half_width(_noise.LAPLACE, 96.0, math.sqrt(LEVEL))
+    width = noise_sums.half_width(noise_sums.LAPLACE, 96.0, math.sqrt(LEVEL))
     row = ratio(top, bottom).row(0, named=True)
     assert row["value"] == 0.1
     assert row["ci_low"] == pytest.approx((500 - width) / (5_000 + width))
@@ -295,7 +216,7 @@ def test_ratio_of_independent_releases_uses_square_root_levels() -> None:
 def test_ratio_within_one_release_uses_bonferroni_levels() -> None:
     frame = pl.DataFrame({"mode": ["a"], "value": [500]})
     same = release(frame, ("mode",), 96.0, "one")
-    width = _noise.half_width(_noise.LAPLACE, 96.0, (1 + LEVEL) / 2)
+    width = noise_sums.half_width(noise_sums.LAPLACE, 96.0, (1 + LEVEL) / 2)
     row = ratio(same, same).row(0, named=True)
     assert row["ci_high"] == pytest.approx((500 + width) / (500 - width))
 
@@ -339,7 +260,7 @@ def test_rate_per_population_scales_value_and_interval_exactly() -> None:
     )
     sizes = pl.DataFrame({"practice_code": ["A", "B"], "list_size": [12_000, 3_000]})
     rates = per_population(counts, sizes, on="practice_code").sort("practice_code")
-    width = _noise.half_width(_noise.LAPLACE, 48.0, LEVEL)
+    width = noise_sums.half_width(noise_sums.LAPLACE, 48.0, LEVEL)
     assert rates["value"].to_list() == [50.0, 30.0]
     assert rates["ci_high"].to_list() == pytest.approx([(600 + width) / 12, (90 + width) / 3])
 
@@ -354,8 +275,8 @@ def test_rate_per_population_keeps_coverage() -> None:
     rates = per_population(release(frame, ("practice_code",), scale), sizes, on="practice_code")
     true_rate = truth * 1_000 / size
     hits = (rates["ci_low"].to_numpy() <= true_rate) & (true_rate <= rates["ci_high"].to_numpy())
-    width = _noise.half_width(_noise.LAPLACE, scale, LEVEL)
-    assert_covers(hits, _noise.coverage(_noise.LAPLACE, scale, width))
+    width = noise_sums.half_width(noise_sums.LAPLACE, scale, LEVEL)
+    assert_covers(hits, noise_sums.coverage(noise_sums.LAPLACE, scale, width))
 
 
 def test_rate_per_population_never_goes_below_zero() -> None:
@@ -377,7 +298,7 @@ def test_rate_per_population_drops_groups_without_population() -> None:
 def test_pooled_rate_divides_by_one_population() -> None:
     counts = release(pl.DataFrame({"week": ["w1", "w2"], "value": [600, 400]}), ("week",), 48.0)
     pooled = per_population(sum_cells(counts), 20_000).row(0, named=True)
-    width = _noise.half_width(_noise.LAPLACE, 48.0, LEVEL, 2)
+    width = noise_sums.half_width(noise_sums.LAPLACE, 48.0, LEVEL, 2)
     assert (pooled["value"], pooled["ci_high"]) == (50.0, pytest.approx((1_000 + width) / 20))
 
 

@@ -8,12 +8,12 @@ from decimal import Decimal
 import pytest
 
 from dpgate import count
-from dpgate._noise import half_width
 from dpgate_server.queries.accuracy import checked_confidence_level
 from dpgate_server.queries.errors import InvalidQuery
 from dpgate_server.queries.model import Aggregate, Query
 from dpgate_server.vocabulary.errors import ErrorReason
 from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL, check_confidence_level
+from dpgate_shared.noise_sums import half_width
 
 BAD_LEVELS = [0, 1, 0.0, 1.0, 95, -0.5, math.nan, math.inf, True, "0.9", None]
 
