@@ -30,6 +30,8 @@ VALUE: Final = "value"
 CI_LOW: Final = "ci_low"
 CI_HIGH: Final = "ci_high"
 MEASURE_COLUMNS: Final = (VALUE, CI_LOW, CI_HIGH)
+SUMMED_CELLS: Final = "cells"
+"""A derived answer's last column: how many released cells were added into each row."""
 _COMPRESSION: Final = "lz4"
 
 
@@ -51,6 +53,13 @@ def build(
         value.alias(VALUE),
         *_intervals(value, half_width),
     )
+
+
+def wire_keys(frame: pl.DataFrame, group_by: Sequence[str]) -> pl.DataFrame:
+    """The key columns of `frame` with the dtypes a release carries, sorted as released."""
+    keys = list(group_by)
+    frame = frame.sort(keys, nulls_last=False)
+    return frame.select(*(_wire_key(name, frame.schema[name]) for name in keys))
 
 
 def from_rows(
@@ -88,12 +97,16 @@ def encode(table: pl.DataFrame) -> bytes:
 
 
 def decode(data: bytes) -> pl.DataFrame:
-    """The table `encode` wrote; raises ReleaseFormatError for bytes that are not one."""
+    """The table `encode` wrote; raises ReleaseFormatError for bytes that are not one.
+
+    A derived answer's table ends with `cells` after the measures.
+    """
     try:
         table = pl.read_ipc(io.BytesIO(data), memory_map=False)
     except Exception as exc:  # Polars raises several types for a corrupt file
         raise ReleaseFormatError(f"release cells do not parse as Arrow IPC: {exc}") from exc
-    if tuple(table.columns[-3:]) != MEASURE_COLUMNS:
+    measures = table.columns[-4:-1] if table.columns[-1:] == [SUMMED_CELLS] else table.columns[-3:]
+    if tuple(measures) != MEASURE_COLUMNS:
         raise ReleaseFormatError(f"release cells have columns {table.columns}")
     return table
 
