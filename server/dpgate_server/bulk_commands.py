@@ -4,8 +4,9 @@ the operator on the server's own machine, through the same governance service as
 Each file goes through `Governance.ingest` (or `load_opt_out_list`) exactly as an upload
 would, with the local operator as the caller, so it passes the same checks and is audited
 the same way: an accepted file by the service itself, a refused one here with the outcome
-and reason its RPC would record. The progress bar shows files and bytes, never counts of
-rows (they are private until released with noise).
+and reason its RPC would record. The progress bars show files and bytes, or a publish's
+stages with practices done of total, never counts of rows (they are private until released
+with noise).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    TaskID,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -32,6 +35,7 @@ from dpgate_server.api.ledger_storage import open_ledger_storage, open_reader_le
 from dpgate_server.api.provider_servicer import governance_for
 from dpgate_server.config import ConfigError, Settings, load_settings
 from dpgate_server.governance.optouts import OptOutKind
+from dpgate_server.governance.publish_progress import PublishProgress
 from dpgate_server.governance.service import Governance
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
@@ -157,22 +161,76 @@ def publish(
     config: ConfigOption = None,
 ) -> None:
     """Publish the next version of DATASET from the staged practices, as
-    PublishDatasetVersion would (the same service call, audited alike)."""
+    PublishDatasetVersion would (the same service call, audited alike).
+
+    A bar per stage (reading, bounding, writing, verifying) shows practices (buckets,
+    checks) done of total, the stage's time and the whole publish's time left.
+    """
     settings = _settings_or_exit(config)
     request = _request("PublishDatasetVersion", f"publish {dataset}")
-    with _governance(settings) as (governance, ledger), _progress() as progress:
-        task = progress.add_task("publish", total=None, files="0/1")
-        try:
-            result = governance.publish(dataset, request)
-        except DomainError as exc:
-            typer.echo(str(_refusal(ledger, request, dataset, exc)), err=True)
-            raise typer.Exit(1) from None
-        progress.update(task, total=1, completed=1, files="1/1")
+    with _governance(settings) as (governance, ledger):
+        with _stage_progress() as progress:
+            bars = PublishBars(progress)
+            refused: RefusedExtract | None = None
+            try:
+                result = governance.publish(dataset, request, progress=bars.show)
+            except DomainError as exc:
+                refused = _refusal(ledger, request, dataset, exc)
+            finally:
+                bars.finish()
+        if refused is not None:
+            typer.echo(str(refused), err=True)
+            raise typer.Exit(1)
     typer.echo(
         f"published {dataset} version {result.version.version}"
-        f" ({len(result.staged_practices)} staged practices)",
+        f" ({result.practices} practices, {len(result.staged_practices)} from uploads,"
+        f" {len(result.withdrawn_practices)} withdrawn)",
         err=True,
     )
+
+
+class PublishBars:
+    """One rich bar per publish stage, fed by the publish's progress callback.
+
+    Shows only what PublishProgress carries: the stage, units (practices, buckets or
+    checks) done of total and time; the whole publish's time left is its own estimate
+    (`seconds_left`), as rich's per-task estimate knows nothing of the stages to come.
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+
+    def show(self, step: PublishProgress) -> None:
+        task = self._tasks.get(step.stage.value)
+        if task is None:
+            self.finish()  # a new stage: the earlier ones are over
+            task = self._progress.add_task(
+                step.stage.value, total=step.total, unit=step.unit, left=""
+            )
+            self._tasks[step.stage.value] = task
+        self._progress.update(
+            task, completed=step.done, total=step.total, left=time_left(step.seconds_left)
+        )
+
+    def finish(self) -> None:
+        """Stop the stages' clocks and clear their time left."""
+        for task in self._tasks.values():
+            self._progress.update(task, left="")
+            self._progress.stop_task(task)
+
+
+def time_left(seconds: float | None) -> str:
+    """ "about 1:05 left", or "" while nothing is done to estimate from.
+
+    Example:
+        >>> time_left(65.4), time_left(None)
+        ('about 1:05 left', '')
+    """
+    if seconds is None:
+        return ""
+    whole = max(0, round(seconds))
+    return f"about {whole // 60}:{whole % 60:02d} left"
 
 
 def _refusal(ledger: Ledger, request: RequestInfo, name: str, exc: DomainError) -> RefusedExtract:
@@ -208,6 +266,23 @@ def _progress() -> Iterator[Progress]:
         TextColumn("files {task.fields[files]}"),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    with progress:
+        yield progress
+
+
+@contextmanager
+def _stage_progress() -> Iterator[Progress]:
+    """Bars for a publish's stages; on a console that is not a terminal (a log), their
+    final state is printed once at the end."""
+    progress = Progress(
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} {task.fields[unit]}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[left]}"),
         console=Console(stderr=True),
         transient=False,
     )

@@ -25,9 +25,11 @@ from tests.unit.governance.helpers import (
     copy_world,
     csv_bytes,
     good_row,
+    version_rows,
 )
 
 RUNNER = CliRunner()
+STAGE_WORDS = [["reading"], ["bounding"], ["writing"], ["verifying"]]
 
 
 @pytest.fixture
@@ -118,13 +120,27 @@ def test_publish_makes_a_new_version_with_the_ingested_practice(
     folder.mkdir()
     (folder / f"{SMALL}.csv").write_bytes(world.extract(SMALL))
     assert RUNNER.invoke(app, ["ingest", str(folder)], env=env).exit_code == 0
-    result = RUNNER.invoke(app, ["publish", DATASET_ID], env=env)
+    staged_rows = pl.read_parquet(staging(world).path(SMALL)).height
+    result = RUNNER.invoke(app, ["publish", DATASET_ID], env={**env, "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    after = DatasetStore(world.store_root).current(DATASET_ID).version
-    assert after != before
-    assert f"version {after}" in result.output
+    after = DatasetStore(world.store_root).current(DATASET_ID)
+    assert after.version != before
+    assert f"version {after.version}" in result.output
     events = audit_events(env["DPGATE_STORAGE__LEDGER_PATH"])
     assert any(rpc == "PublishDatasetVersion" and o is Outcome.ANSWERED for rpc, o, _ in events)
+    # a bar per stage, in order, each complete: practices (public keys) done of total
+    practices = len(after.metadata.column("practice_code").values or ())
+    lines = result.output.splitlines()
+    stages = [line.split()[0] for line in lines if line.split()[:1] in STAGE_WORDS]
+    assert stages == ["reading", "bounding", "writing", "verifying"]
+    assert f"{practices}/{practices} practices" in next(x for x in lines if "reading" in x)
+    assert f"{practices}/{practices} practices" in next(x for x in lines if "writing" in x)
+    assert "4/4 checks" in result.output
+    assert f"{practices} practices, 1 from uploads" in result.output
+    # never a count of private rows
+    for rows in (staged_rows, version_rows(world.store_root).height):
+        assert str(rows) not in result.output
+        assert f"{rows:,}" not in result.output
 
 
 def test_publish_of_an_unknown_dataset_is_refused(env: dict[str, str]) -> None:
