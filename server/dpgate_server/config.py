@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from dpgate_server.queries.limits import QueryLimits
+from dpgate_server.store.period_bounds import PeriodBounds, PeriodCap
 
 
 class ConfigError(ValueError):
@@ -167,6 +168,18 @@ class GovernanceSettings(_Section):
     """Datasets whose practices consent unless they withdraw; others must grant first."""
 
 
+class PeriodCapSettings(_Section):
+    """Caps on one period column of a dataset (store/period_bounds.py); policy, never
+    observed maxima."""
+
+    rows: int | None = Field(default=None, ge=1)
+    """k: rows per patient in one period."""
+    periods: int | None = Field(default=None, ge=1)
+    """g: periods (weeks or months) per patient."""
+    practice_periods: int | None = Field(default=None, ge=1)
+    """Distinct (practice_code, period) groups per patient."""
+
+
 class PublishingSettings(_Section):
     """Building dataset versions, and how many are kept (DESIGN.md "Dataset versions")."""
 
@@ -176,6 +189,25 @@ class PublishingSettings(_Section):
     keep_versions: int = Field(default=2, ge=1, le=10_000)
     """Versions of each dataset kept on disk; older ones are deleted once no query is
     reading them (after a publish and at start). Releases stay in the ledger either way."""
+    period_bounds: dict[str, dict[Literal["week", "month"], PeriodCapSettings]] = Field(
+        default_factory=dict
+    )
+    """Per dataset, per period ("week", "month"), the per-period bounds every publish of that
+    dataset enforces and verifies with max_contributions, e.g.
+    `[publishing.period_bounds.gp_appointments.week] rows = 3, periods = 10,
+    practice_periods = 10`. A dataset not named keeps its current version's bounds."""
+
+    def period_bounds_of(self) -> dict[str, PeriodBounds]:
+        """The setting as each dataset's PeriodBounds."""
+        return {
+            dataset: PeriodBounds(
+                tuple(
+                    PeriodCap(period, cap.rows, cap.periods, cap.practice_periods)
+                    for period, cap in caps.items()
+                )
+            )
+            for dataset, caps in self.period_bounds.items()
+        }
 
 
 class CacheSettings(_Section):

@@ -5,6 +5,10 @@ the cut of a patient split across two practices is decided with all their rows i
 one bucket at a time. The files hold raw little-endian pairs, 12 bytes a row (the rank's
 high 32 bits: bounding.rank_prefix): appended as rows are read, read back whole, deleted
 once their bucket is cut. At national scale they are the publish's largest scratch files.
+
+A dataset with per-period bounds files more per row (`with_periods`): the full 64-bit rank
+and the codes of the row's practice, week and month (32 bytes a row), since its cut depends
+on which period and practice each row falls in (store.period_bounding).
 """
 
 from __future__ import annotations
@@ -19,6 +23,17 @@ import numpy.typing as npt
 from dpgate_server.store.bounding import rank_prefix, splitmix64
 
 _PAIR = np.dtype([("patient_key", "<i8"), ("prefix", "<u4")])
+_PERIOD_ROW = np.dtype(
+    [
+        ("patient_key", "<i8"),
+        ("rank", "<u8"),
+        ("practice_code", "<i4"),
+        ("week", "<i4"),
+        ("month", "<i4"),
+    ]
+)
+PERIOD_FIELDS: tuple[str, ...] = ("practice_code", "week", "month")
+"""The codes filed beside each row's rank for a cut with per-period bounds."""
 _BUCKET_SALT = np.uint64(0x5851_F42D_4C95_7F2D)
 
 
@@ -32,12 +47,13 @@ def bucket_of(patient: npt.NDArray[np.int64], buckets: int) -> npt.NDArray[np.in
 class BucketFiles:
     """One append-only file per bucket under `folder`."""
 
-    def __init__(self, folder: Path, buckets: int) -> None:
+    def __init__(self, folder: Path, buckets: int, *, with_periods: bool = False) -> None:
         if buckets < 1 or buckets & (buckets - 1):
             raise ValueError("the bucket count must be a power of two")
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.buckets = buckets
+        self.with_periods = with_periods
         self._handles: list[BinaryIO] | None = None
 
     def path(self, bucket: int) -> Path:
@@ -47,13 +63,27 @@ class BucketFiles:
         self._handles = [self.path(b).open("ab", buffering=1 << 20) for b in range(self.buckets)]
         return self
 
-    def append(self, patient: npt.NDArray[np.int64], rank: npt.NDArray[np.uint64]) -> None:
-        """File each (patient, rank prefix) pair under its patient's bucket."""
+    def append(
+        self,
+        patient: npt.NDArray[np.int64],
+        rank: npt.NDArray[np.uint64],
+        periods: dict[str, npt.NDArray[np.int32]] | None = None,
+    ) -> None:
+        """File each (patient, rank prefix) pair under its patient's bucket; with periods,
+        (patient, rank, practice, week, month codes) rows (`periods` holds the codes)."""
         if self._handles is None:
             raise RuntimeError("open the bucket files first")
-        pairs = np.empty(patient.size, dtype=_PAIR)
+        if self.with_periods:
+            if periods is None:
+                raise ValueError("period bucket files need each row's period codes")
+            pairs = np.empty(patient.size, dtype=_PERIOD_ROW)
+            pairs["rank"] = rank
+            for name in PERIOD_FIELDS:
+                pairs[name] = periods[name]
+        else:
+            pairs = np.empty(patient.size, dtype=_PAIR)
+            pairs["prefix"] = rank_prefix(rank)
         pairs["patient_key"] = patient
-        pairs["prefix"] = rank_prefix(rank)
         if self.buckets == 1:
             self._handles[0].write(pairs.tobytes())
             return
@@ -77,6 +107,16 @@ class BucketFiles:
             np.ascontiguousarray(pairs["patient_key"]),
             np.ascontiguousarray(pairs["prefix"]),
         )
+
+    def read_rows(self, bucket: int) -> npt.NDArray[np.void]:
+        """Every row filed under `bucket` of period bucket files (a structured array with
+        patient_key, rank, practice_code, week and month)."""
+        if not self.with_periods:
+            raise ValueError("these bucket files hold pairs; use read")
+        path = self.path(bucket)
+        if not path.exists():
+            return np.empty(0, dtype=_PERIOD_ROW)
+        return np.fromfile(path, dtype=_PERIOD_ROW)
 
     def remove(self, bucket: int) -> None:
         self.path(bucket).unlink(missing_ok=True)

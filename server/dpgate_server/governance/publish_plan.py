@@ -22,6 +22,8 @@ BYTES_PER_GROUP_ROW = 560
 """Peak bytes per row while a group's rows are read, cut, joined, sorted and written."""
 BYTES_PER_BUCKET_ROW = 96
 """Peak bytes per row while a bucket's patients are counted and cut."""
+BYTES_PER_PERIOD_BUCKET_ROW = 320
+"""The same with per-period bounds: 32-byte rows, sorted and ranked in several windows."""
 BYTES_PER_VERIFIED_ROW = 48
 """Peak bytes per row while a slice of the version's patient keys is counted."""
 MAX_BUCKETS = 4096
@@ -49,9 +51,15 @@ class PublishPlan:
     verify_rows_per_pass: int
 
 
-def plan_publish(practice_rows: Mapping[str, int], memory_bytes: int) -> PublishPlan:
+def plan_publish(
+    practice_rows: Mapping[str, int],
+    memory_bytes: int,
+    *,
+    bucket_row_bytes: int = BYTES_PER_BUCKET_ROW,
+) -> PublishPlan:
     """The groups, bucket count and verification slice for `practice_rows` (rows of each
-    included practice, before opt-outs and the cut) under `memory_bytes`."""
+    included practice, before opt-outs and the cut) under `memory_bytes`
+    (`bucket_row_bytes`: BYTES_PER_PERIOD_BUCKET_ROW for a cut with per-period bounds)."""
     if memory_bytes < 1:
         raise ValueError("the memory setting must be positive")
     group_rows = max(1, memory_bytes // BYTES_PER_GROUP_ROW)
@@ -68,7 +76,7 @@ def plan_publish(practice_rows: Mapping[str, int], memory_bytes: int) -> Publish
     if codes:
         groups.append(PracticeGroup(tuple(codes)))
     total = sum(practice_rows.values())
-    bucket_rows = max(1, memory_bytes // BYTES_PER_BUCKET_ROW)
+    bucket_rows = max(1, memory_bytes // bucket_row_bytes)
     buckets = 1
     while buckets * bucket_rows < total and buckets < MAX_BUCKETS:
         buckets *= 2

@@ -53,8 +53,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dpgate_server.governance.errors import GovernanceError
-from dpgate_server.governance.patient_buckets import BucketFiles
-from dpgate_server.governance.publish_plan import PublishPlan, plan_publish
+from dpgate_server.governance.patient_buckets import PERIOD_FIELDS, BucketFiles
+from dpgate_server.governance.publish_plan import (
+    BYTES_PER_BUCKET_ROW,
+    BYTES_PER_PERIOD_BUCKET_ROW,
+    PublishPlan,
+    plan_publish,
+)
 from dpgate_server.governance.publish_progress import (
     ProgressCallback,
     ProgressReporter,
@@ -71,6 +76,7 @@ from dpgate_server.governance.staging import StagingArea
 from dpgate_server.store.appointment_files import APPOINTMENTS_SCHEMA, write_table
 from dpgate_server.store.bounding import (
     KEYED_HASH_BOUND_METHOD,
+    KEYED_HASH_PERIOD_BOUND_METHOD,
     LabelCodes,
     cut_points,
     keep_mask,
@@ -79,6 +85,8 @@ from dpgate_server.store.bounding import (
 from dpgate_server.store.coded_rows import CodedRows, Labels
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.store.month_table_files import MonthTableFiles
+from dpgate_server.store.period_bounding import PATIENT, PRIORITY, period_keep_mask
+from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.store.store import (
     ContributionBound,
     DatasetStore,
@@ -120,6 +128,8 @@ class PublishInputs:
         key_id: fingerprint of the pseudonymisation key of every row.
         seed: the rank-hash seed (None: a fresh random one); recorded in the manifest.
         memory_bytes: the memory the build may use for rows (publish_plan.py).
+        period_bounds: the dataset's per-period bounds policy (config
+            publishing.period_bounds); None keeps the base version's.
     """
 
     base: DatasetVersion
@@ -130,6 +140,7 @@ class PublishInputs:
     key_id: str
     seed: int | None = None
     memory_bytes: int = DEFAULT_MEMORY_BYTES
+    period_bounds: PeriodBounds | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +214,9 @@ class PublishBuild:
         codes = set(included.get_column("practice_code").to_list())
         staged = tuple(c for c in inputs.staging.practices() if c in codes)
         carried = tuple(sorted(codes - set(staged)))
-        builder = store.begin_version(metadata_for(inputs.base.metadata, included))
+        builder = store.begin_version(
+            metadata_for(inputs.base.metadata, included, inputs.period_bounds)
+        )
         try:
             paths = {code: inputs.staging.path(code) for code in staged}
             snapshots = snapshot_staged(paths, builder.work_dir / "staged")
@@ -260,14 +273,24 @@ class PublishBuild:
         base_paths = inputs.base.appointment_paths()
         practice_rows = {code: staged_rows(path) for code, path in self._snapshots.items()}
         practice_rows |= count_carried_rows(base_paths, frozenset(self.carried))
-        plan = plan_publish(practice_rows, inputs.memory_bytes)
+        periods = metadata.period_bounds
+        plan = plan_publish(
+            practice_rows,
+            inputs.memory_bytes,
+            bucket_row_bytes=BYTES_PER_PERIOD_BUCKET_ROW if periods else BYTES_PER_BUCKET_ROW,
+        )
         sources = PublishSources(self._snapshots, frozenset(self.carried), base_paths)
         opted_out = np.unique(inputs.opted_out.get_column("patient_key").to_numpy())
         labels = Labels()
         codes = LabelCodes(self.seed)
         work = self._builder.work_dir
-        read, removed = _file_ranks(sources, plan, opted_out, labels, codes, work, reporter)
-        _cut_buckets(plan, metadata.max_contributions, work, reporter)
+        read, removed = _file_ranks(
+            sources, plan, opted_out, labels, codes, work, reporter, with_periods=bool(periods)
+        )
+        if periods:
+            _cut_period_buckets(plan, metadata.max_contributions, periods, work, reporter)
+        else:
+            _cut_buckets(plan, metadata.max_contributions, work, reporter)
         months = [str(m) for m in (_column_values(metadata, "month"))]
         paths = [self._builder.appointments_path(month) for month in months]
         written = _write_months(
@@ -303,21 +326,27 @@ def _file_ranks(
     codes: LabelCodes,
     work: Path,
     reporter: ProgressReporter,
+    *,
+    with_periods: bool = False,
 ) -> tuple[int, int]:
-    """Pass 1: every kept row's (patient, rank hash) into its patient's bucket.
+    """Pass 1: every kept row's (patient, rank hash) into its patient's bucket (with the
+    row's practice, week and month codes when the dataset has per-period bounds).
 
     Returns rows read and rows of opted-out patients (for the operator's result)."""
     total = sum(len(g.codes) for g in plan.groups)
     done = read = removed = 0
     reporter.report(PublishStage.READING, 0, total, "practices")
-    with BucketFiles(work / "buckets", plan.buckets) as buckets:
+    with BucketFiles(work / "buckets", plan.buckets, with_periods=with_periods) as buckets:
         for group, rows in sources.groups(plan.groups, labels):
             read += rows.num_rows
             patient = rows.column("patient_key")
             kept = ~_listed(patient, opted_out)
             removed += int(rows.num_rows - kept.sum())
             ranks = rows.rank_values(STAGED_NAMES, labels, codes)
-            buckets.append(patient[kept], ranks[kept])
+            period_codes = (
+                {name: rows.column(name)[kept] for name in PERIOD_FIELDS} if with_periods else None
+            )
+            buckets.append(patient[kept], ranks[kept], period_codes)
             done += len(group.codes)
             reporter.report(PublishStage.READING, done, total, "practices")
     return read, removed
@@ -341,6 +370,45 @@ def _cut_buckets(
         reporter.report(PublishStage.BOUNDING, bucket + 1, plan.buckets, "buckets")
 
 
+def _cut_period_buckets(
+    plan: PublishPlan,
+    max_contributions: int,
+    bounds: PeriodBounds,
+    work: Path,
+    reporter: ProgressReporter,
+) -> None:
+    """Pass 2 with per-period bounds: per bucket, the rows each patient drops under K and
+    the period bounds (store.period_bounding, in keyed-hash order), filed as how many rows
+    of each (patient, rank hash) are dropped (rows with equal hashes are identical, so which
+    of them goes never matters)."""
+    buckets = BucketFiles(work / "buckets", plan.buckets, with_periods=True)
+    folder = work / "drop"
+    folder.mkdir(exist_ok=True)
+    reporter.report(PublishStage.BOUNDING, 0, plan.buckets, "buckets")
+    for bucket in range(plan.buckets):
+        rows = buckets.read_rows(bucket)
+        frame = pl.DataFrame(
+            {
+                PATIENT: rows["patient_key"],
+                PRIORITY: rows["rank"],
+                **{name: rows[name] for name in PERIOD_FIELDS},
+            }
+        )
+        del rows
+        keep = period_keep_mask(frame, max_contributions, bounds)
+        dropped = (
+            frame.filter(~keep).group_by(PATIENT, PRIORITY).agg(dropped=pl.len().cast(pl.UInt32))
+        )
+        del frame
+        if dropped.height:
+            pq.write_table(
+                dropped.rename({PRIORITY: "rank"}).sort(PATIENT).to_arrow(),
+                folder / f"{bucket:05d}.parquet",
+            )
+        buckets.remove(bucket)
+        reporter.report(PublishStage.BOUNDING, bucket + 1, plan.buckets, "buckets")
+
+
 def _write_months(
     sources: PublishSources,
     plan: PublishPlan,
@@ -357,6 +425,7 @@ def _write_months(
 
     Returns the rows written per practice (checked against the files afterwards)."""
     cut_files = sorted((work / "cut").glob("*.parquet"))
+    drop_files = sorted((work / "drop").glob("*.parquet"))
     hierarchy = _Hierarchy.of(included)
     month_index = {month: i for i, month in enumerate(months)}
     written = np.zeros(0, dtype=np.int64)
@@ -368,7 +437,10 @@ def _write_months(
         for group, rows in sources.groups(plan.groups, labels):
             patient = rows.column("patient_key")
             kept = ~_listed(patient, opted_out)
-            kept &= ~_beyond_cut(rows, patient, kept, cut_files, labels, codes)
+            if drop_files:
+                kept &= ~_dropped_rows(rows, patient, kept, drop_files, labels, codes)
+            else:
+                kept &= ~_beyond_cut(rows, patient, kept, cut_files, labels, codes)
             for month, part in _month_parts(rows, kept, hierarchy, month_index, labels):
                 practice = part.column("practice_code")
                 counts = np.bincount(practice, minlength=len(labels.labels("practice_code")))
@@ -400,12 +472,17 @@ def _verify(
     reporter.report(PublishStage.VERIFYING, 2, checks, "checks")
     check_rows_per_practice(paths, written)
     reporter.report(PublishStage.VERIFYING, 3, checks, "checks")
+    periods = metadata.period_bounds
     bound = verify_bound(
         paths,
         metadata.max_contributions,
-        method=KEYED_HASH_BOUND_METHOD,
+        method=KEYED_HASH_PERIOD_BOUND_METHOD if periods else KEYED_HASH_BOUND_METHOD,
         seed=seed,
-        rows_per_pass=plan.verify_rows_per_pass,
+        # the period counts group by practice and period too: a quarter of the rows a pass
+        rows_per_pass=max(1, plan.verify_rows_per_pass // 4)
+        if periods
+        else plan.verify_rows_per_pass,
+        period_bounds=periods or None,
     )
     reporter.report(PublishStage.VERIFYING, 4, checks, "checks")
     return bound
@@ -447,6 +524,40 @@ def _beyond_cut(
     per_patient = hits.select("patient_key", "threshold", "kept_at_threshold").unique()
     beyond[affected] = ~keep_mask(patient[affected], ranks, per_patient)
     return beyond
+
+
+def _dropped_rows(
+    rows: CodedRows,
+    patient: npt.NDArray[np.int64],
+    kept: npt.NDArray[np.bool_],
+    drop_files: Sequence[Path],
+    labels: Labels,
+    codes: LabelCodes,
+) -> npt.NDArray[np.bool_]:
+    """Which of the `kept` rows the per-period cut drops (`_cut_period_buckets`' files):
+    of the rows of one patient with one rank hash, the first `dropped`."""
+    out = np.zeros(patient.size, dtype=np.bool_)
+    if patient.size == 0:
+        return out
+    frame = pl.DataFrame({PATIENT: patient, "kept": kept}).with_row_index("row")
+    drops = pl.scan_parquet([str(p) for p in drop_files])
+    affected_patients = drops.select(PATIENT).unique()
+    hits = frame.lazy().filter("kept").join(affected_patients, on=PATIENT, how="semi").collect()
+    if hits.height == 0:
+        return out
+    affected = hits.get_column("row").to_numpy().astype(np.int64)
+    ranked = pl.DataFrame(
+        {
+            "row": affected,
+            PATIENT: patient[affected],
+            "rank": rows.take(affected).rank_values(STAGED_NAMES, labels, codes),
+        }
+    )
+    matched = ranked.lazy().join(drops, on=[PATIENT, "rank"], how="inner").collect()
+    ordinal = pl.int_range(pl.len()).over(PATIENT, "rank")
+    gone = matched.sort("row").filter(ordinal < pl.col("dropped")).get_column("row")
+    out[gone.to_numpy()] = True
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,8 +641,11 @@ def _column_values(metadata: DatasetMetadata, name: str) -> tuple[Any, ...]:
 # metadata and public tables
 
 
-def metadata_for(base: DatasetMetadata, practices: pl.DataFrame) -> DatasetMetadata:
-    """`base` with its practice-hierarchy value sets (and row ceiling) from `practices`.
+def metadata_for(
+    base: DatasetMetadata, practices: pl.DataFrame, period_bounds: PeriodBounds | None = None
+) -> DatasetMetadata:
+    """`base` with its practice-hierarchy value sets (and row ceiling) from `practices`,
+    and `period_bounds` as its per-period bounds policy (None: the base's).
 
     Values keep the table's order (hierarchy order), as the generator's metadata does.
     """
@@ -546,7 +660,10 @@ def metadata_for(base: DatasetMetadata, practices: pl.DataFrame) -> DatasetMetad
     if "list_size" in practices.columns:
         registered = int(practices.get_column("list_size").sum())
         max_rows = max(1, min(base.max_contributions * registered, _MAX_ROWS_CEILING))
-    return dataclasses.replace(base, columns=tuple(columns), max_rows=max_rows)
+    bounds = base.period_bounds if period_bounds is None else period_bounds
+    return dataclasses.replace(
+        base, columns=tuple(columns), max_rows=max_rows, period_bounds=bounds
+    )
 
 
 def _write_public_tables(

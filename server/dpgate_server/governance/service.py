@@ -28,7 +28,7 @@ import hashlib
 import logging
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +51,7 @@ from dpgate_server.governance.publishing import (
 from dpgate_server.governance.staging import StagingArea, UploadRecord
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
 from dpgate_server.store.leases import FileReaderLeases, ReaderLeases
+from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.store.pseudonym import key_id
 from dpgate_server.store.retention import retire_old_versions
 from dpgate_server.store.store import BuildInProgressError, DatasetStore, DatasetVersion
@@ -94,6 +95,8 @@ class GovernancePolicy:
         publish_memory_bytes: memory a publish may use for rows (publish_plan.py).
         keep_versions: versions of a dataset kept after a publish (older ones are deleted
             once no query reads them).
+        period_bounds: per dataset, the per-period bounds a publish enforces (a dataset
+            not named keeps its current version's).
     """
 
     root: Path
@@ -102,6 +105,7 @@ class GovernancePolicy:
     granted_by_default: frozenset[str]
     publish_memory_bytes: int = DEFAULT_MEMORY_BYTES
     keep_versions: int = DEFAULT_KEEP_VERSIONS
+    period_bounds: Mapping[str, PeriodBounds] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +356,7 @@ class Governance:
                 key_id(self._key),
                 seed=seed,
                 memory_bytes=self.policy.publish_memory_bytes,
+                period_bounds=self.policy.period_bounds.get(dataset_id),
             )
             build = PublishBuild.start(self._store, inputs)
         try:

@@ -26,6 +26,8 @@ import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
+from dpgate_server.store.period_bounding import bound_maxima, violations
+from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.store.store import ContributionBound
 
 BOUND_METHOD = "random-k-per-patient"
@@ -34,6 +36,12 @@ BOUND_METHOD = "random-k-per-patient"
 KEYED_HASH_BOUND_METHOD = "keyed-hash-k-per-patient"
 """Each patient keeps the k rows of lowest keyed hash (`row_rank_hashes`) under the seed the
 manifest records (the publishing cut)."""
+RANDOM_PERIOD_BOUND_METHOD = "random-period-bounds"
+"""Each patient's rows are cut to the total and per-period bounds in order of a random
+priority (store.period_bounding; the synthetic generator's cut)."""
+KEYED_HASH_PERIOD_BOUND_METHOD = "keyed-hash-period-bounds"
+"""Each patient's rows are cut to the total and per-period bounds in order of their keyed
+hash (`row_rank_hashes`, lowest first) under the manifest's seed (the publishing cut)."""
 
 NULL_VALUE = 0x9E37_79B9_7F4A_7C15
 """What a missing value contributes to a row's hash (any fixed constant)."""
@@ -264,12 +272,27 @@ def verify_bound(
     method: str = BOUND_METHOD,
     seed: int | None = None,
     rows_per_pass: int = _DEFAULT_ROWS_PER_VERIFY_PASS,
+    period_bounds: PeriodBounds | None = None,
 ) -> ContributionBound:
     """A verified ContributionBound for `paths`, or BoundViolationError.
 
-    Never returns `verified=False`: a bound that does not hold is an error, so no caller can
-    publish it by mistake.
+    With `period_bounds`, every per-period bound is counted over the files too, and the
+    record carries them (only then may a query claim them). Never returns
+    `verified=False`: a bound that does not hold is an error, so no caller can publish it by
+    mistake.
     """
+    if period_bounds:
+        maxima = bound_maxima(paths, period_bounds, rows_per_pass)
+        broken = violations(maxima, max_contributions, period_bounds)
+        if broken:
+            raise BoundViolationError("; ".join(broken))
+        return ContributionBound(
+            max_contributions=max_contributions,
+            verified=True,
+            method=method,
+            seed=seed,
+            period_bounds=period_bounds,
+        )
     worst = max_rows_per_patient(paths, rows_per_pass)
     if worst > max_contributions:
         raise BoundViolationError(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.vocabulary.accounting import Accounting
 
 KeyValue = str | int | dt.date
@@ -94,6 +95,8 @@ class DatasetMetadata:
         period_end: last day covered (inclusive).
         columns: the private table's columns.
         public_tables: names of the public tables shipped with every version.
+        period_bounds: per-period caps enforced at publish with `max_contributions`
+            (store/period_bounds.py); empty for a dataset bounded by the total alone.
     """
 
     dataset_id: str
@@ -107,6 +110,7 @@ class DatasetMetadata:
     period_end: dt.date
     columns: tuple[ColumnSpec, ...]
     public_tables: tuple[str, ...] = field(default=())
+    period_bounds: PeriodBounds = field(default_factory=PeriodBounds)
 
     def __post_init__(self) -> None:
         if self.max_contributions < 1:
@@ -114,6 +118,9 @@ class DatasetMetadata:
         if not 1 <= self.max_rows <= 4_294_967_295:
             raise ValueError("max_rows must fit OpenDP's u32 margin")
         names = [c.name for c in self.columns]
+        for cap in self.period_bounds.caps:
+            if cap.period not in names:
+                raise ValueError(f"a {cap.period} bound needs a {cap.period} column")
         if len(set(names)) != len(names):
             raise ValueError("column names must be unique")
         if self.privacy_unit not in names:
@@ -185,7 +192,7 @@ def _column_from_dict(raw: dict[str, Any]) -> ColumnSpec:
 
 
 def _metadata_to_dict(meta: DatasetMetadata) -> dict[str, Any]:
-    return {
+    raw: dict[str, Any] = {
         "dataset_id": meta.dataset_id,
         "title": meta.title,
         "description": meta.description,
@@ -198,6 +205,9 @@ def _metadata_to_dict(meta: DatasetMetadata) -> dict[str, Any]:
         "columns": [_column_to_dict(c) for c in meta.columns],
         "public_tables": list(meta.public_tables),
     }
+    if meta.period_bounds:  # absent for datasets bounded by the total alone, as before
+        raw["period_bounds"] = meta.period_bounds.to_dict()
+    return raw
 
 
 def _metadata_from_dict(raw: dict[str, Any]) -> DatasetMetadata:
@@ -213,4 +223,5 @@ def _metadata_from_dict(raw: dict[str, Any]) -> DatasetMetadata:
         period_end=dt.date.fromisoformat(raw["period_end"]),
         columns=tuple(_column_from_dict(c) for c in raw["columns"]),
         public_tables=tuple(raw.get("public_tables", ())),
+        period_bounds=PeriodBounds.from_dict(raw.get("period_bounds")),
     )

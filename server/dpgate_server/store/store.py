@@ -46,6 +46,7 @@ import polars as pl
 
 from dpgate_server.durable import fsync_path, replace_text, write_synced
 from dpgate_server.store.metadata import DatasetMetadata
+from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 APPOINTMENTS_DIR = "appointments"
@@ -116,6 +117,9 @@ class ContributionBound:
     seed: int | None = None
     """The seed of the keyed-hash rank that chose each patient's rows (None: not a keyed
     cut), so the publish can be reproduced and checked."""
+    period_bounds: PeriodBounds = field(default_factory=PeriodBounds)
+    """The per-period bounds enforced and verified with `max_contributions` (empty: the
+    total bound only). Only these may reach OpenDP as the version's bounds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +504,8 @@ def _bound_to_dict(bound: ContributionBound) -> dict[str, Any]:
     }
     if bound.seed is not None:
         raw["seed"] = bound.seed
+    if bound.period_bounds:
+        raw["period_bounds"] = bound.period_bounds.to_dict()
     return raw
 
 
@@ -521,6 +527,7 @@ def _manifest_from_dict(raw: dict[str, Any]) -> VersionManifest:
             verified=bool(bound["verified"]),
             method=str(bound["method"]),
             seed=None if bound.get("seed") is None else int(bound["seed"]),
+            period_bounds=PeriodBounds.from_dict(bound.get("period_bounds")),
         ),
         source=dict(raw.get("source", {})),
     )

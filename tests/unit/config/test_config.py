@@ -124,3 +124,29 @@ def test_ledger_url_that_is_not_postgres_is_refused_without_echoing_it(tmp_path:
     ) as bad:
         load_settings(path)
     assert "s3cret" not in str(bad.value)
+
+
+def test_period_bounds_are_read_per_dataset_and_period(tmp_path: Path) -> None:
+    path = tmp_path / "dpgate.toml"
+    path.write_text(
+        "[publishing.period_bounds.gp_appointments.week]\n"
+        "rows = 3\nperiods = 10\npractice_periods = 10\n"
+        "[publishing.period_bounds.gp_appointments.month]\nrows = 8\n"
+    )
+    bounds = load_settings(path).publishing.period_bounds_of()["gp_appointments"]
+    week, month = bounds.cap("week"), bounds.cap("month")
+    assert week is not None
+    assert (week.rows, week.periods, week.practice_periods) == (3, 10, 10)
+    assert month is not None
+    assert (month.rows, month.periods) == (8, None)
+    assert load_settings(None).publishing.period_bounds_of() == {}
+
+
+def test_a_period_bound_below_one_or_on_another_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dpgate.toml"
+    path.write_text("[publishing.period_bounds.gp_appointments.week]\nrows = 0\n")
+    with pytest.raises(ConfigError, match="rows"):
+        load_settings(path)
+    path.write_text("[publishing.period_bounds.gp_appointments.day]\nrows = 2\n")
+    with pytest.raises(ConfigError, match="day"):
+        load_settings(path)

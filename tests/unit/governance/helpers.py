@@ -21,6 +21,7 @@ from dpgate_server.governance.optouts import OptOutKind
 from dpgate_server.governance.publishing import DEFAULT_MEMORY_BYTES
 from dpgate_server.governance.service import Governance, GovernancePolicy
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
+from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.store.pseudonym import load_or_create_key, reserved_test_numbers
 from dpgate_server.store.store import DatasetStore
 from dpgate_server.synthetic.generator import ensure_demo_dataset
@@ -120,6 +121,7 @@ def open_governance(
     granted_by_default: Iterable[str] = (DATASET_ID,),
     publish_memory_bytes: int = DEFAULT_MEMORY_BYTES,
     keep_versions: int = 100,
+    period_bounds: Mapping[str, PeriodBounds] | None = None,
 ) -> Governance:
     policy = GovernancePolicy(
         root=world.governance_root,
@@ -128,6 +130,7 @@ def open_governance(
         granted_by_default=frozenset(granted_by_default),
         publish_memory_bytes=publish_memory_bytes,
         keep_versions=keep_versions,
+        period_bounds=dict(period_bounds or {}),
     )
     key_file = world.key_file
     return Governance(

@@ -3,9 +3,10 @@
 This is the specification the streaming publish (governance/publishing.py) is tested
 against: take every included practice's rows (staged, else carried from the current
 version), drop opted-out patients, rank each row by its keyed hash under the version's
-seed, keep each patient's `max_contributions` rows of lowest rank across all practices,
-and add the practice hierarchy. The rank hash itself is checked against its definition in
-tests/unit/store/test_bounding.py.
+seed, keep each patient's `max_contributions` rows of lowest rank across all practices
+(with per-period bounds: store.period_bounding's cut over all of a patient's rows, in
+rank order), and add the practice hierarchy. The rank hash itself is checked against its
+definition in tests/unit/store/test_bounding.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dpgate_server.governance.publishing import HIERARCHY_COLUMNS
 from dpgate_server.governance.staging import StagingArea
 from dpgate_server.store.appointment_files import APPOINTMENTS_SCHEMA
 from dpgate_server.store.bounding import LabelCodes, row_rank_hashes
+from dpgate_server.store.period_bounding import PRIORITY, period_keep_mask
+from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.store.store import DatasetVersion
 
 
@@ -29,6 +32,7 @@ def reference_publish(
     opted_out: Collection[int],
     max_contributions: int,
     seed: int,
+    period_bounds: PeriodBounds | None = None,
 ) -> pl.DataFrame:
     """The rows of the version built from `base` and `staging` for the practices in the
     `practices` table (the included ones), in the appointments schema."""
@@ -44,9 +48,16 @@ def reference_publish(
     rows = pl.concat([part.select(list(STAGED_COLUMNS)).cast(STAGED_COLUMNS) for part in parts])
     rows = rows.filter(~pl.col("patient_key").is_in(sorted(opted_out)))
     rank = row_rank_hashes(rows.to_arrow(), LabelCodes(seed))
-    kept = rows.with_columns(rank=pl.Series(rank)).filter(
-        pl.col("rank").rank("ordinal").over("patient_key") <= max_contributions
-    )
+    ranked = rows.with_columns(rank=pl.Series(rank))
+    if period_bounds:
+        mask = period_keep_mask(
+            ranked.with_columns(pl.col("rank").alias(PRIORITY)), max_contributions, period_bounds
+        )
+        kept = ranked.filter(pl.Series(mask))
+    else:
+        kept = ranked.filter(
+            pl.col("rank").rank("ordinal").over("patient_key") <= max_contributions
+        )
     hierarchy = practices.select("practice_code", *HIERARCHY_COLUMNS)
     return kept.join(hierarchy, on="practice_code").select(APPOINTMENTS_SCHEMA.names)
 
