@@ -13,6 +13,7 @@ from dpgate._admin_types import (
     DatasetBudget,
     DatasetCap,
     IssuedToken,
+    PublishStep,
     Requester,
     TokenRecord,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "PreconditionFailedError",
     "PreviewResult",
     "ProviderClient",
+    "PublishStep",
     "QueryResult",
     "QuerySpec",
     "ReleaseInfo",

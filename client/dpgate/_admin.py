@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+import grpc
 import polars as pl
 
 from dpgate._admin_convert import (
     dataset_budget,
     dataset_cap,
+    publish_step,
     requester,
     role_value,
     spend_message,
@@ -18,10 +20,18 @@ from dpgate._admin_convert import (
     time_text,
     token_record,
 )
-from dpgate._admin_types import DatasetBudget, DatasetCap, IssuedToken, Requester, TokenRecord
+from dpgate._admin_types import (
+    DatasetBudget,
+    DatasetCap,
+    IssuedToken,
+    PublishStep,
+    Requester,
+    TokenRecord,
+)
 from dpgate._channel import Connection
 from dpgate._convert import budget_info, dataset_info
 from dpgate._types import BudgetInfo, DatasetInfo
+from dpgate.errors import from_rpc_error
 from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc
 from dpgate_shared.units import Amount
 
@@ -241,3 +251,34 @@ class AdminClient(Connection):
             admin_pb2.PublishDatasetVersionRequest(dataset_id=dataset_id),
         )
         return dataset_info(reply.dataset)
+
+    def publish_with_progress(
+        self, dataset_id: str, *, timeout: float | None = None
+    ) -> Iterator[PublishStep | DatasetInfo]:
+        """Publish as `publish_dataset_version` does, yielding each step as it happens.
+
+        Yields a `PublishStep` per step (stage, units done of total, time left; never a
+        count of rows), and last the new current version as a `DatasetInfo`. A publish can
+        take minutes, so by default the call has no deadline (`timeout` sets one). Leaving
+        the loop early, or a deadline passing, cancels the call: the server stops the
+        publish at its next step and publishes nothing (unless it was already sealing the
+        version, which then becomes current).
+
+        Example:
+            >>> for event in admin.publish_with_progress("gp_appointments"):  # doctest: +SKIP
+            ...     print(event)
+        """
+        request = admin_pb2.PublishDatasetVersionWithProgressRequest(dataset_id=dataset_id)
+        call = self._admin.PublishDatasetVersionWithProgress(
+            request, metadata=self._metadata, timeout=timeout
+        )
+        try:
+            for message in call:
+                if message.HasField("progress"):
+                    yield publish_step(message.progress)
+                elif message.HasField("result"):
+                    yield dataset_info(message.result.dataset)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()  # a no-op once the call has ended

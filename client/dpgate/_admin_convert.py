@@ -18,6 +18,7 @@ from dpgate._admin_types import (
     ChainVerification,
     DatasetBudget,
     DatasetCap,
+    PublishStep,
     Requester,
     TokenRecord,
 )
@@ -216,4 +217,25 @@ def chain_verification(message: audit_pb2.VerifyAuditChainResponse) -> ChainVeri
         first_bad_sequence=message.first_bad_sequence or None,
         problem=message.problem,
         head=audit_head(message.head),
+    )
+
+
+STAGES = {
+    admin_pb2.PUBLISH_STAGE_READING: "reading",
+    admin_pb2.PUBLISH_STAGE_BOUNDING: "bounding",
+    admin_pb2.PUBLISH_STAGE_WRITING: "writing",
+    admin_pb2.PUBLISH_STAGE_VERIFYING: "verifying",
+}
+
+
+def publish_step(message: admin_pb2.PublishProgress) -> PublishStep:
+    """A step of a publish; a stage this client does not know keeps its number."""
+    return PublishStep(
+        stage=STAGES.get(message.stage, f"stage {message.stage}"),
+        done=message.done,
+        total=message.total,
+        unit=message.unit,
+        fraction=message.fraction,
+        elapsed_seconds=message.elapsed_seconds,
+        seconds_left=message.seconds_left if message.HasField("seconds_left") else None,
     )

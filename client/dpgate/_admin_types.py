@@ -119,3 +119,26 @@ class ChainVerification:
     problem: str
     """What is wrong, in words ("" when valid)."""
     head: AuditHead
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStep:
+    """How far a publish has got (`AdminClient.publish_with_progress`); never a row count.
+
+    Stages run in order: "reading", "bounding", "writing", "verifying". Within a stage
+    `done` never decreases and ends at `total`.
+    """
+
+    stage: str
+    done: int
+    """Units of the stage done."""
+    total: int
+    """Units the stage has."""
+    unit: str
+    """What a unit is: "practices" (reading, writing), "buckets" (bounding) or "checks"."""
+    fraction: float
+    """The server's estimate of the whole publish done, 0 to 1."""
+    elapsed_seconds: float
+    """Seconds since the publish started."""
+    seconds_left: float | None
+    """The server's estimate of the time left for the whole publish (None: not yet known)."""

@@ -105,3 +105,4 @@ class ErrorReason(StrEnum):
     NOT_IMPLEMENTED = auto()
     # added later (at the end, as in the proto)
     CAP_BELOW_ALLOCATED = auto()
+    PUBLISH_CANCELLED = auto()

@@ -25,7 +25,7 @@ from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.storage import LedgerStorage
 from dpgate_server.ledger.unauthenticated import UnauthenticatedFlusher
 from dpgate_server.observability.health import HealthMonitor, ledger_check, pool_check
-from dpgate_server.observability.interceptor import PUBLISH_RPC, ObservabilityInterceptor
+from dpgate_server.observability.interceptor import PUBLISH_RPCS, ObservabilityInterceptor
 from dpgate_server.observability.metrics import (
     DatasetFigures,
     MetricsListener,
@@ -83,7 +83,7 @@ class Sidecars:
         hooks: dict[str, Callable[[], None]] = {}
         heads = self.heads
         if heads is not None:
-            hooks[PUBLISH_RPC] = lambda: _sign(heads)
+            hooks.update(dict.fromkeys(PUBLISH_RPCS, lambda: _sign(heads)))
         return ObservabilityInterceptor(self.metrics, hooks)
 
     def start(

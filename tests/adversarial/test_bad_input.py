@@ -317,9 +317,10 @@ FUZZED = sorted(
     path
     for path in METHODS
     if path.startswith(("/dpgate.v1.QueryService/", "/dpgate.v1.AuditService/"))
-    or (path.startswith("/dpgate.v1.AdminService/") and not path.endswith("/PublishDatasetVersion"))
+    or (path.startswith("/dpgate.v1.AdminService/") and "/PublishDatasetVersion" not in path)
 )
-"""Every RPC but the provider's and publishing (issue 9 is building them; add them then)."""
+"""Every RPC but the provider's and publishing (issue 9 is building them; add them then);
+both publish RPCs are left out (a fuzzed request naming the dataset would publish it)."""
 ROLE_OF_SERVICE = {"QueryService": "analyst", "AdminService": "admin", "AuditService": "auditor"}
 QUERY_TEXT = st.one_of(
     TEXT, st.sampled_from([DATASET, "practices", "calendar", "mode", "patient_key", "hour"])

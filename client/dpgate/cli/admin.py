@@ -16,8 +16,10 @@ from rich.console import Console
 
 from dpgate._admin import AdminClient
 from dpgate._admin_types import DatasetBudget, Requester, TokenRecord
-from dpgate._types import BudgetInfo
-from dpgate.cli._output import amount, table, unit
+from dpgate._types import BudgetInfo, DatasetInfo
+from dpgate.cli._errors import ExitCode, report_problem
+from dpgate.cli._output import amount, stderr, table, unit
+from dpgate.cli._publish_bars import publish_bars
 from dpgate.cli._session import JsonOption, connect, output
 from dpgate.errors import NotFoundError
 
@@ -364,13 +366,35 @@ def spending(
 
 @app.command()
 def publish(ctx: typer.Context, dataset: DatasetArgument, json_output: JsonOption = False) -> None:
-    """Publish the dataset's next version from the staged practice uploads."""
+    """Publish the dataset's next version from the staged practice uploads.
+
+    Shows a bar per stage (reading, bounding, writing, verifying) with practices done of
+    total and the time left. Interrupting it (Ctrl-C) stops the publish at its next step:
+    nothing is published and the current version stays current.
+    """
     out = output(ctx, json_output)
-    with connect(ctx, AdminClient, out) as admin, out.working("publishing"):
-        info = admin.publish_dataset_version(dataset)
+    info: DatasetInfo | None = None
+    with connect(ctx, AdminClient, out) as admin:
+        events = admin.publish_with_progress(dataset)
+        if out.as_json:
+            for event in events:
+                info = event if isinstance(event, DatasetInfo) else info
+        else:
+            with publish_bars(stderr()) as bars:
+                for event in events:
+                    if isinstance(event, DatasetInfo):
+                        info = event
+                    else:
+                        bars.show(event)
+    if info is None:  # the server always ends a publish with its result
+        message = "the server ended the publish without its result"
+        raise typer.Exit(report_problem(message, ExitCode.OTHER, as_json=out.as_json))
+    published = info
     out.emit(
-        info,
-        lambda console: console.print(f"{info.dataset_id} version {info.version} is now current"),
+        published,
+        lambda console: console.print(
+            f"{published.dataset_id} version {published.version} is now current"
+        ),
     )
 
 

@@ -53,6 +53,38 @@ ROLE_PROVIDER: Role.ValueType  # 4
 """A practice or its system supplier: uploads its practice's extract, sets its consent."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
+class _PublishStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PublishStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PublishStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PUBLISH_STAGE_UNSPECIFIED: _PublishStage.ValueType  # 0
+    """Not set; never sent."""
+    PUBLISH_STAGE_READING: _PublishStage.ValueType  # 1
+    """Each practice's rows are read, opted-out patients removed, rank hashes filed."""
+    PUBLISH_STAGE_BOUNDING: _PublishStage.ValueType  # 2
+    """Bucket by bucket, the cut of every patient over the contribution bound is decided."""
+    PUBLISH_STAGE_WRITING: _PublishStage.ValueType  # 3
+    """Practice by practice, the kept rows are written into the month files."""
+    PUBLISH_STAGE_VERIFYING: _PublishStage.ValueType  # 4
+    """The written files are checked (schema, months, rows per practice, the bound)."""
+
+class PublishStage(_PublishStage, metaclass=_PublishStageEnumTypeWrapper):
+    """A stage of a publish, in the order they run."""
+
+PUBLISH_STAGE_UNSPECIFIED: PublishStage.ValueType  # 0
+"""Not set; never sent."""
+PUBLISH_STAGE_READING: PublishStage.ValueType  # 1
+"""Each practice's rows are read, opted-out patients removed, rank hashes filed."""
+PUBLISH_STAGE_BOUNDING: PublishStage.ValueType  # 2
+"""Bucket by bucket, the cut of every patient over the contribution bound is decided."""
+PUBLISH_STAGE_WRITING: PublishStage.ValueType  # 3
+"""Practice by practice, the kept rows are written into the month files."""
+PUBLISH_STAGE_VERIFYING: PublishStage.ValueType  # 4
+"""The written files are checked (schema, months, rows per practice, the bound)."""
+Global___PublishStage: _TypeAlias = PublishStage  # noqa: Y015
+
 @_typing.final
 class Requester(_message.Message):
     """A person or organisation that may be issued tokens."""
@@ -960,3 +992,105 @@ class PublishDatasetVersionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishDatasetVersionResponse: _TypeAlias = PublishDatasetVersionResponse  # noqa: Y015
+
+@_typing.final
+class PublishDatasetVersionWithProgressRequest(_message.Message):
+    """Request for PublishDatasetVersionWithProgress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    """The dataset published from its staged practices."""
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishDatasetVersionWithProgressRequest: _TypeAlias = PublishDatasetVersionWithProgressRequest  # noqa: Y015
+
+@_typing.final
+class PublishProgress(_message.Message):
+    """How far a publish has got. Public or operational facts only: never a count of rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    FRACTION_FIELD_NUMBER: _builtins.int
+    ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    SECONDS_LEFT_FIELD_NUMBER: _builtins.int
+    stage: Global___PublishStage.ValueType
+    """The stage running."""
+    done: _builtins.int
+    """Units of the stage done (non-decreasing within a stage, up to `total`)."""
+    total: _builtins.int
+    """Units the stage has."""
+    unit: _builtins.str
+    """What a unit is: "practices" (reading, writing), "buckets" (bounding) or "checks"."""
+    fraction: _builtins.float
+    """Estimate of the whole publish done, 0 to 1."""
+    elapsed_seconds: _builtins.float
+    """Seconds since the publish started."""
+    seconds_left: _builtins.float
+    """Estimated seconds left for the whole publish; absent until something is done."""
+    def __init__(
+        self,
+        *,
+        stage: Global___PublishStage.ValueType = ...,
+        done: _builtins.int = ...,
+        total: _builtins.int = ...,
+        unit: _builtins.str = ...,
+        fraction: _builtins.float = ...,
+        elapsed_seconds: _builtins.float = ...,
+        seconds_left: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seconds_left", b"_seconds_left", "seconds_left", b"seconds_left"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seconds_left", b"_seconds_left", "done", b"done", "elapsed_seconds", b"elapsed_seconds", "fraction", b"fraction", "seconds_left", b"seconds_left", "stage", b"stage", "total", b"total", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seconds_left: _TypeAlias = _typing.Literal["seconds_left"]  # noqa: Y015
+    _WhichOneofArgType__seconds_left: _TypeAlias = _typing.Literal["_seconds_left", b"_seconds_left"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seconds_left) -> _WhichOneofReturnType__seconds_left | None: ...
+
+Global___PublishProgress: _TypeAlias = PublishProgress  # noqa: Y015
+
+@_typing.final
+class PublishDatasetVersionWithProgressResponse(_message.Message):
+    """One message of PublishDatasetVersionWithProgress: a step, or (last) the result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> Global___PublishProgress:
+        """A step of the publish."""
+
+    @_builtins.property
+    def result(self) -> Global___PublishDatasetVersionResponse:
+        """The last message: what PublishDatasetVersion returns."""
+
+    def __init__(
+        self,
+        *,
+        progress: Global___PublishProgress | None = ...,
+        result: Global___PublishDatasetVersionResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "result"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___PublishDatasetVersionWithProgressResponse: _TypeAlias = PublishDatasetVersionWithProgressResponse  # noqa: Y015

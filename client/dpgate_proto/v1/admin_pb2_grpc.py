@@ -106,6 +106,11 @@ class AdminServiceStub:
                 request_serializer=dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionRequest.SerializeToString,
                 response_deserializer=dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionResponse.FromString,
                 _registered_method=True)
+        self.PublishDatasetVersionWithProgress = channel.unary_stream(
+                '/dpgate.v1.AdminService/PublishDatasetVersionWithProgress',
+                request_serializer=dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionWithProgressRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionWithProgressResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -210,6 +215,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishDatasetVersionWithProgress(self, request, context):
+        """PublishDatasetVersion, streaming its stages and progress, then the same result.
+        Cancelling the call stops the publish at its next step; nothing is published.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +295,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.PublishDatasetVersion,
                     request_deserializer=dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionRequest.FromString,
                     response_serializer=dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionResponse.SerializeToString,
+            ),
+            'PublishDatasetVersionWithProgress': grpc.unary_stream_rpc_method_handler(
+                    servicer.PublishDatasetVersionWithProgress,
+                    request_deserializer=dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionWithProgressRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionWithProgressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -663,6 +681,33 @@ class AdminService:
             '/dpgate.v1.AdminService/PublishDatasetVersion',
             dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionRequest.SerializeToString,
             dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishDatasetVersionWithProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dpgate.v1.AdminService/PublishDatasetVersionWithProgress',
+            dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionWithProgressRequest.SerializeToString,
+            dpgate_dot_v1_dot_admin__pb2.PublishDatasetVersionWithProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,10 @@ class AdminServiceStub:
     """Streams spending per requester and dataset."""
     PublishDatasetVersion: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PublishDatasetVersionRequest, _admin_pb2.PublishDatasetVersionResponse]
     """Publishes the next version of a dataset from its staged practices."""
+    PublishDatasetVersionWithProgress: _grpc.UnaryStreamMultiCallable[_admin_pb2.PublishDatasetVersionWithProgressRequest, _admin_pb2.PublishDatasetVersionWithProgressResponse]
+    """PublishDatasetVersion, streaming its stages and progress, then the same result.
+    Cancelling the call stops the publish at its next step; nothing is published.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -96,6 +100,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Streams spending per requester and dataset."""
     PublishDatasetVersion: _aio.UnaryUnaryMultiCallable[_admin_pb2.PublishDatasetVersionRequest, _admin_pb2.PublishDatasetVersionResponse]  # type: ignore[assignment]
     """Publishes the next version of a dataset from its staged practices."""
+    PublishDatasetVersionWithProgress: _aio.UnaryStreamMultiCallable[_admin_pb2.PublishDatasetVersionWithProgressRequest, _admin_pb2.PublishDatasetVersionWithProgressResponse]  # type: ignore[assignment]
+    """PublishDatasetVersion, streaming its stages and progress, then the same result.
+    Cancelling the call stops the publish at its next step; nothing is published.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Budget administration: requesters, tokens, allocations, caps, spending, publishing."""
@@ -211,5 +219,15 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.PublishDatasetVersionResponse, _abc.Awaitable[_admin_pb2.PublishDatasetVersionResponse]]:
         """Publishes the next version of a dataset from its staged practices."""
+
+    @_abc_1.abstractmethod
+    def PublishDatasetVersionWithProgress(
+        self,
+        request: _admin_pb2.PublishDatasetVersionWithProgressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.PublishDatasetVersionWithProgressResponse], _abc.AsyncIterator[_admin_pb2.PublishDatasetVersionWithProgressResponse]]:
+        """PublishDatasetVersion, streaming its stages and progress, then the same result.
+        Cancelling the call stops the publish at its next step; nothing is published.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -197,6 +197,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     FAILED_PRECONDITION: the cap would be below the sum of the dataset's allocations;
     set it anyway with `force`, or reduce allocations first.
     """
+    ERROR_REASON_PUBLISH_CANCELLED: _ErrorReason.ValueType  # 73
+    """CANCELLED: the caller cancelled a publish (or its deadline passed) before it was
+    sealed; it stopped at its next step and nothing was published.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why the server refused or failed a call: the catalogue of every refusal dpgate gives.
@@ -383,5 +387,9 @@ ERROR_REASON_CAP_BELOW_ALLOCATED: ErrorReason.ValueType  # 72
 
 FAILED_PRECONDITION: the cap would be below the sum of the dataset's allocations;
 set it anyway with `force`, or reduce allocations first.
+"""
+ERROR_REASON_PUBLISH_CANCELLED: ErrorReason.ValueType  # 73
+"""CANCELLED: the caller cancelled a publish (or its deadline passed) before it was
+sealed; it stopped at its next step and nothing was published.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

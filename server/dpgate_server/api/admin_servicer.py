@@ -29,7 +29,7 @@ from dpgate_server.api.admin_convert import (
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import budget_to_proto, dataset_summary_to_proto, spend_to_proto
 from dpgate_server.api.errors import BadRequestError, NotYetAvailableError, audited, require
-from dpgate_server.api.publish_rpc import publish_dataset_version
+from dpgate_server.api.publish_rpc import publish_dataset_version, publish_with_progress
 from dpgate_server.governance.service import Governance
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
@@ -235,6 +235,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if self._governance is None:
             raise NotYetAvailableError("PublishDatasetVersion", "a server with data governance")
         return publish_dataset_version(self._governance, request)
+
+    @audited(record_success=False)
+    def PublishDatasetVersionWithProgress(
+        self,
+        request: admin_pb2.PublishDatasetVersionWithProgressRequest,
+        context: grpc.ServicerContext,
+    ) -> Iterator[admin_pb2.PublishDatasetVersionWithProgressResponse]:
+        if self._governance is None:
+            raise NotYetAvailableError(
+                "PublishDatasetVersionWithProgress", "a server with data governance"
+            )
+        yield from publish_with_progress(self._governance, self._ledger, request, context)
 
 
 def new_requester_id(name: str) -> str:

@@ -29,9 +29,9 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from dpgate_server.api.call_context import current_call
+from dpgate_server.api.call_context import CallContext, current_call
 from dpgate_server.ledger import errors as ledger_errors
-from dpgate_server.ledger.model import Outcome
+from dpgate_server.ledger.model import Outcome, RequestInfo
 from dpgate_server.spend import describe, plain, units_to_decimal
 from dpgate_server.vocabulary.errors import DomainError, ErrorReason
 
@@ -112,6 +112,7 @@ STATUS_BY_REASON: Final[Mapping[ErrorReason, grpc.StatusCode]] = MappingProxyTyp
         _R.KEY_MISMATCH: _C.FAILED_PRECONDITION,
         _R.PUBLISH_IN_PROGRESS: _C.FAILED_PRECONDITION,
         _R.STORAGE_FULL: _C.FAILED_PRECONDITION,
+        _R.PUBLISH_CANCELLED: _C.CANCELLED,
         # the server's state: retry
         _R.OVERLOADED: _C.UNAVAILABLE,
         _R.RATE_LIMITED: _C.UNAVAILABLE,
@@ -138,6 +139,7 @@ _OUTCOME_BY_STATUS: Final[Mapping[grpc.StatusCode, Outcome]] = MappingProxyType(
         _C.PERMISSION_DENIED: Outcome.DENIED,
         _C.UNAVAILABLE: Outcome.FAILED,
         _C.DEADLINE_EXCEEDED: Outcome.FAILED,
+        _C.CANCELLED: Outcome.FAILED,  # the caller stopped the request; nothing happened
         _C.INTERNAL: Outcome.FAILED,
     }
 )
@@ -294,7 +296,7 @@ def _bounded(text: str, limit: int) -> str:
 class AuditSink(Protocol):
     """Where failed requests are recorded (the ledger)."""
 
-    def record_event(self, request: Any, outcome: Outcome, **kwargs: Any) -> Any: ...
+    def record_event(self, request: RequestInfo, outcome: Outcome, *, detail: str = "") -> Any: ...
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -319,19 +321,7 @@ def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
         def fail(
             self: Any, context: grpc.ServicerContext, exc: Exception, request: Any
         ) -> NoReturn:
-            call = current_call()
-            answer = answer_for(exc, call.request_id)
-            already = isinstance(exc, DomainError) and exc.audited
-            if answer.outcome is not None and not already:
-                try:
-                    self._ledger.record_event(
-                        call.request_info(_request_text(request)),
-                        answer.outcome,
-                        detail=answer.reason.value,
-                    )
-                except Exception:  # the refusal must still reach the caller
-                    _log.exception("could not audit request %s", call.request_id)
-            abort(context, answer)
+            abort(context, audit_failure(self._ledger, current_call(), exc, request))
 
         @functools.wraps(method)
         def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
@@ -354,6 +344,29 @@ def audited(*, record_success: bool) -> Callable[[_Method], _Method]:
         return cast(_Method, wrapper)
 
     return decorate
+
+
+def audit_failure(
+    ledger: AuditSink, call: CallContext, exc: Exception, request: Any
+) -> ErrorAnswer:
+    """Write the audit event of a failed request (unless the ledger already did, or the
+    reason is audited elsewhere) and return the answer it gets.
+
+    `audited` calls it for every servicer; a streaming servicer whose caller has gone (so
+    nothing can be answered) calls it itself, so its request still gets its one event.
+    """
+    answer = answer_for(exc, call.request_id)
+    already = isinstance(exc, DomainError) and exc.audited
+    if answer.outcome is not None and not already:
+        try:
+            ledger.record_event(
+                call.request_info(_request_text(request)),
+                answer.outcome,
+                detail=answer.reason.value,
+            )
+        except Exception:  # the refusal must still reach the caller
+            _log.exception("could not audit request %s", call.request_id)
+    return answer
 
 
 MAX_AUDITED_REQUEST_CHARS = 4096

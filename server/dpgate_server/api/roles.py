@@ -40,6 +40,7 @@ ROLES_BY_METHOD = MappingProxyType(
         "/dpgate.v1.AdminService/SetReleaseSharing": _ADMIN,
         "/dpgate.v1.AdminService/GetSpendingReport": _ADMIN,
         "/dpgate.v1.AdminService/PublishDatasetVersion": _ADMIN,
+        "/dpgate.v1.AdminService/PublishDatasetVersionWithProgress": _ADMIN,
         "/dpgate.v1.AuditService/ListAuditEvents": _AUDITOR,
         "/dpgate.v1.AuditService/VerifyAuditChain": _AUDITOR,
         "/dpgate.v1.AuditService/GetAuditHead": _AUDITOR,

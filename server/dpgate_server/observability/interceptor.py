@@ -23,7 +23,8 @@ from dpgate_server.observability.metrics import ServerMetrics
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
-PUBLISH_RPC = "PublishDatasetVersion"
+PUBLISH_RPCS = frozenset({"PublishDatasetVersion", "PublishDatasetVersionWithProgress"})
+"""The RPCs that publish a dataset version (timed in `publish_duration`)."""
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 """Health probes and reflection are logged at DEBUG: load balancers call them constantly."""
 _log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         _log.log(
             level, "%s %s%s in %.1f ms", rpc, code, f" {reason}" if reason else "", elapsed * 1e3
         )
-        if rpc == PUBLISH_RPC:
+        if rpc in PUBLISH_RPCS:
             self._metrics.publish_duration.labels(code).observe(elapsed)
         hook = self._after_success.get(rpc)
         if hook is not None and code == "OK":

@@ -58,7 +58,8 @@ class ServerMetrics:
         )
         self.publish_duration = Histogram(
             "dpgate_publish_duration_seconds",
-            "Time to publish a dataset version (PublishDatasetVersion), by status code.",
+            "Time to publish a dataset version (PublishDatasetVersion, or its streaming"
+            " form), by status code.",
             ("code",),
             buckets=PUBLISH_BUCKETS,
             registry=registry,

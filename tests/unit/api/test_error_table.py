@@ -112,6 +112,7 @@ def test_each_entry_reaches_the_wire_as_its_code_and_reason(reason: ErrorReason)
         (ErrorReason.QUERY_TIMEOUT, Outcome.FAILED),
         (ErrorReason.INTERNAL, Outcome.FAILED),
         (ErrorReason.BUDGET_EXHAUSTED, Outcome.REFUSED),
+        (ErrorReason.PUBLISH_CANCELLED, Outcome.FAILED),  # the caller stopped it
         (ErrorReason.LEDGER_UNAVAILABLE, None),  # so is the audit chain
     ],
 )
