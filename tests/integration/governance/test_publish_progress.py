@@ -164,6 +164,7 @@ def test_a_cancelled_call_stops_the_publish_and_publishes_nothing(
     cancelled, and only once the server has seen the cancel is the publish let go: it
     stops at its first step, removes its working folder and is audited as cancelled."""
     caplog.set_level(logging.INFO, logger="dpgate_server.api.publish_rpc")
+    wait_for(lambda: not publish_thread_running(), "an earlier publish to end")
     before = store(governed).versions(DATASET_ID)
     audited = len(events_of(governed))
     lock = governed.world.governance_root / DATASET_ID / "LOCK"
@@ -195,6 +196,7 @@ def test_a_call_cancelled_mid_stream_leaves_a_whole_version_current(
 ) -> None:
     """However late the cancel comes, the dataset ends with a whole version current: the
     old one (the publish stopped) or the new one (it was already sealing)."""
+    wait_for(lambda: not publish_thread_running(), "an earlier publish to end")
     before = store(governed).current(DATASET_ID).version
     audited = len(events_of(governed))
     with governed.admin() as admin:
@@ -202,7 +204,7 @@ def test_a_call_cancelled_mid_stream_leaves_a_whole_version_current(
             assert isinstance(event, PublishStep)
             break  # leaving the loop cancels the call
     wait_for(lambda: len(events_of(governed)) > audited, "the publish's end to be audited")
-    assert not publish_thread_running()
+    wait_for(lambda: not publish_thread_running(), "the publish to end")
     current = store(governed).current(DATASET_ID)
     current.verify_files()
     assert no_build_left(governed)
