@@ -7,6 +7,10 @@ max(|low|, |high|) for a clamped SUM). So the cost is
     epsilon = bound * sensitivity / s                  (pure DP, Laplace)
     rho     = (bound * sensitivity)^2 / (2 * s^2)      (zCDP, Gaussian)
 
+With verified per-period bounds (store/period_bounds.py) the bound is a PatientChange: its
+L1 `l1` for pure DP and its squared L2 `l2_squared` for zCDP (a count by week is moved by
+at most min(K, k * sqrt(min(g, K))) in L2), so rho = l2_squared * sensitivity^2 / (2 s^2).
+
 computed exactly (Fractions of the float scale OpenDP really uses) and rounded *up* to
 ledger units. OpenDP's own `map(d_in)` must not exceed it: OpenDP has open bugs that
 understate a plan's cost, and dpgate's formula has none of the plan's freedom, so when
@@ -28,6 +32,7 @@ from fractions import Fraction
 from dpgate_server.queries.errors import CostMismatchError
 from dpgate_server.queries.model import Mechanism
 from dpgate_server.spend import UNITS_PER_WHOLE, plain, to_units_ceil, units_to_decimal
+from dpgate_server.store.period_bounds import PatientChange
 from dpgate_server.vocabulary.accounting import Accounting
 
 logger = logging.getLogger(__name__)
@@ -43,7 +48,8 @@ class Calibration:
     Attributes:
         accounting: pure DP or zCDP.
         mechanism: integer Laplace (pure DP) or integer Gaussian (zCDP).
-        bound: rows per patient the release is charged for (k).
+        bound: rows per patient the release is charged for (k), or the patient's L1 and
+            squared L2 change under per-period bounds.
         sensitivity: how far one row moves one cell (1, or the SUM clamp's magnitude).
         global_scale: OpenDP's `global_scale` argument (scale per unit of sensitivity).
         noise_scale: the noise scale OpenDP applies, `global_scale * sensitivity`.
@@ -52,7 +58,7 @@ class Calibration:
 
     accounting: Accounting
     mechanism: Mechanism
-    bound: int
+    bound: int | PatientChange
     sensitivity: int
     global_scale: float
     noise_scale: float
@@ -66,36 +72,49 @@ def mechanism_for(accounting: Accounting) -> Mechanism:
     return Mechanism.DISCRETE_GAUSSIAN
 
 
+def as_change(bound: int | PatientChange) -> PatientChange:
+    """A row bound k as the change of k rows in one cell (l1 = k, l2 = k)."""
+    return bound if isinstance(bound, PatientChange) else PatientChange.rows(bound)
+
+
 def exact_cost(
-    accounting: Accounting, bound: int, sensitivity: int, noise_scale: float
+    accounting: Accounting, bound: int | PatientChange, sensitivity: int, noise_scale: float
 ) -> Fraction:
     """The exact epsilon or rho of noise at `noise_scale` on a bound*sensitivity change."""
-    if bound < 1 or sensitivity < 1 or not (math.isfinite(noise_scale) and noise_scale > 0):
+    change = as_change(bound)
+    if (
+        change.l1 < 1
+        or change.l2_squared < 1
+        or sensitivity < 1
+        or not (math.isfinite(noise_scale) and noise_scale > 0)
+    ):
         raise ValueError("bound, sensitivity and scale must be positive and finite")
-    change = Fraction(bound * sensitivity)
     scale = Fraction(noise_scale)
     if accounting is Accounting.PURE_DP:
-        return change / scale
-    return change * change / (2 * scale * scale)
+        return Fraction(change.l1 * sensitivity) / scale
+    return Fraction(change.l2_squared * sensitivity * sensitivity) / (2 * scale * scale)
 
 
-def cost_units(accounting: Accounting, bound: int, sensitivity: int, noise_scale: float) -> int:
+def cost_units(
+    accounting: Accounting, bound: int | PatientChange, sensitivity: int, noise_scale: float
+) -> int:
     """`exact_cost` in ledger units, rounded up (never charge less than it costs)."""
     return to_units_ceil(exact_cost(accounting, bound, sensitivity, noise_scale))
 
 
 @functools.lru_cache(maxsize=4096)
 def calibrate(
-    accounting: Accounting, bound: int, sensitivity: int, spend_units: int
+    accounting: Accounting, bound: int | PatientChange, sensitivity: int, spend_units: int
 ) -> Calibration:
     """The smallest noise (to ~1e-12) whose exact cost is at most `spend_units`."""
     if spend_units < 1:
         raise ValueError("spend_units must be at least 1")
     target = Fraction(spend_units, UNITS_PER_WHOLE)
+    change = as_change(bound)
     if accounting is Accounting.PURE_DP:
-        global_scale = float(Fraction(bound) / target)
+        global_scale = float(Fraction(change.l1) / target)
     else:
-        global_scale = bound / math.sqrt(2.0 * float(target))
+        global_scale = math.sqrt(change.l2_squared / (2.0 * float(target)))
     global_scale *= 1.0 + _NUDGE
     while True:
         noise_scale = global_scale * sensitivity
@@ -115,7 +134,7 @@ def calibrate(
 
 
 def spend_for_noise_scale(
-    accounting: Accounting, bound: int, sensitivity: int, noise_scale: float
+    accounting: Accounting, bound: int | PatientChange, sensitivity: int, noise_scale: float
 ) -> int:
     """Units of the smallest spend whose calibrated noise is at most `noise_scale`."""
     return max(1, cost_units(accounting, bound, sensitivity, noise_scale))

@@ -39,10 +39,11 @@ from dpgate_server.queries.model import (
     Query,
     Release,
 )
-from dpgate_server.queries.plans import VALUE_COLUMN, build_plan, make_measurement
+from dpgate_server.queries.plans import VALUE_COLUMN, build_plan, make_measurement, opendp_d_in
 from dpgate_server.queries.validation import ValidatedQuery, validate
 from dpgate_server.spend import units_to_decimal, units_to_float
 from dpgate_server.store.metadata import DatasetMetadata
+from dpgate_server.store.period_bounds import GroupingBound
 from dpgate_server.store.store import ContributionBound, DatasetVersion
 from dpgate_server.vocabulary.errors import ErrorReason
 
@@ -151,7 +152,7 @@ def execute(version: DatasetVersion, prepared: PreparedQuery) -> Release:
     try:
         scan, measurement = build_measurement(version, prepared)
         _check_scale(measurement, calibration)
-        d_in = prepared.bounding.d_in
+        d_in = opendp_d_in(prepared.bounding, version.metadata.privacy_unit)
         charge = units_to_float(calibration.cost_units)
         cost.cross_check(
             calibration.cost_units,
@@ -249,7 +250,7 @@ def _prepare(
     bounding = choose_bounding(record, validated.max_contributions)
     cells = _check_cells(keys, validated, limits)
     _check_memory(cells, validated, limits)
-    calibration = _calibrate(validated, bounding, limits)
+    calibration = _calibrate(validated, bounding, cells, limits)
     canonical = CanonicalQuery(
         dataset_id=validated.dataset_id,
         dataset_version=version_name,
@@ -323,8 +324,10 @@ def _check_memory(cells: int, v: ValidatedQuery, limits: QueryLimits) -> None:
     )
 
 
-def _calibrate(v: ValidatedQuery, bounding: Bounding, limits: QueryLimits) -> Calibration:
-    k, sensitivity = bounding.max_contributions, v.sensitivity
+def _calibrate(
+    v: ValidatedQuery, bounding: Bounding, cells: int, limits: QueryLimits
+) -> Calibration:
+    k, sensitivity = bounding.change(v.group_by, cells), v.sensitivity
     if v.spend_units is not None:
         return cost.calibrate(v.accounting, k, sensitivity, v.spend_units)
     assert v.target_half_width is not None
@@ -398,7 +401,23 @@ def _truncation_note(bounding: Bounding) -> str:
         )
     # Never quote the version's observed row counts here: they are exact aggregates of
     # private data (a differencing attack across versions would read them).
+    periods = "".join(f", {_period_words(b)}" for b in bounding.period_bounds if b.by)
     return (
-        f"This version was cut to at most {k} random rows per patient when it was published; "
-        "values estimate the bounded table, and intervals do not cover the rows dropped."
+        f"This version was cut to at most {k} random rows per patient{periods} when it was "
+        "published; values estimate the bounded table, and intervals do not cover the rows "
+        "dropped."
     )
+
+
+def _period_words(bound: GroupingBound) -> str:
+    group = " and ".join(bound.by).replace("practice_code", "practice")
+    parts = []
+    if bound.per_group is not None:
+        parts.append(f"at most {bound.per_group} per {group}")
+    if bound.num_groups is not None:
+        parts.append(
+            f"in at most {bound.num_groups} {group} groups"
+            if len(bound.by) > 1
+            else f"in at most {bound.num_groups} {group}s"
+        )
+    return ", ".join(parts)

@@ -31,7 +31,7 @@ from typing import Any, cast
 import polars as pl
 from opendp.context import domain_of, unit_of
 from opendp.domains import with_margin
-from opendp.extras.polars import Margin, dp_len
+from opendp.extras.polars import Bound, Margin, dp_len
 from opendp.measurements import make_private_lazyframe
 from opendp.measures import max_divergence, zero_concentrated_divergence
 
@@ -106,13 +106,30 @@ def _column_to_count(
     return privacy_unit if cheapest is None else cheapest
 
 
-def privacy_unit_of(bounding: Bounding, privacy_unit: str) -> tuple[Any, int]:
-    """OpenDP metric and d_in: k rows (row-level unit) or one patient (identifier unit)."""
+def privacy_unit_of(bounding: Bounding, privacy_unit: str) -> tuple[Any, Any]:
+    """OpenDP metric and d_in: k rows (row-level unit), the version's verified bounds (the
+    row-level unit with per-period `Bound`s), or one patient (identifier unit)."""
+    if bounding.method is BoundingMethod.PUBLISH_TIME and bounding.period_bounds:
+        return unit_of(contributions=opendp_bounds(bounding))
     if bounding.method is BoundingMethod.PUBLISH_TIME:
         metric, _ = unit_of(contributions=bounding.max_contributions)
     else:
         metric, _ = unit_of(contributions=1, identifier=privacy_unit)
     return metric, bounding.d_in
+
+
+def opendp_bounds(bounding: Bounding) -> list[Any]:
+    """The version's verified bounds as OpenDP `Bound`s (the total K first). Only bounds
+    the publish enforced and verified are ever here (queries.bounding.choose_bounding)."""
+    return [
+        Bound(by=list(b.by), per_group=b.per_group, num_groups=b.num_groups)
+        for b in bounding.period_bounds
+    ]
+
+
+def opendp_d_in(bounding: Bounding, privacy_unit: str) -> Any:
+    """The d_in to give the measurement's `map` and `check`."""
+    return privacy_unit_of(bounding, privacy_unit)[1]
 
 
 def make_measurement(

@@ -144,17 +144,23 @@ class PatientChange:
         return PatientChange(k, k * k)
 
 
-def patient_change(bounds: tuple[GroupingBound, ...], group_by: tuple[str, ...]) -> PatientChange:
-    """The change bound of a release grouped by `group_by`, by OpenDP's rules (0.16).
+def patient_change(
+    bounds: tuple[GroupingBound, ...], group_by: tuple[str, ...], cells: int
+) -> PatientChange:
+    """The change bound of a release of `cells` cells grouped by `group_by`, by OpenDP's
+    rules (0.16).
 
     The total bound K (by=()) always holds. A per-group cap carries down to finer groupings
     (a bound by `week` caps every (week, x) cell), a group-count cap carries up to coarser
     ones (a patient in at most c (practice, week) groups is in at most c weeks). With c the
-    smallest per-group cap and g the smallest group count that apply (g at most K: each
-    row is in one group):
+    smallest per-group cap and g the smallest group count that apply (g at most K, each row
+    being in one group, and at most the number of public keys released, since only keyed
+    cells are released):
 
         l1 = min(K, c * g)            l2^2 = min(K^2, c^2 * g)
     """
+    if cells < 1:
+        raise ValueError("a release has at least one cell")
     totals = [b.per_group for b in bounds if not b.by and b.per_group is not None]
     if not totals:
         raise ValueError("the total bound K must be among the bounds")
@@ -165,7 +171,7 @@ def patient_change(bounds: tuple[GroupingBound, ...], group_by: tuple[str, ...])
         + [b.per_group for b in bounds if b.per_group is not None and set(b.by) <= grouping]
     )
     groups = min(
-        [k_total]
+        [k_total, cells]
         + [b.num_groups for b in bounds if b.num_groups is not None and set(b.by) >= grouping]
     )
     return PatientChange(
