@@ -23,17 +23,19 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    TaskID,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 
-from dpgate.cli.publish_bars import publish_bars
 from dpgate_server.api.errors import answer_for
 from dpgate_server.api.ledger_storage import open_ledger_storage, open_reader_leases
 from dpgate_server.api.provider_servicer import governance_for
 from dpgate_server.config import ConfigError, Settings, load_settings
 from dpgate_server.governance.optouts import OptOutKind
+from dpgate_server.governance.publish_progress import PublishProgress
 from dpgate_server.governance.service import Governance
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
@@ -167,12 +169,15 @@ def publish(
     settings = _settings_or_exit(config)
     request = _request("PublishDatasetVersion", f"publish {dataset}")
     with _governance(settings) as (governance, ledger):
-        with publish_bars(Console(stderr=True)) as bars:
+        with _stage_progress() as progress:
+            bars = PublishBars(progress)
             refused: RefusedExtract | None = None
             try:
                 result = governance.publish(dataset, request, progress=bars.show)
             except DomainError as exc:
                 refused = _refusal(ledger, request, dataset, exc)
+            finally:
+                bars.finish()
         if refused is not None:
             typer.echo(str(refused), err=True)
             raise typer.Exit(1)
@@ -182,6 +187,52 @@ def publish(
         f" {len(result.withdrawn_practices)} withdrawn)",
         err=True,
     )
+
+
+class PublishBars:
+    """One rich bar per publish stage, fed by the publish's progress callback.
+
+    Shows only what PublishProgress carries: the stage, units (practices, buckets or
+    checks) done of total and time; the whole publish's time left is its own estimate
+    (`seconds_left`), as rich's per-task estimate knows nothing of the stages to come.
+    `dpgate admin publish` draws the same bars (dpgate/cli/_publish_bars.py); the server
+    keeps its own copy because it does not import the client (docs/architecture.md).
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+
+    def show(self, step: PublishProgress) -> None:
+        task = self._tasks.get(step.stage.value)
+        if task is None:
+            self.finish()  # a new stage: the earlier ones are over
+            task = self._progress.add_task(
+                step.stage.value, total=step.total, unit=step.unit, left=""
+            )
+            self._tasks[step.stage.value] = task
+        self._progress.update(
+            task, completed=step.done, total=step.total, left=time_left(step.seconds_left)
+        )
+
+    def finish(self) -> None:
+        """Stop the stages' clocks and clear their time left."""
+        for task in self._tasks.values():
+            self._progress.update(task, left="")
+            self._progress.stop_task(task)
+
+
+def time_left(seconds: float | None) -> str:
+    """ "about 1:05 left", or "" while nothing is done to estimate from.
+
+    Example:
+        >>> time_left(65.4), time_left(None)
+        ('about 1:05 left', '')
+    """
+    if seconds is None:
+        return ""
+    whole = max(0, round(seconds))
+    return f"about {whole // 60}:{whole % 60:02d} left"
 
 
 def _refusal(ledger: Ledger, request: RequestInfo, name: str, exc: DomainError) -> RefusedExtract:
@@ -217,6 +268,23 @@ def _progress() -> Iterator[Progress]:
         TextColumn("files {task.fields[files]}"),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    with progress:
+        yield progress
+
+
+@contextmanager
+def _stage_progress() -> Iterator[Progress]:
+    """Bars for a publish's stages; on a console that is not a terminal (a log), their
+    final state is printed once at the end."""
+    progress = Progress(
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} {task.fields[unit]}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[left]}"),
         console=Console(stderr=True),
         transient=False,
     )

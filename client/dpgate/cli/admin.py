@@ -19,8 +19,8 @@ from dpgate._admin_types import DatasetBudget, Requester, TokenRecord
 from dpgate._types import BudgetInfo, DatasetInfo
 from dpgate.cli._errors import ExitCode, report_problem
 from dpgate.cli._output import amount, stderr, table, unit
+from dpgate.cli._publish_bars import publish_bars
 from dpgate.cli._session import JsonOption, connect, output
-from dpgate.cli.publish_bars import publish_bars
 from dpgate.errors import NotFoundError
 
 app = typer.Typer(help="Run requesters, tokens and budgets (admin token).", no_args_is_help=True)

@@ -1,37 +1,21 @@
-"""A publish shown as one rich bar per stage, by `dpgate admin publish` (from the steps the
-server streams) and by `dpgate-server publish` (from the publish's own callback), so both
-look alike. The one module of the client the server imports: it needs only rich.
+"""A publish shown as one rich bar per stage, from the steps the server streams.
 
 Each bar: the stage, units done of total (practices, buckets or checks), the stage's time,
-and the publish's own estimate of the whole publish's time left (rich's per-bar estimate
-knows nothing of the stages still to come). Only what a step carries is shown: never a
-count of rows. On a console that is not a terminal (a log), the bars' final state is
-printed once at the end.
+and the server's estimate of the whole publish's time left (rich's own per-bar estimate
+knows nothing of the stages still to come). Only what a `PublishStep` carries is shown:
+never a count of rows. On a console that is not a terminal (a log), the bars' final state
+is printed once at the end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-
-class Step(Protocol):
-    """What a bar needs of a step: a client `PublishStep` or the server's PublishProgress."""
-
-    @property
-    def stage(self) -> str: ...
-    @property
-    def done(self) -> int: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def unit(self) -> str: ...
-    @property
-    def seconds_left(self) -> float | None: ...
+from dpgate._admin_types import PublishStep
 
 
 class PublishBars:
@@ -41,13 +25,12 @@ class PublishBars:
         self._progress = progress
         self._tasks: dict[str, TaskID] = {}
 
-    def show(self, step: Step) -> None:
-        stage = str(step.stage)
-        task = self._tasks.get(stage)
+    def show(self, step: PublishStep) -> None:
+        task = self._tasks.get(step.stage)
         if task is None:
             self.finish()  # a new stage: the earlier ones are over
-            task = self._progress.add_task(stage, total=step.total, unit=step.unit, left="")
-            self._tasks[stage] = task
+            task = self._progress.add_task(step.stage, total=step.total, unit=step.unit, left="")
+            self._tasks[step.stage] = task
         self._progress.update(
             task, completed=step.done, total=step.total, left=time_left(step.seconds_left)
         )
