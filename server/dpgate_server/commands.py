@@ -19,12 +19,13 @@ from dpgate_server.api.ledger_storage import describe_ledger, open_ledger_storag
 from dpgate_server.api.server import RunningServer, build_server
 from dpgate_server.api.startup_checks import StartupError, check_address_free
 from dpgate_server.config import ConfigError, Settings, load_settings
-from dpgate_server.demo_bootstrap import bootstrap_demo
+from dpgate_server.demo_bootstrap import DEMO_ALSO_ALLOCATION, bootstrap_demo
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import IssuedToken, RequestInfo, Role
 from dpgate_server.observability.logs import configure_logging
 from dpgate_server.store.store import DatasetStore
+from dpgate_server.vocabulary.accounting import Accounting
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
 app.command("ingest")(bulk_commands.ingest)
@@ -139,14 +140,21 @@ def _settings_or_exit(config: Path | None) -> Settings:
 
 def _prepare_demo_data(settings: Settings) -> None:
     from dpgate_server.synthetic.generator import ensure_demo_dataset  # noqa: PLC0415 - heavy import
-
-    version = ensure_demo_dataset(
-        settings.storage.data_dir,
-        settings.storage.key_file,
-        practices=settings.demo.practices,
-        seed=settings.demo.seed,
+    from dpgate_server.synthetic.gp_metadata import (  # noqa: PLC0415 - heavy import
+        DATASET_ID,
+        ZCDP_DATASET_ID,
     )
-    _log.info("dataset %s version %s is current", version.dataset_id, version.version)
+
+    datasets = [DATASET_ID, ZCDP_DATASET_ID] if settings.demo.zcdp_dataset else [DATASET_ID]
+    for dataset_id in datasets:
+        version = ensure_demo_dataset(
+            settings.storage.data_dir,
+            settings.storage.key_file,
+            practices=settings.demo.practices,
+            seed=settings.demo.seed,
+            dataset_id=dataset_id,
+        )
+        _log.info("dataset %s version %s is current", version.dataset_id, version.version)
 
 
 def _announce(running: RunningServer, settings: Settings) -> None:
@@ -160,11 +168,13 @@ def _announce(running: RunningServer, settings: Settings) -> None:
 
 def _announce_demo_accounts(running: RunningServer) -> None:
     store = DatasetStore(running.store_root)
-    for dataset_id in store.dataset_ids():
+    datasets = store.dataset_ids()
+    for dataset_id in datasets[:1]:
         version = store.current(dataset_id)
         codes = version.metadata.column("practice_code")
         practice = str(codes.values[0]) if codes is not None and codes.values else ""
-        accounts = bootstrap_demo(running.ledger, dataset_id, practice)
+        also = [d for d in datasets[1:] if store.current(d).metadata.accounting is Accounting.ZCDP]
+        accounts = bootstrap_demo(running.ledger, dataset_id, practice, also)
         if accounts is None:
             print(
                 "  demo tokens were printed at the first start (only their hashes are kept);"
@@ -196,6 +206,12 @@ def _announce_demo_accounts(running: RunningServer) -> None:
             " --by month --epsilon 0.5\n",
             flush=True,
         )
+        for other in also:
+            print(
+                f"  and rho {DEMO_ALSO_ALLOCATION} on {other} (zCDP, per-period bounds):"
+                f" count('{other}').by('practice_code', 'week').rho(0.05)\n",
+                flush=True,
+            )
         return
 
 

@@ -98,6 +98,9 @@ class DemoSettings(_Section):
     """Whole practices to simulate (~150 is about one ICB)."""
     seed: int = Field(default=2025, ge=0)
     """Seed of the deterministic generator."""
+    zcdp_dataset: bool = True
+    """Also generate "gp_appointments_zcdp" beside it: the same rows cut to per-period
+    bounds (docs/per-period-bounds.md), charged in rho (zCDP)."""
 
 
 _QUERY_DEFAULTS = QueryLimits()

@@ -7,6 +7,7 @@ once, to be printed once; the ledger keeps only their hashes, as for any token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -18,6 +19,12 @@ DEMO_CAP = Decimal(50)
 """The demo dataset's global cap (epsilon or rho) across all requesters."""
 DEMO_ALLOCATION = Decimal(10)
 """The demo analyst's allocation."""
+DEMO_ALSO_CAP = Decimal(5)
+"""The cap of each further demo dataset (the zCDP twin: rho)."""
+DEMO_ALSO_ALLOCATION = Decimal(1)
+"""The demo analyst's allocation on each further demo dataset (rho 1: twenty practice x week
+counts at rho 0.05, each cell +/-59 at 95% with the twin's per-period bounds, where the
+total bound alone would give +/-149)."""
 _REQUEST = RequestInfo(request_id="demo-bootstrap", rpc="demo-bootstrap")
 
 
@@ -30,14 +37,23 @@ class DemoAccounts:
     allocation: Decimal
 
 
-def bootstrap_demo(ledger: Ledger, dataset_id: str, practice_code: str) -> DemoAccounts | None:
-    """Create the demo accounts if the ledger has no requester; None if it already has."""
+def bootstrap_demo(
+    ledger: Ledger, dataset_id: str, practice_code: str, also: Sequence[str] = ()
+) -> DemoAccounts | None:
+    """Create the demo accounts if the ledger has no requester; None if it already has.
+
+    `also`: further demo datasets (the zCDP twin) given DEMO_ALSO_CAP and the analyst
+    DEMO_ALSO_ALLOCATION on each."""
     admin = ledger.admin
     if admin.list_requesters():
         return None
     admin.set_dataset_cap(
         dataset_id, to_units_floor(DEMO_CAP), reason="demo: first start", request=_REQUEST
     )
+    for other in also:
+        admin.set_dataset_cap(
+            other, to_units_floor(DEMO_ALSO_CAP), reason="demo: first start", request=_REQUEST
+        )
     tokens = {}
     for role in Role:
         requester_id = f"demo-{role.value}"
@@ -59,4 +75,13 @@ def bootstrap_demo(ledger: Ledger, dataset_id: str, practice_code: str) -> DemoA
         purpose="trying dpgate out on synthetic data",
         agreement="demo (no agreement needed: synthetic data)",
     )
+    for other in also:
+        admin.grant_allocation(
+            "demo-analyst",
+            other,
+            to_units_floor(DEMO_ALSO_ALLOCATION),
+            request=_REQUEST,
+            purpose="trying per-period bounds under zCDP on synthetic data",
+            agreement="demo (no agreement needed: synthetic data)",
+        )
     return DemoAccounts(tokens=tokens, dataset_id=dataset_id, allocation=DEMO_ALLOCATION)

@@ -24,10 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from dpgate_server.store.appointment_files import write_table
-from dpgate_server.store.bounding import verify_bound
+from dpgate_server.store.bounding import RANDOM_PERIOD_BOUND_METHOD, verify_bound
+from dpgate_server.store.metadata import DatasetMetadata
+from dpgate_server.store.period_bounding import PRIORITY, period_keep_mask
+from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.store.pseudonym import key_id, load_or_create_key, patient_keys
 from dpgate_server.store.store import DatasetStore, DatasetVersion
 from dpgate_server.synthetic.appointment_model import appointment_model
@@ -35,8 +39,11 @@ from dpgate_server.synthetic.appointments import draw_appointments
 from dpgate_server.synthetic.gp_metadata import (
     CATEGORY_SETS,
     DATASET_ID,
+    DEMO_PERIOD_BOUNDS,
     MAX_CONTRIBUTIONS,
+    ZCDP_DATASET_ID,
     gp_appointments_metadata,
+    gp_appointments_zcdp_metadata,
 )
 from dpgate_server.synthetic.month_files import AppointmentRows, MonthFiles
 from dpgate_server.synthetic.population import PracticeTable, draw_patients, select_practices
@@ -48,6 +55,10 @@ from dpgate_server.vocabulary.errors import DatasetNotFoundError
 GENERATOR_NAME = "dpgate synthetic England GP appointments"
 MODEL_VERSION = 1
 """Bumped whenever the model changes what a seed produces (so old versions are not reused)."""
+_DEMO_PERIODS = {ZCDP_DATASET_ID: DEMO_PERIOD_BOUNDS}
+"""The per-period bounds each generated dataset is cut to (none: the total alone)."""
+_PERIOD_STREAM = 0x5EED_9E41
+"""Random stream of the zCDP twin's per-period cut (apart from every draw of the rows)."""
 CHUNK_PATIENTS = 400_000
 """Registered patients per chunk of practices (~2.2 M rows, a few hundred MB in flight)."""
 
@@ -71,8 +82,11 @@ def generate_dataset(
     *,
     workers: int | None = None,
     progress: GenerationProgress | None = None,
+    dataset_id: str = DATASET_ID,
 ) -> DatasetVersion:
-    """Generate, verify and publish a new current version of "gp_appointments".
+    """Generate, verify and publish a new current version of "gp_appointments" (or of its
+    zCDP twin "gp_appointments_zcdp": the same rows, each patient's then cut to the demo's
+    per-period bounds in a random order of their own, verified and recorded with them).
 
     Args:
         store: where the version is published.
@@ -86,13 +100,15 @@ def generate_dataset(
     """
     progress = progress or NoProgress()
     table = select_practices(practices)
-    builder = store.begin_version(gp_appointments_metadata(table))
+    metadata = _metadata_of(dataset_id, table)
+    periods = metadata.period_bounds or None
+    builder = store.begin_version(metadata)
     try:
         months = window_calendar().months
         paths = [builder.appointments_path(m) for m in months]
         totals = np.zeros(3, dtype=np.int64)
         with MonthFiles(paths, table) as files:
-            for chunk in _draw_chunks(table, key, seed, workers):
+            for chunk in _draw_chunks(table, key, seed, workers, periods):
                 files.write(chunk.rows)
                 progress.practices_done(chunk.practices, len(chunk.rows.day))
                 totals += (
@@ -102,7 +118,17 @@ def generate_dataset(
                 )
         progress.stage("verifying")
         _write_public_tables(builder.public_table_path, table)
-        bound = verify_bound(paths, MAX_CONTRIBUTIONS)
+        bound = (
+            verify_bound(
+                paths,
+                MAX_CONTRIBUTIONS,
+                method=RANDOM_PERIOD_BOUND_METHOD,
+                seed=seed,
+                period_bounds=periods,
+            )
+            if periods
+            else verify_bound(paths, MAX_CONTRIBUTIONS)
+        )
         rows = int(pl.scan_parquet([str(p) for p in paths]).select(pl.len()).collect().item())
         source = {
             "generator": GENERATOR_NAME,
@@ -122,10 +148,24 @@ def generate_dataset(
         raise
 
 
+def _metadata_of(dataset_id: str, table: PracticeTable) -> DatasetMetadata:
+    if dataset_id == DATASET_ID:
+        return gp_appointments_metadata(table)
+    if dataset_id == ZCDP_DATASET_ID:
+        return gp_appointments_zcdp_metadata(table)
+    raise ValueError(f"the generator makes {DATASET_ID} or {ZCDP_DATASET_ID}, not {dataset_id}")
+
+
 def ensure_demo_dataset(
-    store_root: Path, key_file: Path, practices: int, seed: int
+    store_root: Path,
+    key_file: Path,
+    practices: int,
+    seed: int,
+    *,
+    dataset_id: str = DATASET_ID,
 ) -> DatasetVersion:
-    """The current "gp_appointments" version for this seed, scale and key, generated once.
+    """The current "gp_appointments" (or zCDP twin) version for this seed, scale and key,
+    generated once.
 
     Reuses the current version when its manifest records the same generator, model
     version, seed, scale and key fingerprint with a verified bound; otherwise generates and
@@ -134,14 +174,14 @@ def ensure_demo_dataset(
     _refuse_key_inside_store(key_file, store_root)
     key = load_or_create_key(key_file)
     store = DatasetStore(store_root)
-    with store.writer_lock(DATASET_ID):
+    with store.writer_lock(dataset_id):
         try:
-            current = store.current(DATASET_ID)
+            current = store.current(dataset_id)
         except DatasetNotFoundError:
             current = None
         if current is not None and _is_version_of(current, key, practices, seed):
             return current
-        return generate_dataset(store, key, practices, seed)
+        return generate_dataset(store, key, practices, seed, dataset_id=dataset_id)
 
 
 def _is_version_of(version: DatasetVersion, key: bytes, practices: int | None, seed: int) -> bool:
@@ -156,6 +196,7 @@ def _is_version_of(version: DatasetVersion, key: bytes, practices: int | None, s
         and bound is not None
         and bound.verified
         and bound.max_contributions == MAX_CONTRIBUTIONS
+        and bound.period_bounds == _DEMO_PERIODS.get(version.dataset_id, PeriodBounds())
     )
 
 
@@ -180,7 +221,11 @@ def _chunks(table: PracticeTable) -> list[tuple[int, int]]:
 
 
 def _draw_chunks(
-    table: PracticeTable, key: bytes, seed: int, workers: int | None
+    table: PracticeTable,
+    key: bytes,
+    seed: int,
+    workers: int | None,
+    periods: PeriodBounds | None = None,
 ) -> Iterator[ChunkResult]:
     """Chunks in practice order; with workers > 1, at most workers + 1 are in flight."""
     ranges = _chunks(table)
@@ -188,20 +233,28 @@ def _draw_chunks(
         workers = auto_workers(len(ranges))
     if workers <= 1:
         for start, stop in ranges:
-            yield draw_chunk(table, key, seed, start, stop)
+            yield draw_chunk(table, key, seed, start, stop, periods)
         return
     with worker_pool(workers) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         for start, stop in ranges:
-            pending.append(pool.submit(draw_chunk, table, key, seed, start, stop))
+            pending.append(pool.submit(draw_chunk, table, key, seed, start, stop, periods))
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def draw_chunk(table: PracticeTable, key: bytes, seed: int, start: int, stop: int) -> ChunkResult:
-    """Patients and appointments of practices [start, stop), pseudonymised."""
+def draw_chunk(
+    table: PracticeTable,
+    key: bytes,
+    seed: int,
+    start: int,
+    stop: int,
+    periods: PeriodBounds | None = None,
+) -> ChunkResult:
+    """Patients and appointments of practices [start, stop), pseudonymised (and, with
+    `periods`, each patient's rows cut to them: a patient's rows are all at one practice)."""
     model = appointment_model()
     parts: list[dict[str, Any]] = []
     registered = opted_out = before = 0
@@ -213,25 +266,27 @@ def draw_chunk(table: PracticeTable, key: bytes, seed: int, start: int, stop: in
         drawn = draw_appointments(model, seed, index, patients, MAX_CONTRIBUTIONS)
         with_rows = np.unique(drawn.patient)
         keys = patient_keys(key, patients.identities(with_rows))
-        parts.append(
-            {
-                "practice": np.full(len(drawn), position, dtype=np.int32),
-                "patient_key": keys[np.searchsorted(with_rows, drawn.patient)],
-                "day": drawn.day,
-                "hour": drawn.hour,
-                "duration_minutes": drawn.duration_minutes,
-                "duration_band": drawn.duration_band,
-                "lead_time_days": drawn.lead_time_days,
-                "lead_time_band": drawn.lead_time_band,
-                "mode": drawn.mode,
-                "status": drawn.status,
-                "hcp_type": drawn.hcp_type,
-                "national_category": drawn.national_category,
-                "service_setting": drawn.service_setting,
-                "age_band": patients.age_band[drawn.patient],
-                "sex": patients.sex[drawn.patient],
-            }
-        )
+        part: dict[str, Any] = {
+            "practice": np.full(len(drawn), position, dtype=np.int32),
+            "patient_key": keys[np.searchsorted(with_rows, drawn.patient)],
+            "day": drawn.day,
+            "hour": drawn.hour,
+            "duration_minutes": drawn.duration_minutes,
+            "duration_band": drawn.duration_band,
+            "lead_time_days": drawn.lead_time_days,
+            "lead_time_band": drawn.lead_time_band,
+            "mode": drawn.mode,
+            "status": drawn.status,
+            "hcp_type": drawn.hcp_type,
+            "national_category": drawn.national_category,
+            "service_setting": drawn.service_setting,
+            "age_band": patients.age_band[drawn.patient],
+            "sex": patients.sex[drawn.patient],
+        }
+        if periods:
+            keep = _period_cut(part, periods, seed, index)
+            part = {name: values[keep] for name, values in part.items()}
+        parts.append(part)
         registered += patients.sex.size
         opted_out += int(patients.opted_out.sum())
         before += drawn.rows_before_bound
@@ -243,6 +298,28 @@ def draw_chunk(table: PracticeTable, key: bytes, seed: int, start: int, stop: in
         opted_out_patients=opted_out,
         rows_before_bound=before,
     )
+
+
+def _period_cut(
+    part: dict[str, Any], periods: PeriodBounds, seed: int, index: int
+) -> npt.NDArray[np.bool_]:
+    """Which rows of one practice's `part` each patient keeps under `periods` (and K), in
+    a random order drawn from the practice's own stream."""
+    calendar = window_calendar()
+    week_codes = {label: i for i, label in enumerate(calendar.week_labels())}
+    week_of_day = np.array([week_codes[w] for w in calendar.weeks], dtype=np.int32)
+    day = part["day"].astype(np.int64)
+    rng = np.random.default_rng([seed, index, _PERIOD_STREAM])
+    frame = pl.DataFrame(
+        {
+            "patient_key": part["patient_key"],
+            PRIORITY: rng.integers(0, 2**63, day.size, dtype=np.int64).astype(np.uint64),
+            "practice_code": part["practice"],
+            "week": week_of_day[day],
+            "month": calendar.month_index[day].astype(np.int32),
+        }
+    )
+    return period_keep_mask(frame, MAX_CONTRIBUTIONS, periods)
 
 
 def _write_public_tables(path_of: Any, table: PracticeTable) -> None:

@@ -7,6 +7,8 @@ different seeds over the same practices produce byte-identical metadata.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dpgate_server.store.metadata import (
     ColumnKind,
     ColumnSpec,
@@ -14,6 +16,7 @@ from dpgate_server.store.metadata import (
     KeyValue,
     Visibility,
 )
+from dpgate_server.store.period_bounds import PeriodBounds, PeriodCap
 from dpgate_server.synthetic.population import PracticeTable
 from dpgate_server.vocabulary.accounting import Accounting
 from dpgate_server.vocabulary.appointment_categories import (
@@ -36,6 +39,16 @@ from dpgate_server.vocabulary.england_calendar import (
 )
 
 DATASET_ID = "gp_appointments"
+ZCDP_DATASET_ID = "gp_appointments_zcdp"
+"""The demo's zCDP twin: the same rows, cut to DEMO_PERIOD_BOUNDS, charged in rho."""
+DEMO_PERIOD_BOUNDS = PeriodBounds(
+    (
+        PeriodCap("week", rows=3, periods=10, practice_periods=10),
+        PeriodCap("month", rows=6, periods=8, practice_periods=8),
+    )
+)
+"""The zCDP demo's per-period bounds (policy): a practice x week count is then charged
+rho 45 at scale 1 instead of 288, a practice x month count 144 (docs/per-period-bounds.md)."""
 MAX_CONTRIBUTIONS = 24
 """Appointments one patient may contribute to any query (a year's visits for almost all)."""
 DURATION_BOUNDS = (0, 60)
@@ -93,6 +106,24 @@ def gp_appointments_metadata(practices: PracticeTable) -> DatasetMetadata:
         period_end=WINDOW_END,
         columns=_columns(practices),
         public_tables=PUBLIC_TABLES,
+    )
+
+
+def gp_appointments_zcdp_metadata(practices: PracticeTable) -> DatasetMetadata:
+    """Metadata of the zCDP twin: rho accounting and the demo's per-period bounds."""
+    base = gp_appointments_metadata(practices)
+    return dataclasses.replace(
+        base,
+        dataset_id=ZCDP_DATASET_ID,
+        title="GP appointments in England (synthetic, zCDP, per-period bounds)",
+        description=(
+            base.description
+            + " Each patient also contributes at most 3 appointments a week in at most 10 "
+            "weeks (10 practice-weeks), and at most 6 a month in at most 8 months; privacy "
+            "spend is rho (zero-concentrated DP, Gaussian noise)."
+        ),
+        accounting=Accounting.ZCDP,
+        period_bounds=DEMO_PERIOD_BOUNDS,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dpgate_server.demo_bootstrap import DEMO_ALLOCATION, bootstrap_demo
+from dpgate_server.demo_bootstrap import DEMO_ALLOCATION, DEMO_ALSO_ALLOCATION, bootstrap_demo
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
@@ -46,3 +46,20 @@ def test_second_start_creates_nothing(tmp_path: Path) -> None:
         assert bootstrap_demo(ledger, "gp_appointments", "A81001") is not None
         assert bootstrap_demo(ledger, "gp_appointments", "A81001") is None
         assert len(ledger.admin.list_requesters()) == len(Role)
+
+
+def test_a_further_demo_dataset_gets_its_own_cap_and_grant(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as ledger:
+        ledger.admin.create_dataset(
+            "gp_appointments_zcdp",
+            accounting=Accounting.ZCDP,
+            cap_units=0,
+            reason="registered",
+            request=RequestInfo(request_id="t", rpc="t"),
+        )
+        bootstrap_demo(ledger, "gp_appointments", "A81001", ["gp_appointments_zcdp"])
+        budget = ledger.get_budget("demo-analyst", "gp_appointments_zcdp")
+        assert budget.remaining_units == to_units_floor(DEMO_ALSO_ALLOCATION)
+        assert ledger.get_budget("demo-analyst", "gp_appointments").remaining_units == (
+            to_units_floor(DEMO_ALLOCATION)
+        )
