@@ -33,6 +33,7 @@ from dpgate._types import (
     QueryResult,
     ReleaseInfo,
 )
+from dpgate.accuracy import median_rel_half_width, relative_half_widths
 from dpgate.analysis import (
     Estimates,
     compare_with,
@@ -59,10 +60,13 @@ from dpgate.errors import (
     ServerError,
     ServerUnavailableError,
 )
+from dpgate.publication import nhs_conventions
+from dpgate_shared.privacy_loss import DEFAULT_DELTA, in_plain_terms, zcdp_epsilon
 from dpgate_shared.reasons import ErrorReason
 
 __version__ = "0.1.0"
 __all__ = [
+    "DEFAULT_DELTA",
     "AdminClient",
     "AlreadyExistsError",
     "AuditClient",
@@ -111,9 +115,14 @@ __all__ = [
     "complete_weeks",
     "count",
     "days_in_period",
+    "in_plain_terms",
+    "median_rel_half_width",
+    "nhs_conventions",
     "per_population",
     "ratio",
+    "relative_half_widths",
     "round_for_display",
     "sum_cells",
     "total",
+    "zcdp_epsilon",
 ]

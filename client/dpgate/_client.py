@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -115,14 +116,28 @@ class Client(Connection):
 
         return self._retried(read)
 
-    def preview(self, query: QuerySpec) -> PreviewResult:
-        """The cost and interval half-width of `query`; free, reads no data."""
+    def preview(self, query: QuerySpec, *, expected: float | None = None) -> PreviewResult:
+        """The cost and interval half-width of `query`; free, reads no data.
+
+        Args:
+            query: the question.
+            expected: what you expect a cell to be; the result then also gives the
+                half-width as a fraction of it (`rel_half_width_expected`). Per cell:
+                `preview(query).relative_to(frame_of_expected_values)`.
+        """
+        if expected is not None and (
+            isinstance(expected, bool) or not isinstance(expected, float | int)
+        ):
+            raise TypeError("expected must be a number (per cell: use .relative_to(frame))")
         reply = self._read(
             self._queries.PreviewQuery,
             query_pb2.PreviewQueryRequest(query=query.to_proto()),
             query=True,
         )
-        return preview_result(reply)
+        result = preview_result(reply)
+        if expected is None:
+            return result
+        return dataclasses.replace(result, expected=float(expected))
 
     def query(self, query: QuerySpec, *, idempotency_key: str | None = None) -> QueryResult:
         """Run `query`: a DP answer charged to your budget (free if it repeats a release).

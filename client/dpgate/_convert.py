@@ -186,6 +186,7 @@ def query_result(parts: Iterable[query_pb2.RunQueryResponse]) -> QueryResult:
         remaining=spend(header.remaining),
         repeat=header.repeat,
         canonical_query=header.canonical_query,
+        accounting=accounting_name(header.release_cost),
     )
 
 

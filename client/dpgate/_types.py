@@ -8,6 +8,10 @@ from decimal import Decimal
 
 import polars as pl
 
+from dpgate.accuracy import Expected, relative_half_widths, relative_to, relative_to_value
+from dpgate.publication import DEFAULT_ROUND_TO, nhs_conventions
+from dpgate_shared.privacy_loss import DEFAULT_DELTA, epsilon_equivalent
+
 KeyValue = str | int | dt.date
 """A public value: a category label, an integer or a date."""
 
@@ -92,6 +96,34 @@ class QueryResult:
     repeat: bool
     """True when this answer is an earlier release served again, free and identical."""
     canonical_query: str
+    accounting: str = "unspecified"
+    """"pure_dp" (the amounts are epsilon) or "zcdp" (rho)."""
+
+    def epsilon_equivalent(self, delta: float = DEFAULT_DELTA) -> float | None:
+        """Under zCDP, the epsilon the release's cost amounts to at `delta` (see
+        `dpgate_shared.privacy_loss`); None under pure DP, where the cost is an epsilon."""
+        return epsilon_equivalent(self.release_cost, self.accounting, delta)
+
+    def relative_accuracy(self, expected: Expected | None = None) -> pl.DataFrame:
+        """`frame` with `half_width` and `rel_half_width` (half-width / value; null where
+        the interval reaches zero), and with `expected`, `rel_half_width_expected`.
+
+        Args:
+            expected: what you expect each value to be: one number, or a frame of the
+                group-by columns and an `expected` column. See `dpgate.accuracy`.
+        """
+        return relative_half_widths(self.frame, expected=expected, keys=self.group_by)
+
+    def nhs_conventions(
+        self, *, round_to: int | None = DEFAULT_ROUND_TO, suppress_below: float | None = None
+    ) -> pl.DataFrame:
+        """The cells as NHS publications show them: rounded to the nearest `round_to`
+        (intervals outwards), cells whose noisy value is below `suppress_below` hidden and
+        flagged `suppressed`. Post-processing of this answer: no privacy cost, and the
+        stored release is unchanged. See `dpgate.publication`."""
+        return nhs_conventions(
+            self.frame, keys=self.group_by, round_to=round_to, suppress_below=suppress_below
+        )
 
     def display(self, *, clamp_at_zero: bool = True) -> pl.DataFrame:
         """Values rounded to whole numbers (and negative ones shown as 0), for reading only."""
@@ -138,6 +170,26 @@ class PreviewResult:
     and running it now will be charged `spend` again."""
     warnings: tuple[str, ...] = ()
     """What to know before running it, in words (e.g. that it will be charged again)."""
+    expected: float | None = None
+    """The value you said you expect a cell to be (`Client.preview(..., expected=...)`)."""
+
+    @property
+    def rel_half_width_expected(self) -> float | None:
+        """The half-width as a fraction of `expected` (None without one, or if it is not
+        positive): 0.05 means each cell would be +/- 5% of what you expect."""
+        return relative_to_value(self.half_width, self.expected)
+
+    def relative_to(self, expected: pl.DataFrame) -> pl.DataFrame:
+        """Per cell, before spending: `expected` (your frame of key columns and an
+        `expected` column) with `half_width` and `rel_half_width_expected` added."""
+        return expected.with_columns(
+            pl.lit(self.half_width, dtype=pl.Float64).alias("half_width"),
+            relative_to(pl.col("expected"), self.half_width).alias("rel_half_width_expected"),
+        )
+
+    def epsilon_equivalent(self, delta: float = DEFAULT_DELTA) -> float | None:
+        """Under zCDP, the epsilon `spend` amounts to at `delta`; None under pure DP."""
+        return epsilon_equivalent(self.spend, self.accounting, delta)
 
 
 @dataclass(frozen=True, slots=True)

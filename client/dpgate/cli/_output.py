@@ -21,7 +21,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dpgate_shared.privacy_loss import (
+    DEFAULT_DELTA,
+    delta_in_words,
+    epsilon_equivalent,
+    shown_epsilon,
+)
 from dpgate_shared.units import MEASURE_OF, measure_of, plain
+
+EQUIVALENT_NOTE = (
+    f"each rho with the epsilon it implies at delta {delta_in_words(DEFAULT_DELTA)}"
+    " (rhos add up; their epsilons do not)"
+)
+"""Said under every table or line that shows a rho beside its epsilon equivalent."""
 
 
 def unit(accounting: str) -> str:
@@ -32,6 +44,20 @@ def unit(accounting: str) -> str:
 def amount(value: Decimal) -> str:
     """An exact amount without trailing zeros: Decimal("0.500000000") -> "0.5"."""
     return plain(value)
+
+
+def amount_in_plain_terms(value: Decimal, accounting: str) -> str:
+    """An exact amount, and for a rho the epsilon it implies at delta 0.000001.
+
+    Example:
+        >>> amount_in_plain_terms(Decimal("0.5"), "zcdp")
+        '0.5 (epsilon 5.23)'
+        >>> amount_in_plain_terms(Decimal(1), "pure_dp")
+        '1'
+    """
+    epsilon = epsilon_equivalent(value, accounting)
+    text = plain(value)
+    return text if epsilon is None else f"{text} (epsilon {shown_epsilon(epsilon)})"
 
 
 def jsonable(value: Any) -> Any:

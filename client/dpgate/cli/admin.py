@@ -7,6 +7,7 @@ is recorded in the server's audit chain under the token that made it.
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from dpgate._admin import AdminClient
 from dpgate._admin_types import DatasetBudget, Requester, TokenRecord
 from dpgate._types import BudgetInfo, DatasetInfo
 from dpgate.cli._errors import ExitCode, report_problem
-from dpgate.cli._output import amount, stderr, table, unit
+from dpgate.cli._output import EQUIVALENT_NOTE, amount_in_plain_terms, stderr, table, unit
 from dpgate.cli._publish_bars import publish_bars
 from dpgate.cli._session import JsonOption, connect, output
 from dpgate.errors import NotFoundError
@@ -302,11 +303,11 @@ def set_cap(
     with connect(ctx, AdminClient, out) as admin:
         cap = admin.set_cap(dataset, epsilon, rho, reason=reason, force=force)
     name = unit(cap.accounting)
+    limit, spent = (amount_in_plain_terms(v, cap.accounting) for v in (cap.cap, cap.spent))
     out.emit(
         cap,
         lambda console: console.print(
-            f"cap of {cap.dataset_id} set to {name} {amount(cap.cap)}"
-            f" ({name} {amount(cap.spent)} spent so far)"
+            f"cap of {cap.dataset_id} set to {name} {limit} ({name} {spent} spent so far)"
         ),
     )
 
@@ -414,13 +415,19 @@ def _moment(text: str | None) -> dt.datetime | None:
 def _print_dataset_budget(console: Console, found: DatasetBudget) -> None:
     name = unit(found.accounting)
     console.print(f"{found.dataset_id} (version {found.version}), amounts in {name}:")
-    console.print(f"  cap        {amount(found.cap)}")
+
+    def shown(value: Decimal) -> str:
+        return amount_in_plain_terms(value, found.accounting)
+
+    console.print(f"  cap        {shown(found.cap)}")
     console.print(
-        f"  allocated  {amount(found.allocated)} to {found.allocation_count} requester(s)"
+        f"  allocated  {shown(found.allocated)} to {found.allocation_count} requester(s)"
         + ("  (above the cap: over-subscribed)" if found.allocated > found.cap else "")
     )
-    console.print(f"  spent      {amount(found.spent)} in {found.release_count} release(s)")
-    console.print(f"  remaining  {amount(found.cap - found.spent)} under the cap")
+    console.print(f"  spent      {shown(found.spent)} in {found.release_count} release(s)")
+    console.print(f"  remaining  {shown(found.cap - found.spent)} under the cap")
+    if found.accounting == "zcdp":
+        console.print(f"  ({EQUIVALENT_NOTE})")
     console.print(
         "  release sharing "
         + (
@@ -452,9 +459,13 @@ def _tokens_table(found: list[TokenRecord]) -> Any:
 
 def _print_budget(console: Console, verb: str, requester_id: str, budget: BudgetInfo) -> None:
     name = unit(budget.accounting)
+
+    def shown(value: Decimal) -> str:
+        return amount_in_plain_terms(value, budget.accounting)
+
     console.print(
-        f"{verb}: {requester_id} on {budget.dataset_id} has {name} {amount(budget.allocated)}"
-        f" allocated, {amount(budget.spent)} spent, {amount(budget.remaining)} remaining"
+        f"{verb}: {requester_id} on {budget.dataset_id} has {name} {shown(budget.allocated)}"
+        f" allocated, {shown(budget.spent)} spent, {shown(budget.remaining)} remaining"
         f" (expires {budget.expires_at or 'never'})"
     )
 
@@ -481,9 +492,9 @@ def _spending_table(report: pl.DataFrame) -> Any:
             r["organisation"],
             r["dataset_id"],
             unit(r["accounting"]),
-            amount(r["allocated"]),
-            amount(r["spent"]),
-            amount(r["remaining"]),
+            amount_in_plain_terms(r["allocated"], r["accounting"]),
+            amount_in_plain_terms(r["spent"], r["accounting"]),
+            amount_in_plain_terms(r["remaining"], r["accounting"]),
             day(r["expires_at"]) or "never",
             day(r["last_spend_at"]),
             r["release_count"],
@@ -502,4 +513,5 @@ def _spending_table(report: pl.DataFrame) -> Any:
         "last spend",
         "releases",
     )
-    return table(columns, rows, title="Spending")
+    zcdp = "zcdp" in report["accounting"].to_list()
+    return table(columns, rows, title="Spending", caption=EQUIVALENT_NOTE if zcdp else None)

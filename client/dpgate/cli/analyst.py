@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import typer
 from rich.console import Console
 
@@ -19,7 +21,13 @@ from dpgate._types import (
     QueryResult,
     ReleaseInfo,
 )
-from dpgate.cli._output import amount, table, unit
+from dpgate.accuracy import (
+    REL_HALF_WIDTH,
+    REL_HALF_WIDTH_EXPECTED,
+    median_rel_half_width,
+    percent,
+)
+from dpgate.cli._output import EQUIVALENT_NOTE, amount_in_plain_terms, table, unit
 from dpgate.cli._query_options import (
     AccuracyOption,
     ByOption,
@@ -36,6 +44,7 @@ from dpgate.cli._query_options import (
     query_options,
 )
 from dpgate.cli._session import JsonOption, connect, output
+from dpgate_shared.privacy_loss import DEFAULT_DELTA, epsilon_equivalent, in_plain_terms
 
 app = typer.Typer(help="Ask questions (analyst token).")
 
@@ -46,6 +55,35 @@ OptionalDataset = Annotated[
     str, typer.Argument(metavar="[DATASET]", help="Only this dataset (default: all).")
 ]
 _SHOWN_VALUES = 8
+
+ExpectedOption = Annotated[
+    float | None,
+    typer.Option(
+        "--expected",
+        metavar="VALUE",
+        min=0,
+        help="The value you expect a cell to be: widths are also shown as a % of it.",
+    ),
+]
+RoundToOption = Annotated[
+    int | None,
+    typer.Option(
+        "--round-to",
+        metavar="N",
+        min=1,
+        help="Publication style: values to the nearest N (NHS: 5), intervals outwards."
+        " Post-processing: no cost; the release is unchanged.",
+    ),
+]
+SuppressBelowOption = Annotated[
+    float | None,
+    typer.Option(
+        "--suppress-below",
+        metavar="N",
+        help="Publication style: hide cells whose noisy value is below N (flagged"
+        " 'suppressed'). Post-processing: no cost; the release is unchanged.",
+    ),
+]
 
 
 @app.command()
@@ -79,6 +117,7 @@ def preview(
     accuracy: AccuracyOption = None,
     confidence: ConfidenceOption = None,
     contributions: ContributionsOption = None,
+    expected: ExpectedOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """What a query would cost and how wide its intervals would be: free, reads no data."""
@@ -97,8 +136,8 @@ def preview(
     )
     with connect(ctx, Client, out) as client:
         spec = build_query(options, client.describe(dataset))
-        result = client.preview(spec)
-    out.emit(result, lambda console: _print_preview(console, options, result))
+        result = client.preview(spec, expected=expected)
+    out.emit(_preview_document(result), lambda console: _print_preview(console, options, result))
 
 
 @app.command()
@@ -121,6 +160,9 @@ def query(
         Path | None,
         typer.Option("--csv", metavar="FILE", help="Also write every cell (unrounded) to FILE."),
     ] = None,
+    expected: ExpectedOption = None,
+    round_to: RoundToOption = None,
+    suppress_below: SuppressBelowOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Run a DP count or sum: every cell with its interval, the charge and what remains.
@@ -145,12 +187,13 @@ def query(
         spec = build_query(options, description)
         with out.working("computing the DP answer"):
             result = client.query(spec)
+    shown = _Shown(expected, round_to, suppress_below)
     if csv is not None:
-        result.frame.write_csv(csv)
+        result.relative_accuracy(expected).write_csv(csv)
     accounting = description.dataset.accounting
     out.emit(
-        _result_document(result, accounting),
-        lambda console: _print_result(console, options, result, accounting, limit),
+        _result_document(result, accounting, shown),
+        lambda console: _print_result(console, options, result, accounting, limit, shown),
     )
 
 
@@ -162,7 +205,10 @@ def budget(
     out = output(ctx, json_output)
     with connect(ctx, Client, out) as client:
         budgets = client.budget(dataset)
-    out.emit(budgets, lambda console: console.print(_budgets_table(budgets)))
+    out.emit(
+        [_budget_document(b) for b in budgets],
+        lambda console: console.print(_budgets_table(budgets)),
+    )
 
 
 @app.command()
@@ -178,7 +224,8 @@ def releases(
     out = output(ctx, json_output)
     with connect(ctx, Client, out) as client:
         found = client.releases(dataset, limit=limit)
-    out.emit(found, lambda console: console.print(_releases_table(found)))
+        accounting = {d.dataset_id: d.accounting for d in client.datasets()} if found else {}
+    out.emit(found, lambda console: console.print(_releases_table(found, accounting)))
 
 
 def _datasets_table(found: list[DatasetInfo]) -> Any:
@@ -236,10 +283,16 @@ def _column_row(column: ColumnInfo) -> tuple[object, ...]:
 def _print_preview(console: Console, options: QueryOptions, result: PreviewResult) -> None:
     console.print(f"[bold]preview[/bold]: {describe_query(options)}")
     console.print(
-        f"would spend {unit(result.accounting)} {amount(result.spend)} for {result.cells} cell(s);"
-        f" each cell +/- {result.half_width:,.1f} at {_percent(result.confidence_level)}"
-        f" confidence ({result.mechanism}, scale {result.noise_scale:.4g})"
+        f"would spend {in_plain_terms(result.spend, result.accounting)} for {result.cells}"
+        f" cell(s); each cell +/- {result.half_width:,.1f} at"
+        f" {_percent(result.confidence_level)} confidence ({result.mechanism}, scale"
+        f" {result.noise_scale:.4g})"
     )
+    if result.expected is not None:
+        console.print(
+            f"that is +/- {percent(result.rel_half_width_expected)} of the {result.expected:,g}"
+            " you expect a cell to be"
+        )
     for note in result.notes:
         console.print(f"note: {note}")
     for warning in result.warnings:
@@ -247,8 +300,43 @@ def _print_preview(console: Console, options: QueryOptions, result: PreviewResul
     console.print("nothing was spent: previews are free")
 
 
-def _result_document(result: QueryResult, accounting: str) -> dict[str, object]:
+def _preview_document(result: PreviewResult) -> dict[str, object]:
+    """The preview's fields, with its relative width and its spend's epsilon equivalent."""
     return {
+        **{f.name: getattr(result, f.name) for f in dataclasses.fields(result)},
+        "rel_half_width_expected": result.rel_half_width_expected,
+        "epsilon_equivalent": result.epsilon_equivalent(),
+        "delta": DEFAULT_DELTA if result.accounting == "zcdp" else None,
+    }
+
+
+def _budget_document(budget: BudgetInfo) -> dict[str, object]:
+    """A budget's fields, with the epsilon equivalents of its rhos (zCDP)."""
+    equivalents = {
+        f"{name}_epsilon_equivalent": epsilon_equivalent(getattr(budget, name), budget.accounting)
+        for name in ("allocated", "spent")
+    }
+    return {
+        **{f.name: getattr(budget, f.name) for f in dataclasses.fields(budget)},
+        **equivalents,
+    }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shown:
+    """How `query` shows its cells: relative to an expected value, in publication style."""
+
+    expected: float | None
+    round_to: int | None
+    suppress_below: float | None
+
+    @property
+    def published(self) -> bool:
+        return self.round_to is not None or self.suppress_below is not None
+
+
+def _result_document(result: QueryResult, accounting: str, shown: _Shown) -> dict[str, object]:
+    document: dict[str, object] = {
         "release_id": result.release_id,
         "dataset_id": result.dataset_id,
         "dataset_version": result.dataset_version,
@@ -262,37 +350,102 @@ def _result_document(result: QueryResult, accounting: str) -> dict[str, object]:
         "remaining": result.remaining,
         "repeat": result.repeat,
         "canonical_query": result.canonical_query,
-        "cells": result.frame,
+        "epsilon_equivalent": result.epsilon_equivalent(),
+        "delta": DEFAULT_DELTA if accounting == "zcdp" else None,
+        "cells": result.relative_accuracy(shown.expected),
     }
+    if shown.published:
+        document["published_cells"] = result.nhs_conventions(
+            round_to=shown.round_to, suppress_below=shown.suppress_below
+        )
+    return document
 
 
 def _print_result(
-    console: Console, options: QueryOptions, result: QueryResult, accounting: str, limit: int
+    console: Console,
+    options: QueryOptions,
+    result: QueryResult,
+    accounting: str,
+    limit: int,
+    shown: _Shown,
 ) -> None:
-    shown = result.display()
-    columns = [*result.group_by, "value", "ci_low", "ci_high"]
-    rows = shown.select(columns).head(limit or shown.height).rows()
+    accuracy = result.relative_accuracy(shown.expected)
+    cells = _cells_shown(result, shown)
+    relative = [REL_HALF_WIDTH] + ([REL_HALF_WIDTH_EXPECTED] if shown.expected else [])
+    frame = cells.with_columns(accuracy.select(relative))
+    rows = frame.head(limit or frame.height).rows()
+    headers = [*result.group_by, "value", "low", "high"]
+    headers += ["suppressed"] if shown.published else []
+    headers += ["+/- % of value"] + (["+/- % of expected"] if shown.expected else [])
+    keys = len(result.group_by)
     view = table(
-        [*result.group_by, "value", "low", "high"],
-        [tuple(f"{v:,}" if isinstance(v, int) else v for v in row) for row in rows],
+        headers,
+        [_row_text(row, keys, len(relative)) for row in rows],
         title=describe_query(options),
-        caption=(
-            f"{_percent(result.confidence_level)} intervals; values rounded, negatives shown"
-            " as 0 (--json or --csv give the unbiased values)"
-        ),
+        caption=_caption(result, shown),
     )
-    for column in view.columns[len(result.group_by) :]:
+    for column in view.columns[keys:]:
         column.justify = "right"
     console.print(view)
-    if shown.height > len(rows):
-        console.print(f"... {shown.height - len(rows)} more rows (--limit 0, --json or --csv)")
+    if frame.height > len(rows):
+        console.print(f"... {frame.height - len(rows)} more rows (--limit 0, --json or --csv)")
+    median = median_rel_half_width(accuracy)
+    console.print(f"median interval half-width: {percent(median)} of the value")
+    if shown.expected:
+        console.print(
+            f"each cell +/- {percent(median_rel_half_width(accuracy, REL_HALF_WIDTH_EXPECTED))}"
+            f" of the {shown.expected:,g} you expect"
+        )
     name = unit(accounting)
     if result.repeat:
         charge = f"free: a repeat of release {result.release_id} (first cost {name} "
-        charge += f"{amount(result.release_cost)})"
+        charge += f"{amount_in_plain_terms(result.release_cost, accounting)})"
     else:
-        charge = f"charged {name} {amount(result.charged)} for release {result.release_id}"
-    console.print(f"{charge}; remaining {name} {amount(result.remaining)}")
+        charge = f"charged {name} {amount_in_plain_terms(result.charged, accounting)}"
+        charge += f" for release {result.release_id}"
+    console.print(
+        f"{charge}; remaining {name} {amount_in_plain_terms(result.remaining, accounting)}"
+    )
+    if accounting == "zcdp":
+        console.print(EQUIVALENT_NOTE)
+
+
+def _cells_shown(result: QueryResult, shown: _Shown) -> pl.DataFrame:
+    """The cells as the table shows them: in publication style when asked, else rounded
+    to whole numbers with negatives shown as 0."""
+    if shown.published:
+        return result.nhs_conventions(round_to=shown.round_to, suppress_below=shown.suppress_below)
+    return result.display().select(*result.group_by, "value", "ci_low", "ci_high")
+
+
+def _row_text(row: tuple[object, ...], keys: int, relative: int) -> tuple[object, ...]:
+    """One table row: numbers with thousands separators, fractions as percentages."""
+    head, tail = row[: len(row) - relative], row[len(row) - relative :]
+    cells: list[object] = list(head[:keys])
+    for value in head[keys:]:
+        if isinstance(value, bool):
+            cells.append("yes" if value else "")
+        elif isinstance(value, int):
+            cells.append(f"{value:,}")
+        else:
+            cells.append("" if value is None else value)
+    cells.extend(percent(v if isinstance(v, float) else None) for v in tail)
+    return tuple(cells)
+
+
+def _caption(result: QueryResult, shown: _Shown) -> str:
+    level = _percent(result.confidence_level)
+    if shown.published:
+        text = f"{level} intervals in publication style"
+        if shown.round_to:
+            text += f": values to the nearest {shown.round_to}, intervals outwards"
+        if shown.suppress_below is not None:
+            text += f"; cells below {shown.suppress_below:,g} (noisy value) suppressed"
+        return text + " (post-processing: free, the release is unchanged; --json has both)"
+    return (
+        f"{level} intervals; values rounded, negatives shown as 0 (--json or --csv give the"
+        " unbiased values); n/a: the interval reaches 0"
+    )
 
 
 def _budgets_table(budgets: list[BudgetInfo]) -> Any:
@@ -300,31 +453,33 @@ def _budgets_table(budgets: list[BudgetInfo]) -> Any:
         (
             b.dataset_id,
             unit(b.accounting),
-            amount(b.allocated),
-            amount(b.spent),
-            amount(b.remaining),
+            amount_in_plain_terms(b.allocated, b.accounting),
+            amount_in_plain_terms(b.spent, b.accounting),
+            amount_in_plain_terms(b.remaining, b.accounting),
             b.expires_at or "never",
         )
         for b in budgets
     ]
     columns = ("dataset", "spend", "allocated", "spent", "remaining", "expires")
-    return table(columns, rows, title="Your budgets")
+    caption = EQUIVALENT_NOTE if any(b.accounting == "zcdp" for b in budgets) else None
+    return table(columns, rows, title="Your budgets", caption=caption)
 
 
-def _releases_table(found: list[ReleaseInfo]) -> Any:
+def _releases_table(found: list[ReleaseInfo], accounting: dict[str, str]) -> Any:
     rows = [
         (
             _when(r.created_at),
             r.release_id,
             r.dataset_id,
             r.dataset_version,
-            amount(r.cost),
+            amount_in_plain_terms(r.cost, accounting.get(r.dataset_id, "")),
             summarise_canonical(r.canonical_query),
         )
         for r in found
     ]
     columns = ("created", "release", "dataset", "version", "cost", "query")
-    return table(columns, rows, title=f"Your releases ({len(found)})")
+    caption = EQUIVALENT_NOTE if "zcdp" in accounting.values() else None
+    return table(columns, rows, title=f"Your releases ({len(found)})", caption=caption)
 
 
 def summarise_canonical(canonical: str) -> str:
