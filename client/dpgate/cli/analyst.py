@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -189,7 +190,7 @@ def query(
             result = client.query(spec)
     shown = _Shown(expected, round_to, suppress_below)
     if csv is not None:
-        result.relative_accuracy(expected).write_csv(csv)
+        result.frame.write_csv(csv)
     accounting = description.dataset.accounting
     out.emit(
         _result_document(result, accounting, shown),
@@ -305,20 +306,28 @@ def _preview_document(result: PreviewResult) -> dict[str, object]:
     return {
         **{f.name: getattr(result, f.name) for f in dataclasses.fields(result)},
         "rel_half_width_expected": result.rel_half_width_expected,
-        "epsilon_equivalent": result.epsilon_equivalent(),
-        "delta": DEFAULT_DELTA if result.accounting == "zcdp" else None,
+        **_equivalent(result.accounting, spend=result.spend),
     }
+
+
+def _equivalent(accounting: str, **amounts: Decimal) -> dict[str, float]:
+    """For zCDP, each amount's epsilon equivalent (`NAME_epsilon_equivalent`, or
+    `epsilon_equivalent` for one called `spend`) and the delta; nothing for pure DP, whose
+    amounts are epsilons already."""
+    found: dict[str, float] = {}
+    for name, value in amounts.items():
+        epsilon = epsilon_equivalent(value, accounting)
+        if epsilon is not None:
+            key = "epsilon_equivalent" if name == "spend" else f"{name}_epsilon_equivalent"
+            found[key] = epsilon
+    return {**found, "delta": DEFAULT_DELTA} if found else {}
 
 
 def _budget_document(budget: BudgetInfo) -> dict[str, object]:
     """A budget's fields, with the epsilon equivalents of its rhos (zCDP)."""
-    equivalents = {
-        f"{name}_epsilon_equivalent": epsilon_equivalent(getattr(budget, name), budget.accounting)
-        for name in ("allocated", "spent")
-    }
     return {
         **{f.name: getattr(budget, f.name) for f in dataclasses.fields(budget)},
-        **equivalents,
+        **_equivalent(budget.accounting, allocated=budget.allocated, spent=budget.spent),
     }
 
 
@@ -350,8 +359,7 @@ def _result_document(result: QueryResult, accounting: str, shown: _Shown) -> dic
         "remaining": result.remaining,
         "repeat": result.repeat,
         "canonical_query": result.canonical_query,
-        "epsilon_equivalent": result.epsilon_equivalent(),
-        "delta": DEFAULT_DELTA if accounting == "zcdp" else None,
+        **_equivalent(accounting, spend=result.release_cost),
         "cells": result.relative_accuracy(shown.expected),
     }
     if shown.published:

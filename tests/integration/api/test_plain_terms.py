@@ -145,7 +145,7 @@ def test_cli_query_shows_relative_widths_and_publication_style(
         (cell["ci_high"] - cell["ci_low"]) / 2 / cell["value"]
     )
     assert cell["rel_half_width_expected"] == pytest.approx(cell["half_width"] / 40000)
-    assert answer["epsilon_equivalent"] is None
+    assert "epsilon_equivalent" not in answer  # pure DP: the amounts are epsilons
     published = answer["published_cells"]
     assert all(c["suppressed"] and c["value"] is None for c in published)  # all below 1e6
     table = dpgate(service, service.tokens["analyst"], *args, "--expected", "40000")
@@ -185,5 +185,9 @@ def test_cli_shows_every_rho_with_its_epsilon(zcdp_service: CliService) -> None:
     document = as_json(dpgate(zcdp_service, token, "budget", "--json"))
     spent = Decimal(document[0]["spent"])
     assert document[0]["spent_epsilon_equivalent"] == pytest.approx(zcdp_epsilon(float(spent)))
+    answer = as_json(dpgate(zcdp_service, token, "query", "gp_appointments", "--by", "weekday",
+                            "--rho", "0.125", "--json"))  # fmt: skip
+    assert answer["epsilon_equivalent"] == pytest.approx(zcdp_epsilon(0.125))
+    assert answer["delta"] == 1e-6
     releases = dpgate(zcdp_service, token, "releases")
     assert "0.125 (epsilon 2.42)" in releases.stdout
