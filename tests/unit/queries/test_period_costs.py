@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 from opendp.extras.polars import Bound, Margin
 
-from dpgate_server.queries import Aggregate, BoundingMethod, Query, Spend, prepare, run
+from dpgate_server.queries import Aggregate, BoundingMethod, Filter, Query, Spend, prepare, run
 from dpgate_server.queries.bounding import choose_bounding
 from dpgate_server.queries.engine import build_measurement
 from dpgate_server.queries.plans import opendp_d_in
@@ -364,3 +364,38 @@ def test_noise_of_a_per_period_bounded_count_has_the_promised_spread(
     assert abs((draws**2).mean() - second) <= Z * math.sqrt((fourth - second**2) / n)
     # and far from the K-only scale of 24 (variance 576)
     assert (draws**2).mean() < 2 * second
+
+
+@pytest.mark.parametrize(
+    ("group_by", "filters", "l2_squared", "l1"),
+    [
+        (("week",), (Filter("week", "in", WEEKS[:3]),), 27, 6),  # 3 keys: g = 3
+        (("practice_code", "week"), (Filter("week", "=", (WEEKS[0],)),), 90, 10),
+        (("week",), (Filter("practice_code", "=", ("P01",)),), 90, 10),
+        (("practice_code",), (Filter("week", "=", (WEEKS[0],)),), 576, 24),
+        (("month",), (Filter("month", "in", MONTHS[:1]),), 64, 5),  # one key: c alone
+    ],
+)
+@pytest.mark.parametrize("accounting", [Accounting.ZCDP, Accounting.PURE_DP])
+def test_filters_on_the_keys_lower_g_and_opendp_agrees(
+    versions: PeriodVersions,
+    group_by: tuple[str, ...],
+    filters: tuple[Filter, ...],
+    l2_squared: int,
+    l1: int,
+    accounting: Accounting,
+) -> None:
+    """A filter on a grouped column releases fewer keys, so a patient is in fewer groups."""
+    zcdp = accounting is Accounting.ZCDP
+    version = versions.zcdp if zcdp else versions.pure
+    spend = Spend.rho(0.5) if zcdp else Spend.epsilon(0.5)
+    query = Query(version.dataset_id, Aggregate.count(), filters, group_by, spend)
+    prepared = prepare(version, query)
+    change = prepared.bounding.change(group_by, prepared.cells)
+    if zcdp:
+        assert change.l2_squared == l2_squared
+    else:
+        assert change.l1 == l1
+    _, measurement = build_measurement(version, prepared)
+    d_in = opendp_d_in(prepared.bounding, version.metadata.privacy_unit)
+    assert to_units_ceil(measurement.map(d_in)) == prepared.cost_units == 500_000_000
