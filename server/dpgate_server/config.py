@@ -45,7 +45,8 @@ class ServerSettings(_Section):
     grace_seconds: float = Field(default=10.0, ge=0, le=600)
     """How long in-flight RPCs may finish after SIGTERM before they are cancelled."""
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
-    """Largest message accepted or sent."""
+    """Largest message accepted or sent. A larger one, up to twice this, is read and
+    refused with MESSAGE_TOO_LARGE; gRPC cuts off anything larger itself."""
 
     @field_validator("address")
     @classmethod

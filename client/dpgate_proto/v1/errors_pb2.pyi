@@ -33,7 +33,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_REQUEST_STREAM_ENDED: _ErrorReason.ValueType  # 2
     """A request stream ended before it was complete (a message over the size limit, or a cancel)."""
     ERROR_REASON_MESSAGE_TOO_LARGE: _ErrorReason.ValueType  # 3
-    """A message is larger than the server accepts; send smaller messages or chunks."""
+    """RESOURCE_EXHAUSTED (as gRPC itself answers it): a message is larger than the server
+    accepts (server.max_message_bytes); send smaller messages, uploads in chunks.
+    """
     ERROR_REASON_MISSING_FIELD: _ErrorReason.ValueType  # 4
     """A required field is empty; ErrorInfo metadata `field` names it."""
     ERROR_REASON_FIELD_TOO_LONG: _ErrorReason.ValueType  # 5
@@ -224,7 +226,9 @@ The request bytes do not parse as the RPC's request message.
 ERROR_REASON_REQUEST_STREAM_ENDED: ErrorReason.ValueType  # 2
 """A request stream ended before it was complete (a message over the size limit, or a cancel)."""
 ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason.ValueType  # 3
-"""A message is larger than the server accepts; send smaller messages or chunks."""
+"""RESOURCE_EXHAUSTED (as gRPC itself answers it): a message is larger than the server
+accepts (server.max_message_bytes); send smaller messages, uploads in chunks.
+"""
 ERROR_REASON_MISSING_FIELD: ErrorReason.ValueType  # 4
 """A required field is empty; ErrorInfo metadata `field` names it."""
 ERROR_REASON_FIELD_TOO_LONG: ErrorReason.ValueType  # 5

@@ -56,7 +56,9 @@ class UploadHeader(_message.Message):
     practice_code: _builtins.str
     """The practice the extract is for (must be one the token is bound to)."""
     size_bytes: _builtins.int
-    """Total size in bytes, if known (refused early when over the limit)."""
+    """Required (more than 0): the extract's total size in bytes. Refused early when over the
+    limit; an upload whose chunks add up to another size is refused as cut short.
+    """
     def __init__(
         self,
         *,

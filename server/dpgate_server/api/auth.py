@@ -45,10 +45,17 @@ _Call: TypeAlias = "CallContext | None"
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticates each call, checks its role and rate, and binds a CallContext."""
 
-    def __init__(self, ledger: Ledger, buckets: TokenBuckets, peer_buckets: TokenBuckets) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        buckets: TokenBuckets,
+        peer_buckets: TokenBuckets,
+        max_message_bytes: int,
+    ) -> None:
         self._ledger = ledger
         self._buckets = buckets
         self._peer_buckets = peer_buckets
+        self._max_message_bytes = max_message_bytes
 
     def intercept_service(
         self,
@@ -59,9 +66,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None:
             return handler
+        limit = self._max_message_bytes
         if method.startswith(PUBLIC_SERVICES):
-            return _wrap(handler, _public)
-        return _wrap(handler, lambda context: self._admit(method, context), self._refuse)
+            return _wrap(handler, limit, _public)
+        return _wrap(handler, limit, lambda context: self._admit(method, context), self._refuse)
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> CallContext:
         """The caller's context, or abort with the status that says why not.
@@ -109,16 +117,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
         _check_rate(context, self._buckets, principal.token_id, "with this token")
         return call
 
-    def _refuse(self, call: _Call, context: grpc.ServicerContext) -> NoReturn:
-        """End an authenticated call whose request bytes do not parse; audited."""
-        if call is not None:
+    def _refuse(self, call: _Call, context: grpc.ServicerContext, answer: ErrorAnswer) -> NoReturn:
+        """End an authenticated call whose request bytes were not read; audited."""
+        outcome = answer.outcome
+        if call is not None and outcome is not None:
             try:
-                self._ledger.record_event(
-                    call.request_info(), Outcome.INVALID, detail=ErrorReason.MALFORMED_REQUEST.value
-                )
+                self._ledger.record_event(call.request_info(), outcome, detail=answer.reason.value)
             except LedgerUnavailable as exc:
                 abort(context, ledger_unavailable_answer(exc))
-        abort(context, _malformed_answer())
+        abort(context, answer)
 
     def _authenticate(self, context: grpc.ServicerContext) -> Principal | None:
         values = [v for k, v in context.invocation_metadata() if k == "authorization"]
@@ -162,6 +169,31 @@ class _Malformed:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class _TooLarge:
+    """Stands for a request message larger than `server.max_message_bytes` (not parsed)."""
+
+    size: int
+    limit: int
+
+
+_Unread: TypeAlias = "_Malformed | _TooLarge"
+
+
+def grpc_receive_limit(max_message_bytes: int) -> int:
+    """The message size gRPC itself cuts a call off at: twice the configured maximum.
+
+    When gRPC cuts a call off, the servicer's request stream just breaks (a bare
+    `grpc.RpcError`, or an early end), exactly as when the client cancels, and gRPC answers
+    the client itself: the server cannot tell the two apart, audit the right reason, or say
+    what to change. Messages up to twice the maximum are read, and refused here instead
+    (`_TooLarge`): RESOURCE_EXHAUSTED/MESSAGE_TOO_LARGE with a message saying what to
+    change, audited as refused. The price is a bounded one: one message of up to twice the
+    maximum may be held in memory per call.
+    """
+    return 2 * max_message_bytes
+
+
 def _malformed_answer() -> ErrorAnswer:
     return ErrorAnswer(
         ErrorReason.MALFORMED_REQUEST,
@@ -170,27 +202,52 @@ def _malformed_answer() -> ErrorAnswer:
     )
 
 
+def _too_large_answer(request: _TooLarge) -> ErrorAnswer:
+    return ErrorAnswer(
+        ErrorReason.MESSAGE_TOO_LARGE,
+        f"a request message of {request.size:,} bytes is larger than the {request.limit:,} "
+        "bytes this server accepts (server.max_message_bytes): send smaller messages; an "
+        "upload sends its file in chunks (the dpgate client sends chunks of 1 MiB), each "
+        "chunk and the header must fit in that size",
+        {"size_bytes": str(request.size), "max_message_bytes": str(request.limit)},
+    )
+
+
+def _unread_answer(request: _Unread) -> ErrorAnswer:
+    if isinstance(request, _TooLarge):
+        return _too_large_answer(request)
+    return ErrorAnswer(
+        ErrorReason.MALFORMED_REQUEST,
+        _malformed_answer().message + f" ({request.error})",
+    )
+
+
 def _public(context: grpc.ServicerContext) -> None:
     """Public services (health, reflection) admit everyone."""
 
 
-def _refuse_public(call: _Call, context: grpc.ServicerContext) -> NoReturn:
-    abort(context, _malformed_answer())
+def _refuse_public(call: _Call, context: grpc.ServicerContext, answer: ErrorAnswer) -> NoReturn:
+    abort(context, answer)
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """`deserializer`, returning `_Malformed` instead of raising.
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None, max_message_bytes: int
+) -> Callable[[bytes], Any] | None:
+    """`deserializer`, returning `_TooLarge` or `_Malformed` instead of raising.
 
     gRPC answers INTERNAL ("Exception deserializing request!") when a deserializer raises,
     before any handler or interceptor code runs; bad bytes are bad input, so the handler
     refuses them itself with INVALID_ARGUMENT (after authentication, so an anonymous caller
-    still gets UNAUTHENTICATED).
+    still gets UNAUTHENTICATED). A message over `max_message_bytes` is not parsed at all
+    (see `grpc_receive_limit`).
     """
     if deserializer is None:
         return None
     parse = deserializer
 
     def tolerant(data: bytes) -> Any:
+        if len(data) > max_message_bytes:
+            return _TooLarge(len(data), max_message_bytes)
         try:
             return parse(data)
         except Exception as exc:  # DecodeError, or invalid UTF-8 in a string field
@@ -201,13 +258,14 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 def _wrap(
     handler: Handler,
+    max_message_bytes: int,
     admit: Callable[[grpc.ServicerContext], _Call],
-    refuse: Callable[[_Call, grpc.ServicerContext], NoReturn] = _refuse_public,
+    refuse: Callable[[_Call, grpc.ServicerContext, ErrorAnswer], NoReturn] = _refuse_public,
 ) -> Handler:
     """The same handler, with `admit` run first and its context bound around the call.
 
-    A request that did not parse is refused by `refuse` once admitted; in a request stream,
-    a message that did not parse raises BadRequestError where the servicer reads it.
+    A request that was too large or did not parse is refused by `refuse` once admitted; in
+    a request stream, such a message raises BadRequestError where the servicer reads it.
     """
 
     def bind(call: _Call) -> contextvars.Token[CallContext] | None:
@@ -218,8 +276,8 @@ def _wrap(
             unbind_call(token)
 
     def checked(request: Any, call: _Call, context: grpc.ServicerContext) -> Any:
-        if isinstance(request, _Malformed):
-            refuse(call, context)
+        if isinstance(request, (_Malformed, _TooLarge)):
+            refuse(call, context, _unread_answer(request))
         if isinstance(request, Iterator):
             return _checked_stream(request)
         return request
@@ -246,7 +304,10 @@ def _wrap(
 
         return guarded
 
-    codec = (_tolerant(handler.request_deserializer), handler.response_serializer)
+    codec = (
+        _tolerant(handler.request_deserializer, max_message_bytes),
+        handler.response_serializer,
+    )
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), *codec)
     if handler.stream_unary is not None:
@@ -258,28 +319,29 @@ def _wrap(
 
 
 def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
-    """The stream's requests; bad bytes and a stream gRPC ended early are bad input.
+    """The stream's requests; a message too large or not parsing, or a broken stream, is
+    bad input.
 
-    gRPC ends the call itself (RESOURCE_EXHAUSTED to the client) when a message is larger
-    than `server.max_message_bytes`, and the request iterator then raises a bare
-    `grpc.RpcError`; a client that cancels mid-stream looks exactly the same from here.
-    Either way the caller sent an incomplete request: it is refused (audited as invalid,
-    nothing is staged), not a server failure.
+    A message over `server.max_message_bytes` (up to `grpc_receive_limit`) arrives as
+    `_TooLarge` and is refused as MESSAGE_TOO_LARGE (audited as refused). Past that limit
+    gRPC ends the call itself (RESOURCE_EXHAUSTED to the client) and the request iterator
+    raises a bare `grpc.RpcError`, with no status: a client that cancels mid-stream looks
+    exactly the same from here. Either way the caller sent an incomplete request: it is
+    refused (audited as invalid, nothing is staged), not a server failure.
     """
     try:
         for request in requests:
-            if isinstance(request, _Malformed):
-                raise BadRequestError(
-                    ErrorReason.MALFORMED_REQUEST,
-                    _malformed_answer().message + f" ({request.error})",
-                    "request",
-                )
+            if isinstance(request, (_Malformed, _TooLarge)):
+                answer = _unread_answer(request)
+                refused = BadRequestError(answer.reason, answer.message, "request")
+                refused.metadata = {**refused.metadata, **answer.metadata}
+                raise refused
             yield request
     except grpc.RpcError:
         raise BadRequestError(
             ErrorReason.REQUEST_STREAM_ENDED,
-            "the request stream ended before it was complete: a message was larger than the"
-            " server accepts (server.max_message_bytes), or the client cancelled; send"
+            "the request stream ended before it was complete: a message was far larger than"
+            " the server accepts (server.max_message_bytes), or the client cancelled; send"
             " smaller messages (uploads: chunks of at most 1 MiB)",
             "request",
         ) from None

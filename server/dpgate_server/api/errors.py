@@ -45,7 +45,7 @@ STATUS_BY_REASON: Final[Mapping[ErrorReason, grpc.StatusCode]] = MappingProxyTyp
         # the request itself
         _R.MALFORMED_REQUEST: _C.INVALID_ARGUMENT,
         _R.REQUEST_STREAM_ENDED: _C.INVALID_ARGUMENT,
-        _R.MESSAGE_TOO_LARGE: _C.INVALID_ARGUMENT,
+        _R.MESSAGE_TOO_LARGE: _C.RESOURCE_EXHAUSTED,  # what gRPC itself answers for it
         _R.MISSING_FIELD: _C.INVALID_ARGUMENT,
         _R.FIELD_TOO_LONG: _C.INVALID_ARGUMENT,
         _R.BAD_VALUE: _C.INVALID_ARGUMENT,

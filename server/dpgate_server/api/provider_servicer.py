@@ -117,6 +117,14 @@ def _header(requests: Iterator[provider_pb2.UploadExtractRequest]) -> provider_p
         )
     require(first.header.dataset_id, "header.dataset_id")
     require(first.header.practice_code, "header.practice_code")
+    if first.header.size_bytes <= 0:
+        raise BadRequestError(
+            ErrorReason.MISSING_FIELD,
+            "header.size_bytes is required: set it to the extract's size in bytes, so a cut-off "
+            "upload is told from a whole one (0 means the size was not set, or the extract is "
+            "empty)",
+            "header.size_bytes",
+        )
     return first.header
 
 
@@ -125,7 +133,8 @@ def _receive(
     header: provider_pb2.UploadHeader,
     limit: int,
 ) -> bytes:
-    """The extract's bytes, in memory only; refused as soon as they pass `limit`."""
+    """The extract's bytes, in memory only; refused as soon as they pass `limit`, or when
+    they are not the `header.size_bytes` declared (a stream cut short looks complete)."""
     buffer = bytearray()
     for message in requests:
         if message.WhichOneof("part") != "chunk":
@@ -137,7 +146,7 @@ def _receive(
         buffer += message.chunk
         if len(buffer) > limit:
             raise extract_too_large(len(buffer), limit)
-    if header.size_bytes and len(buffer) != header.size_bytes:
+    if len(buffer) != header.size_bytes:
         raise GovernanceError(
             ErrorReason.EXTRACT_TRUNCATED,
             f"received {len(buffer):,} bytes of the {header.size_bytes:,} the header declared: "

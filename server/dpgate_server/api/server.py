@@ -31,7 +31,7 @@ from dpgate_proto.v1 import (
 from dpgate_server.answers import CacheSizes, QueryAnswerer
 from dpgate_server.api.admin_servicer import AdminServicer
 from dpgate_server.api.audit_servicer import AuditServicer
-from dpgate_server.api.auth import AuthInterceptor
+from dpgate_server.api.auth import AuthInterceptor, grpc_receive_limit
 from dpgate_server.api.ledger_storage import open_ledger_storage, open_reader_leases
 from dpgate_server.api.provider_servicer import ProviderServicer, governance_for
 from dpgate_server.api.query_servicer import QueryServicer
@@ -120,7 +120,7 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
             the message is one line saying what to change.
     """
     options = [
-        ("grpc.max_receive_message_length", settings.server.max_message_bytes),
+        ("grpc.max_receive_message_length", grpc_receive_limit(settings.server.max_message_bytes)),
         ("grpc.max_send_message_length", settings.server.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
@@ -223,6 +223,7 @@ def _start(
         ledger,
         TokenBuckets(limits.requests_per_second, limits.burst),
         TokenBuckets(limits.peer_requests_per_second, limits.peer_burst),
+        settings.server.max_message_bytes,
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(

@@ -28,7 +28,8 @@ class Outcome(StrEnum):
     ANSWERED = "answered"
     """A result left the server (charged, a free repeat, or a successful admin change)."""
     REFUSED = "refused"
-    """The budget would have been exceeded; nothing was charged."""
+    """A limit would have been exceeded (the budget, or the largest message the server
+    accepts: detail MESSAGE_TOO_LARGE); nothing was charged."""
     INVALID = "invalid"
     """Bad input (unknown column, reused idempotency key, ...); nothing was charged."""
     DENIED = "denied"

@@ -151,8 +151,8 @@ def _reason(outcome: Outcome, detail: str) -> tuple[str, int]:
     if outcome is Outcome.UNAUTHENTICATED:
         found = _COUNT.match(detail)
         return ErrorReason.BAD_TOKEN.value, int(found.group(1)) if found else 1
-    if outcome is Outcome.REFUSED:
-        return ErrorReason.BUDGET_EXHAUSTED.value, 1
     if _REASON.fullmatch(detail):
         return detail, 1
+    if outcome is Outcome.REFUSED:  # the ledger's budget refusals say what was requested
+        return ErrorReason.BUDGET_EXHAUSTED.value, 1
     return outcome.value.upper(), 1

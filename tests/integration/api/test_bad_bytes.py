@@ -149,39 +149,125 @@ def test_unparsable_bytes_in_a_request_stream_are_invalid_argument(
     assert from_rpc_error(caught.value).reason == "MALFORMED_REQUEST"
 
 
-@pytest.mark.parametrize("oversized", ["chunk", "header"])
-def test_an_oversized_message_in_an_upload_stream_is_audited_as_invalid(
-    service: Service, small_dataset: DatasetVersion, oversized: str
-) -> None:
-    """A 5 MB chunk (or header field) is an incomplete request, not a server failure.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""The shared server's `server.max_message_bytes` (the default)."""
 
-    gRPC ends the call; the servicer's request iterator then usually raises, but may
-    first end as if the client had finished: the upload is then refused as incomplete
-    (no header, or fewer bytes than declared). Either way: invalid, never FAILED/INTERNAL.
-    """
-    big = 5 * 1024 * 1024
+
+def _upload_messages(
+    service: Service, small_dataset: DatasetVersion, oversized: str, size: int
+) -> list[provider_pb2.UploadExtractRequest]:
+    """An upload whose header (a field of `size` bytes) or one chunk is `size` bytes."""
     practice = str((small_dataset.metadata.column("practice_code").values or ("",))[0])
     header = provider_pb2.UploadHeader(
-        dataset_id=service.dataset_id, practice_code=practice, size_bytes=big
+        dataset_id=service.dataset_id, practice_code=practice, size_bytes=size
     )
     if oversized == "header":
-        header.dataset_id = "x" * big
+        header.dataset_id = "x" * size
     messages = [provider_pb2.UploadExtractRequest(header=header)]
     if oversized == "chunk":
-        messages.append(provider_pb2.UploadExtractRequest(chunk=b"\0" * big))
+        messages.append(provider_pb2.UploadExtractRequest(chunk=b"\0" * size))
+    return messages
+
+
+def _send_upload(
+    service: Service, messages: list[provider_pb2.UploadExtractRequest], size: int
+) -> grpc.RpcError:
     token = (("authorization", f"Bearer {service.tokens['provider']}"),)
-    with Ledger.open_sqlite(service.ledger_path) as ledger:
-        before = ledger.head().count
     with grpc.insecure_channel(
-        service.target, options=[("grpc.max_send_message_length", 2 * big)]
+        service.target, options=[("grpc.max_send_message_length", 2 * size)]
     ) as channel:
         upload = provider_pb2_grpc.ProviderServiceStub(channel).UploadExtract
         with pytest.raises(grpc.RpcError) as caught:
             upload(iter(messages), metadata=token, timeout=30)
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return caught.value
+
+
+def _head(service: Service) -> int:
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        return ledger.head().count
+
+
+def _assert_serving(service: Service) -> None:
+    with grpc.insecure_channel(service.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=30
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _assert_says_what_to_change(error: grpc.RpcError, size: int) -> None:
+    """The server's own answer (its ErrorInfo, not the client's guess from the code)."""
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    converted = from_rpc_error(error)
+    assert converted.reason == "MESSAGE_TOO_LARGE"
+    assert converted.metadata["max_message_bytes"] == str(MAX_MESSAGE_BYTES)
+    assert int(converted.metadata["size_bytes"]) >= size  # the whole message as sent
+    details = error.details() or ""
+    assert f"larger than the {MAX_MESSAGE_BYTES:,} bytes this server accepts" in details
+    assert "server.max_message_bytes" in details
+    assert "an upload sends its file in chunks" in details
+
+
+@pytest.mark.parametrize("oversized", ["chunk", "header"])
+def test_an_oversized_message_in_an_upload_stream_is_refused_as_too_large(
+    service: Service, small_dataset: DatasetVersion, oversized: str
+) -> None:
+    """A 5 MB chunk (or header field) is refused as MESSAGE_TOO_LARGE, audited as refused.
+
+    The server answers it itself (gRPC's own cut-off, which the servicer cannot tell from
+    a cancelled stream, only comes at twice the limit), so the caller is told what to change.
+    """
+    size = 5 * 1000 * 1000
+    assert size > MAX_MESSAGE_BYTES
+    before = _head(service)
+    error = _send_upload(service, _upload_messages(service, small_dataset, oversized, size), size)
+    _assert_says_what_to_change(error, size)
+    event = _wait_for_event(service, before, "UploadExtract")
+    assert (event.outcome, event.detail) == (Outcome.REFUSED, "MESSAGE_TOO_LARGE")
+    _assert_serving(service)
+
+
+@pytest.mark.parametrize("oversized", ["chunk", "header"])
+def test_a_message_past_grpcs_own_cut_off_in_an_upload_stream_is_audited_as_invalid(
+    service: Service, small_dataset: DatasetVersion, oversized: str
+) -> None:
+    """Past twice the limit gRPC ends the call itself: an incomplete request, not a failure.
+
+    The servicer's request iterator then usually raises, but may first end as if the
+    client had finished: the upload is then refused as incomplete (no header, or fewer
+    bytes than declared). Either way: invalid, never FAILED/INTERNAL.
+    """
+    size = 2 * MAX_MESSAGE_BYTES + 1024
+    before = _head(service)
+    error = _send_upload(service, _upload_messages(service, small_dataset, oversized, size), size)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     event = _wait_for_event(service, before, "UploadExtract")
     assert event.outcome is Outcome.INVALID
     assert event.detail in {"REQUEST_STREAM_ENDED", "MISSING_HEADER", "EXTRACT_TRUNCATED"}
+    _assert_serving(service)
+
+
+def test_an_oversized_query_is_refused_as_too_large_audited_and_charges_nothing(
+    channel: grpc.Channel, service: Service
+) -> None:
+    query = query_pb2.Query(dataset_id=service.dataset_id, group_by=["x" * 1000] * 5000)
+    size = query_pb2.RunQueryRequest(query=query).ByteSize()
+    assert MAX_MESSAGE_BYTES < size < 2 * MAX_MESSAGE_BYTES
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        spent = ledger.get_budget(service.analyst_id, service.dataset_id).spent_units
+        before = ledger.head().count
+    with grpc.insecure_channel(
+        service.target, options=[("grpc.max_send_message_length", 2 * size)]
+    ) as big_channel:
+        run = query_pb2_grpc.QueryServiceStub(big_channel).RunQuery
+        with pytest.raises(grpc.RpcError) as caught:
+            list(run(query_pb2.RunQueryRequest(query=query), metadata=bearer(service), timeout=30))
+    _assert_says_what_to_change(caught.value, size)
+    event = _wait_for_event(service, before, "RunQuery")
+    assert (event.outcome, event.detail) == (Outcome.REFUSED, "MESSAGE_TOO_LARGE")
+    with Ledger.open_sqlite(service.ledger_path) as ledger:
+        assert ledger.get_budget(service.analyst_id, service.dataset_id).spent_units == spent
+    _assert_serving(service)
 
 
 def _wait_for_event(service: Service, after_seq: int, rpc: str) -> AuditEvent:

@@ -14,9 +14,12 @@ import polars as pl
 import pytest
 
 from dpgate import InvalidRequestError, PermissionDeniedError, count
+from dpgate.errors import from_rpc_error
 from dpgate_proto.v1 import provider_pb2, provider_pb2_grpc
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
 from dpgate_server.governance.staging import StagingArea
+from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import Outcome
 from dpgate_server.store.pseudonym import load_or_create_key, patient_keys
 from dpgate_server.store.store import DatasetStore
 from tests.integration.governance.conftest import UPLOAD_LIMIT, GovernedService
@@ -217,10 +220,48 @@ def test_stream_shorter_than_its_header_is_refused(governed: GovernedService) ->
 def test_stream_past_the_limit_is_cut_off_while_streaming(governed: GovernedService) -> None:
     chunk = provider_pb2.UploadExtractRequest(chunk=b"x" * 100_000)
     before = snapshot(governed)
-    error = _stream(governed, [_header(0)] + [chunk] * 10)
+    error = _stream(governed, [_header(UPLOAD_LIMIT - 1)] + [chunk] * 10)  # declares less
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "over the limit" in (error.details() or "")
     assert snapshot(governed) == before
+
+
+@pytest.mark.parametrize("sent", ["whole extract", "first 5,000 bytes"])
+def test_upload_without_its_size_is_refused_saying_what_to_set(
+    governed: GovernedService, sent: str
+) -> None:
+    """Without `size_bytes` a stream cut short would be staged as if it were whole."""
+    raw = governed.world.extract(SMALL)
+    data = raw if sent == "whole extract" else raw[:5000]
+    before = snapshot(governed)
+    error = _stream(governed, [_header(0), provider_pb2.UploadExtractRequest(chunk=data)])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    refused = from_rpc_error(error)
+    assert (refused.reason, refused.field) == ("MISSING_FIELD", "header.size_bytes")
+    assert refused.message.startswith(
+        "header.size_bytes is required: set it to the extract's size in bytes"
+    )
+    assert snapshot(governed) == before
+    with Ledger.open_sqlite(governed.ledger_path) as ledger:
+        last = ledger.list_events(after_seq=ledger.head().count - 1)[-1]
+    assert (last.rpc, last.outcome, last.detail) == (
+        "UploadExtract",
+        Outcome.INVALID,
+        "MISSING_FIELD",
+    )
+
+
+def test_the_client_declares_the_size_of_what_it_uploads(
+    governed: GovernedService, tmp_path: Path
+) -> None:
+    """From bytes and from a file: the server would refuse an upload without its size."""
+    raw = governed.world.extract(SMALL)
+    path = tmp_path / f"{SMALL}.csv"
+    path.write_bytes(raw)
+    with governed.provider() as provider:
+        from_bytes = provider.upload(DATASET_ID, SMALL, raw, chunk_bytes=100_000)
+        from_file = provider.upload(DATASET_ID, SMALL, path, chunk_bytes=100_000)
+    assert from_bytes.rows_staged == from_file.rows_staged > 0
 
 
 def test_opted_out_patients_contribute_nothing_to_the_stored_files(
