@@ -122,6 +122,16 @@ def test_planner_notebook_runs_within_the_analyst_allocation(
     assert charts(planner) >= 6
 
 
+def test_planner_notebook_shows_relative_accuracy_and_rho_in_plain_terms(
+    planner: nbformat.NotebookNode,
+) -> None:
+    text = table_text(planner)
+    assert "rho 0.5 (epsilon 5.23 at delta 0.000001)" in text
+    assert "of the 300 expected" in text  # a preview relative to the planner's figure
+    assert "median ± as % of the weekly value" in text
+    assert "practices below 1,000 suppressed" in text  # NHS conventions on an answer
+
+
 def test_budget_admin_notebook_runs(budget_admin: nbformat.NotebookNode) -> None:
     assert "valid=True" in output_text(budget_admin)
     assert charts(budget_admin) >= 2
