@@ -62,11 +62,14 @@ class Probe:
     """A job that reads no data, for tests and benchmarks of the pool itself.
 
     Reachable only through `QueryWorkerPool.run_probe`, never from a Query. The worker
-    allocates (and touches) `allocate_bytes`, holds them for `sleep_s`, raises a
-    RuntimeError carrying `fail_with` if it is set, and answers what `report` asks for.
+    allocates (and touches) `allocate_bytes`, holds them for `sleep_s` (or until a file
+    exists at `until_path`, if set, whichever comes first), raises a RuntimeError carrying
+    `fail_with` if it is set, and answers what `report` asks for. `until_path` lets a test
+    keep workers busy until it has checked what happens meanwhile, with no clock involved.
     """
 
     sleep_s: float = 0.0
+    until_path: str | None = None
     allocate_bytes: int = 0
     fail_with: str | None = None
     report: ProbeReport = ProbeReport.PID

@@ -89,7 +89,7 @@ def run_probe(probe: Probe) -> bytes:
     """Allocate, hold, sleep and maybe fail as `probe` says; answer what it asks for."""
     held = b"\x01" * probe.allocate_bytes  # repeating a byte writes, so every page is resident
     if probe.sleep_s > 0:
-        time.sleep(probe.sleep_s)
+        _hold(probe.sleep_s, probe.until_path)
     if probe.fail_with is not None:
         raise RuntimeError(probe.fail_with)
     del held
@@ -102,3 +102,19 @@ def run_probe(probe: Probe) -> bytes:
         }
         return json.dumps(settings).encode("utf-8")
     return str(os.getpid()).encode("ascii")
+
+
+_GATE_POLL_S = 0.01
+
+
+def _hold(sleep_s: float, until_path: str | None) -> None:
+    """Sleep `sleep_s`, or less if a file appears at `until_path`."""
+    if until_path is None:
+        time.sleep(sleep_s)
+        return
+    deadline = time.monotonic() + sleep_s
+    while not os.path.exists(until_path):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(_GATE_POLL_S, left))
