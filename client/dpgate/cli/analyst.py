@@ -381,6 +381,10 @@ def _print_result(
     cells = _cells_shown(result, shown)
     relative = [REL_HALF_WIDTH] + ([REL_HALF_WIDTH_EXPECTED] if shown.expected else [])
     frame = cells.with_columns(accuracy.select(relative))
+    if shown.published:  # a hidden cell's width as a % of its value would give the value away
+        frame = frame.with_columns(
+            pl.when(pl.col("suppressed")).then(None).otherwise(pl.col(c)).alias(c) for c in relative
+        )
     rows = frame.head(limit or frame.height).rows()
     headers = [*result.group_by, "value", "low", "high"]
     headers += ["suppressed"] if shown.published else []

@@ -148,6 +148,9 @@ def test_cli_query_shows_relative_widths_and_publication_style(
     assert "epsilon_equivalent" not in answer  # pure DP: the amounts are epsilons
     published = answer["published_cells"]
     assert all(c["suppressed"] and c["value"] is None for c in published)  # all below 1e6
+    hidden = dpgate(service, service.tokens["analyst"], *args, *extra)
+    assert hidden.exit_code == 0, hidden.output
+    assert "%" not in "".join(line for line in hidden.stdout.splitlines() if "2025-" in line)
     table = dpgate(service, service.tokens["analyst"], *args, "--expected", "40000")
     assert table.exit_code == 0, table.output
     assert "+/- % of value" in table.stdout
