@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from dpgate_server.commands import app
@@ -147,3 +149,48 @@ def test_publish_of_an_unknown_dataset_is_refused(env: dict[str, str]) -> None:
     result = RUNNER.invoke(app, ["publish", "no_such_dataset"], env=env)
     assert result.exit_code == 1
     assert "refused no_such_dataset" in result.output
+
+
+def test_parallel_ingest_stages_and_refuses_exactly_as_sequential_ingest(
+    governance_source: World, tmp_path: Path
+) -> None:
+    """Two extracts at a time (the default) against one at a time, on two copies of one
+    world: the same rows staged per practice, the same files refused for the same reasons
+    listed in the same order, the same audit outcomes."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / f"{SMALL}.csv.gz").write_bytes(gzip.compress(governance_source.extract(SMALL)))
+    (folder / f"{OTHER}.csv").write_bytes(governance_source.extract(OTHER))
+    bad = csv_bytes([good_row(), good_row(mode="Phone")]).replace(b"F81144", b"F81145")
+    (folder / "F81145.csv").write_bytes(bad)
+    (folder / "F81147.csv").write_bytes(b"not,a,header\n1,2,3\n")
+    outputs, worlds, ledgers = [], [], []
+    for jobs in ("1", "2"):
+        world = copy_world(governance_source, tmp_path / f"world-{jobs}")
+        ledger_path = str(tmp_path / f"ledger-{jobs}.sqlite")
+        env = {
+            "DPGATE_STORAGE__DATA_DIR": str(world.store_root),
+            "DPGATE_STORAGE__KEY_FILE": str(world.key_file),
+            "DPGATE_STORAGE__LEDGER_PATH": ledger_path,
+        }
+        result = RUNNER.invoke(app, ["ingest", str(folder), "--jobs", jobs], env=env)
+        assert result.exit_code == 1, result.output
+        outputs.append([line for line in result.output.splitlines() if "refused" in line])
+        worlds.append(world)
+        ledgers.append(sorted((rpc, o.value, d) for rpc, o, d in audit_events(ledger_path)))
+    assert outputs[0] == outputs[1]
+    assert [line.split(":")[0] for line in outputs[0]] == [
+        "refused F81145.csv",
+        "refused F81147.csv",
+    ]
+    assert ledgers[0] == ledgers[1]
+    sequential, parallel = (staging(w) for w in worlds)
+    assert sequential.practices() == parallel.practices() == sorted([SMALL, OTHER])
+    for code in sequential.practices():
+        assert_frame_equal(
+            pl.read_parquet(sequential.path(code)), pl.read_parquet(parallel.path(code))
+        )
+        before, after = sequential.record(code), parallel.record(code)
+        assert before is not None
+        assert after is not None
+        assert replace(before, uploaded_at="") == replace(after, uploaded_at="")
