@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from dpgate_server.bounded_pool import in_parallel
 from dpgate_server.governance.optouts import OptOutKind
 from dpgate_server.governance.service import Governance, GovernancePolicy
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
@@ -48,12 +49,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--no-publish", action="store_true")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="then ingest every extract again this many at a time, as `dpgate-server ingest`",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        run(args.folder or Path(scratch), args.practices, args.seed, not args.no_publish)
+        run(
+            args.folder or Path(scratch),
+            args.practices,
+            args.seed,
+            not args.no_publish,
+            args.jobs,
+        )
 
 
-def run(folder: Path, practices: int, seed: int, publish: bool = True) -> None:
+def run(folder: Path, practices: int, seed: int, publish: bool = True, jobs: int = 2) -> None:
     started = time.perf_counter()
     store_root, key_file = folder / "store", folder / "secrets" / "key"
     ensure_demo_dataset(store_root, key_file, practices, seed)
@@ -103,6 +116,21 @@ def run(folder: Path, practices: int, seed: int, publish: bool = True) -> None:
         f"raw Polars read_csv of the same bytes: {raw_s:.1f} s = {total_rows / raw_s:,.0f} rows/s;"
         f" ingest takes {total_s / raw_s:.2f}x raw Polars"
     )
+    if jobs > 1:
+        tick = time.perf_counter()
+        for _ in in_parallel(
+            list(files.extracts.items()),
+            lambda item: governance.ingest(
+                "gp_appointments", item[0], item[1].read_bytes(), request
+            ),
+            jobs,
+        ):
+            pass
+        wall_s = time.perf_counter() - tick
+        print(
+            f"again, {jobs} extracts at a time (files read inside): {wall_s:.1f} s wall = "
+            f"{total_rows / wall_s:,.0f} rows/s; {wall_s / raw_s:.2f}x raw Polars"
+        )
     if not publish:
         return
     tick = time.perf_counter()
