@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import polars as pl
 
@@ -32,6 +32,14 @@ from dpgate._types import (
 from dpgate_proto.v1 import query_pb2, query_pb2_grpc
 
 _T = TypeVar("_T")
+
+Derive = Literal["if_as_accurate", "if_any", "fresh"]
+"""Whether `Client.query` may answer from a release already made (see its docstring)."""
+_DERIVE: dict[str, query_pb2.DerivePreference.ValueType] = {
+    "if_as_accurate": query_pb2.DERIVE_PREFERENCE_IF_AS_ACCURATE,
+    "if_any": query_pb2.DERIVE_PREFERENCE_IF_ANY,
+    "fresh": query_pb2.DERIVE_PREFERENCE_FRESH,
+}
 
 MAX_RELEASES_PAGE = 1000
 """The most releases the server sends in one page."""
@@ -139,17 +147,32 @@ class Client(Connection):
             return result
         return dataclasses.replace(result, expected=float(expected))
 
-    def query(self, query: QuerySpec, *, idempotency_key: str | None = None) -> QueryResult:
+    def query(
+        self,
+        query: QuerySpec,
+        *,
+        idempotency_key: str | None = None,
+        derive: Derive = "if_as_accurate",
+    ) -> QueryResult:
         """Run `query`: a DP answer charged to your budget (free if it repeats a release).
+
+        If cells of a release you may receive on the current version add up to the answer,
+        it can be derived from them, free (`result.derived_from` names the release):
+        `derive="if_as_accurate"` (the default) when its intervals are no wider than the
+        fresh answer's at the spend or accuracy asked, `"if_any"` however wide, `"fresh"`
+        never (a fresh, charged release). `preview` shows both options.
 
         A busy or unreachable server is retried with the same idempotency key, so a
         retried call is charged once, and its answer is the first attempt's (same release,
         same charge). Raises BudgetExhaustedError, InvalidQueryError, ... (dpgate.errors).
         """
+        if derive not in _DERIVE:
+            raise ValueError(f"derive must be one of {sorted(_DERIVE)}, not {derive!r}")
         request = query_pb2.RunQueryRequest(
             query=query.to_proto(),
             idempotency_key=idempotency_key or uuid.uuid4().hex,
             cell_format=query_pb2.CELL_FORMAT_ARROW_IPC,
+            derive=_DERIVE[derive],
         )
         return self._retried(
             lambda: query_result(self._stream(self._queries.RunQuery, request, query=True))

@@ -13,6 +13,7 @@ from dpgate._types import (
     BudgetInfo,
     ColumnInfo,
     DatasetInfo,
+    DerivedOption,
     EarlierRelease,
     KeyValue,
     PreviewResult,
@@ -102,6 +103,15 @@ def preview_result(message: query_pb2.PreviewQueryResponse) -> PreviewResult:
             shared=found.shared,
         )
     charge = spend(message.spend)
+    derived = None
+    if message.HasField("derived"):
+        option = message.derived
+        derived = DerivedOption(
+            derived_from=option.derived_from,
+            half_width=option.half_width,
+            cells=option.cell_count,
+            summed_cells=option.summed_cells,
+        )
     return PreviewResult(
         spend=charge,
         accounting=accounting,
@@ -113,6 +123,7 @@ def preview_result(message: query_pb2.PreviewQueryResponse) -> PreviewResult:
         notes=tuple(message.notes),
         earlier_release=earlier,
         warnings=() if earlier is None else (charged_again(earlier, charge, accounting),),
+        derived=derived,
     )
 
 
@@ -187,6 +198,7 @@ def query_result(parts: Iterable[query_pb2.RunQueryResponse]) -> QueryResult:
         repeat=header.repeat,
         canonical_query=header.canonical_query,
         accounting=accounting_name(header.release_cost),
+        derived_from=header.derived_from,
     )
 
 
@@ -197,16 +209,21 @@ def _frame_of_cells(
     values: list[int] = []
     lows: list[float] = []
     highs: list[float] = []
+    summed: list[int] = []
     for batch in batches:
         for cell in batch.cells:
             keys.append([key_value(k) for k in cell.keys])
             values.append(cell.value)
             lows.append(cell.ci_low)
             highs.append(cell.ci_high)
+            summed.append(cell.summed_cells)
     columns: dict[str, list[object]] = {
         name: [row[i] for row in keys] for i, name in enumerate(group_by)
     }
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {**columns, "value": values, "ci_low": lows, "ci_high": highs},
         schema_overrides={"value": pl.Int64, "ci_low": pl.Float64, "ci_high": pl.Float64},
     )
+    if any(summed):  # a derived answer: how many released cells each row adds up
+        frame = frame.with_columns(pl.Series("cells", summed, dtype=pl.Int64))
+    return frame

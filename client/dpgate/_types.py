@@ -98,6 +98,11 @@ class QueryResult:
     canonical_query: str
     accounting: str = "unspecified"
     """"pure_dp" (the amounts are epsilon) or "zcdp" (rho)."""
+    derived_from: str = ""
+    """For a derived answer, the release whose cells were added up to answer this query,
+    free and with no new noise; `frame` then ends with `cells` (how many released cells
+    each row adds up; its interval is exact for that sum). Empty for a release computed
+    from data. `client.query(..., fresh=True)` asks for a fresh, charged release instead."""
 
     def epsilon_equivalent(self, delta: float = DEFAULT_DELTA) -> float | None:
         """Under zCDP, the epsilon the release's cost amounts to at `delta` (see
@@ -173,6 +178,11 @@ class PreviewResult:
     expected: float | None = None
     """The value you said you expect a cell to be (`Client.preview(..., expected=...)`)."""
 
+    derived: DerivedOption | None = None
+    """The free option beside the fresh one (`spend`, `half_width`): the query answered by
+    adding up cells of a release you may receive. `client.query` gives it unless asked
+    `fresh=True`."""
+
     @property
     def rel_half_width_expected(self) -> float | None:
         """The half-width as a fraction of `expected` (None without one, or if it is not
@@ -190,6 +200,20 @@ class PreviewResult:
     def epsilon_equivalent(self, delta: float = DEFAULT_DELTA) -> float | None:
         """Under zCDP, the epsilon `spend` amounts to at `delta`; None under pure DP."""
         return epsilon_equivalent(self.spend, self.accounting, delta)
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedOption:
+    """A free answer derived from a release already made on the current version."""
+
+    derived_from: str
+    """The release whose cells would be added up."""
+    half_width: float
+    """The widest interval half-width among the derived cells."""
+    cells: int
+    """Number of cells of the derived answer."""
+    summed_cells: int
+    """The most released cells added up into one derived cell."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,17 +66,21 @@ class Estimates:
 
 
 def estimates(result: QueryResult) -> Estimates:
-    """A release's cells as `Estimates` (one cell per row)."""
-    frame = result.frame.with_columns(
-        pl.col("value").cast(pl.Float64), pl.lit(1, dtype=pl.Int64).alias("cells")
+    """A release's cells as `Estimates`: one cell per row, or for a derived answer each
+    row's `cells` (the released cells it adds up, each with its own draw)."""
+    cells = (
+        pl.col("cells").cast(pl.Int64)
+        if "cells" in result.frame.columns and result.derived_from
+        else pl.lit(1, dtype=pl.Int64).alias("cells")
     )
+    frame = result.frame.with_columns(pl.col("value").cast(pl.Float64), cells)
     return Estimates(
         frame=frame,
         keys=result.group_by,
         mechanism=result.mechanism,
         noise_scale=result.noise_scale,
         confidence_level=result.confidence_level,
-        release_ids=(result.release_id,),
+        release_ids=(result.derived_from or result.release_id,),  # its noise is the source's
     )
 
 

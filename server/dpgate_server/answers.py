@@ -20,12 +20,20 @@ the id the ledger returned. A retry with an
 idempotency key already used is answered from the ledger before anything is computed,
 even after the version it was computed on was replaced or deleted: the ledger asks
 `_same_question` whether the stored answer is the question asked again.
+
+Derived answers (queries/derivation.py): unless the requester asks for a fresh release, a
+question that is not a repeat or a retry, and that cells of a release the requester may
+receive on the same version add up to, is answered from those cells: free, no data read,
+no worker, audited by the ledger as "derived from <release>, cost 0". It is not stored (it
+is recomputed from its source the same way each time), so it charges nothing and holds no
+idempotency key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -36,6 +44,13 @@ from dpgate_server.ledger.model import DebitResult, Principal, RequestInfo, Stor
 from dpgate_server.queries import engine
 from dpgate_server.queries.accuracy import with_confidence_level
 from dpgate_server.queries.caches import LruCache
+from dpgate_server.queries.derivation import (
+    Derivation,
+    DerivePreference,
+    answer_keys,
+    best_derivation,
+)
+from dpgate_server.queries.errors import ReleaseFormatError
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.queries.model import CanonicalQuery, Query, Release
 from dpgate_server.store.leases import FileReaderLeases, ReaderLeases, reading_current
@@ -100,6 +115,8 @@ class RequesterPreview:
 
     preview: engine.Preview
     earlier_release: EarlierRelease | None
+    derived: Derivation | None = None
+    """The free option: the query answered from a release the requester may receive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +131,8 @@ class Answer:
         remaining_units: the requester's remaining budget on the dataset afterwards (for
             a retry, as its first call was told).
         repeat: whether the answer is an earlier release served again for free.
+        derived_from: for a derived answer (cells of a release added up, free), the id of
+            that release; None for an answer computed from data.
     """
 
     release: Release
@@ -121,6 +140,7 @@ class Answer:
     charged_units: int
     remaining_units: int
     repeat: bool
+    derived_from: str | None = None
 
 
 class QueryAnswerer:
@@ -160,8 +180,12 @@ class QueryAnswerer:
         """Cost and accuracy on the current version, and whether `requester_id` received
         the identical question's answer on an older one; free, reads no private rows."""
         with self._reading(query.dataset_id) as version:
-            preview = engine.summarize(self._prepare(version, query), version.version)
-        return RequesterPreview(preview, self._earlier_release(preview, requester_id))
+            prepared = self._prepare(version, query)
+            preview = engine.summarize(prepared, version.version)
+            derived = None
+            if self._ledger.lookup_release(prepared.key, requester_id) is None:
+                derived = self._derivation(version, prepared, requester_id)
+        return RequesterPreview(preview, self._earlier_release(preview, requester_id), derived)
 
     def _earlier_release(self, preview: engine.Preview, requester_id: str) -> EarlierRelease | None:
         """The latest release of this question the requester received on an older version,
@@ -191,8 +215,10 @@ class QueryAnswerer:
         query: Query,
         idempotency_key: str | None,
         caller_deadline_s: float | None = None,
+        derive: DerivePreference = DerivePreference.FRESH,
     ) -> Answer:
-        """Answer `query` for `principal`, charging its budget unless it is a repeat.
+        """Answer `query` for `principal`, charging its budget unless it is a repeat, or
+        free from a release already made (`derive`; see the module's docstring).
 
         `caller_deadline_s` is the time the caller still waits; the query is cancelled at
         the earlier of it and the configured timeout, so no one is charged for an answer
@@ -208,6 +234,12 @@ class QueryAnswerer:
         with self._reading(query.dataset_id) as version:
             prepared = self._prepare(version, query)
             request = dataclasses.replace(request, query_text=prepared.query.to_json())
+            if derive is not DerivePreference.FRESH:
+                derived = self._derived_answer(
+                    principal.requester_id, request, version, prepared, idempotency_key, derive
+                )
+                if derived is not None:
+                    return derived
             return self._answer_fresh(
                 principal, request, query, prepared, idempotency_key or None, caller_deadline_s
             )
@@ -265,6 +297,54 @@ class QueryAnswerer:
             )
         return self._answer(result, query)
 
+    def _derived_answer(
+        self,
+        requester_id: str,
+        request: RequestInfo,
+        version: DatasetVersion,
+        prepared: engine.PreparedQuery,
+        idempotency_key: str | None,
+        derive: DerivePreference,
+    ) -> Answer | None:
+        """The query answered free from a release's cells, audited; None to answer it fresh.
+
+        Not for a repeat (the identical release is served as it is) nor a retry of a key
+        already used (its first answer is replayed), and only as accurate as `derive` asks.
+        """
+        if self._ledger.lookup_release(prepared.key, requester_id) is not None:
+            return None
+        if idempotency_key and self._ledger.idempotency_key_used(requester_id, idempotency_key):
+            return None
+        found = self._derivation(version, prepared, requester_id)
+        if found is None or not derive.accepts(found, prepared.half_width):
+            return None
+        remaining = self._ledger.record_derived(
+            requester_id, prepared.query.dataset_id, found.source_release_id, request
+        )
+        return Answer(
+            release=found.release,
+            release_id=_derived_release_id(found),
+            charged_units=0,
+            remaining_units=remaining,
+            repeat=False,
+            derived_from=found.source_release_id,
+        )
+
+    def _derivation(
+        self, version: DatasetVersion, prepared: engine.PreparedQuery, requester_id: str
+    ) -> Derivation | None:
+        """The best derived answer from the releases on `version` the requester may receive
+        (own, or anyone's if the dataset shares releases); None if none adds up to it."""
+        sources = []
+        for stored in self._ledger.derivation_sources(requester_id, prepared.query.dataset_id):
+            try:
+                release = Release.from_bytes(stored.payload)
+            except ReleaseFormatError:
+                continue
+            if release.dataset_version == version.version:
+                sources.append((stored.release_id, release))
+        return best_derivation(prepared, sources, lambda: answer_keys(version, prepared))
+
     def _reading(self, dataset_id: str) -> AbstractContextManager[DatasetVersion]:
         return reading_current(self._store, self._leases, dataset_id, self._open_version)
 
@@ -313,6 +393,14 @@ class QueryAnswerer:
             result.remaining_units,
             result.repeat,
         )
+
+
+def _derived_release_id(derivation: Derivation) -> str:
+    """The id a derived answer is shown under: the same source and question, the same id."""
+    digest = hashlib.sha256(
+        f"{derivation.source_release_id}\n{derivation.release.key}".encode()
+    ).hexdigest()
+    return "drv_" + digest[:32]
 
 
 def _same_question(earlier: StoredRelease, asked: CanonicalQuery) -> bool:

@@ -118,6 +118,48 @@ CELL_FORMAT_ARROW_IPC: CellFormat.ValueType  # 2
 """The cells as one Arrow IPC file in arrow_ipc parts (see RunQueryResponse.arrow_ipc)."""
 Global___CellFormat: _TypeAlias = CellFormat  # noqa: Y015
 
+class _DerivePreference:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DerivePreferenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DerivePreference.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DERIVE_PREFERENCE_UNSPECIFIED: _DerivePreference.ValueType  # 0
+    """Not set: a fresh release, as for DERIVE_PREFERENCE_FRESH (what clients from before
+    derived answers get: they would read a derived answer's cells as single draws).
+    """
+    DERIVE_PREFERENCE_FRESH: _DerivePreference.ValueType  # 1
+    """A release computed from the data, charged (free only as an identical repeat)."""
+    DERIVE_PREFERENCE_IF_AS_ACCURATE: _DerivePreference.ValueType  # 2
+    """A derived answer (see ReleaseHeader.derived_from), free, when its widest interval is
+    no wider than the fresh answer's at the spend or target accuracy asked; otherwise a
+    fresh release.
+    """
+    DERIVE_PREFERENCE_IF_ANY: _DerivePreference.ValueType  # 3
+    """A derived answer whenever one exists, however wide its intervals (free); otherwise a
+    fresh release.
+    """
+
+class DerivePreference(_DerivePreference, metaclass=_DerivePreferenceEnumTypeWrapper):
+    """Whether a query may be answered from a release already made (free) or must be fresh."""
+
+DERIVE_PREFERENCE_UNSPECIFIED: DerivePreference.ValueType  # 0
+"""Not set: a fresh release, as for DERIVE_PREFERENCE_FRESH (what clients from before
+derived answers get: they would read a derived answer's cells as single draws).
+"""
+DERIVE_PREFERENCE_FRESH: DerivePreference.ValueType  # 1
+"""A release computed from the data, charged (free only as an identical repeat)."""
+DERIVE_PREFERENCE_IF_AS_ACCURATE: DerivePreference.ValueType  # 2
+"""A derived answer (see ReleaseHeader.derived_from), free, when its widest interval is
+no wider than the fresh answer's at the spend or target accuracy asked; otherwise a
+fresh release.
+"""
+DERIVE_PREFERENCE_IF_ANY: DerivePreference.ValueType  # 3
+"""A derived answer whenever one exists, however wide its intervals (free); otherwise a
+fresh release.
+"""
+Global___DerivePreference: _TypeAlias = DerivePreference  # noqa: Y015
+
 @_typing.final
 class Aggregate(_message.Message):
     """The aggregate of a query."""
@@ -281,12 +323,17 @@ class Cell(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     CI_LOW_FIELD_NUMBER: _builtins.int
     CI_HIGH_FIELD_NUMBER: _builtins.int
+    SUMMED_CELLS_FIELD_NUMBER: _builtins.int
     value: _builtins.int
     """The unbiased noisy value (never rounded or clamped by the service)."""
     ci_low: _builtins.float
     """Lower end of the confidence interval."""
     ci_high: _builtins.float
     """Upper end of the confidence interval."""
+    summed_cells: _builtins.int
+    """For a derived answer: how many released cells were added up into this one (its noise
+    is the sum of that many independent draws). 0 for a cell computed from data.
+    """
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.KeyValue]:
         """Key values in the order of the query's group_by (empty for an ungrouped query)."""
@@ -298,10 +345,11 @@ class Cell(_message.Message):
         value: _builtins.int = ...,
         ci_low: _builtins.float = ...,
         ci_high: _builtins.float = ...,
+        summed_cells: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ci_high", b"ci_high", "ci_low", b"ci_low", "keys", b"keys", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ci_high", b"ci_high", "ci_low", b"ci_low", "keys", b"keys", "summed_cells", b"summed_cells", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,6 +374,7 @@ class ReleaseHeader(_message.Message):
     CELL_COUNT_FIELD_NUMBER: _builtins.int
     CANONICAL_QUERY_FIELD_NUMBER: _builtins.int
     RELEASE_COST_FIELD_NUMBER: _builtins.int
+    DERIVED_FROM_FIELD_NUMBER: _builtins.int
     release_id: _builtins.str
     """Identifier of the stored release (the same for a free repeat)."""
     dataset_id: _builtins.str
@@ -344,6 +393,15 @@ class ReleaseHeader(_message.Message):
     """Number of cells that follow."""
     canonical_query: _builtins.str
     """The canonical form of the query, as stored and audited."""
+    derived_from: _builtins.str
+    """Set for a derived answer: the id of the release whose cells were added up to answer
+    the query, free and with no new noise (the query's filters are that release's plus
+    selections of its grouped values, on the same publish-bounded dataset version). Its
+    intervals are exact for sums of independent draws, and each cell's summed_cells (the
+    `cells` column of the Arrow IPC form) says how many. A derived answer is not stored:
+    release_id names the derivation (the same source and query give the same id). Empty
+    for a release computed from data. Given only when RunQueryRequest.derive allows it.
+    """
     @_builtins.property
     def group_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The group-by columns, naming the keys of each cell."""
@@ -363,7 +421,9 @@ class ReleaseHeader(_message.Message):
 
     @_builtins.property
     def release_cost(self) -> _types_pb2.Spend:
-        """The spend the release was computed with (the cost of a fresh release)."""
+        """The spend the release was computed with (the cost of a fresh release; zero for a
+        derived answer).
+        """
 
     def __init__(
         self,
@@ -381,10 +441,11 @@ class ReleaseHeader(_message.Message):
         cell_count: _builtins.int = ...,
         canonical_query: _builtins.str = ...,
         release_cost: _types_pb2.Spend | None = ...,
+        derived_from: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["charged", b"charged", "release_cost", b"release_cost", "remaining", b"remaining"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_query", b"canonical_query", "cell_count", b"cell_count", "charged", b"charged", "confidence_level", b"confidence_level", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "group_by", b"group_by", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "release_cost", b"release_cost", "release_id", b"release_id", "remaining", b"remaining", "repeat", b"repeat"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_query", b"canonical_query", "cell_count", b"cell_count", "charged", b"charged", "confidence_level", b"confidence_level", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "derived_from", b"derived_from", "group_by", b"group_by", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "release_cost", b"release_cost", "release_id", b"release_id", "remaining", b"remaining", "repeat", b"repeat"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -637,6 +698,7 @@ class PreviewQueryResponse(_message.Message):
     NOISE_SCALE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
     EARLIER_RELEASE_FIELD_NUMBER: _builtins.int
+    DERIVED_FIELD_NUMBER: _builtins.int
     half_width: _builtins.float
     """Interval half-width on every cell at the confidence level."""
     confidence_level: _builtins.float
@@ -662,6 +724,13 @@ class PreviewQueryResponse(_message.Message):
         again: releases are per version. Unset when it is also answered on the current version.
         """
 
+    @_builtins.property
+    def derived(self) -> Global___DerivedOption:
+        """Set when the query can be answered free by adding up cells of a release the caller
+        may receive on the current version: the derived option, beside the fresh one above
+        (spend, half_width), whichever of the two is wider.
+        """
+
     def __init__(
         self,
         *,
@@ -673,14 +742,49 @@ class PreviewQueryResponse(_message.Message):
         noise_scale: _builtins.float = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
         earlier_release: Global___EarlierRelease | None = ...,
+        derived: Global___DerivedOption | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["earlier_release", b"earlier_release", "spend", b"spend"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["derived", b"derived", "earlier_release", b"earlier_release", "spend", b"spend"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_count", b"cell_count", "confidence_level", b"confidence_level", "earlier_release", b"earlier_release", "half_width", b"half_width", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "notes", b"notes", "spend", b"spend"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_count", b"cell_count", "confidence_level", b"confidence_level", "derived", b"derived", "earlier_release", b"earlier_release", "half_width", b"half_width", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "notes", b"notes", "spend", b"spend"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreviewQueryResponse: _TypeAlias = PreviewQueryResponse  # noqa: Y015
+
+@_typing.final
+class DerivedOption(_message.Message):
+    """A free answer derived from a release already made (see ReleaseHeader.derived_from)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DERIVED_FROM_FIELD_NUMBER: _builtins.int
+    HALF_WIDTH_FIELD_NUMBER: _builtins.int
+    CELL_COUNT_FIELD_NUMBER: _builtins.int
+    SUMMED_CELLS_FIELD_NUMBER: _builtins.int
+    derived_from: _builtins.str
+    """The release whose cells would be added up."""
+    half_width: _builtins.float
+    """The widest interval half-width among the derived cells, at the confidence level."""
+    cell_count: _builtins.int
+    """Number of cells the derived answer has."""
+    summed_cells: _builtins.int
+    """The most released cells added up into one derived cell."""
+    def __init__(
+        self,
+        *,
+        derived_from: _builtins.str = ...,
+        half_width: _builtins.float = ...,
+        cell_count: _builtins.int = ...,
+        summed_cells: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_count", b"cell_count", "derived_from", b"derived_from", "half_width", b"half_width", "summed_cells", b"summed_cells"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DerivedOption: _TypeAlias = DerivedOption  # noqa: Y015
 
 @_typing.final
 class EarlierRelease(_message.Message):
@@ -727,10 +831,13 @@ class RunQueryRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     CELL_FORMAT_FIELD_NUMBER: _builtins.int
+    DERIVE_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """A key chosen by the client; a retried call with the same key is charged once."""
     cell_format: Global___CellFormat.ValueType
     """How the answer carries its cells; unspecified means per-cell messages."""
+    derive: Global___DerivePreference.ValueType
+    """Whether a free derived answer may be given; unspecified means a fresh release."""
     @_builtins.property
     def query(self) -> Global___Query:
         """The query."""
@@ -741,10 +848,11 @@ class RunQueryRequest(_message.Message):
         query: Global___Query | None = ...,
         idempotency_key: _builtins.str = ...,
         cell_format: Global___CellFormat.ValueType = ...,
+        derive: Global___DerivePreference.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_format", b"cell_format", "idempotency_key", b"idempotency_key", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_format", b"cell_format", "derive", b"derive", "idempotency_key", b"idempotency_key", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

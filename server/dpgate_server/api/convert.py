@@ -10,6 +10,8 @@ from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate_server.answers import Answer, RequesterPreview
 from dpgate_server.api.errors import BadRequestError
 from dpgate_server.ledger.model import Budget
+from dpgate_server.queries import cell_table
+from dpgate_server.queries.derivation import DerivePreference
 from dpgate_server.queries.model import Aggregate, Filter, Query, Spend, SpendMeasure
 from dpgate_server.spend import units_to_decimal
 from dpgate_server.store.metadata import ColumnKind, ColumnSpec, KeyValue, Visibility
@@ -219,6 +221,29 @@ def spend_to_proto(accounting: Accounting | str | None, units: int) -> types_pb2
     return types_pb2.Spend(accounting=ACCOUNTING_TO_PROTO[Accounting(accounting)], nano_units=units)
 
 
+def derive_preference_from_proto(
+    value: query_pb2.DerivePreference.ValueType,
+) -> DerivePreference:
+    """Unspecified (a client from before derived answers) means a fresh release."""
+    preference = _DERIVE_PREFERENCES.get(value)
+    if preference is None:
+        raise BadRequestError(
+            ErrorReason.BAD_VALUE,
+            f"derive {value} is not a DerivePreference; use DERIVE_PREFERENCE_FRESH, "
+            "DERIVE_PREFERENCE_IF_AS_ACCURATE or DERIVE_PREFERENCE_IF_ANY",
+            "derive",
+        )
+    return preference
+
+
+_DERIVE_PREFERENCES = {
+    query_pb2.DERIVE_PREFERENCE_UNSPECIFIED: DerivePreference.FRESH,
+    query_pb2.DERIVE_PREFERENCE_FRESH: DerivePreference.FRESH,
+    query_pb2.DERIVE_PREFERENCE_IF_AS_ACCURATE: DerivePreference.IF_AS_ACCURATE,
+    query_pb2.DERIVE_PREFERENCE_IF_ANY: DerivePreference.IF_ANY,
+}
+
+
 def preview_to_proto(requester_preview: RequesterPreview) -> query_pb2.PreviewQueryResponse:
     preview = requester_preview.preview
     notes = [preview.truncation_note] if preview.truncation_note else []
@@ -231,6 +256,16 @@ def preview_to_proto(requester_preview: RequesterPreview) -> query_pb2.PreviewQu
         noise_scale=preview.noise_scale,
         notes=notes,
     )
+    derived = requester_preview.derived
+    if derived is not None:
+        message.derived.CopyFrom(
+            query_pb2.DerivedOption(
+                derived_from=derived.source_release_id,
+                half_width=float(derived.half_width),
+                cell_count=derived.release.cell_count,
+                summed_cells=derived.most_cells,
+            )
+        )
     earlier = requester_preview.earlier_release
     if earlier is not None:
         message.earlier_release.CopyFrom(
@@ -267,6 +302,7 @@ def answer_to_proto(
         cell_count=release.cell_count,
         canonical_query=release.query.to_json(),
         release_cost=spend_to_proto(release.accounting, release.cost_units),
+        derived_from=answer.derived_from or "",
     )
     yield query_pb2.RunQueryResponse(header=header)
     if cell_format == query_pb2.CELL_FORMAT_ARROW_IPC:
@@ -276,12 +312,15 @@ def answer_to_proto(
                 arrow_ipc=table[start : start + ARROW_BYTES_PER_MESSAGE]
             )
         return
-    yield from _cell_batches(release.frame().iter_rows(), len(release.group_by))
+    frame = release.frame()
+    summed = frame.columns[-1] == cell_table.SUMMED_CELLS
+    yield from _cell_batches(frame.iter_rows(), len(release.group_by), summed=summed)
 
 
 def _cell_batches(
-    rows: Iterator[tuple[Any, ...]], key_count: int
+    rows: Iterator[tuple[Any, ...]], key_count: int, *, summed: bool = False
 ) -> Iterator[query_pb2.RunQueryResponse]:
+    """Per-cell messages; `summed`: the rows end with a derived answer's cell counts."""
     batch: list[query_pb2.Cell] = []
     for row in rows:
         batch.append(
@@ -290,6 +329,7 @@ def _cell_batches(
                 value=row[key_count],
                 ci_low=row[key_count + 1],
                 ci_high=row[key_count + 2],
+                summed_cells=row[key_count + 3] if summed else 0,
             )
         )
         if len(batch) == CELLS_PER_MESSAGE:

@@ -13,6 +13,7 @@ from dpgate_server.api.convert import (
     answer_to_proto,
     budget_to_proto,
     dataset_summary_to_proto,
+    derive_preference_from_proto,
     describe_to_proto,
     preview_to_proto,
     public_rows_to_proto,
@@ -102,6 +103,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             query_from_proto(request.query),
             request.idempotency_key or None,
             caller_deadline_s=context.time_remaining(),
+            derive=derive_preference_from_proto(request.derive),
         )
         yield from answer_to_proto(answer, request.cell_format)
 

@@ -366,6 +366,58 @@ class Ledger:
             raise outcome
         return outcome
 
+    def derivation_sources(self, requester_id: str, dataset_id: str) -> list[StoredRelease]:
+        """The releases of `dataset_id` this requester may receive, oldest first: their own,
+        and every other requester's only if the dataset shares releases.
+
+        A derived answer adds up cells of one of these (post-processing, free), so it never
+        shows a requester a release they could not have been served as a repeat.
+
+        Raises:
+            DatasetNotFoundError, RequesterNotFound, RequesterDisabled: as named.
+        """
+        with self._storage.read() as tx:
+            dataset = _dataset(tx, dataset_id)
+            requester = tx.get_requester(requester_id)
+            if requester is None:
+                raise RequesterNotFound(f"no requester {requester_id!r}")
+            if not requester.enabled:
+                raise RequesterDisabled(f"requester {requester_id!r} is disabled")
+            owner = None if dataset.share_releases else requester_id
+            return tx.list_releases(owner, dataset_id)
+
+    def idempotency_key_used(self, requester_id: str, idempotency_key: str) -> bool:
+        """Whether `requester_id` has a release recorded under `idempotency_key` (a retry
+        of it must replay that answer, never be derived afresh)."""
+        with self._storage.read() as tx:
+            return tx.get_idempotency(requester_id, idempotency_key) is not None
+
+    def record_derived(
+        self, requester_id: str, dataset_id: str, source_release_id: str, request: RequestInfo
+    ) -> int:
+        """Audit a derived answer ("derived from <release>, cost 0"); the requester's
+        remaining budget on the dataset, unchanged by it.
+
+        A derived answer adds up cells of a stored release: nothing is charged and nothing
+        new is stored, but the chain says who received what, and from which release.
+        """
+        if request.principal is not None and request.principal.requester_id != requester_id:
+            raise ValueError("the request's principal is not the requester answered")
+        with self._write() as (tx, now):
+            remaining = _budget(tx, now, requester_id, _dataset(tx, dataset_id)).remaining_units
+            append_event(
+                tx,
+                at=now,
+                request=request,
+                outcome=Outcome.ANSWERED,
+                dataset_id=dataset_id,
+                cost_units=0,
+                release_id=source_release_id,
+                detail=f"derived from {source_release_id}, cost 0",
+                requester_id=requester_id,
+            )
+        return remaining
+
     def single_flight(self, release_key: str, wait_s: float) -> AbstractContextManager[Flight]:
         """Hold `release_key`'s flight lock (every process on this ledger) while computing.
 

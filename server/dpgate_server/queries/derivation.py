@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import polars as pl
 
@@ -44,6 +45,26 @@ from dpgate_server.store.store import DatasetVersion
 from dpgate_shared import noise_sums
 
 CELLS = cell_table.SUMMED_CELLS
+
+
+class DerivePreference(StrEnum):
+    """Whether a requester accepts a derived answer (free) or wants a fresh release."""
+
+    FRESH = "fresh"
+    """A release computed from the data, charged (free only as an identical repeat)."""
+    IF_AS_ACCURATE = "if_as_accurate"
+    """A derived answer if its widest interval is no wider than the fresh answer's (at
+    the spend or target accuracy asked), else fresh: never a worse answer than asked."""
+    IF_ANY = "if_any"
+    """A derived answer whenever one exists, however wide (free), else fresh."""
+
+    def accepts(self, derivation: Derivation, fresh_half_width: int) -> bool:
+        """Whether this preference takes `derivation` over a fresh answer this wide."""
+        if self is DerivePreference.IF_ANY:
+            return True
+        return self is DerivePreference.IF_AS_ACCURATE and (
+            derivation.half_width <= fresh_half_width
+        )
 
 
 @dataclass(frozen=True, slots=True)
