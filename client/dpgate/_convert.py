@@ -157,6 +157,7 @@ def release_info(message: query_pb2.ReleaseSummary) -> ReleaseInfo:
         canonical_query=message.canonical_query,
         cost=spend(message.cost),
         created_at=message.created_at,
+        derived_from=message.derived_from,
     )
 
 

@@ -238,3 +238,5 @@ class ReleaseInfo:
     canonical_query: str
     cost: Decimal
     created_at: str
+    derived_from: str = ""
+    """For a derived answer you were given (free): the release whose cells it adds up."""

@@ -25,8 +25,8 @@ Derived answers (queries/derivation.py): unless the requester asks for a fresh r
 question that is not a repeat or a retry, and that cells of a release the requester may
 receive on the same version add up to, is answered from those cells: free, no data read,
 no worker, audited by the ledger as "derived from <release>, cost 0". It is not stored (it
-is recomputed from its source the same way each time), so it charges nothing and holds no
-idempotency key.
+is recomputed from its source the same way each time; the ledger keeps a record that lists
+it with the requester's releases), so it charges nothing and holds no idempotency key.
 """
 
 from __future__ import annotations
@@ -318,12 +318,19 @@ class QueryAnswerer:
         found = self._derivation(version, prepared, requester_id)
         if found is None or not derive.accepts(found, prepared.half_width):
             return None
+        derived_id = _derived_release_id(found)
         remaining = self._ledger.record_derived(
-            requester_id, prepared.query.dataset_id, found.source_release_id, request
+            requester_id,
+            prepared.query.dataset_id,
+            request,
+            derived_id=derived_id,
+            source_release_id=found.source_release_id,
+            dataset_version=version.version,
+            canonical_query=prepared.query.to_json(),
         )
         return Answer(
             release=found.release,
-            release_id=_derived_release_id(found),
+            release_id=derived_id,
             charged_units=0,
             remaining_units=remaining,
             repeat=False,

@@ -946,7 +946,7 @@ Global___GetBudgetResponse: _TypeAlias = GetBudgetResponse  # noqa: Y015
 
 @_typing.final
 class ReleaseSummary(_message.Message):
-    """A release in a listing (without its cells)."""
+    """A release in a listing (without its cells), or a derived answer (see derived_from)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -956,6 +956,7 @@ class ReleaseSummary(_message.Message):
     CANONICAL_QUERY_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    DERIVED_FROM_FIELD_NUMBER: _builtins.int
     release_id: _builtins.str
     """Identifier."""
     dataset_id: _builtins.str
@@ -966,6 +967,10 @@ class ReleaseSummary(_message.Message):
     """The canonical query."""
     created_at: _builtins.str
     """When it was made, RFC 3339."""
+    derived_from: _builtins.str
+    """For a derived answer given to the caller (free; cost is zero): the release whose
+    cells it adds up. Empty for a release computed from data.
+    """
     @_builtins.property
     def cost(self) -> _types_pb2.Spend:
         """What the release cost when it was made."""
@@ -979,10 +984,11 @@ class ReleaseSummary(_message.Message):
         canonical_query: _builtins.str = ...,
         cost: _types_pb2.Spend | None = ...,
         created_at: _builtins.str = ...,
+        derived_from: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_query", b"canonical_query", "cost", b"cost", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "release_id", b"release_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_query", b"canonical_query", "cost", b"cost", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "derived_from", b"derived_from", "release_id", b"release_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate_server.answers import Answer, RequesterPreview
 from dpgate_server.api.errors import BadRequestError
-from dpgate_server.ledger.model import Budget
+from dpgate_server.ledger.model import Budget, DerivedRecord
 from dpgate_server.queries import cell_table
 from dpgate_server.queries.derivation import DerivePreference
 from dpgate_server.queries.model import Aggregate, Filter, Query, Spend, SpendMeasure
@@ -242,6 +243,20 @@ _DERIVE_PREFERENCES = {
     query_pb2.DERIVE_PREFERENCE_IF_AS_ACCURATE: DerivePreference.IF_AS_ACCURATE,
     query_pb2.DERIVE_PREFERENCE_IF_ANY: DerivePreference.IF_ANY,
 }
+
+
+def derived_summary_to_proto(record: DerivedRecord) -> query_pb2.ReleaseSummary:
+    """A derived answer in a listing: its question, its source, cost zero."""
+    accounting = Accounting(json.loads(record.canonical_query)["accounting"])
+    return query_pb2.ReleaseSummary(
+        release_id=record.derived_id,
+        dataset_id=record.dataset_id,
+        dataset_version=record.dataset_version,
+        canonical_query=record.canonical_query,
+        cost=spend_to_proto(accounting, 0),
+        created_at=record.created_at.isoformat(),
+        derived_from=record.source_release_id,
+    )
 
 
 def preview_to_proto(requester_preview: RequesterPreview) -> query_pb2.PreviewQueryResponse:

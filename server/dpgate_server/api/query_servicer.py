@@ -14,6 +14,7 @@ from dpgate_server.api.convert import (
     budget_to_proto,
     dataset_summary_to_proto,
     derive_preference_from_proto,
+    derived_summary_to_proto,
     describe_to_proto,
     preview_to_proto,
     public_rows_to_proto,
@@ -23,6 +24,7 @@ from dpgate_server.api.convert import (
 from dpgate_server.api.errors import BadRequestError, audited, require
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import DerivedRecord
 from dpgate_server.queries.model import Release
 from dpgate_server.store.catalog import Catalog
 from dpgate_server.vocabulary.errors import DatasetNotFoundError, ErrorReason
@@ -147,6 +149,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             ) from None
         summaries = []
         for item in page.releases:
+            if isinstance(item, DerivedRecord):
+                summaries.append(derived_summary_to_proto(item))
+                continue
             release = Release.from_bytes(item.payload)
             summaries.append(
                 query_pb2.ReleaseSummary(

@@ -54,6 +54,7 @@ from dpgate_server.ledger.model import (
     ChainVerification,
     Dataset,
     DebitResult,
+    DerivedRecord,
     Outcome,
     Principal,
     Reconciliation,
@@ -393,18 +394,39 @@ class Ledger:
             return tx.get_idempotency(requester_id, idempotency_key) is not None
 
     def record_derived(
-        self, requester_id: str, dataset_id: str, source_release_id: str, request: RequestInfo
+        self,
+        requester_id: str,
+        dataset_id: str,
+        request: RequestInfo,
+        *,
+        derived_id: str,
+        source_release_id: str,
+        dataset_version: str,
+        canonical_query: str,
     ) -> int:
-        """Audit a derived answer ("derived from <release>, cost 0"); the requester's
-        remaining budget on the dataset, unchanged by it.
+        """Record and audit a derived answer ("derived from <release>, cost 0"); the
+        requester's remaining budget on the dataset, unchanged by it.
 
-        A derived answer adds up cells of a stored release: nothing is charged and nothing
-        new is stored, but the chain says who received what, and from which release.
+        A derived answer adds up cells of a stored release: nothing is charged and no
+        answer is stored, but its record lists it with the requester's releases (once per
+        answer) and the chain says who received what, and from which release.
         """
         if request.principal is not None and request.principal.requester_id != requester_id:
             raise ValueError("the request's principal is not the requester answered")
         with self._write() as (tx, now):
             remaining = _budget(tx, now, requester_id, _dataset(tx, dataset_id)).remaining_units
+            tx.insert_derived(
+                DerivedRecord(
+                    derived_id=derived_id,
+                    requester_id=requester_id,
+                    dataset_id=dataset_id,
+                    source_release_id=source_release_id,
+                    dataset_version=dataset_version,
+                    canonical_query=canonical_query,
+                    created_at=now,
+                    request_id=request.request_id,
+                )
+            )
             append_event(
                 tx,
                 at=now,
@@ -486,25 +508,45 @@ class Ledger:
     def page_releases(
         self, requester_id: str, dataset_id: str | None, *, after: str | None, limit: int
     ) -> ReleasePage:
-        """A page of `requester_id`'s releases, newest first, older than release `after`.
+        """A page of `requester_id`'s releases and derived answers, newest first.
 
-        Pages are keyed by a release, not an offset, so releases recorded while a caller
-        pages through never repeat or skip an item; the database reads only one page.
+        Pages are keyed, not offset: `after` (the previous page's `next_after`) says where
+        each list resumes ("<release>|<derived answer>", each the next item to give or "-"
+        when that list is done; a bare release id resumes after it, with no derived
+        answers). So items recorded while a caller pages through never repeat or skip an
+        item, and the database reads only one page of each list. The lists are merged by
+        the time each item was recorded.
 
         Raises:
-            ReleaseNotFound: `after` is not one of this requester's releases.
+            ReleaseNotFound: `after` does not name this requester's items.
             ValueError: `limit` is not positive.
         """
         if limit < 1:
             raise ValueError(f"a page holds at least one release, not {limit}")
+        release_from, inclusive, derived_from = _page_cursors(after)
         with self._storage.read() as tx:
-            if after is not None:
-                anchor = tx.get_release(after)
+            if release_from not in (None, _DONE):
+                anchor = tx.get_release(release_from)
                 if anchor is None or anchor.requester_id != requester_id:
-                    raise ReleaseNotFound(f"no release {after!r} of yours to page after")
-            found = tx.page_releases(requester_id, dataset_id, after, limit + 1)
-        page = tuple(found[:limit])
-        return ReleasePage(page, page[-1].release_id if len(found) > limit else None)
+                    raise ReleaseNotFound(f"no release {release_from!r} of yours to page from")
+            if (
+                derived_from not in (None, _DONE)
+                and tx.get_derived(requester_id, derived_from) is None
+            ):
+                raise ReleaseNotFound(f"no derived answer {derived_from!r} of yours to page from")
+            releases = (
+                []
+                if release_from == _DONE
+                else tx.page_releases(
+                    requester_id, dataset_id, release_from, limit + 1, inclusive=inclusive
+                )
+            )
+            derived = (
+                []
+                if derived_from == _DONE
+                else tx.page_derived(requester_id, dataset_id, derived_from, limit + 1)
+            )
+        return _merged_page(releases, derived, limit)
 
     # the audit chain
 
@@ -913,6 +955,44 @@ def _visible_release(
     if dataset is not None and dataset.share_releases:
         return releases[0]
     return None
+
+
+_DONE = "-"
+"""A page cursor's mark for a list with nothing left."""
+
+
+def _page_cursors(after: str | None) -> tuple[str | None, bool, str | None]:
+    """(release to resume from, whether inclusively, derived answer to resume from)."""
+    if after is None:
+        return None, False, None
+    if "|" not in after:  # a token from before derived answers: the last release given
+        return after, False, _DONE
+    releases, derived = after.split("|", 1)
+    return releases, True, derived
+
+
+def _merged_page(
+    releases: list[StoredRelease], derived: list[DerivedRecord], limit: int
+) -> ReleasePage:
+    """Up to `limit` items of the two newest-first lists, newest first, and the cursor."""
+    page: list[StoredRelease | DerivedRecord] = []
+    i = j = 0
+    while len(page) < limit and (i < len(releases) or j < len(derived)):
+        if j >= len(derived) or (
+            i < len(releases) and releases[i].created_at >= derived[j].created_at
+        ):
+            page.append(releases[i])
+            i += 1
+        else:
+            page.append(derived[j])
+            j += 1
+    # Each list was read to limit + 1 items and at most `limit` were taken, so an item
+    # left over in a list is its next one, and a list read to its end has none.
+    next_release = releases[i].release_id if i < len(releases) else _DONE
+    next_derived = derived[j].derived_id if j < len(derived) else _DONE
+    if next_release == _DONE and next_derived == _DONE:
+        return ReleasePage(tuple(page), None)
+    return ReleasePage(tuple(page), f"{next_release}|{next_derived}")
 
 
 def _dataset(tx: StorageTransaction, dataset_id: str) -> Dataset:

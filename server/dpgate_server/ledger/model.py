@@ -234,16 +234,45 @@ class StoredRelease:
 
 
 @dataclass(frozen=True, slots=True)
+class DerivedRecord:
+    """A derived answer given to a requester: cells of a stored release added up, free.
+
+    Only the record is kept (who received what, from which release): the answer is
+    recomputed from its source, which never changes.
+
+    Attributes:
+        derived_id: the id the answer was shown under (the same source and question give
+            the same id; recorded once per requester).
+        requester_id: who received it.
+        dataset_id: the dataset.
+        source_release_id: the release whose cells were added up.
+        dataset_version: the version both are on.
+        canonical_query: the question answered, in canonical JSON.
+        created_at: when it was first given to this requester.
+        request_id: the request that first received it.
+    """
+
+    derived_id: str
+    requester_id: str
+    dataset_id: str
+    source_release_id: str
+    dataset_version: str
+    canonical_query: str
+    created_at: dt.datetime
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReleasePage:
-    """One page of a requester's releases, newest first.
+    """One page of a requester's releases and derived answers, newest first.
 
     Attributes:
         releases: at most the page size, newest first.
-        next_after: the id of the page's last release, to pass as `after` for the next
-            page; None when no older release remains.
+        next_after: the token to pass as `after` for the next page; None when nothing
+            older remains.
     """
 
-    releases: tuple[StoredRelease, ...]
+    releases: tuple[StoredRelease | DerivedRecord, ...]
     next_after: str | None
 
 

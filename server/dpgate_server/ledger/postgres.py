@@ -44,6 +44,7 @@ from dpgate_server.ledger.model import (
     CapChange,
     ChainHead,
     Dataset,
+    DerivedRecord,
     Outcome,
     Requester,
     Role,
@@ -316,6 +317,10 @@ _EVENT = (
     " release_id, request_id, detail, prev_hash, event_hash"
 )
 _PENDING = "source, window_start, request_count, first_rpc, first_request_id, last_at"
+_DERIVED = (
+    "derived_id, requester_id, dataset_id, source_release_id, dataset_version, canonical_query,"
+    " created_at, request_id"
+)
 
 
 class PostgresTransaction:
@@ -585,16 +590,73 @@ class PostgresTransaction:
         return [_release(row) for row in rows]
 
     def page_releases(
-        self, requester_id: str, dataset_id: str | None, before_release_id: str | None, limit: int
+        self,
+        requester_id: str,
+        dataset_id: str | None,
+        before_release_id: str | None,
+        limit: int,
+        *,
+        inclusive: bool = False,
     ) -> list[StoredRelease]:
         rows = self._all(
             f"SELECT {_RELEASE} FROM releases WHERE requester_id = %s"
             " AND (%s::text IS NULL OR dataset_id = %s) AND (%s::text IS NULL OR release_seq <"
-            " (SELECT release_seq FROM releases WHERE release_id = %s))"
+            " (SELECT release_seq FROM releases WHERE release_id = %s) + %s)"
             " ORDER BY release_seq DESC LIMIT %s",
-            (requester_id, dataset_id, dataset_id, before_release_id, before_release_id, limit),
+            (
+                requester_id,
+                dataset_id,
+                dataset_id,
+                before_release_id,
+                before_release_id,
+                1 if inclusive else 0,
+                limit,
+            ),
         )
         return [_release(row) for row in rows]
+
+    def insert_derived(self, record: DerivedRecord) -> None:
+        self._run(
+            f"INSERT INTO derived_answers ({_DERIVED}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (
+                record.derived_id,
+                record.requester_id,
+                record.dataset_id,
+                record.source_release_id,
+                record.dataset_version,
+                record.canonical_query,
+                _aware(record.created_at),
+                record.request_id,
+            ),
+        )
+
+    def get_derived(self, requester_id: str, derived_id: str) -> DerivedRecord | None:
+        row = self._one(
+            f"SELECT {_DERIVED} FROM derived_answers WHERE requester_id = %s AND derived_id = %s",
+            (requester_id, derived_id),
+        )
+        return None if row is None else _derived(row)
+
+    def page_derived(
+        self, requester_id: str, dataset_id: str | None, from_derived_id: str | None, limit: int
+    ) -> list[DerivedRecord]:
+        rows = self._all(
+            f"SELECT {_DERIVED} FROM derived_answers WHERE requester_id = %s"
+            " AND (%s::text IS NULL OR dataset_id = %s) AND (%s::text IS NULL OR derived_seq <="
+            " (SELECT derived_seq FROM derived_answers WHERE requester_id = %s"
+            " AND derived_id = %s)) ORDER BY derived_seq DESC LIMIT %s",
+            (
+                requester_id,
+                dataset_id,
+                dataset_id,
+                from_derived_id,
+                requester_id,
+                from_derived_id,
+                limit,
+            ),
+        )
+        return [_derived(row) for row in rows]
 
     def find_received_releases(
         self, requester_id: str, release_keys: Sequence[str]
@@ -787,6 +849,19 @@ def _allocation(row: tuple[Any, ...]) -> Allocation:
         expires_at=_utc_or_none(row[4]),
         purpose=row[5],
         agreement=row[6],
+    )
+
+
+def _derived(row: tuple[Any, ...]) -> DerivedRecord:
+    return DerivedRecord(
+        derived_id=row[0],
+        requester_id=row[1],
+        dataset_id=row[2],
+        source_release_id=row[3],
+        dataset_version=row[4],
+        canonical_query=row[5],
+        created_at=_utc(row[6]),
+        request_id=row[7],
     )
 
 

@@ -164,5 +164,27 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "the current version of each dataset, one pointer every server on the ledger reads",
         ("CREATE TABLE current_versions ( dataset_id TEXT PRIMARY KEY, version TEXT NOT NULL)",),
     ),
+    (
+        5,
+        "derived answers given free from a release's cells, listed with the releases",
+        (
+            """
+            CREATE TABLE derived_answers (
+                derived_seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+                derived_id TEXT NOT NULL,
+                requester_id TEXT NOT NULL REFERENCES requesters (requester_id),
+                dataset_id TEXT NOT NULL REFERENCES datasets (dataset_id),
+                source_release_id TEXT NOT NULL REFERENCES releases (release_id),
+                dataset_version TEXT NOT NULL,
+                canonical_query TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                request_id TEXT NOT NULL,
+                PRIMARY KEY (requester_id, derived_id)
+            )
+            """,
+            "CREATE INDEX derived_answers_by_requester ON derived_answers"
+            " (requester_id, dataset_id)",
+        ),
+    ),
 )
 """(version, description, statements), ascending."""

@@ -44,6 +44,7 @@ from dpgate_server.ledger.model import (
     CapChange,
     ChainHead,
     Dataset,
+    DerivedRecord,
     Outcome,
     Requester,
     Role,
@@ -614,15 +615,55 @@ class SqliteTransaction:
         return [_release(row) for row in rows]
 
     def page_releases(
-        self, requester_id: str, dataset_id: str | None, before_release_id: str | None, limit: int
+        self,
+        requester_id: str,
+        dataset_id: str | None,
+        before_release_id: str | None,
+        limit: int,
+        *,
+        inclusive: bool = False,
     ) -> list[StoredRelease]:
         rows = self._db.execute(
             "SELECT * FROM releases WHERE requester_id = ?1 AND (?2 IS NULL OR dataset_id = ?2)"
-            " AND (?3 IS NULL OR rowid < (SELECT rowid FROM releases WHERE release_id = ?3))"
-            " ORDER BY rowid DESC LIMIT ?4",
-            (requester_id, dataset_id, before_release_id, limit),
+            " AND (?3 IS NULL OR rowid < (SELECT rowid FROM releases WHERE release_id = ?3)"
+            " + ?5) ORDER BY rowid DESC LIMIT ?4",
+            (requester_id, dataset_id, before_release_id, limit, 1 if inclusive else 0),
         )
         return [_release(row) for row in rows]
+
+    def insert_derived(self, record: DerivedRecord) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO derived_answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.derived_id,
+                record.requester_id,
+                record.dataset_id,
+                record.source_release_id,
+                record.dataset_version,
+                record.canonical_query,
+                format_time(record.created_at),
+                record.request_id,
+            ),
+        )
+
+    def get_derived(self, requester_id: str, derived_id: str) -> DerivedRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM derived_answers WHERE requester_id = ? AND derived_id = ?",
+            (requester_id, derived_id),
+        ).fetchone()
+        return None if row is None else _derived(row)
+
+    def page_derived(
+        self, requester_id: str, dataset_id: str | None, from_derived_id: str | None, limit: int
+    ) -> list[DerivedRecord]:
+        rows = self._db.execute(
+            "SELECT * FROM derived_answers WHERE requester_id = ?1"
+            " AND (?2 IS NULL OR dataset_id = ?2) AND (?3 IS NULL OR rowid <= (SELECT rowid"
+            " FROM derived_answers WHERE requester_id = ?1 AND derived_id = ?3))"
+            " ORDER BY rowid DESC LIMIT ?4",
+            (requester_id, dataset_id, from_derived_id, limit),
+        )
+        return [_derived(row) for row in rows]
 
     def find_received_releases(
         self, requester_id: str, release_keys: Sequence[str]
@@ -791,6 +832,19 @@ def _allocation(row: Any) -> Allocation:
         expires_at=parse_optional(row[4]),
         purpose=row[5],
         agreement=row[6],
+    )
+
+
+def _derived(row: Any) -> DerivedRecord:
+    return DerivedRecord(
+        derived_id=row[0],
+        requester_id=row[1],
+        dataset_id=row[2],
+        source_release_id=row[3],
+        dataset_version=row[4],
+        canonical_query=row[5],
+        created_at=parse_time(row[6]),
+        request_id=row[7],
     )
 
 

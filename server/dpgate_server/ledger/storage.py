@@ -32,6 +32,7 @@ from dpgate_server.ledger.model import (
     CapChange,
     ChainHead,
     Dataset,
+    DerivedRecord,
     Requester,
     StoredRelease,
     TokenInfo,
@@ -152,11 +153,31 @@ class StorageTransaction(Protocol):
         self, requester_id: str | None, dataset_id: str | None
     ) -> list[StoredRelease]: ...
     def page_releases(
-        self, requester_id: str, dataset_id: str | None, before_release_id: str | None, limit: int
+        self,
+        requester_id: str,
+        dataset_id: str | None,
+        before_release_id: str | None,
+        limit: int,
+        *,
+        inclusive: bool = False,
     ) -> list[StoredRelease]:
         """At most `limit` of the requester's releases (optionally on one dataset), newest
         first in the order they were recorded, all recorded before `before_release_id`
-        (None: from the newest). An unknown `before_release_id` gives an empty list."""
+        (None: from the newest; `inclusive`: that release first). An unknown
+        `before_release_id` gives an empty list."""
+        ...
+
+    def insert_derived(self, record: DerivedRecord) -> None:
+        """Record a derived answer given to a requester; nothing if it already is."""
+        ...
+
+    def get_derived(self, requester_id: str, derived_id: str) -> DerivedRecord | None: ...
+
+    def page_derived(
+        self, requester_id: str, dataset_id: str | None, from_derived_id: str | None, limit: int
+    ) -> list[DerivedRecord]:
+        """At most `limit` of the requester's derived answers, newest first in the order
+        they were recorded, from `from_derived_id` on (inclusive; None: from the newest)."""
         ...
 
     def find_received_releases(

@@ -80,6 +80,25 @@ def test_a_coarser_question_is_derived_free_marked_and_audited(
     assert '"group_by":["practice_code"]' in derived[-1].query_text
 
 
+def test_derived_answers_are_listed_like_releases(
+    derived_service: Service, source: QueryResult
+) -> None:
+    with analyst(derived_service) as client:
+        answer = client.query(
+            count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.05"))
+        )
+        again = client.query(
+            count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.05"))
+        )
+        listed = {r.release_id: r for r in client.releases(derived_service.dataset_id)}
+    assert again.release_id == answer.release_id  # the same derivation, the same id
+    assert answer.release_id.startswith("drv_")
+    item = listed[answer.release_id]
+    assert (item.derived_from, item.cost) == (source.release_id, 0)
+    assert item.canonical_query == answer.canonical_query
+    assert listed[source.release_id].cost == Decimal("0.5")
+
+
 def test_summing_a_derived_answer_further_stays_exact(
     derived_service: Service, source: QueryResult
 ) -> None:
