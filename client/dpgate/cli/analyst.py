@@ -12,7 +12,7 @@ import polars as pl
 import typer
 from rich.console import Console
 
-from dpgate._client import Client
+from dpgate._client import Client, Derive
 from dpgate._types import (
     BudgetInfo,
     ColumnInfo,
@@ -164,12 +164,24 @@ def query(
     expected: ExpectedOption = None,
     round_to: RoundToOption = None,
     suppress_below: SuppressBelowOption = None,
+    derive: Annotated[
+        str,
+        typer.Option(
+            help="fresh (the default): compute and charge a fresh release; if-as-accurate:"
+            " answer free from a release already made when its intervals are no wider than a"
+            " fresh answer's; if-any: however wide (dpgate preview shows both options)."
+        ),
+    ] = "fresh",
     json_output: JsonOption = False,
 ) -> None:
     """Run a DP count or sum: every cell with its interval, the charge and what remains.
 
-    Asking the same question again is free and returns the same answer.
+    Asking the same question again is free and returns the same answer; a question that
+    cells of a release already made add up to can be answered free from them (--derive).
     """
+    preference = _DERIVE.get(derive)
+    if preference is None:
+        raise typer.BadParameter("use if-as-accurate, if-any or fresh", param_hint="--derive")
     out = output(ctx, json_output)
     options = query_options(
         dataset,
@@ -187,7 +199,7 @@ def query(
         description = client.describe(dataset)
         spec = build_query(options, description)
         with out.working("computing the DP answer"):
-            result = client.query(spec)
+            result = client.query(spec, derive=preference)
     shown = _Shown(expected, round_to, suppress_below)
     if csv is not None:
         result.frame.write_csv(csv)
@@ -298,7 +310,21 @@ def _print_preview(console: Console, options: QueryOptions, result: PreviewResul
         console.print(f"note: {note}")
     for warning in result.warnings:
         console.print(f"[bold]charged again[/bold]: {warning}")
+    derived = result.derived
+    if derived is not None:
+        console.print(
+            f"or free: derived from release {derived.derived_from}, {derived.cells} cell(s),"
+            f" each +/- at most {derived.half_width:,.1f} (up to {derived.summed_cells}"
+            " released cells added up)"
+        )
     console.print("nothing was spent: previews are free")
+
+
+_DERIVE: dict[str, Derive] = {
+    "if-as-accurate": "if_as_accurate",
+    "if-any": "if_any",
+    "fresh": "fresh",
+}
 
 
 def _preview_document(result: PreviewResult) -> dict[str, object]:
@@ -358,6 +384,7 @@ def _result_document(result: QueryResult, accounting: str, shown: _Shown) -> dic
         "release_cost": result.release_cost,
         "remaining": result.remaining,
         "repeat": result.repeat,
+        "derived_from": result.derived_from,
         "canonical_query": result.canonical_query,
         **_equivalent(accounting, spend=result.release_cost),
         "cells": result.relative_accuracy(shown.expected),
@@ -409,7 +436,10 @@ def _print_result(
             f" of the {shown.expected:,g} you expect"
         )
     name = unit(accounting)
-    if result.repeat:
+    if result.derived_from:
+        charge = f"free: derived from release {result.derived_from} (its cells added up,"
+        charge += " no new noise; --derive fresh for a charged release)"
+    elif result.repeat:
         charge = f"free: a repeat of release {result.release_id} (first cost {name} "
         charge += f"{amount_in_plain_terms(result.release_cost, accounting)})"
     else:

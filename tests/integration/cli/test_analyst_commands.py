@@ -96,6 +96,7 @@ def test_query_prints_cells_with_intervals_charge_and_remaining(cli_service: Cli
     result = dpgate(
         cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
         "--count", "--where", "status=DNA", "--by", "month", "--epsilon", "0.31",
+        "--derive", "fresh",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "2025-01" in result.stdout
@@ -110,7 +111,7 @@ def test_query_json_has_every_cell_and_the_bill(cli_service: CliService) -> None
     answer = as_json(
         dpgate(
             cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
-            "--count", "--by", "month", "--epsilon", "0.32", "--json",
+            "--count", "--by", "month", "--epsilon", "0.32", "--json", "--derive", "fresh",
         )
     )  # fmt: skip
     assert len(answer["cells"]) == MONTHS
@@ -192,7 +193,7 @@ def test_exhausted_budget_exits_3_and_charges_nothing(cli_service: CliService) -
     before = remaining(cli_service, "poor_analyst")
     result = dpgate(
         cli_service, cli_service.tokens["poor_analyst"], "query", "gp_appointments",
-        "--count", "--by", "month", "--epsilon", "0.5",
+        "--count", "--by", "month", "--epsilon", "0.5", "--derive", "fresh",
     )  # fmt: skip
     assert result.exit_code == 3
     assert "BUDGET_EXHAUSTED" in result.stderr
@@ -203,7 +204,7 @@ def test_exhausted_budget_exits_3_and_charges_nothing(cli_service: CliService) -
 def test_exhausted_budget_json_error_has_requested_and_remaining(cli_service: CliService) -> None:
     result = dpgate(
         cli_service, cli_service.tokens["poor_analyst"], "query", "gp_appointments",
-        "--count", "--epsilon", "0.5", "--json",
+        "--count", "--epsilon", "0.5", "--json", "--derive", "fresh",
     )  # fmt: skip
     assert result.exit_code == 3
     metadata = error_of(result)["metadata"]
@@ -305,3 +306,22 @@ def test_query_csv_writes_every_cell_unrounded(cli_service: CliService, tmp_path
         rows = list(csv.DictReader(handle))
     assert len(rows) == MONTHS
     assert set(rows[0]) == {"month", "value", "ci_low", "ci_high"}
+
+
+def test_a_query_derived_from_a_release_says_it_was_free(cli_service: CliService) -> None:
+    source = as_json(
+        dpgate(
+            cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
+            "--count", "--by", "hcp_type", "--epsilon", "0.41", "--json", "--derive", "fresh",
+        )
+    )  # fmt: skip
+    args = ("gp_appointments", "--count", "--where", "hcp_type=GP", "--epsilon", "0.01")
+    preview = dpgate(cli_service, cli_service.tokens["analyst"], "preview", *args)
+    assert f"or free: derived from release {source['release_id']}" in preview.stdout
+    before = remaining(cli_service)
+    result = dpgate(cli_service, cli_service.tokens["analyst"], "query", *args)
+    assert result.exit_code == 0, result.output
+    assert f"free: derived from release {source['release_id']}" in result.stdout
+    assert remaining(cli_service) == before
+    refused = dpgate(cli_service, cli_service.tokens["analyst"], "query", *args, "--derive", "x")
+    assert refused.exit_code == 2
