@@ -177,10 +177,11 @@ def best_derivation(
     sources: Iterable[tuple[str, Release]],
     keys: Callable[[], pl.DataFrame | None],
 ) -> Derivation | None:
-    """The derived answer with the narrowest widest interval among `sources`, or None.
+    """The derived answer from the source with the least noise per answer cell (its
+    draws' variance times its cells per answer cell), or None.
 
-    Candidates are tried from the least noise per answer cell expected (variance times
-    released cells per answer cell), so usually only the first is decoded.
+    Candidates are tried in that order and the first that adds up to the question is
+    taken, so usually only one release is decoded.
     """
     candidates = [
         (release_id, release)
@@ -196,12 +197,11 @@ def best_derivation(
         return per_cell * release.cell_count / max(1, prepared.cells)
 
     frame = keys() if prepared.query.group_by else None
-    best: Derivation | None = None
     for release_id, release in sorted(candidates, key=expected_variance):
         found = derive(prepared, release_id, release, frame)
-        if found is not None and (best is None or found.half_width < best.half_width):
-            best = found
-    return best
+        if found is not None:
+            return found
+    return None
 
 
 def answer_keys(version: DatasetVersion, prepared: PreparedQuery) -> pl.DataFrame | None:
