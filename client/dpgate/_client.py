@@ -152,15 +152,15 @@ class Client(Connection):
         query: QuerySpec,
         *,
         idempotency_key: str | None = None,
-        derive: Derive = "if_as_accurate",
+        derive: Derive = "fresh",
     ) -> QueryResult:
         """Run `query`: a DP answer charged to your budget (free if it repeats a release).
 
         If cells of a release you may receive on the current version add up to the answer,
         it can be derived from them, free (`result.derived_from` names the release):
-        `derive="if_as_accurate"` (the default) when its intervals are no wider than the
-        fresh answer's at the spend or accuracy asked, `"if_any"` however wide, `"fresh"`
-        never (a fresh, charged release). `preview` shows both options.
+        `derive="if_as_accurate"` when its intervals are no wider than the fresh answer's at
+        the spend or accuracy asked, `"if_any"` however wide; `"fresh"` (the default) never:
+        a fresh, charged release, as before derived answers. `preview` shows both options.
 
         A busy or unreachable server is retried with the same idempotency key, so a
         retried call is charged once, and its answer is the first attempt's (same release,

@@ -142,7 +142,7 @@ def test_an_overloaded_query_retried_after_its_hint_is_answered_and_charged_once
             timeout=60,
             interval=0.005,
         )
-        result = client.query(query, idempotency_key="retry me", derive="fresh")
+        result = client.query(query, idempotency_key="retry me")
         for thread in blockers:
             thread.join(timeout=300)
     with server_b.ledger() as ledger:
@@ -160,7 +160,7 @@ def _ask_quietly(server: Server, token: str, i: int) -> None:
         Client(server.target, token=token, retries=0, timeout=300) as client,
         contextlib.suppress(DpgateError),
     ):
-        client.query(heavy(server.dataset_id, i), derive="fresh")  # each occupies a worker
+        client.query(heavy(server.dataset_id, i))
 
 
 def _chain_unauthenticated_counts(server: Server) -> int:

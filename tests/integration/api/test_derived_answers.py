@@ -44,6 +44,11 @@ def source(derived_service: Service) -> QueryResult:
         )
 
 
+DERIVED = "if_as_accurate"
+"""Ask for a derived answer when it is no wider than a fresh one (the client asks fresh
+unless told)."""
+
+
 def analyst(service: Service) -> Client:
     return Client(service.target, service.tokens["analyst"], timeout=120)
 
@@ -58,7 +63,9 @@ def test_a_coarser_question_is_derived_free_marked_and_audited(
     dataset = derived_service.dataset_id
     with analyst(derived_service) as client:
         before = remaining(client, dataset)
-        answer = client.query(count(dataset).by("practice_code").epsilon(Decimal("0.05")))
+        answer = client.query(
+            count(dataset).by("practice_code").epsilon(Decimal("0.05")), derive=DERIVED
+        )
         assert remaining(client, dataset) == before
     weeks = source.frame["week"].n_unique()
     assert answer.derived_from == source.release_id
@@ -85,10 +92,12 @@ def test_derived_answers_are_listed_like_releases(
 ) -> None:
     with analyst(derived_service) as client:
         answer = client.query(
-            count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.05"))
+            count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.05")),
+            derive=DERIVED,
         )
         again = client.query(
-            count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.05"))
+            count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.05")),
+            derive=DERIVED,
         )
         listed = {r.release_id: r for r in client.releases(derived_service.dataset_id)}
     assert again.release_id == answer.release_id  # the same derivation, the same id
@@ -104,7 +113,8 @@ def test_summing_a_derived_answer_further_stays_exact(
 ) -> None:
     with analyst(derived_service) as client:
         answer = client.query(
-            count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.05"))
+            count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.05")),
+            derive=DERIVED,
         )
     total = sum_cells(answer).frame.row(0, named=True)
     cells = source.frame.height
@@ -113,7 +123,7 @@ def test_summing_a_derived_answer_further_stays_exact(
     assert total["ci_high"] - total["value"] == width
 
 
-def test_a_fresh_release_on_request_is_charged(
+def test_a_fresh_release_is_charged_by_default_and_on_request(
     derived_service: Service, source: QueryResult
 ) -> None:
     question = count(derived_service.dataset_id).by("practice_code").epsilon(Decimal("0.051"))
@@ -121,7 +131,9 @@ def test_a_fresh_release_on_request_is_charged(
         before = remaining(client, derived_service.dataset_id)
         fresh = client.query(question, derive="fresh")
         assert remaining(client, derived_service.dataset_id) == before - Decimal("0.051")
+        default = client.query(question.epsilon(Decimal("0.055")))
     assert (fresh.derived_from, fresh.charged) == ("", Decimal("0.051"))
+    assert (default.derived_from, default.charged) == ("", Decimal("0.055"))
     assert "cells" not in fresh.frame.columns
 
 
@@ -136,7 +148,7 @@ def test_a_less_accurate_derived_answer_is_given_only_if_any_is_accepted(
         wide = client.query(question, derive="if_any")
         before = remaining(client, derived_service.dataset_id)
         assert (wide.derived_from, wide.charged) == (source.release_id, 0)
-        assert client.query(question).charged == Decimal("2.5")  # if_as_accurate: fresh
+        assert client.query(question, derive=DERIVED).charged == Decimal("2.5")  # wider: fresh
         assert remaining(client, derived_service.dataset_id) == before - Decimal("2.5")
 
 
@@ -181,7 +193,7 @@ def test_a_selection_of_grouped_values_is_derived(
         count(derived_service.dataset_id).where_in("week", weeks).by("practice_code").epsilon(0.01)
     )
     with analyst(derived_service) as client:
-        answer = client.query(question)
+        answer = client.query(question, derive=DERIVED)
     assert answer.derived_from == source.release_id
     assert set(answer.frame["cells"].to_list()) == {4}
     chosen = source.frame.filter(source.frame["week"].is_in(weeks))
@@ -207,7 +219,7 @@ def test_with_sharing_off_another_requesters_release_is_not_used(
         finally:
             assert admin.set_release_sharing(derived_service.dataset_id, True) is True
         assert other.preview(question.epsilon(Decimal("0.012"))).derived is not None
-        shared = other.query(question.epsilon(Decimal("0.012")))
+        shared = other.query(question.epsilon(Decimal("0.012")), derive=DERIVED)
     assert (alone.derived_from, alone.charged) == ("", Decimal("0.011"))
     assert shared.derived_from.startswith("rel_")
     assert shared.derived_from != alone.release_id  # not its own: the source, shared

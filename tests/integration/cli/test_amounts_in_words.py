@@ -22,7 +22,7 @@ def _clean(text: str) -> None:
 def test_exhausted_budget_says_epsilon_in_its_message(cli_service: CliService) -> None:
     result = dpgate(
         cli_service, cli_service.tokens["poor_analyst"], "query", "gp_appointments",
-        "--count", "--by", "sex", "--epsilon", "0.5", "--derive", "fresh",
+        "--count", "--by", "sex", "--epsilon", "0.5",
     )  # fmt: skip
     assert result.exit_code == 3
     assert "the query costs epsilon 0.5 but only epsilon 0.1 remains" in result.stderr
@@ -32,7 +32,7 @@ def test_exhausted_budget_says_epsilon_in_its_message(cli_service: CliService) -
 def test_exhausted_budget_json_error_has_no_units(cli_service: CliService) -> None:
     result = dpgate(
         cli_service, cli_service.tokens["poor_analyst"], "query", "gp_appointments",
-        "--count", "--epsilon", "0.25", "--json", "--derive", "fresh",
+        "--count", "--epsilon", "0.25", "--json",
     )  # fmt: skip
     error = error_of(result)
     assert "epsilon 0.25" in error["message"]

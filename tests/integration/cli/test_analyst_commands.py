@@ -96,7 +96,6 @@ def test_query_prints_cells_with_intervals_charge_and_remaining(cli_service: Cli
     result = dpgate(
         cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
         "--count", "--where", "status=DNA", "--by", "month", "--epsilon", "0.31",
-        "--derive", "fresh",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "2025-01" in result.stdout
@@ -111,7 +110,7 @@ def test_query_json_has_every_cell_and_the_bill(cli_service: CliService) -> None
     answer = as_json(
         dpgate(
             cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
-            "--count", "--by", "month", "--epsilon", "0.32", "--json", "--derive", "fresh",
+            "--count", "--by", "month", "--epsilon", "0.32", "--json",
         )
     )  # fmt: skip
     assert len(answer["cells"]) == MONTHS
@@ -193,7 +192,7 @@ def test_exhausted_budget_exits_3_and_charges_nothing(cli_service: CliService) -
     before = remaining(cli_service, "poor_analyst")
     result = dpgate(
         cli_service, cli_service.tokens["poor_analyst"], "query", "gp_appointments",
-        "--count", "--by", "month", "--epsilon", "0.5", "--derive", "fresh",
+        "--count", "--by", "month", "--epsilon", "0.5",
     )  # fmt: skip
     assert result.exit_code == 3
     assert "BUDGET_EXHAUSTED" in result.stderr
@@ -204,7 +203,7 @@ def test_exhausted_budget_exits_3_and_charges_nothing(cli_service: CliService) -
 def test_exhausted_budget_json_error_has_requested_and_remaining(cli_service: CliService) -> None:
     result = dpgate(
         cli_service, cli_service.tokens["poor_analyst"], "query", "gp_appointments",
-        "--count", "--epsilon", "0.5", "--json", "--derive", "fresh",
+        "--count", "--epsilon", "0.5", "--json",
     )  # fmt: skip
     assert result.exit_code == 3
     metadata = error_of(result)["metadata"]
@@ -312,14 +311,23 @@ def test_a_query_derived_from_a_release_says_it_was_free(cli_service: CliService
     source = as_json(
         dpgate(
             cli_service, cli_service.tokens["analyst"], "query", "gp_appointments",
-            "--count", "--by", "hcp_type", "--epsilon", "0.41", "--json", "--derive", "fresh",
+            "--count", "--by", "hcp_type", "--epsilon", "0.41", "--json",
         )
     )  # fmt: skip
     args = ("gp_appointments", "--count", "--where", "hcp_type=GP", "--epsilon", "0.01")
     preview = dpgate(cli_service, cli_service.tokens["analyst"], "preview", *args)
+    fresh_by_default = ("query", *args[:-1], "0.011", "--json")
+    assert (
+        as_json(dpgate(cli_service, cli_service.tokens["analyst"], *fresh_by_default))[
+            "derived_from"
+        ]
+        == ""
+    )
     assert f"or free: derived from release {source['release_id']}" in preview.stdout
     before = remaining(cli_service)
-    result = dpgate(cli_service, cli_service.tokens["analyst"], "query", *args)
+    result = dpgate(
+        cli_service, cli_service.tokens["analyst"], "query", *args, "--derive", "if-as-accurate"
+    )
     assert result.exit_code == 0, result.output
     assert f"free: derived from release {source['release_id']}" in result.stdout
     assert remaining(cli_service) == before
