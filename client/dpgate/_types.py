@@ -102,7 +102,7 @@ class QueryResult:
     """For a derived answer, the release whose cells were added up to answer this query,
     free and with no new noise; `frame` then ends with `cells` (how many released cells
     each row adds up; its interval is exact for that sum). Empty for a release computed
-    from data. `client.query(..., fresh=True)` asks for a fresh, charged release instead."""
+    from data. Given only when asked (`client.query(..., derive="if_as_accurate")`)."""
 
     def epsilon_equivalent(self, delta: float = DEFAULT_DELTA) -> float | None:
         """Under zCDP, the epsilon the release's cost amounts to at `delta` (see
@@ -177,11 +177,9 @@ class PreviewResult:
     """What to know before running it, in words (e.g. that it will be charged again)."""
     expected: float | None = None
     """The value you said you expect a cell to be (`Client.preview(..., expected=...)`)."""
-
     derived: DerivedOption | None = None
     """The free option beside the fresh one (`spend`, `half_width`): the query answered by
-    adding up cells of a release you may receive. `client.query` gives it unless asked
-    `fresh=True`."""
+    adding up cells of a release you may receive (`client.query(..., derive=...)`)."""
 
     @property
     def rel_half_width_expected(self) -> float | None:
