@@ -15,12 +15,18 @@ import time
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from dpgate_server.execution import worker
 from dpgate_server.execution.errors import WorkerStartError
 from dpgate_server.execution.messages import STOP, Job, Ready, Reply
+
+if TYPE_CHECKING:
+    import psutil
+
+# psutil is imported where it is used, not at module level: a spawned worker imports this
+# module too (through the `dpgate_server.execution` package), and only the parent measures
+# memory, so the worker's start need not pay for psutil.
 
 _REAP_TIMEOUT_S = 5.0
 """How long to wait for a SIGKILLed process to be reaped (it is near instant)."""
@@ -43,6 +49,8 @@ class WorkerProcess:
         self._disposed = False
         self._pid = process.pid or 0
         self._exitcode: int | None = None
+        import psutil  # noqa: PLC0415 (parent only; see the note at the top)
+
         try:
             self._ps: psutil.Process | None = psutil.Process(self._pid)
         except psutil.Error:  # it already exited: wait_ready will say so
@@ -111,6 +119,8 @@ class WorkerProcess:
 
     def rss_bytes(self) -> int | None:
         """Resident memory of the process, or None if it is gone."""
+        import psutil  # noqa: PLC0415 (already imported by __init__; a dictionary lookup)
+
         with self._lock:
             if self._disposed or self._ps is None:
                 return None

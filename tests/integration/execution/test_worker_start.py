@@ -12,9 +12,10 @@ from dpgate_server.execution import PoolSettings, Probe, ProbeReport, QueryWorke
 from dpgate_server.queries.process_settings import STREAMING_VARIABLE
 from tests.integration.execution.helpers import RESTART_TIMEOUT_S
 
-WORKER_NEEDS_NOT = ("sklearn", "scipy", "grpc", "google.protobuf", "dpgate_server.api")
+WORKER_NEEDS_NOT = ("sklearn", "scipy", "grpc", "google.protobuf", "dpgate_server.api", "psutil")
 """Packages a worker never uses: `opendp.prelude` pulls in scikit-learn and SciPy (seconds
-of start per worker), and the server's gRPC layer belongs to the parent alone."""
+of start per worker), the server's gRPC layer belongs to the parent alone, and only the
+parent measures workers' memory (psutil)."""
 
 
 @pytest.fixture(scope="module")
