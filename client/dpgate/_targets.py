@@ -53,10 +53,17 @@ class ChannelTarget:
     replicas: tuple[str, ...]
 
     def options(self) -> list[tuple[str, str | int]]:
-        """Channel options: round_robin over every replica, a quick reconnect, the authority."""
+        """Channel options: round_robin over every replica, a quick reconnect, the authority.
+
+        Each channel keeps its own connections (a local subchannel pool): by default gRPC
+        shares one connection between every channel of a process to the same target, and a
+        server of several processes on one port (the kernel spreads connections, not
+        calls) would then serve all of a process's clients from one of them.
+        """
         options: list[tuple[str, str | int]] = [
             ("grpc.service_config", ROUND_ROBIN),
             ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if self.authority is not None:
             options.append(("grpc.default_authority", self.authority))
