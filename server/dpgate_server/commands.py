@@ -5,6 +5,7 @@ entry point that loads them."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import uuid
@@ -24,6 +25,9 @@ from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import IssuedToken, RequestInfo, Role
 from dpgate_server.observability.logs import configure_logging
+from dpgate_server.serving.port_lock import PortLock
+from dpgate_server.serving.shares import for_process, process_count
+from dpgate_server.serving.supervisor import READY_LINE, Supervisor, config_args, watch_lifeline
 from dpgate_server.store.store import DatasetStore
 from dpgate_server.vocabulary.accounting import Accounting
 
@@ -51,14 +55,40 @@ def serve(
             " investigate); the override is recorded in the chain.",
         ),
     ] = False,
+    serving_process: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Internal: run as this serving process of a supervisor."),
+    ] = None,
+    lifeline_fd: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Internal: a pipe whose end means the supervisor died."),
+    ] = None,
 ) -> None:
     """Start the server; stop it cleanly with SIGTERM or Ctrl-C."""
     settings = _settings_or_exit(config)
     configure_logging(settings.operations.log_format, settings.operations.log_level)
+    processes = process_count(settings.server.processes)
+    if serving_process is not None:
+        _serve_as_child(
+            settings, processes, serving_process, lifeline_fd, accept_broken_audit_chain
+        )
+        return
     try:
+        lock = PortLock.take(settings.server.address)  # a second server fails here, by name
         check_address_free(settings.server.address)  # before minutes of demo generation
         if settings.demo.enabled:
             _prepare_demo_data(settings)
+        if processes > 1:
+            if lock is not None:
+                lock.release()  # the supervisor takes it again and hands it to its children
+            extra = ["--accept-broken-audit-chain"] if accept_broken_audit_chain else []
+            supervisor = Supervisor(
+                settings.server.address,
+                processes,
+                [*config_args(config), *extra],
+                settings.server.grace_seconds,
+            )
+            raise typer.Exit(supervisor.run())
         running = build_server(settings, accept_broken_audit_chain=accept_broken_audit_chain)
     except StartupError as exc:
         typer.echo(f"dpgate-server: {exc}", err=True)
@@ -67,6 +97,40 @@ def serve(
     if settings.demo.enabled:
         _announce_demo_accounts(running)
     _wait_for_signal(running, settings.server.grace_seconds)
+
+
+def _serve_as_child(
+    settings: Settings,
+    processes: int,
+    index: int,
+    lifeline_fd: int | None,
+    accept_broken_audit_chain: bool,
+) -> None:
+    """One of the supervisor's serving processes: its share of the settings, a shared port.
+
+    Ctrl-C reaches the whole process group; a child ignores it and stops when the
+    supervisor sends SIGTERM, so the supervisor alone decides when the server stops.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if lifeline_fd is not None:
+        watch_lifeline(lifeline_fd)
+    settings = for_process(settings, processes, index)
+    try:
+        running = build_server(
+            settings, accept_broken_audit_chain=accept_broken_audit_chain, reuse_port=True
+        )
+    except StartupError as exc:
+        typer.echo(f"dpgate-server: serving process {index}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if index == 0:
+        print(f"  data:   {settings.storage.data_dir}", flush=True)
+        print(f"  ledger: {describe_ledger(settings)}", flush=True)
+    for line in running.sidecars.describe():
+        print(f"  process {index}: {line}", flush=True)
+    print(READY_LINE.format(index=index + 1, processes=processes, pid=os.getpid()), flush=True)
+    if settings.demo.enabled and index == 0:
+        _announce_demo_accounts(running)
+    _wait_for_signal(running, settings.server.grace_seconds, signals=(signal.SIGTERM,))
 
 
 @app.command("generate-demo")
@@ -215,15 +279,19 @@ def _announce_demo_accounts(running: RunningServer) -> None:
         return
 
 
-def _wait_for_signal(running: RunningServer, grace_seconds: float) -> None:
+def _wait_for_signal(
+    running: RunningServer,
+    grace_seconds: float,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         _log.info("received %s: stopping", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    for signum in signals:
+        signal.signal(signum, request_stop)
     stop.wait()
     running.stop(grace_seconds)
     print("dpgate server stopped", flush=True)

@@ -41,12 +41,23 @@ class ServerSettings(_Section):
     rpc_threads: int = Field(default=16, ge=1, le=1024)
     """Threads serving RPCs (cheap RPCs and health never wait behind query workers)."""
     workers: int = Field(default=2, ge=1, le=256)
-    """Query worker processes."""
+    """Query worker processes (of the whole server: divided between its serving processes)."""
+    processes: int | Literal["auto"] = 1
+    """Serving processes on the one port (SO_REUSEPORT; the kernel spreads connections over
+    them); "auto": one per core. Limits, workers and caches are divided between them
+    (dpgate_server/serving/shares.py); 1 serves from this process as before."""
     grace_seconds: float = Field(default=10.0, ge=0, le=600)
     """How long in-flight RPCs may finish after SIGTERM before they are cancelled."""
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     """Largest message accepted or sent. A larger one, up to twice this, is read and
     refused with MESSAGE_TOO_LARGE; gRPC cuts off anything larger itself."""
+
+    @field_validator("processes")
+    @classmethod
+    def _processes_in_range(cls, value: int | str) -> int | str:
+        if value != "auto" and not 1 <= int(value) <= 256:
+            raise ValueError('must be "auto" or a number from 1 to 256')
+        return value
 
     @field_validator("address")
     @classmethod

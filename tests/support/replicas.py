@@ -142,6 +142,7 @@ def write_replica_config(
     ledger_location: str,
     *,
     workers: int = 1,
+    processes: int = 1,
     extra: str = "",
 ) -> Path:
     """A config for one replica: port 0, the shared store and ledger, generous rate limits.
@@ -154,7 +155,7 @@ def write_replica_config(
     config = state / "dpgate.toml"
     config.write_text(
         f'[server]\naddress = "127.0.0.1:0"\ngrace_seconds = 1\nworkers = {workers}\n'
-        "rpc_threads = 32\n"
+        f"rpc_threads = 32\nprocesses = {processes}\n"
         f'[storage]\ndata_dir = "{store_root}"\n'
         f'ledger_path = "{sqlite_path}"\nkey_file = "{state / "key"}"\n'
         "[demo]\nenabled = false\n"
@@ -174,13 +175,15 @@ def start_replicas(
     dataset_id: str,
     *,
     workers: int = 1,
+    processes: int = 1,
     extra_config: str = "",
 ) -> Iterator[Replicas]:
     """Start `count` servers on `ledger_location` and `store_root`, all at once.
 
     They start concurrently (as replicas of a deployment do: migrating and registering the
     dataset at the same moment), each with `workers` query workers and its own state folder
-    under `state`. The dataset's cap is then set high enough never to bind. Every replica
+    under `state` (and `processes` serving processes on its port: `server.processes`).
+    The dataset's cap is then set high enough never to bind. Every replica
     is stopped when the block ends.
 
     Raises:
@@ -195,6 +198,7 @@ def start_replicas(
             store_root,
             ledger_location,
             workers=workers,
+            processes=processes,
             extra=extra_config,
         )
         for i in range(count)

@@ -107,7 +107,9 @@ class RunningServer:
         self.ledger.close()
 
 
-def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False) -> RunningServer:
+def build_server(
+    settings: Settings, *, accept_broken_audit_chain: bool = False, reuse_port: bool = False
+) -> RunningServer:
     """Create, wire and start a server for `settings` (port 0 binds a free port).
 
     Args:
@@ -118,16 +120,20 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     Raises:
         StartupError: the server cannot start (address, TLS files, ledger, audit chain);
             the message is one line saying what to change.
+        reuse_port: bind with SO_REUSEPORT, as one of several serving processes on the
+            port their supervisor locked (dpgate_server/serving); otherwise the port must
+            be free.
     """
     options = [
         ("grpc.max_receive_message_length", grpc_receive_limit(settings.server.max_message_bytes)),
         ("grpc.max_send_message_length", settings.server.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     tls = _credentials(settings)
     if tls is None:
         _refuse_plaintext_off_loopback(settings.server.address)
-    check_address_free(settings.server.address)
+    if not reuse_port:
+        check_address_free(settings.server.address)
     sidecars = Sidecars.prepare()
     ledger = _open_ledger(settings, sidecars)
     leases: ReaderLeases | None = None
@@ -156,7 +162,9 @@ def build_server(settings: Settings, *, accept_broken_audit_chain: bool = False)
     try:
         pool.start()
         sidecars.attach_heads(settings, ledger)
-        return _start(settings, options, tls, store, leases, catalog, ledger, pool, sidecars)
+        return _start(
+            settings, options, tls, store, leases, catalog, ledger, pool, sidecars, reuse_port
+        )
     except BaseException:
         sidecars.close()
         pool.close()
@@ -205,6 +213,7 @@ def _start(
     ledger: Ledger,
     pool: QueryWorkerPool,
     sidecars: Sidecars,
+    reuse_port: bool,
 ) -> RunningServer:
     limits = settings.limits
     answerer = QueryAnswerer(
@@ -250,7 +259,7 @@ def _start(
         (*SERVICE_NAMES, health_name, reflection.SERVICE_NAME), server
     )
 
-    port = _add_port(server, settings.server.address, tls)
+    port = _add_port(server, settings.server.address, tls, probe=not reuse_port)
     server.start()
     try:
         sidecars.start(settings, ledger, pool, health_servicer, SERVICE_NAMES)
@@ -272,7 +281,9 @@ def _start(
     )
 
 
-def _add_port(server: grpc.Server, address: str, tls: grpc.ServerCredentials | None) -> int:
+def _add_port(
+    server: grpc.Server, address: str, tls: grpc.ServerCredentials | None, *, probe: bool
+) -> int:
     """Bind `address`; gRPC raises RuntimeError (not OSError) when it cannot."""
     try:
         if tls is None:
@@ -282,7 +293,8 @@ def _add_port(server: grpc.Server, address: str, tls: grpc.ServerCredentials | N
     except RuntimeError:
         port = 0
     if port == 0:
-        check_address_free(address)  # names the reason if it is one the probe can see
+        if probe:  # a shared port is never free: the probe would blame the other processes
+            check_address_free(address)  # names the reason if it is one the probe can see
         raise StartupError(f"cannot listen on {address}: gRPC could not bind it")
     return port
 
