@@ -73,6 +73,7 @@ def serve(
             settings, processes, serving_process, lifeline_fd, accept_broken_audit_chain
         )
         return
+    lock: PortLock | None = None
     try:
         lock = PortLock.take(settings.server.address)  # a second server fails here, by name
         check_address_free(settings.server.address)  # before minutes of demo generation
@@ -81,6 +82,7 @@ def serve(
         if processes > 1:
             if lock is not None:
                 lock.release()  # the supervisor takes it again and hands it to its children
+                lock = None
             extra = ["--accept-broken-audit-chain"] if accept_broken_audit_chain else []
             supervisor = Supervisor(
                 settings.server.address,
@@ -91,6 +93,8 @@ def serve(
             raise typer.Exit(supervisor.run())
         running = build_server(settings, accept_broken_audit_chain=accept_broken_audit_chain)
     except StartupError as exc:
+        if lock is not None:
+            lock.release()
         typer.echo(f"dpgate-server: {exc}", err=True)
         raise typer.Exit(2) from None
     _announce(running, settings)
