@@ -21,6 +21,7 @@ from dpgate._audit import AuditClient
 from dpgate._client import Client
 from dpgate._provider import PracticeStatus, ProviderClient, UploadResult
 from dpgate._query import Condition, QuerySpec, count, total
+from dpgate._question_sets import SetMemberPreview, SetPreview
 from dpgate._retry import RetryPolicy
 from dpgate._types import (
     BudgetInfo,
@@ -110,6 +111,8 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServerUnavailableError",
+    "SetMemberPreview",
+    "SetPreview",
     "TokenRecord",
     "UploadResult",
     "__version__",

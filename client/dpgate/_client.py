@@ -20,6 +20,7 @@ from dpgate._convert import (
     release_info,
 )
 from dpgate._query import QuerySpec
+from dpgate._question_sets import SetPreview, preview_set_request, set_preview, set_results
 from dpgate._retry import RetryPolicy, call_with_retries
 from dpgate._types import (
     BudgetInfo,
@@ -30,6 +31,7 @@ from dpgate._types import (
     ReleaseInfo,
 )
 from dpgate_proto.v1 import query_pb2, query_pb2_grpc
+from dpgate_shared.units import Amount
 
 _T = TypeVar("_T")
 
@@ -176,6 +178,44 @@ class Client(Connection):
         )
         return self._retried(
             lambda: query_result(self._stream(self._queries.RunQuery, request, query=True))
+        )
+
+    def preview_set(
+        self,
+        queries: Sequence[QuerySpec],
+        *,
+        total_epsilon: Amount | None = None,
+        total_rho: Amount | None = None,
+        expected: Sequence[float] | None = None,
+    ) -> SetPreview:
+        """Preview several queries at once: each one's cost and interval, and their total.
+
+        With `total_epsilon` (or `total_rho` on a zCDP dataset), also a split of that total
+        between them that makes every query's interval the same fraction of the cell value
+        you expect of it (`expected`, one per query; none: equal half-widths). Run the split
+        with `run_set([q.epsilon(m.split.spend) ...])`. Free; reads no data.
+        """
+        request = preview_set_request(queries, total_epsilon, total_rho, expected)
+        reply = self._read(self._queries.PreviewQuerySet, request, query=True)
+        return set_preview(reply)
+
+    def run_set(
+        self, queries: Sequence[QuerySpec], *, idempotency_key: str | None = None
+    ) -> list[QueryResult]:
+        """Run several queries all or nothing: every answer released and their sum charged
+        in one step, or (a failed query, a budget short of the sum) nothing released and
+        nothing charged. Queries already released to you are free repeats. A retried call
+        keeps its idempotency key and replays the first answers, charged once.
+        """
+        request = query_pb2.RunQuerySetRequest(
+            queries=[q.to_proto() for q in queries],
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+            cell_format=query_pb2.CELL_FORMAT_ARROW_IPC,
+        )
+        return self._retried(
+            lambda: set_results(
+                self._stream(self._queries.RunQuerySet, request, query=True), len(queries)
+            )
         )
 
     def budget(self, dataset_id: str = "") -> list[BudgetInfo]:

@@ -352,6 +352,33 @@ class QueryAnswerer:
                 sources.append((stored.release_id, release))
         return best_derivation(prepared, sources, lambda: answer_keys(version, prepared))
 
+    # What question sets (question_sets.py) build on: the same steps, one member at a time.
+
+    def reading(self, dataset_id: str) -> AbstractContextManager[DatasetVersion]:
+        """The current version of `dataset_id`, leased while the block runs."""
+        return self._reading(dataset_id)
+
+    def prepare(self, version: DatasetVersion, query: Query) -> engine.PreparedQuery:
+        """`query` checked and priced on `version` (nothing read, nothing spent)."""
+        return self._prepare(version, query)
+
+    def summarize(self, version: DatasetVersion, query: Query) -> engine.Preview:
+        """Cost and accuracy of `query` on `version`, as `preview` gives them."""
+        return engine.summarize(self._prepare(version, query), version.version)
+
+    def compute(self, prepared: engine.PreparedQuery, timeout_s: float) -> bytes:
+        """The noisy answer, computed by a worker; nothing stored or charged."""
+        return self._executor.execute(prepared, min(timeout_s, self._timeout_s))
+
+    @property
+    def timeout_s(self) -> float:
+        """The configured time a query may take."""
+        return self._timeout_s
+
+    def served(self, result: DebitResult, query: Query) -> Answer:
+        """The answer the ledger decided on, at `query`'s confidence level."""
+        return self._answer(result, query)
+
     def _reading(self, dataset_id: str) -> AbstractContextManager[DatasetVersion]:
         return reading_current(self._store, self._leases, dataset_id, self._open_version)
 

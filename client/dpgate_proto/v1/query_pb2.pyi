@@ -899,6 +899,179 @@ class RunQueryResponse(_message.Message):
 Global___RunQueryResponse: _TypeAlias = RunQueryResponse  # noqa: Y015
 
 @_typing.final
+class PreviewQuerySetRequest(_message.Message):
+    """Request for PreviewQuerySet: several queries previewed at once; free, reads no data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERIES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    EXPECTED_VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Query]:
+        """The members, each as PreviewQuery would take it (every one states a spend or a target)."""
+
+    @_builtins.property
+    def total(self) -> _types_pb2.Spend:
+        """A total to split between the members (same accounting as theirs); unset: no split."""
+
+    @_builtins.property
+    def expected_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The value the planner expects in a typical cell of each member, in member order (one
+        per query, each > 0); the split makes every member's interval the same fraction of it.
+        Empty: each member's expected cell value is taken as 1 (equal half-widths).
+        """
+
+    def __init__(
+        self,
+        *,
+        queries: _abc.Iterable[Global___Query] | None = ...,
+        total: _types_pb2.Spend | None = ...,
+        expected_values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_values", b"expected_values", "queries", b"queries", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewQuerySetRequest: _TypeAlias = PreviewQuerySetRequest  # noqa: Y015
+
+@_typing.final
+class QuerySetMemberPreview(_message.Message):
+    """One member of a previewed question set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATED_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    SPLIT_RELATIVE_HALF_WIDTH_FIELD_NUMBER: _builtins.int
+    split_relative_half_width: _builtins.float
+    """split.half_width / the member's expected cell value (set only with a total)."""
+    @_builtins.property
+    def stated(self) -> Global___PreviewQueryResponse:
+        """The member at the spend it states."""
+
+    @_builtins.property
+    def split(self) -> Global___PreviewQueryResponse:
+        """The member at its share of the total (set only when a total was given)."""
+
+    def __init__(
+        self,
+        *,
+        stated: Global___PreviewQueryResponse | None = ...,
+        split: Global___PreviewQueryResponse | None = ...,
+        split_relative_half_width: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["split", b"split", "stated", b"stated"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["split", b"split", "split_relative_half_width", b"split_relative_half_width", "stated", b"stated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuerySetMemberPreview: _TypeAlias = QuerySetMemberPreview  # noqa: Y015
+
+@_typing.final
+class PreviewQuerySetResponse(_message.Message):
+    """Response of PreviewQuerySet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    STATED_TOTAL_FIELD_NUMBER: _builtins.int
+    SPLIT_RELATIVE_HALF_WIDTH_FIELD_NUMBER: _builtins.int
+    split_relative_half_width: _builtins.float
+    """The common relative half-width the split aims for (set only with a total)."""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuerySetMemberPreview]:
+        """The members, in request order."""
+
+    @_builtins.property
+    def stated_total(self) -> _types_pb2.Spend:
+        """What running the set as stated would cost at most: the sum of the members' spends
+        (members already released to the caller are free when run).
+        """
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___QuerySetMemberPreview] | None = ...,
+        stated_total: _types_pb2.Spend | None = ...,
+        split_relative_half_width: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stated_total", b"stated_total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "split_relative_half_width", b"split_relative_half_width", "stated_total", b"stated_total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewQuerySetResponse: _TypeAlias = PreviewQuerySetResponse  # noqa: Y015
+
+@_typing.final
+class RunQuerySetRequest(_message.Message):
+    """Request for RunQuerySet: all members released and charged in one ledger transaction, or
+    none (a failed member, or a budget that cannot pay the sum, releases and charges nothing).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERIES_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    CELL_FORMAT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """A key chosen by the client for the whole set; a retried call with the same key replays
+    the first answer and is charged nothing more.
+    """
+    cell_format: Global___CellFormat.ValueType
+    """How each member's answer carries its cells; unspecified means per-cell messages."""
+    @_builtins.property
+    def queries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Query]:
+        """The members, each as RunQuery would take it."""
+
+    def __init__(
+        self,
+        *,
+        queries: _abc.Iterable[Global___Query] | None = ...,
+        idempotency_key: _builtins.str = ...,
+        cell_format: Global___CellFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_format", b"cell_format", "idempotency_key", b"idempotency_key", "queries", b"queries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunQuerySetRequest: _TypeAlias = RunQuerySetRequest  # noqa: Y015
+
+@_typing.final
+class RunQuerySetResponse(_message.Message):
+    """One message of a RunQuerySet answer: each member's RunQuery messages in turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    member: _builtins.int
+    """Which member (index in the request) this part belongs to."""
+    @_builtins.property
+    def part(self) -> Global___RunQueryResponse:
+        """A part of that member's answer: its header first, then its cells."""
+
+    def __init__(
+        self,
+        *,
+        member: _builtins.int = ...,
+        part: Global___RunQueryResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member", b"member", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunQuerySetResponse: _TypeAlias = RunQuerySetResponse  # noqa: Y015
+
+@_typing.final
 class GetBudgetRequest(_message.Message):
     """Request for GetBudget."""
 

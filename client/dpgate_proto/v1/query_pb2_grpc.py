@@ -71,6 +71,16 @@ class QueryServiceStub:
                 request_serializer=dpgate_dot_v1_dot_query__pb2.ListReleasesRequest.SerializeToString,
                 response_deserializer=dpgate_dot_v1_dot_query__pb2.ListReleasesResponse.FromString,
                 _registered_method=True)
+        self.PreviewQuerySet = channel.unary_unary(
+                '/dpgate.v1.QueryService/PreviewQuerySet',
+                request_serializer=dpgate_dot_v1_dot_query__pb2.PreviewQuerySetRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_query__pb2.PreviewQuerySetResponse.FromString,
+                _registered_method=True)
+        self.RunQuerySet = channel.unary_stream(
+                '/dpgate.v1.QueryService/RunQuerySet',
+                request_serializer=dpgate_dot_v1_dot_query__pb2.RunQuerySetRequest.SerializeToString,
+                response_deserializer=dpgate_dot_v1_dot_query__pb2.RunQuerySetResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -126,6 +136,21 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewQuerySet(self, request, context):
+        """Previews several queries at once: their total, and a split of a total between them
+        that equalises relative accuracy; free, reads no data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunQuerySet(self, request, context):
+        """Answers several queries all-or-nothing, charging their sum in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +188,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.ListReleases,
                     request_deserializer=dpgate_dot_v1_dot_query__pb2.ListReleasesRequest.FromString,
                     response_serializer=dpgate_dot_v1_dot_query__pb2.ListReleasesResponse.SerializeToString,
+            ),
+            'PreviewQuerySet': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewQuerySet,
+                    request_deserializer=dpgate_dot_v1_dot_query__pb2.PreviewQuerySetRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_query__pb2.PreviewQuerySetResponse.SerializeToString,
+            ),
+            'RunQuerySet': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunQuerySet,
+                    request_deserializer=dpgate_dot_v1_dot_query__pb2.RunQuerySetRequest.FromString,
+                    response_serializer=dpgate_dot_v1_dot_query__pb2.RunQuerySetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +390,60 @@ class QueryService:
             '/dpgate.v1.QueryService/ListReleases',
             dpgate_dot_v1_dot_query__pb2.ListReleasesRequest.SerializeToString,
             dpgate_dot_v1_dot_query__pb2.ListReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewQuerySet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dpgate.v1.QueryService/PreviewQuerySet',
+            dpgate_dot_v1_dot_query__pb2.PreviewQuerySetRequest.SerializeToString,
+            dpgate_dot_v1_dot_query__pb2.PreviewQuerySetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunQuerySet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dpgate.v1.QueryService/RunQuerySet',
+            dpgate_dot_v1_dot_query__pb2.RunQuerySetRequest.SerializeToString,
+            dpgate_dot_v1_dot_query__pb2.RunQuerySetResponse.FromString,
             options,
             channel_credentials,
             insecure,

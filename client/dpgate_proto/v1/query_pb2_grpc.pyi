@@ -48,6 +48,12 @@ class QueryServiceStub:
     """The caller's budgets."""
     ListReleases: _grpc.UnaryUnaryMultiCallable[_query_pb2.ListReleasesRequest, _query_pb2.ListReleasesResponse]
     """The caller's earlier releases."""
+    PreviewQuerySet: _grpc.UnaryUnaryMultiCallable[_query_pb2.PreviewQuerySetRequest, _query_pb2.PreviewQuerySetResponse]
+    """Previews several queries at once: their total, and a split of a total between them
+    that equalises relative accuracy; free, reads no data.
+    """
+    RunQuerySet: _grpc.UnaryStreamMultiCallable[_query_pb2.RunQuerySetRequest, _query_pb2.RunQuerySetResponse]
+    """Answers several queries all-or-nothing, charging their sum in one transaction."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -68,6 +74,12 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """The caller's budgets."""
     ListReleases: _aio.UnaryUnaryMultiCallable[_query_pb2.ListReleasesRequest, _query_pb2.ListReleasesResponse]  # type: ignore[assignment]
     """The caller's earlier releases."""
+    PreviewQuerySet: _aio.UnaryUnaryMultiCallable[_query_pb2.PreviewQuerySetRequest, _query_pb2.PreviewQuerySetResponse]  # type: ignore[assignment]
+    """Previews several queries at once: their total, and a split of a total between them
+    that equalises relative accuracy; free, reads no data.
+    """
+    RunQuerySet: _aio.UnaryStreamMultiCallable[_query_pb2.RunQuerySetRequest, _query_pb2.RunQuerySetResponse]  # type: ignore[assignment]
+    """Answers several queries all-or-nothing, charging their sum in one transaction."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Questions analysts (planners) ask: datasets, previews, DP answers, their own budget."""
@@ -127,5 +139,23 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_pb2.ListReleasesResponse, _abc.Awaitable[_query_pb2.ListReleasesResponse]]:
         """The caller's earlier releases."""
+
+    @_abc_1.abstractmethod
+    def PreviewQuerySet(
+        self,
+        request: _query_pb2.PreviewQuerySetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.PreviewQuerySetResponse, _abc.Awaitable[_query_pb2.PreviewQuerySetResponse]]:
+        """Previews several queries at once: their total, and a split of a total between them
+        that equalises relative accuracy; free, reads no data.
+        """
+
+    @_abc_1.abstractmethod
+    def RunQuerySet(
+        self,
+        request: _query_pb2.RunQuerySetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_query_pb2.RunQuerySetResponse], _abc.AsyncIterator[_query_pb2.RunQuerySetResponse]]:
+        """Answers several queries all-or-nothing, charging their sum in one transaction."""
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,10 +22,17 @@ from dpgate_server.api.convert import (
     spend_to_proto,
 )
 from dpgate_server.api.errors import BadRequestError, audited, require
+from dpgate_server.api.question_set_convert import (
+    queries_from_proto,
+    set_answers_to_proto,
+    set_preview_to_proto,
+    total_from_proto,
+)
 from dpgate_server.ledger import errors as ledger_errors
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import DerivedRecord
 from dpgate_server.queries.model import Release
+from dpgate_server.question_sets import QuestionSets
 from dpgate_server.store.catalog import Catalog
 from dpgate_server.vocabulary.errors import DatasetNotFoundError, ErrorReason
 
@@ -40,6 +47,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         self._catalog = catalog
         self._ledger = ledger
         self._answerer = answerer
+        self._question_sets = QuestionSets(answerer, ledger)
 
     @audited(record_success=True)
     def ListDatasets(
@@ -92,12 +100,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def RunQuery(
         self, request: query_pb2.RunQueryRequest, context: grpc.ServicerContext
     ) -> Iterator[query_pb2.RunQueryResponse]:
-        if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise BadRequestError(
-                ErrorReason.BAD_IDEMPOTENCY_KEY,
-                f"idempotency_key is at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
-                "idempotency_key",
-            )
+        _check_idempotency_key(request.idempotency_key)
         call = current_call()
         answer = self._answerer.answer(
             call.principal,
@@ -165,4 +168,39 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
         return query_pb2.ListReleasesResponse(
             releases=summaries, next_page_token=page.next_after or ""
+        )
+
+    @audited(record_success=True)
+    def PreviewQuerySet(
+        self, request: query_pb2.PreviewQuerySetRequest, context: grpc.ServicerContext
+    ) -> query_pb2.PreviewQuerySetResponse:
+        preview = self._question_sets.preview(
+            queries_from_proto(request.queries),
+            total_from_proto(request),
+            list(request.expected_values),
+        )
+        return set_preview_to_proto(preview)
+
+    @audited(record_success=False)  # the set's debit, or its refusal, writes the events
+    def RunQuerySet(
+        self, request: query_pb2.RunQuerySetRequest, context: grpc.ServicerContext
+    ) -> Iterator[query_pb2.RunQuerySetResponse]:
+        _check_idempotency_key(request.idempotency_key)
+        call = current_call()
+        answers = self._question_sets.answer(
+            call.principal,
+            call.request_info(),
+            queries_from_proto(request.queries),
+            request.idempotency_key or None,
+            caller_deadline_s=context.time_remaining(),
+        )
+        yield from set_answers_to_proto(answers, request.cell_format)
+
+
+def _check_idempotency_key(key: str) -> None:
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise BadRequestError(
+            ErrorReason.BAD_IDEMPOTENCY_KEY,
+            f"idempotency_key is at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+            "idempotency_key",
         )

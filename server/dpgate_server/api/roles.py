@@ -26,6 +26,8 @@ ROLES_BY_METHOD = MappingProxyType(
         "/dpgate.v1.QueryService/RunQuery": _ANALYST,
         "/dpgate.v1.QueryService/GetBudget": _ANALYST,
         "/dpgate.v1.QueryService/ListReleases": _ANALYST,
+        "/dpgate.v1.QueryService/PreviewQuerySet": _ANALYST,
+        "/dpgate.v1.QueryService/RunQuerySet": _ANALYST,
         "/dpgate.v1.AdminService/CreateRequester": _ADMIN,
         "/dpgate.v1.AdminService/ListRequesters": _ADMIN,
         "/dpgate.v1.AdminService/DisableRequester": _ADMIN,

@@ -440,6 +440,63 @@ class Ledger:
             )
         return remaining
 
+    def debit_set(
+        self, requester_id: str, members: Sequence[SetMember], request: RequestInfo
+    ) -> list[DebitResult]:
+        """Charge every member of a question set and record its releases, in ONE transaction.
+
+        Each member is decided by the same rule as `debit`, in order, inside the one
+        transaction, so each sees what the members before it spent: the set is paid only if
+        the allocation and the cap cover the sum of its charged members. A member already
+        released (or a retried member key) is served free, as `debit` would. If any member
+        is refused, the transaction rolls back (nothing is released, charged or keyed) and
+        the refusal is recorded in a second transaction, naming the member.
+
+        Args:
+            requester_id: who pays.
+            members: the computed members (see `SetMember`), in the set's order.
+            request: the set's request; each member's event carries its own query text.
+
+        Returns:
+            One result per member, in order.
+
+        Raises:
+            BudgetExhausted: the sum cannot be paid (requested is the sum of the members
+                charged so far and the refused one; remaining is what was left before).
+            The other errors of `debit`, for the first refused member. All marked
+                `audited`, with "question set member i: " before the message.
+        """
+        if not members:
+            raise ValueError("a question set has at least one member")
+        for member in members:
+            _check_cost(member.cost_units)
+        if request.principal is not None and request.principal.requester_id != requester_id:
+            raise ValueError("the request's principal is not the requester being charged")
+        try:
+            with self._write() as (tx, now):
+                return _debit_members(tx, now, requester_id, members, request)
+        except _SetRefused as refused:
+            failed = members[refused.index]
+            spend = _Spend(
+                requester_id,
+                failed.dataset_id,
+                failed.release_key,
+                failed.idempotency_key,
+                failed.cost_units,
+                failed.same_question,
+            )
+            decision = dataclasses.replace(
+                refused.decision,
+                detail=f"question set refused at member {refused.index}: "
+                f"{refused.decision.detail}; nothing released or charged",
+            )
+            with self._write() as (tx, now):
+                outcome = _settle(tx, now, spend, decision, request)
+            assert isinstance(outcome, DomainError)
+            outcome.message = f"question set member {refused.index}: {outcome.message}"
+            outcome.metadata = {**outcome.metadata, "member": str(refused.index)}
+            raise outcome from None
+
     def single_flight(self, release_key: str, wait_s: float) -> AbstractContextManager[Flight]:
         """Hold `release_key`'s flight lock (every process on this ledger) while computing.
 
@@ -731,6 +788,90 @@ class _Counting:
         for event in self._events:
             self.last_seq = event.seq
             yield event
+
+
+@dataclass(frozen=True, slots=True)
+class SetMember:
+    """One computed member of a question set, as `Ledger.debit_set` charges it.
+
+    Attributes:
+        dataset_id: the dataset whose allocation and cap pay for it.
+        release_key: the engine's canonical key for the member's query.
+        idempotency_key: the member's own retry key (derived from the set's), or None.
+        cost_units: the member's cost, a positive integer of ledger units.
+        payload: the engine's serialized answer (stored, never interpreted).
+        query_text: the member's canonical query, for its audit event.
+        same_question: as for `Ledger.debit`.
+    """
+
+    dataset_id: str
+    release_key: str
+    idempotency_key: str | None
+    cost_units: int
+    payload: bytes
+    query_text: str
+    same_question: SameQuestion | None = None
+
+
+class _SetRefused(Exception):
+    """Rolls back a question set's transaction: member `index` was refused."""
+
+    def __init__(self, index: int, decision: _Refuse) -> None:
+        super().__init__(index)
+        self.index = index
+        self.decision = decision
+
+
+def _debit_members(
+    tx: StorageTransaction,
+    now: dt.datetime,
+    requester_id: str,
+    members: Sequence[SetMember],
+    request: RequestInfo,
+) -> list[DebitResult]:
+    """Decide and record each member in this transaction; raise `_SetRefused` to undo all."""
+    results: list[DebitResult] = []
+    charged: dict[str, int] = {}
+    for index, member in enumerate(members):
+        spend = _Spend(
+            requester_id,
+            member.dataset_id,
+            member.release_key,
+            member.idempotency_key,
+            member.cost_units,
+            member.same_question,
+        )
+        asked = dataclasses.replace(request, query_text=member.query_text)
+        decision = _decide(tx, now, spend)
+        if isinstance(decision, _Refuse):
+            raise _SetRefused(index, _whole_set(decision, spend, charged))
+        if isinstance(decision, _Charge):
+            results.append(_charge(tx, now, spend, decision, member.payload, asked))
+            charged[member.dataset_id] = charged.get(member.dataset_id, 0) + member.cost_units
+            continue
+        served = _settle(tx, now, spend, decision, asked)
+        assert isinstance(served, DebitResult)
+        results.append(served)
+    return results
+
+
+def _whole_set(decision: _Refuse, spend: _Spend, charged: dict[str, int]) -> _Refuse:
+    """A budget refusal restated for the set: its sum so far against what was left before."""
+    error = decision.error
+    before = charged.get(spend.dataset_id, 0)
+    if not isinstance(error, BudgetExhausted) or before == 0:
+        return decision
+    requested = before + spend.cost_units
+    remaining = error.remaining_units + before
+    accounting = error.accounting
+    restated = BudgetExhausted(requested, remaining, accounting=accounting)
+    restated.message = (
+        f"budget exhausted: the question set costs at least {describe(requested, accounting or '')}"
+        f" but only {describe(remaining, accounting or '')} remains"
+    )
+    detail = f"set requested {describe(requested, accounting or '')}; "
+    detail += f"{describe(remaining, accounting or '')} remains"
+    return _Refuse(restated, decision.outcome, detail)
 
 
 @dataclass(frozen=True, slots=True)
