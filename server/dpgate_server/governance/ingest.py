@@ -35,7 +35,7 @@ from dpgate_server.governance.errors import (
     extract_rejected,
 )
 from dpgate_server.store.metadata import DatasetMetadata
-from dpgate_server.store.pseudonym import patient_keys
+from dpgate_server.store.pseudonym import ascii_patient_keys
 from dpgate_server.vocabulary.appointment_categories import (
     AGE_BANDS,
     DURATION_BANDS,
@@ -237,8 +237,9 @@ def _identities(raw: pl.DataFrame, key: bytes) -> pl.DataFrame:
         )
     )
     valid = pairs.filter(~pl.col(_NHS_MALFORMED) & ~pl.col(_NHS_BAD_CHECK)).select(_NHS).unique()
+    digits_ascii = valid.get_column(_NHS).cast(pl.Binary).to_list()
     keys = valid.with_columns(
-        pl.Series("patient_key", patient_keys(key, valid.get_column(_NHS).to_list()), pl.Int64)
+        pl.Series("patient_key", ascii_patient_keys(key, digits_ascii), pl.Int64)
     )
     return pairs.join(keys, on=_NHS, how="left")
 

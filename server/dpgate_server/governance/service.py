@@ -410,15 +410,20 @@ class Governance:
 
     def _declared(self, dataset_id: str, current: DatasetVersion) -> pl.DataFrame:
         """The declared practice table, captured from `current` on first use (hold the lock)."""
+        return pl.read_parquet(self._declared_path(dataset_id, current))
+
+    def _declared_path(self, dataset_id: str, current: DatasetVersion) -> Path:
         path = self._folder(dataset_id) / DECLARED_PRACTICES_FILE
         if not path.is_file():
             source = current.public_table_path(PRACTICES_TABLE)
             replace_with(path, lambda temporary: shutil.copyfile(source, temporary))
-        return pl.read_parquet(path)
+        return path
 
     def _require_known(self, dataset_id: str, current: DatasetVersion, practice_code: str) -> None:
-        codes = self._declared(dataset_id, current).get_column("practice_code")
-        if not codes.is_in([practice_code]).any():
+        declared = pl.scan_parquet(self._declared_path(dataset_id, current))
+        # one column, filtered as it is read: a national table is read for every upload
+        found = declared.filter(pl.col("practice_code") == practice_code).select(pl.len())
+        if not found.collect().item():
             raise GovernanceError(
                 ErrorReason.UNKNOWN_PRACTICE,
                 f"practice {practice_code!r} is not in the practice table of {dataset_id}",

@@ -13,6 +13,7 @@ import pytest
 from dpgate_server.store.pseudonym import (
     KEY_BYTES,
     KeyFileError,
+    ascii_patient_keys,
     check_digit,
     load_or_create_key,
     patient_key,
@@ -62,6 +63,7 @@ def test_batch_keys_equal_single_keys() -> None:
     identities = [f"{n:010d}" for n in reserved_test_numbers()[:500]] + ["9990000018/3"]
     expected = [patient_key(key, i) for i in identities]
     assert patient_keys(key, identities).tolist() == expected
+    assert ascii_patient_keys(key, (i.encode() for i in identities)).tolist() == expected
 
 
 def test_keys_differ_under_another_key() -> None:
