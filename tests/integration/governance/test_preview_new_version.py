@@ -8,7 +8,6 @@ charged again. The preview names the earlier release only to a requester who rec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -18,71 +17,51 @@ from typer.testing import CliRunner
 
 from dpgate import AdminClient, Client, count
 from dpgate.cli import app
-from dpgate_server.api.server import RunningServer, build_server
-from dpgate_server.config import (
-    DemoSettings,
-    LimitsSettings,
-    ServerSettings,
-    Settings,
-    StorageSettings,
-)
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo, Role
 from dpgate_server.spend import to_units_floor
-from tests.integration.api.conftest import prepare_ledger
-from tests.unit.governance.helpers import DATASET_ID, SMALL, copy_world
+from tests.integration.governance.conftest import GovernedService
+from tests.unit.governance.helpers import DATASET_ID
 
 SETUP = RequestInfo(request_id="preview-test-setup", rpc="test-setup")
 
 
 @dataclass(frozen=True)
 class Publishing:
-    running: RunningServer
+    service: GovernedService
     tokens: dict[str, str]
-    """"admin", "analyst" (pays), "sharer" (served the analyst's release free), "outsider"."""
+    """"admin", "analyst" (pays), "sharer" (served the analyst's release free), "outsider":
+    requesters of this module alone, so no other test on the shared server asked first."""
     folder: Path
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.running.port}"
+        return self.service.target
 
     def client(self, name: str) -> Client:
         return Client(self.target, self.tokens[name], timeout=120)
 
 
 @pytest.fixture(scope="module")
-def publishing(governance_source, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Publishing]:  # type: ignore[no-untyped-def]
-    base = tmp_path_factory.mktemp("preview_new_version")
-    world = copy_world(governance_source, base / "world")
-    ledger_path = base / "ledger.sqlite"
-    settings = Settings(
-        server=ServerSettings(address="127.0.0.1:0", workers=1),
-        storage=StorageSettings(
-            data_dir=world.store_root, ledger_path=ledger_path, key_file=world.key_file
-        ),
-        demo=DemoSettings(enabled=False),
-        limits=LimitsSettings(requests_per_second=10_000, burst=10_000),
-    )
-    running = build_server(settings)
-    try:
-        tokens = prepare_ledger(ledger_path, DATASET_ID, SMALL)
-        with Ledger.open_sqlite(ledger_path) as ledger:
-            for name in ("sharer", "outsider"):
-                ledger.admin.create_requester(
-                    name, name=name, organisation="Org", agreement="DSA", request=SETUP
-                )
-                ledger.admin.grant_allocation(
-                    name,
-                    DATASET_ID,
-                    to_units_floor(2),
-                    request=SETUP,
-                    purpose="testing",
-                    agreement="DSA-TEST",
-                )
-                tokens[name] = ledger.admin.issue_token(name, Role.ANALYST, request=SETUP).token
-        yield Publishing(running, tokens, base)
-    finally:
-        running.stop(grace_seconds=1)
+def publishing(governed: GovernedService, tmp_path_factory: pytest.TempPathFactory) -> Publishing:
+    tokens = {"admin": governed.tokens["admin"]}
+    with Ledger.open_sqlite(governed.ledger_path) as ledger:
+        for name in ("analyst", "sharer", "outsider"):
+            requester_id = f"preview-{name}"
+            ledger.admin.create_requester(
+                requester_id, name=name, organisation="Org", agreement="DSA", request=SETUP
+            )
+            ledger.admin.grant_allocation(
+                requester_id,
+                DATASET_ID,
+                to_units_floor(2),
+                request=SETUP,
+                purpose="testing",
+                agreement="DSA-TEST",
+            )
+            issued = ledger.admin.issue_token(requester_id, Role.ANALYST, request=SETUP)
+            tokens[name] = issued.token
+    return Publishing(governed, tokens, tmp_path_factory.mktemp("preview_new_version"))
 
 
 def _preview_in_words(publishing: Publishing, name: str) -> str:

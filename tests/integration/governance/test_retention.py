@@ -10,72 +10,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from dpgate import AdminClient, Client, count
-from dpgate_server.api.server import RunningServer, build_server
-from dpgate_server.config import (
-    DemoSettings,
-    LimitsSettings,
-    PublishingSettings,
-    ServerSettings,
-    Settings,
-    StorageSettings,
-)
+from dpgate import count
+from dpgate_server.config import PublishingSettings
 from dpgate_server.store.leases import FileReaderLeases
-from dpgate_server.store.store import DatasetStore
-from tests.integration.api.conftest import prepare_ledger
-from tests.unit.governance.helpers import DATASET_ID, SMALL, World, copy_world
+from tests.integration.governance.conftest import GovernedServerFactory, GovernedService
+from tests.unit.governance.helpers import DATASET_ID, World
+
+Retaining = GovernedService
+"""A server keeping one version (`publishing.keep_versions = 1`), over its own world."""
 
 
-@dataclass(frozen=True)
-class Retaining:
-    running: RunningServer
-    world: World
-    tokens: dict[str, str]
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.running.port}"
-
-    def analyst(self) -> Client:
-        return Client(self.target, self.tokens["analyst"])
-
-    def admin(self) -> AdminClient:
-        return AdminClient(self.target, self.tokens["admin"])
-
-    @property
-    def store(self) -> DatasetStore:
-        return DatasetStore(self.world.store_root)
+def _leave_a_killed_publish(world: World) -> None:
+    """What a publish killed before the last start left behind: the start must remove it."""
+    (world.store_root / DATASET_ID / "staging" / "0123456789abcdef" / "work").mkdir(parents=True)
 
 
 @pytest.fixture(scope="module")
-def retaining(
-    governance_source: World, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Retaining]:
-    base = tmp_path_factory.mktemp("retention")
-    world = copy_world(governance_source, base / "world")
-    # What a publish killed before the last start left behind: the start must remove it.
-    (world.store_root / DATASET_ID / "staging" / "0123456789abcdef" / "work").mkdir(parents=True)
-    settings = Settings(
-        server=ServerSettings(address="127.0.0.1:0", workers=1),
-        storage=StorageSettings(
-            data_dir=world.store_root, ledger_path=base / "ledger.sqlite", key_file=world.key_file
-        ),
-        demo=DemoSettings(enabled=False),
-        limits=LimitsSettings(
-            requests_per_second=10_000, burst=10_000, peer_requests_per_second=100_000
-        ),
+def retaining(governed_server_factory: GovernedServerFactory) -> Iterator[Retaining]:
+    with governed_server_factory(
+        "retention",
         publishing=PublishingSettings(memory_mb=16, keep_versions=1),
-    )
-    running = build_server(settings)
-    try:
-        tokens = prepare_ledger(settings.storage.ledger_path, DATASET_ID, SMALL)
-        yield Retaining(running, world, tokens)
-    finally:
-        running.stop(grace_seconds=1)
+        prepare_world=_leave_a_killed_publish,
+    ) as service:
+        yield service
 
 
 def test_start_removes_what_a_killed_publish_left(retaining: Retaining) -> None:
