@@ -15,13 +15,17 @@ and grants an analyst), and prints:
 - a repeated (free) query's latency: the same Q2 and Q4 asked again.
 - by answer size (--phases cells): ~190, ~10k and ~70k cells (Q2, Q4, Q6), fresh gRPC and
   free-repeat gRPC p50/p95 beside raw Polars on the same files, interleaved per repetition.
-- throughput with --clients concurrent clients (one channel each) on a mixed workload of
-  fresh Q1-Q5, with per-call p50/p95 and how often the server said OVERLOADED.
+- throughput with --clients concurrent clients (one channel and one connection each) on a
+  mixed workload of fresh Q1-Q5, with per-call p50/p95 and how often the server said OVERLOADED.
 - peak RSS of the server process and of its children (the query workers, and
   multiprocessing's small resource tracker), psutil-sampled every 20 ms.
 
     uv run python bench/grpc_e2e.py [--scales 20,190] [--repeats 20] [--clients 16]
                                     [--phases latency,cells,repeat,throughput]
+                                    [--processes 1,2]
+
+With --processes 1,2 each scale is run once per count of serving processes
+(`server.processes`; workers and limits are divided between them), for throughput.
 """
 
 from __future__ import annotations
@@ -110,12 +114,12 @@ class Server:
     peaks: dict[str, float] = field(default_factory=dict)
 
 
-def start_server(store: Path, folder: Path) -> Server:
+def start_server(store: Path, folder: Path, processes: int = 1) -> Server:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     config = folder / "server.toml"
     config.write_text(
-        '[server]\naddress = "127.0.0.1:0"\n'
+        f'[server]\naddress = "127.0.0.1:0"\nprocesses = {processes}\n'
         f'[storage]\ndata_dir = "{store}"\nledger_path = "{folder / "ledger.sqlite"}"\n'
         f'key_file = "{folder / "key"}"\n[demo]\nenabled = false\n'
         "[limits]\nrequests_per_second = 100000\nburst = 100000\nmax_queued_queries = 64\n"
@@ -133,8 +137,13 @@ def start_server(store: Path, folder: Path) -> Server:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     assert process.stdout is not None
-    match = re.search(r"listening on (\S+)", process.stdout.readline())
+    match = None
+    for line in process.stdout:  # several processes: each says it is ready, then the parent
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            break
     assert match, "the server did not start"
+    threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
     target = match.group(1)
     with AdminClient(target, admin_token) as admin:
         admin.set_cap(DATASET, epsilon=10**6, reason="benchmark")
@@ -368,14 +377,15 @@ def throughput_phase(server: Server, clients: int, per_client: int, eps: Epsilon
           f"p95 {p95:.2f} s; OVERLOADED answers (retried) {overloaded[0]}")  # fmt: skip
 
 
-def bench_scale(args: argparse.Namespace, practices: int) -> None:
+def bench_scale(args: argparse.Namespace, practices: int, processes: int) -> None:
     data = Path(args.data)
     store = data / f"p{practices}"
     version = ensure_demo_dataset(store, data / "secrets" / "key", practices, seed=7)
     rows = sum(f.rows for f in version.manifest.appointment_files)
-    print(f"\n## {practices} practices, {rows:,} rows; load average before: "
+    print(f"\n## {practices} practices, {rows:,} rows, {processes} serving process(es);"
+          " load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
-    server = start_server(store, data / "runs" / f"p{practices}")
+    server = start_server(store, data / "runs" / f"p{practices}", processes)
     eps = Epsilons()
     try:
         with rss_sampler(server), Client(server.target, server.analyst_token) as client:
@@ -390,7 +400,8 @@ def bench_scale(args: argparse.Namespace, practices: int) -> None:
     finally:
         stop_server(server)
     peaks = server.peaks
-    print(f"peak RSS: server process {peaks.get('server', 0):.0f} MB, largest child (worker) "
+    print(f"peak RSS: server (the supervisor, with several processes) "
+          f"{peaks.get('server', 0):.0f} MB, largest child (worker or serving process) "
           f"{peaks.get('child', 0):.0f} MB, server + {peaks.get('children', 0):.0f} children "
           f"{peaks.get('total', 0):.0f} MB; this process (in-process engine) "
           f"{psutil.Process().memory_info().rss / 2**20:.0f} MB now")  # fmt: skip
@@ -405,6 +416,11 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=5, help="queries per client")
     parser.add_argument("--data", default="/tmp/dpgate_bench")
     parser.add_argument(
+        "--processes",
+        default="1",
+        help="server.processes to run each scale with, comma-separated (e.g. 1,2)",
+    )
+    parser.add_argument(
         "--phases", default="latency,cells,repeat,throughput", help="phases to run, comma-separated"
     )
     args = parser.parse_args()
@@ -415,7 +431,8 @@ def main() -> None:
         f" warm run), times in ms; {os.cpu_count()} CPUs; Polars streaming on everywhere"
     )
     for practices in [int(p) for p in args.scales.split(",")]:
-        bench_scale(args, practices)
+        for processes in [int(n) for n in args.processes.split(",")]:
+            bench_scale(args, practices, processes)
 
 
 if __name__ == "__main__":
