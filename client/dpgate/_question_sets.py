@@ -55,7 +55,7 @@ class SetPreview:
     split_relative_half_width: float | None
 
     @property
-    def split_queries(self) -> tuple[Decimal, ...]:
+    def split_spends(self) -> tuple[Decimal, ...]:
         """Each member's share of the total (empty without a total)."""
         return tuple(m.split.spend for m in self.members if m.split is not None)
 

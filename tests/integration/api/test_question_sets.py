@@ -105,7 +105,7 @@ def test_preview_total_is_the_sum_and_the_split_equalises_relative_widths(
     assert preview.stated_total == sum(p.spend for p in singles) == sum(costs(1))
     for member, single in zip(preview.members, singles, strict=True):
         assert member.stated.half_width == single.half_width
-    shares = preview.split_queries
+    shares = preview.split_spends
     assert sum(shares) == Decimal("0.9")  # exactly the total, in ledger units
     assert len(set(shares)) == 3  # very different cells get very different shares
     relative = [m.split_relative_half_width for m in preview.members]
