@@ -28,6 +28,7 @@ bench's own synthetic figures (it wrote the extracts), never something the servi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import re
@@ -51,8 +52,11 @@ from dpgate_server.store.bounding import verify_bound
 from dpgate_server.store.pseudonym import key_id, load_or_create_key
 from dpgate_server.store.store import DatasetStore, DatasetVersion
 from dpgate_server.synthetic.generator import _write_public_tables
-from dpgate_server.synthetic.gp_metadata import DATASET_ID, MAX_CONTRIBUTIONS
-from dpgate_server.synthetic.gp_metadata import gp_appointments_metadata
+from dpgate_server.synthetic.gp_metadata import (
+    DATASET_ID,
+    MAX_CONTRIBUTIONS,
+    gp_appointments_metadata,
+)
 from dpgate_server.synthetic.month_files import MonthFiles
 from dpgate_server.synthetic.population import PracticeTable, select_practices
 from dpgate_server.synthetic.raw_extracts import (
@@ -82,10 +86,8 @@ def folder_size(root: Path) -> int:
     total_bytes = 0
     for dirpath, _, files in os.walk(root):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):  # removed while walking
                 total_bytes += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass  # removed while walking
     return total_bytes
 
 
