@@ -51,7 +51,7 @@ from dpgate import AdminClient, Client, QuerySpec, count, total
 from dpgate_server.store.bounding import verify_bound
 from dpgate_server.store.pseudonym import key_id, load_or_create_key
 from dpgate_server.store.store import DatasetStore, DatasetVersion
-from dpgate_server.synthetic.generator import _write_public_tables
+from dpgate_server.synthetic.generator import _write_public_tables, generate_dataset
 from dpgate_server.synthetic.gp_metadata import (
     DATASET_ID,
     MAX_CONTRIBUTIONS,
@@ -367,6 +367,34 @@ def version_size(version: DatasetVersion) -> int:
 # main
 
 
+def publish_timed(folder: Path, config: Path) -> float:
+    peak = Peak()
+    seconds = run_command(["publish", DATASET_ID, "--config", str(config)], folder, peak)
+    version = DatasetStore(folder / "store").current(DATASET_ID)
+    size = version_size(version)
+    rows = sum(f.rows for f in version.manifest.appointment_files)
+    print(
+        f"publish: {rows:,} rows in {seconds:.0f} s ({rows / seconds:,.0f} rows/s); peak RSS "
+        f"{gib(peak.rss)}; disk at peak {gib(peak.disk)} (version {gib(size)}: "
+        f"{peak.disk / max(size, 1):.1f}x)",
+        flush=True,
+    )
+    return seconds
+
+
+def load_opt_outs(
+    folder: Path, config: Path, table: PracticeTable, seed: int, share: float
+) -> None:
+    national, type1 = opt_out_numbers(table, seed)
+    keep = max(1, round(1 / share)) if share < 1 else 1
+    lists = {"national": folder / "national.csv", "type1": folder / "type1.csv"}
+    write_opt_out_list(sorted(national)[::keep], lists["national"])
+    write_opt_out_list(sorted(type1)[::keep], lists["type1"])
+    for kind, path in lists.items():
+        run_command(["optouts", "load", str(path), "--kind", kind, "--config", str(config)],
+                    folder, Peak())  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--practices", default="all", help='N (the first N) or "all"')
@@ -374,29 +402,47 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--folder", type=Path, default=Path("/tmp/dpgate-bench-national"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--opt-out-share", type=float, default=None,
+        help="load every 1/share-th number of each opt-out list (default: all up to 150 "
+        "practices, 1/66 at national scale, where each test-range number is shared by ~66 "
+        "synthetic patients and the whole lists would name nearly every patient)",
+    )  # fmt: skip
     parser.add_argument("--queries-only", action="store_true", help="reuse a published run")
+    parser.add_argument(
+        "--carried", action="store_true",
+        help="no extracts: generate the dataset (not timed), then publish it with every "
+        "practice carried forward (timed), then the questions",
+    )  # fmt: skip
     args = parser.parse_args()
     folder: Path = args.folder
     config = folder / "server.toml"
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / GiB:.0f} GiB")
-    if not args.queries_only:
-        practices = None if args.practices == "all" else int(args.practices)
+    practices = None if args.practices == "all" else int(args.practices)
+    if args.carried:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        config = write_config(folder)
+        started = time.perf_counter()
+        generate_dataset(
+            DatasetStore(folder / "store"), load_or_create_key(folder / "secrets" / "key"),
+            practices, args.seed,
+        )  # fmt: skip
+        print(f"generated the dataset in {time.perf_counter() - started:.0f} s (not timed below)")
+        publish_timed(folder, config)
+    elif not args.queries_only:
         table = select_practices(practices)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         config = write_config(folder)
         started = time.perf_counter()
         declare_dataset(folder, table)
-        national, type1 = opt_out_numbers(table, args.seed)
-        lists = {"national": folder / "national.csv", "type1": folder / "type1.csv"}
-        write_opt_out_list(national, lists["national"])
-        write_opt_out_list(type1, lists["type1"])
-        for kind, path in lists.items():
-            run_command(["optouts", "load", str(path), "--kind", kind, "--config", str(config)],
-                        folder, Peak())  # fmt: skip
-        print(f"declared {len(table):,} practices, opt-out lists loaded "
-              f"({time.perf_counter() - started:.0f} s, not timed below)", flush=True)  # fmt: skip
-
+        share = args.opt_out_share
+        if share is None:
+            share = 1.0 if len(table) <= 150 else 1 / 66
+        load_opt_outs(folder, config, table, args.seed, share)
+        print(f"declared {len(table):,} practices, opt-out lists loaded (share {share:.3f}; "
+              f"{time.perf_counter() - started:.0f} s, not timed below)", flush=True)  # fmt: skip
         loaded = load(folder, config, practices, args.batch, args.seed)
         print(
             f"ingest: {loaded.rows:,} rows, {loaded.bytes / GiB:.1f} GiB of CSV in "
@@ -411,15 +457,7 @@ def main() -> None:
                 f" rows/s; ingest took {loaded.raw_ingest_s / loaded.raw_s:.2f}x raw read_csv",
                 flush=True,
             )
-        peak = Peak()
-        seconds = run_command(["publish", DATASET_ID, "--config", str(config)], folder, peak)
-        version = DatasetStore(folder / "store").current(DATASET_ID)
-        size = version_size(version)
-        print(
-            f"publish: {seconds:.0f} s; peak RSS {gib(peak.rss)}; disk at peak "
-            f"{gib(peak.disk)} (version {gib(size)}: {peak.disk / max(size, 1):.1f}x)",
-            flush=True,
-        )
+        seconds = publish_timed(folder, config)
         print(
             f"ingest + publish: {(loaded.ingest_s + seconds) / 60:.1f} min (target under 60 min)",
             flush=True,
