@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 import polars as pl
@@ -253,6 +254,32 @@ def start_subprocess(config: Path, timeout: float = 90.0) -> tuple[subprocess.Po
             break
     kill_group(process)
     raise AssertionError(f"server did not start (last line {line!r}, exit {process.poll()})")
+
+
+class KillableServer(NamedTuple):
+    """A server subprocess a SIGKILL test starts from (restarts reuse `config`)."""
+
+    config: Path
+    process: subprocess.Popen[str]
+    port: int
+    server: Server
+    tokens: dict[str, str]
+
+
+def start_killable_server(dataset: DatasetVersion, state: Path) -> KillableServer:
+    """`dpgate-server serve` with one worker on `dataset`'s store and a ledger in `state`,
+    prepared with an admin cap and the standard tokens (`prepare_ledger`)."""
+    store_root = dataset.path.parents[2]
+    config = write_config(state, store_root, workers=1)
+    process, port = start_subprocess(config)
+    server = Server(
+        target=f"127.0.0.1:{port}",
+        ledger_path=state / "ledger.sqlite",
+        store_root=store_root,
+        dataset_id=dataset.dataset_id,
+    )
+    tokens = prepare_ledger(server.ledger_path, server.dataset_id)
+    return KillableServer(config, process, port, server, tokens)
 
 
 def kill_group(process: subprocess.Popen[str]) -> None:

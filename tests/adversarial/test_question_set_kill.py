@@ -27,10 +27,9 @@ from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import (
     Server,
     kill_group,
-    prepare_ledger,
     scale,
+    start_killable_server,
     start_subprocess,
-    write_config,
 )
 
 pytestmark = pytest.mark.xdist_group("adversarial")
@@ -65,16 +64,7 @@ def test_a_question_set_is_all_or_nothing_under_a_kill(
 ) -> None:
     rounds = scale(4, 20)
     rng = random.Random(20261204)
-    store_root = small_dataset.path.parents[2]
-    config = write_config(tmp_path, store_root, workers=1)
-    process, port = start_subprocess(config)
-    server = Server(
-        target=f"127.0.0.1:{port}",
-        ledger_path=tmp_path / "ledger.sqlite",
-        store_root=store_root,
-        dataset_id=small_dataset.dataset_id,
-    )
-    prepare_ledger(server.ledger_path, server.dataset_id)
+    config, process, port, server, _ = start_killable_server(small_dataset, tmp_path)
     requester_id, token = server.new_analyst(10, "planner")
     outcomes = {"all": 0, "none": 0}
     try:

@@ -36,11 +36,10 @@ from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import (
     Server,
     kill_group,
-    prepare_ledger,
     scale,
+    start_killable_server,
     start_subprocess,
     wait_for,
-    write_config,
 )
 
 # One pytest-xdist unit: these modules share the session's two attacked servers.
@@ -183,16 +182,7 @@ def test_sigkilled_server_never_loses_a_release_or_a_debit(
 ) -> None:
     kills = scale(3, 20)
     rng = random.Random(20250611)
-    store_root = small_dataset.path.parents[2]
-    config = write_config(tmp_path, store_root, workers=1)
-    process, port = start_subprocess(config)
-    server = Server(
-        target=f"127.0.0.1:{port}",
-        ledger_path=tmp_path / "ledger.sqlite",
-        store_root=store_root,
-        dataset_id=small_dataset.dataset_id,
-    )
-    tokens = prepare_ledger(server.ledger_path, server.dataset_id)
+    config, process, port, server, tokens = start_killable_server(small_dataset, tmp_path)
     spenders = [server.new_analyst(1_000, "spender") for _ in range(2)]
     poor_id, poor_token = server.new_analyst(POOR_EPSILON, "poor")
     topped_id, _ = server.new_analyst(1, "topped")
@@ -239,7 +229,7 @@ def test_sigkilled_server_never_loses_a_release_or_a_debit(
             previous_head, previous_releases = _check_ledger(
                 server, seen, topped_id, previous_head, previous_releases
             )
-            DatasetStore(store_root).current(server.dataset_id).verify_files()
+            DatasetStore(server.store_root).current(server.dataset_id).verify_files()
             figures.add("crash: kills survived", 1)
             process, port = start_subprocess(config)
 

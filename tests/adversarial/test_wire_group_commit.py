@@ -41,11 +41,10 @@ from tests.adversarial.conftest import Figures
 from tests.adversarial.helpers import (
     Server,
     kill_group,
-    prepare_ledger,
     scale,
+    start_killable_server,
     start_subprocess,
     wait_for,
-    write_config,
 )
 
 pytestmark = pytest.mark.xdist_group("adversarial")
@@ -126,16 +125,7 @@ def test_no_answer_is_sent_before_its_audit_event_is_committed(
 ) -> None:
     kills = scale(3, 20)
     rng = random.Random(20261204)
-    store_root = small_dataset.path.parents[2]
-    config = write_config(tmp_path, store_root, workers=1)
-    process, port = start_subprocess(config)
-    server = Server(
-        target=f"127.0.0.1:{port}",
-        ledger_path=tmp_path / "ledger.sqlite",
-        store_root=store_root,
-        dataset_id=small_dataset.dataset_id,
-    )
-    prepare_ledger(server.ledger_path, server.dataset_id)
+    config, process, port, server, _ = start_killable_server(small_dataset, tmp_path)
     analysts = [server.new_analyst(1_000, "committer") for _ in range(ANALYSTS)]
     seen = Acknowledged()
     answered_before_kill = []
