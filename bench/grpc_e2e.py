@@ -1,38 +1,52 @@
-"""End-to-end benchmark: Q1-Q5 through gRPC vs the engine in-process vs raw Polars.
+"""End-to-end benchmark: gRPC vs the engine in-process vs raw Polars, repeats, many clients.
 
-For each scale (20 and 190 practices of the synthetic generator: ~1.2M and ~12M rows,
-generated once into --data and reused), this starts a real server as a subprocess
-(`dpgate-server serve`, default settings but a deep queue and no rate limit), bootstraps
-it like an operator (`dpgate-server create-admin-token`, then an AdminClient sets a cap
-and grants an analyst), and prints:
+Measures what issue 17's targets name. For each scale (20 and 190 practices of the
+synthetic generator: ~1.2M and ~12M rows, generated once into --data and reused) and each
+count of serving processes (--processes, `server.processes`), this starts a real server as a
+subprocess (`dpgate-server serve`, default settings but a deep queue and no rate limit),
+bootstraps it like an operator (`dpgate-server create-admin-token`, then an AdminClient
+sets a cap and grants an analyst), and prints:
 
-- p50/p95 latency of Q1-Q5 (bench/engine.py's queries) three ways, interleaved per
-  repetition so drifting machine load hits all three alike: a real `Client.query` over
-  gRPC (validation, ledger lookup, worker, debit, cells streamed back, frame built); the
-  engine in this process (`engine.run`: validate, price, plan, read, noise); and the same
-  aggregate in raw Polars on the same scan (key join included, no noise). Every gRPC and
-  engine run is a fresh release: epsilon varies by 1e-6, so no run is a free repeat.
-- a repeated (free) query's latency: the same Q2 and Q4 asked again.
-- by answer size (--phases cells): ~190, ~10k and ~70k cells (Q2, Q4, Q6), fresh gRPC and
-  free-repeat gRPC p50/p95 beside raw Polars on the same files, interleaved per repetition.
-- throughput with --clients concurrent clients (one channel and one connection each) on a
-  mixed workload of fresh Q1-Q5, with per-call p50/p95 and how often the server said OVERLOADED.
-- peak RSS of the server process and of its children (the query workers, and
-  multiprocessing's small resource tracker), psutil-sampled every 20 ms.
+- latency: p50/p95 of each query (below) four ways, interleaved per repetition so drifting
+  machine load hits all alike: a real `Client.query` over gRPC (validation, ledger lookup,
+  worker, debit, cells sent back, frame built); the engine in this process (`engine.run`:
+  validate, price, plan, read, noise); and the same aggregate in raw Polars on the same scan
+  (key join included, no noise) with the in-memory and with the streaming engine. Every
+  gRPC and engine run is a fresh release: epsilon varies by 1e-6, so no run is a free
+  repeat. Beside: fresh gRPC / best raw Polars (target <= 1.5x) and gRPC's overhead over the
+  engine (target <= 15 ms + 1 ms per 1,000 cells). At least 7 timed runs (medians of 7+).
+- repeat: a released question asked again (free) by answer size, 1 to ~80k cells, with the
+  p50/p95 of an fsync on this run's folder (the ledger's filesystem) sampled between the
+  calls, and the GetBudget round trip (auth + one ledger read) as a floor.
+- throughput, on issue 17's mix (equal shares of total count, count by practice, DNA count
+  by mode, SUM of duration by practice x month and count by practice x week), each client
+  with its own channel (one connection each: the kernel balances connections over serving
+  processes), clients spread over --client-processes processes so the benchmark's own GIL
+  is not the limit: "cached" (--cached-clients, 50: only questions already released once,
+  so free repeats; target >= 150 queries/s, p95 < 300 ms), "mixed" (--mixed-clients, 16:
+  every 10th question of each client new; target >= 60 queries/s), and "fresh" (--clients,
+  16: every question new). Before the clock starts each mix question is released once and
+  every client asks one of them (so every serving process has read them). OVERLOADED answers
+  (target: none) are counted and retried after the server's hint; latency per call
+  includes those retries. CPU seconds of the server (all processes) and of the clients are
+  printed beside, as a share of the two cores.
+- peak RSS of the server process and of its children (serving processes, query workers, and
+  multiprocessing's small resource tracker), psutil-sampled every 20 ms (target: server +
+  workers not above 1.5 GiB at 12M rows).
 
-    uv run python bench/grpc_e2e.py [--scales 20,190] [--repeats 20] [--clients 16]
-                                    [--phases latency,cells,repeat,throughput]
-                                    [--processes 1,2]
+A summary of every figure against its target ends each (scale, processes) run.
 
-With --processes 1,2 each scale is run once per count of serving processes
-(`server.processes`; workers and limits are divided between them), for throughput.
+    uv run python bench/grpc_e2e.py [--scales 20,190] [--repeats 9] [--processes 1,2]
+                                    [--phases latency,repeat,cached,mixed,fresh]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import os
+import queue as queue_module
 import re
 import shutil
 import statistics
@@ -44,7 +58,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
+from typing import Any, Literal
 
 import polars as pl
 import psutil
@@ -57,7 +73,6 @@ from dpgate_server.store.store import DatasetVersion
 from dpgate_server.synthetic.generator import ensure_demo_dataset
 
 DATASET = "gp_appointments"
-QUERIES = ("Q1", "Q2", "Q3", "Q4", "Q5")
 DESCRIPTIONS = {
     "Q1": "total count",
     "Q2": "count by practice",
@@ -65,7 +80,10 @@ DESCRIPTIONS = {
     "Q4": "count by practice x week",
     "Q5": "DNA count by mode",
     "Q6": "count by practice x week x weekday",
+    "Q7": "sum of duration by practice x month",
+    "Q8": "count by practice x week x lead time band",
 }
+"""Q1-Q5 are bench/engine.py's queries; Q7 is issue 17's "SUM by practice x month"."""
 ENGINE_SPECS: dict[str, tuple[Aggregate, tuple[str, ...], tuple[Filter, ...]]] = {
     "Q1": (Aggregate.count(), (), ()),
     "Q2": (Aggregate.count(), ("practice_code",), ()),
@@ -73,9 +91,24 @@ ENGINE_SPECS: dict[str, tuple[Aggregate, tuple[str, ...], tuple[Filter, ...]]] =
     "Q4": (Aggregate.count(), ("practice_code", "week"), ()),
     "Q5": (Aggregate.count(), ("mode",), (Filter("status", "=", ("DNA",)),)),
     "Q6": (Aggregate.count(), ("practice_code", "week", "weekday"), ()),
+    "Q7": (Aggregate.sum("duration_minutes"), ("practice_code", "month"), ()),
+    "Q8": (Aggregate.count(), ("practice_code", "week", "lead_time_band"), ()),
 }
-SIZED = ("Q2", "Q4", "Q6")
-"""~190, ~10k and ~70k cells at 190 practices: what an answer's size costs."""
+LATENCY = ("Q1", "Q2", "Q3", "Q5", "Q7", "Q4", "Q6", "Q8")
+"""Fresh latency, smallest answers first: 1, ~190, ~190, 5, ~2.3k, ~10k, ~69k, ~81k cells
+at 190 practices."""
+RATIO_TARGETS = ("Q2", "Q4", "Q7")
+"""Issue 17: fresh gRPC / best raw Polars <= 1.5x for these three at ~12M rows."""
+SIZED = ("Q1", "Q5", "Q2", "Q7", "Q4", "Q6", "Q8")
+"""Free repeats by answer size. At 190 practices Q6 (69,350 cells) and Q8 (80,560) bracket
+the issue's 74,748 (national practice x month), which 12M rows cannot have."""
+MIX = ("Q1", "Q2", "Q5", "Q7", "Q4")
+"""Issue 17's throughput mix, in equal shares."""
+MIN_TIMED_RUNS = 7
+"""Issue 17: ratios are medians of at least 7."""
+MEMORY_TARGET_MB = 1.5 * 1024
+CACHED_EPSILON = 2.0
+"""The spend of the mix's released (cached) questions; fresh spends are never this."""
 
 
 def client_spec(name: str, epsilon: float) -> QuerySpec:
@@ -87,12 +120,14 @@ def client_spec(name: str, epsilon: float) -> QuerySpec:
         "Q4": count(DATASET).by("practice_code", "week"),
         "Q5": count(DATASET).where(status="DNA").by("mode"),
         "Q6": count(DATASET).by("practice_code", "week", "weekday"),
+        "Q7": total(DATASET, "duration_minutes").by("practice_code", "month"),
+        "Q8": count(DATASET).by("practice_code", "week", "lead_time_band"),
     }[name]
     return spec.epsilon(epsilon)
 
 
 class Epsilons:
-    """1.0, 1.000001, ...: a fresh spend per call, so every run is a new release."""
+    """1.000001, 1.000002, ...: a fresh spend per call, so every run is a new release."""
 
     def __init__(self) -> None:
         self._next = itertools.count(1)
@@ -111,6 +146,7 @@ class Server:
     process: subprocess.Popen[str]
     target: str
     analyst_token: str
+    folder: Path
     peaks: dict[str, float] = field(default_factory=dict)
 
 
@@ -152,12 +188,29 @@ def start_server(store: Path, folder: Path, processes: int = 1) -> Server:
             analyst.requester_id, DATASET, epsilon=10**5, purpose="testing", agreement="DSA-TEST"
         )
         token = admin.issue_token(analyst.requester_id, "analyst").token
-    return Server(process, target, token)
+    return Server(process, target, token, folder)
+
+
+def server_tree(server: Server) -> list[psutil.Process]:
+    root = psutil.Process(server.process.pid)
+    return [root, *root.children(recursive=True)]
+
+
+def tree_cpu_seconds(server: Server) -> float:
+    """User + system CPU seconds of the server and every child alive now."""
+    spent = 0.0
+    for process in server_tree(server):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        spent += times.user + times.system
+    return spent
 
 
 @contextmanager
 def rss_sampler(server: Server) -> Iterator[None]:
-    """Peak RSS of the server process, of its largest worker, and of all together (MB)."""
+    """Peak RSS of the server process, of its largest child, and of all together (MB)."""
     stop = threading.Event()
     root = psutil.Process(server.process.pid)
 
@@ -192,10 +245,14 @@ def stop_server(server: Server) -> None:
         server.process.kill()
 
 
-# the three ways
+# the ways
 
 
-def raw_polars(version: DatasetVersion, name: str) -> Callable[[], int]:
+PolarsEngine = Literal["in-memory", "streaming"]
+
+
+def raw_polars(version: DatasetVersion, name: str, engine: PolarsEngine) -> Callable[[], int]:
+    """The query's aggregate in plain Polars on the version's files (keys joined, no noise)."""
     aggregate, group_by, filters = ENGINE_SPECS[name]
     schema = dict(version.scan_appointments().collect_schema())
     keys = KeySets.of_version(version, schema).frame(group_by, ()) if group_by else None
@@ -210,9 +267,9 @@ def raw_polars(version: DatasetVersion, name: str) -> Callable[[], int]:
             else pl.len()
         )
         if keys is None:
-            return scan.select(agg).collect().height
+            return scan.select(agg).collect(engine=engine).height
         grouped = scan.group_by(list(group_by)).agg(agg.alias("v"))
-        return keys.join(grouped, on=list(group_by), how="left").collect().height
+        return keys.join(grouped, on=list(group_by), how="left").collect(engine=engine).height
 
     return go
 
@@ -236,15 +293,6 @@ def through_grpc(client: Client, name: str, eps: Epsilons) -> Callable[[], int]:
     return go
 
 
-def free_repeat(client: Client, spec: QuerySpec) -> Callable[[], int]:
-    def go() -> int:
-        result = client.query(spec)
-        assert result.repeat
-        return result.frame.height
-
-    return go
-
-
 def timed(f: Callable[[], int]) -> float:
     start = time.perf_counter()
     f()
@@ -261,95 +309,176 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f}"
 
 
+def fsync_seconds(folder: Path) -> Callable[[], float]:
+    """One 4 KiB append to a file in `folder` and its fsync; returns the fsync's time."""
+    path = folder / "fsync_probe"
+    block = b"\0" * 4096
+
+    def go() -> float:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, block)
+            start = time.perf_counter()
+            os.fsync(fd)
+            return time.perf_counter() - start
+        finally:
+            os.close(fd)
+
+    return go
+
+
 # the phases
 
 
-def latency_phase(version: DatasetVersion, client: Client, repeats: int, eps: Epsilons) -> None:
-    header = (
-        f"{'query':32s} {'cells':>6s} | {'gRPC p50':>8s} {'p95':>8s} | {'engine p50':>10s} "
-        f"{'p95':>8s} | {'raw p50':>8s} {'p95':>8s} | {'gRPC/engine':>11s} {'overhead':>9s}"
-    )
-    print(f"\n{header}")
-    for name in QUERIES:
+@dataclass
+class Figures:
+    """What a run measured, for the summary against issue 17's targets."""
+
+    rows: int = 0
+    cells: dict[str, int] = field(default_factory=dict)
+    fresh_vs_raw: dict[str, float] = field(default_factory=dict)
+    overhead_ms: dict[str, float] = field(default_factory=dict)
+    repeat_p50_ms: dict[str, float] = field(default_factory=dict)
+    fsync_ms: tuple[float, float] | None = None
+    throughput: dict[str, ThroughputFigures] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ThroughputFigures:
+    clients: int
+    calls: int
+    per_second: float
+    p50_s: float
+    p95_s: float
+    overloaded: int
+
+
+def latency_phase(
+    version: DatasetVersion, client: Client, repeats: int, eps: Epsilons, figures: Figures
+) -> None:
+    print(f"\nfresh answers: median (p50) and p95 of {repeats} runs each way, interleaved; ms")
+    print(f"{'query':44s} {'cells':>6s} | {'gRPC p50':>8s} {'p95':>8s} | {'engine':>8s} "
+          f"{'p95':>8s} | {'raw mem':>8s} {'raw str':>8s} | {'/best raw':>9s} | "
+          f"{'overhead':>8s} {'target':>7s}")  # fmt: skip
+    for name in LATENCY:
         ways = {
             "grpc": through_grpc(client, name, eps),
             "engine": engine_in_process(version, name, eps),
-            "raw": raw_polars(version, name),
+            "in-memory": raw_polars(version, name, "in-memory"),
+            "streaming": raw_polars(version, name, "streaming"),
         }
         cells = ways["grpc"]()  # warm: the workers' and this process's first run of it
-        ways["engine"]()
-        ways["raw"]()
+        for way in ("engine", "in-memory", "streaming"):
+            ways[way]()
         samples: dict[str, list[float]] = {way: [] for way in ways}
         for _ in range(repeats):
             for way, f in ways.items():
                 samples[way].append(timed(f))
-        g, e, r = (p50_p95(samples[w]) for w in ("grpc", "engine", "raw"))
+        g, e = p50_p95(samples["grpc"]), p50_p95(samples["engine"])
+        mem, stream = (statistics.median(samples[w]) for w in ("in-memory", "streaming"))
+        best = min(mem, stream)
+        overhead, target = g[0] - e[0], 15 + cells / 1000
+        figures.cells[name] = cells
+        figures.fresh_vs_raw[name] = g[0] / best
+        figures.overhead_ms[name] = overhead * 1000
         label = f"{name} {DESCRIPTIONS[name]}"
-        print(f"{label:32s} {cells:6d} | {ms(g[0])} {ms(g[1])} | {ms(e[0]):>10s} {ms(e[1])} | "
-              f"{ms(r[0])} {ms(r[1])} | {g[0] / e[0]:11.2f} {ms(g[0] - e[0])}ms")  # fmt: skip
+        print(f"{label:44s} {cells:6d} | {ms(g[0])} {ms(g[1])} | {ms(e[0])} {ms(e[1])} | "
+              f"{ms(mem)} {ms(stream)} | {g[0] / best:8.2f}x | {ms(overhead)} "
+              f"{target:7.1f}")  # fmt: skip
 
 
-def repeat_phase(client: Client, repeats: int) -> None:
+def repeat_phase(client: Client, folder: Path, repeats: int, figures: Figures) -> None:
+    calls = max(repeats, 30)
     baseline = []
-    for _ in range(max(repeats, 50)):
+    for _ in range(calls):
         start = time.perf_counter()
         client.budget(DATASET)
         baseline.append(time.perf_counter() - start)
     p50, p95 = p50_p95(baseline)
     print(f"\nbaseline: GetBudget round trip (auth + one ledger read) p50 {p50 * 1000:.2f} ms,"
           f" p95 {p95 * 1000:.2f} ms")  # fmt: skip
-    for name in ("Q2", "Q4"):
-        spec = client_spec(name, 2.5)
-        first = client.query(spec)
+    fsync = fsync_seconds(folder)
+    fsyncs: list[float] = []
+    print(f"free repeats, {calls} calls each (an fsync of {folder} after each call); ms")
+    print(f"{'query':44s} {'cells':>6s} | {'p50':>8s} {'p95':>8s} | {'target':>6s}")
+    for name in SIZED:
+        spec = client_spec(name, 3.5)
+        first = client.query(spec)  # the first ask pays; every later one is a free repeat
+        client.query(spec)  # warm: the decoded release is now in the server's memory
         samples = []
-        for _ in range(max(repeats, 50)):
+        for _ in range(calls):
             start = time.perf_counter()
             again = client.query(spec)
             samples.append(time.perf_counter() - start)
             assert again.repeat
             assert again.charged == 0
+            fsyncs.append(fsync())
+        cells = first.frame.height
         p50, p95 = p50_p95(samples)
-        print(f"repeat (free) {name}, {first.frame.height} cells: p50 {p50 * 1000:.2f} ms, "
-              f"p95 {p95 * 1000:.2f} ms over {len(samples)} calls")  # fmt: skip
-
-
-def cells_phase(version: DatasetVersion, client: Client, repeats: int, eps: Epsilons) -> None:
-    """Fresh and free-repeat latency by answer size, beside raw Polars (same run, interleaved)."""
-    print(f"\n{'query':40s} {'cells':>6s} | {'fresh p50':>9s} {'p95':>8s} | {'repeat p50':>10s} "
-          f"{'p95':>8s} | {'raw p50':>8s} {'p95':>8s} | {'fresh/raw':>9s}")  # fmt: skip
-    for name in SIZED:
-        repeated = client_spec(name, 3.5)
-        ways = {
-            "fresh": through_grpc(client, name, eps),
-            "repeat": free_repeat(client, repeated),
-            "raw": raw_polars(version, name),
-        }
-        cells = ways["fresh"]()  # warm
-        client.query(repeated)  # the first ask pays; every later one is a free repeat
-        ways["raw"]()
-        samples: dict[str, list[float]] = {way: [] for way in ways}
-        for _ in range(repeats):
-            for way, f in ways.items():
-                samples[way].append(timed(f))
-        f50, r50, w50 = (p50_p95(samples[w]) for w in ("fresh", "repeat", "raw"))
+        figures.repeat_p50_ms[name] = p50 * 1000
+        figures.cells.setdefault(name, cells)
         label = f"{name} {DESCRIPTIONS[name]}"
-        print(f"{label:40s} {cells:6d} | {ms(f50[0]):>9s} {ms(f50[1])} | {ms(r50[0]):>10s} "
-              f"{ms(r50[1])} | {ms(w50[0])} {ms(w50[1])} | {f50[0] / w50[0]:9.2f}")  # fmt: skip
+        print(f"{label:44s} {cells:6d} | {ms(p50)} {ms(p95)} | {repeat_target(cells):>6s}")
+    f50, f95 = p50_p95(fsyncs)
+    figures.fsync_ms = (f50 * 1000, f95 * 1000)
+    print(f"fsync of a 4 KiB append in {folder} ({len(fsyncs)} samples, between the calls "
+          f"above): p50 {f50 * 1000:.2f} ms, p95 {f95 * 1000:.2f} ms")  # fmt: skip
 
 
-def throughput_phase(server: Server, clients: int, per_client: int, eps: Epsilons) -> None:
+def repeat_target(cells: int) -> str:
+    """Issue 17's free-repeat p50 target for an answer of `cells` cells ("" if none)."""
+    if cells <= 200:
+        return "< 2"
+    if 9_000 <= cells <= 11_000:
+        return "< 20"
+    if 60_000 <= cells <= 90_000:
+        return "< 150"
+    return ""
+
+
+Mode = Literal["cached", "mixed", "fresh"]
+
+
+@dataclass(frozen=True)
+class ClientPlan:
+    """What each client of a throughput phase asks (picklable for client processes)."""
+
+    target: str
+    token: str
+    mode: Mode
+    per_client: int
+    epsilon_base: float
+    """New questions spend epsilon_base + n * 1e-6 with n unique over the phase's clients."""
+
+
+def question(plan: ClientPlan, index: int, k: int) -> tuple[str, float]:
+    """The k-th question of client `index`: the mix in equal shares; new or cached."""
+    name = MIX[(index + k) % len(MIX)]
+    new = plan.mode == "fresh" or (plan.mode == "mixed" and (index + k) % 10 == 0)
+    if not new:
+        return name, CACHED_EPSILON
+    return name, round(plan.epsilon_base + (index * plan.per_client + k + 1) * 1e-6, 9)
+
+
+def client_process(plan: ClientPlan, indices: list[int], barrier: Barrier, results: Any) -> None:
+    """Run the clients `indices` in threads of this process; put (latencies, overloaded,
+    clock at the end, CPU seconds) on `results`."""
     latencies: list[float] = []
     overloaded = [0]
     lock = threading.Lock()
-    barrier = threading.Barrier(clients + 1)
+    ready = threading.Barrier(len(indices) + 1)
+    go = threading.Event()
 
-    def worker(index: int) -> None:
-        with Client(server.target, server.analyst_token, retries=0) as client:
-            client.datasets()  # connect before the clock starts
-            barrier.wait()
-            for k in range(per_client):
-                name = QUERIES[(index + k) % len(QUERIES)]
-                spec = client_spec(name, eps.fresh())
+    def one_client(index: int) -> None:
+        with Client(plan.target, plan.token, retries=0) as client:
+            # connect and warm before the clock starts: this connection's serving process
+            # has read a released question of the mix
+            client.query(client_spec(MIX[index % len(MIX)], CACHED_EPSILON))
+            ready.wait()
+            go.wait()
+            for k in range(plan.per_client):
+                name, epsilon = question(plan, index, k)
+                spec = client_spec(name, epsilon)
                 key = uuid.uuid4().hex
                 start = time.perf_counter()
                 while True:
@@ -363,40 +492,152 @@ def throughput_phase(server: Server, clients: int, per_client: int, eps: Epsilon
                 with lock:
                     latencies.append(time.perf_counter() - start)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=one_client, args=(i,)) for i in indices]
     for thread in threads:
         thread.start()
-    barrier.wait()
-    start = time.perf_counter()
+    ready.wait()
+    barrier.wait()  # every process's clients are connected
+    cpu_start = time.process_time()
+    go.set()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
+    results.put((latencies, overloaded[0], time.monotonic(), time.process_time() - cpu_start))
+
+
+def throughput_phase(
+    server: Server, plan: ClientPlan, clients: int, client_processes: int, figures: Figures
+) -> None:
+    """`clients` clients, each with its own channel, spread over `client_processes`."""
+    processes = max(1, min(client_processes, clients))
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes + 1)
+    results = context.Queue()
+    workers = [
+        context.Process(
+            target=client_process, args=(plan, list(range(p, clients, processes)), barrier, results)
+        )
+        for p in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    barrier.wait(timeout=600)
+    start, server_cpu = time.monotonic(), tree_cpu_seconds(server)
+    latencies: list[float] = []
+    overloaded, end, client_cpu = 0, start, 0.0
+    for _ in workers:
+        try:
+            got, busy, finished, cpu = results.get(timeout=3600)
+        except queue_module.Empty:
+            raise RuntimeError("a client process did not report") from None
+        latencies.extend(got)
+        overloaded, end, client_cpu = overloaded + busy, max(end, finished), client_cpu + cpu
+    wall = end - start
+    server_cpu = tree_cpu_seconds(server) - server_cpu
+    for worker in workers:
+        worker.join()
     p50, p95 = p50_p95(latencies)
-    print(f"throughput: {clients} clients x {per_client} fresh queries (Q1-Q5 mixed) in "
-          f"{wall:.1f} s = {len(latencies) / wall:.2f} queries/s; per call p50 {p50:.2f} s, "
-          f"p95 {p95:.2f} s; OVERLOADED answers (retried) {overloaded[0]}")  # fmt: skip
+    rate = len(latencies) / wall
+    figures.throughput[plan.mode] = ThroughputFigures(clients, len(latencies), rate, p50, p95,
+                                                      overloaded)  # fmt: skip
+    what = {
+        "cached": "questions already released (free repeats)",
+        "mixed": "every 10th question new, the rest already released",
+        "fresh": "every question new",
+    }[plan.mode]
+    cores = os.cpu_count() or 1
+    print(f"throughput {plan.mode}: {clients} clients ({processes} client processes) x "
+          f"{plan.per_client} of the mix, {what}: {len(latencies)} in {wall:.1f} s = "
+          f"{rate:.1f} queries/s; per call p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms; "
+          f"OVERLOADED answers (retried) {overloaded}; CPU: server {server_cpu / wall:.2f}, "
+          f"clients {client_cpu / wall:.2f} of {cores} cores")  # fmt: skip
+
+
+def release_mix(client: Client) -> None:
+    """Release each question of the mix once (the cached phases ask only these again)."""
+    for name in MIX:
+        client.query(client_spec(name, CACHED_EPSILON))
+
+
+# the summary
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def summary(figures: Figures, server: Server, processes: int) -> None:
+    print(f"\ntargets (issue 17), {figures.rows:,} rows, {processes} serving process(es):")
+    for name in RATIO_TARGETS:
+        if name in figures.fresh_vs_raw:
+            ratio = figures.fresh_vs_raw[name]
+            print(f"  fresh gRPC / best raw Polars, {DESCRIPTIONS[name]}: {ratio:.2f}x "
+                  f"(<= 1.5x) {verdict(ratio <= 1.5)}")  # fmt: skip
+    for name, overhead in figures.overhead_ms.items():
+        target = 15 + figures.cells[name] / 1000
+        label = f"{DESCRIPTIONS[name]} ({figures.cells[name]:,} cells)"
+        print(f"  gRPC overhead over the engine, {label}: {overhead:.1f} ms "
+              f"(<= {target:.1f} ms) {verdict(overhead <= target)}")  # fmt: skip
+    fsync = figures.fsync_ms
+    beside = f"; fsync here p50 {fsync[0]:.2f} ms, p95 {fsync[1]:.2f} ms" if fsync else ""
+    for name, p50 in figures.repeat_p50_ms.items():
+        target = repeat_target(figures.cells[name])
+        if target:
+            limit = float(target.removeprefix("< "))
+            print(f"  free repeat p50, {figures.cells[name]:,} cells: {p50:.2f} ms ({target} ms)"
+                  f" {verdict(p50 < limit)}{beside}")  # fmt: skip
+    goals = {"cached": (50, 150.0, 0.300), "mixed": (16, 60.0, None)}
+    for mode, got in figures.throughput.items():
+        if mode not in goals:
+            continue
+        clients, rate, p95 = goals[mode]
+        line = (f"  {mode}, {got.clients} clients: {got.per_second:.1f} queries/s "
+                f"(>= {rate:.0f}) {verdict(got.per_second >= rate)}")  # fmt: skip
+        if p95 is not None:
+            line += (
+                f"; p95 {got.p95_s * 1000:.0f} ms (< {p95 * 1000:.0f}) {verdict(got.p95_s < p95)}"
+            )
+        line += f"; OVERLOADED {got.overloaded} (none below the target rate)"
+        if got.clients != clients:
+            line += f" [the target is for {clients} clients]"
+        print(line)
+    peak = server.peaks.get("total", 0.0)
+    print(f"  server + workers peak RSS: {peak:.0f} MB (<= {MEMORY_TARGET_MB:.0f} MB at 12M "
+          f"rows) {verdict(peak <= MEMORY_TARGET_MB)}")  # fmt: skip
 
 
 def bench_scale(args: argparse.Namespace, practices: int, processes: int) -> None:
     data = Path(args.data)
     store = data / f"p{practices}"
     version = ensure_demo_dataset(store, data / "secrets" / "key", practices, seed=7)
-    rows = sum(f.rows for f in version.manifest.appointment_files)
-    print(f"\n## {practices} practices, {rows:,} rows, {processes} serving process(es);"
-          " load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+    figures = Figures(rows=sum(f.rows for f in version.manifest.appointment_files))
+    print(f"\n## {practices} practices, {figures.rows:,} rows, {processes} serving process(es);"
+          f" load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"{time.strftime('%H:%M:%S', time.gmtime())} UTC")  # fmt: skip
     server = start_server(store, data / "runs" / f"p{practices}", processes)
     eps = Epsilons()
+    repeats = max(args.repeats, MIN_TIMED_RUNS)
+    plans = {
+        mode: ClientPlan(server.target, server.analyst_token, mode, per_client, base)
+        for mode, per_client, base in (
+            ("cached", args.mix_per_client, 0.0),
+            ("mixed", args.mix_per_client, 5.0),
+            ("fresh", args.per_client, 6.0),
+        )
+    }
+    clients = {"cached": args.cached_clients, "mixed": args.mixed_clients, "fresh": args.clients}
     try:
         with rss_sampler(server), Client(server.target, server.analyst_token) as client:
             if "latency" in args.phases:
-                latency_phase(version, client, args.repeats, eps)
-            if "cells" in args.phases:
-                cells_phase(version, client, args.repeats, eps)
+                latency_phase(version, client, repeats, eps, figures)
             if "repeat" in args.phases:
-                repeat_phase(client, args.repeats)
-            if "throughput" in args.phases:
-                throughput_phase(server, args.clients, args.per_client, eps)
+                repeat_phase(client, server.folder, args.repeats, figures)
+            if args.phases & {"cached", "mixed", "fresh"}:
+                release_mix(client)
+                print()
+            for mode in ("cached", "mixed", "fresh"):
+                if mode in args.phases:
+                    throughput_phase(server, plans[mode], clients[mode], args.client_processes,
+                                     figures)  # fmt: skip
     finally:
         stop_server(server)
     peaks = server.peaks
@@ -405,15 +646,29 @@ def bench_scale(args: argparse.Namespace, practices: int, processes: int) -> Non
           f"{peaks.get('child', 0):.0f} MB, server + {peaks.get('children', 0):.0f} children "
           f"{peaks.get('total', 0):.0f} MB; this process (in-process engine) "
           f"{psutil.Process().memory_info().rss / 2**20:.0f} MB now")  # fmt: skip
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    summary(figures, server, processes)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"{time.strftime('%H:%M:%S', time.gmtime())} UTC")  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scales", default="20,190", help="practices per dataset, comma-separated")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per query and way")
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--per-client", type=int, default=5, help="queries per client")
+    parser.add_argument(
+        "--repeats", type=int, default=9, help=f"timed runs per query and way (>= {MIN_TIMED_RUNS})"
+    )
+    parser.add_argument("--cached-clients", type=int, default=50)
+    parser.add_argument("--mixed-clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=16, help="clients of the fresh phase")
+    parser.add_argument(
+        "--mix-per-client", type=int, default=20, help="queries per client, cached and mixed"
+    )
+    parser.add_argument("--per-client", type=int, default=5, help="queries per client, fresh")
+    parser.add_argument(
+        "--client-processes", type=int, default=2, help="processes the clients are spread over"
+    )
     parser.add_argument("--data", default="/tmp/dpgate_bench")
     parser.add_argument(
         "--processes",
@@ -421,14 +676,19 @@ def main() -> None:
         help="server.processes to run each scale with, comma-separated (e.g. 1,2)",
     )
     parser.add_argument(
-        "--phases", default="latency,cells,repeat,throughput", help="phases to run, comma-separated"
+        "--phases",
+        default="latency,repeat,cached,mixed,fresh",
+        help="phases to run, comma-separated",
     )
     args = parser.parse_args()
     args.phases = set(args.phases.split(","))
+    unknown = args.phases - {"latency", "repeat", "cached", "mixed", "fresh"}
+    if unknown:
+        parser.error(f"unknown phase(s) {', '.join(sorted(unknown))}")
     configure_process()  # the in-process engine runs as the server's workers do
     print(
-        f"# gRPC end-to-end benchmark: {args.repeats} timed runs per query and way (after one"
-        f" warm run), times in ms; {os.cpu_count()} CPUs; Polars streaming on everywhere"
+        f"# gRPC end-to-end benchmark: {max(args.repeats, MIN_TIMED_RUNS)} timed runs per query "
+        f"and way (after one warm run); {os.cpu_count()} CPUs; nice {os.nice(0)}"
     )
     for practices in [int(p) for p in args.scales.split(",")]:
         for processes in [int(n) for n in args.processes.split(",")]:
