@@ -37,16 +37,19 @@ MAX_ATTEMPTS = 2_000
 MAX_RETRY_WAIT_S = 1.0
 
 
-def fresh_query(dataset_id: str, index: int, attempt: int, rng: random.Random) -> QuerySpec:
+def fresh_query(
+    dataset_id: str, index: int, attempt: int, rng: random.Random, *, cheapest: bool = False
+) -> QuerySpec:
     """A query no other racer asks: the nano-epsilon offset is unique per (index, attempt).
 
     Offsets stay below 0.01 (the step between base costs), so no two (index, attempt)
-    pairs can land on the same epsilon.
+    pairs can land on the same epsilon. `cheapest` fixes the base cost at 0.01.
     """
     offset = index * MAX_ATTEMPTS + attempt
     if not 0 <= attempt < MAX_ATTEMPTS or offset >= 10**7:
         raise ValueError(f"index {index} or attempt {attempt} out of range")
-    epsilon = Decimal(rng.randint(1, 5)) / 100 + Decimal(offset) / NANO
+    base = 1 if cheapest else rng.randint(1, 5)
+    epsilon = Decimal(base) / 100 + Decimal(offset) / NANO
     shape = rng.randrange(3)
     if shape == 0:
         return count(dataset_id).epsilon(epsilon)
@@ -62,13 +65,26 @@ def race(
     index: int,
     seed: int,
     emit: Callable[[dict[str, Any]], None],
+    *,
+    after_first: Callable[[], None] | None = None,
 ) -> None:
-    """Ask fresh queries until a refusal says less than the smallest cost remains."""
+    """Ask fresh queries until a refusal says less than the smallest cost remains.
+
+    With `after_first` (e.g. a barrier all racers wait on), the first query is the cheapest
+    (0.01 epsilon) and `after_first` is called once it is answered, before the race goes on:
+    when the racers' first queries together fit the allocation, every racer (and so every
+    server they are spread over) is answered at least once, whatever the scheduling.
+    """
     rng = random.Random(seed)
     with Client(target, token=token, retries=0, timeout=120) as client:
         for attempt in range(MAX_ATTEMPTS):
-            if not _ask(client, fresh_query(dataset_id, index, attempt, rng), emit):
+            warming = attempt == 0 and after_first is not None
+            if not _ask(
+                client, fresh_query(dataset_id, index, attempt, rng, cheapest=warming), emit
+            ):
                 return
+            if attempt == 0 and after_first is not None:
+                after_first()
         emit({"outcome": "OTHER", "code": "GAVE_UP", "reason": f"{MAX_ATTEMPTS} attempts"})
 
 

@@ -4,6 +4,11 @@ Each replica is its own `dpgate-server` process with its own worker; they share 
 ledger (PostgreSQL, or one SQLite file) and the dataset store. The budget must hold as it
 does for one server: spent <= allocation, every answer is a release and every release an
 answer, answered x cost = spent, and the audit chain stays one linear, verifiable chain.
+
+Every replica must answer during the race, whatever the scheduling: all clients first ask
+one cheapest question at once (together they fit the allocation, so all are answered and
+charged concurrently on every replica), wait for each other, then race to exhaustion. A
+slow replica could otherwise find the allocation spent before its first answer.
 """
 
 from __future__ import annotations
@@ -18,20 +23,30 @@ import pytest
 
 from dpgate_server.ledger.model import Outcome
 from dpgate_server.spend import to_units_floor
-from tests.adversarial.wire_client import race
+from tests.adversarial.wire_client import MAX_ATTEMPTS, NANO, SMALLEST_COST, race
 from tests.integration.replicas.conftest import scale, spread
 from tests.support.replicas import Replicas
 
 CLIENTS = scale(24, 64)
 ALLOWED = {"OK", "RESOURCE_EXHAUSTED", "OVERLOADED"}
+FIRST_ROUND_WAIT_S = 180.0
+"""How long a client waits for every other client's first answer (a worker may be starting)."""
 
 
 def run_race(replicas: Replicas, allocation: float) -> tuple[str, list[dict[str, Any]]]:
-    """CLIENTS threads, client i on replica i mod 3, each spending fresh queries."""
+    """CLIENTS threads, client i on replica i mod 3, each spending fresh queries.
+
+    Each client's first query costs 0.01 epsilon (plus a nano offset), and no client goes on
+    before every client has its first answer; so every replica answers, and the race to
+    exhaustion starts with at least half the allocation left.
+    """
+    first_round = sum(SMALLEST_COST + Decimal(i * MAX_ATTEMPTS) / NANO for i in range(CLIENTS))
+    assert 2 * first_round < allocation  # the first answers fit, with half left to race for
     requester_id, token = replicas.new_analyst(allocation, "racer")
     tokens = [token, *replicas.extra_tokens(requester_id, CLIENTS - 1)]
     records: list[dict[str, Any]] = []
     lock = threading.Lock()
+    first_answered = threading.Barrier(CLIENTS, timeout=FIRST_ROUND_WAIT_S)
     start_at = time.monotonic() + 1.0
 
     def client(i: int) -> None:
@@ -41,9 +56,21 @@ def run_race(replicas: Replicas, allocation: float) -> tuple[str, list[dict[str,
 
         time.sleep(max(0.0, start_at - time.monotonic()))
         try:
-            race(spread(replicas.targets, i), tokens[i], replicas.dataset_id, i, 100 + i, emit)
+            race(
+                spread(replicas.targets, i),
+                tokens[i],
+                replicas.dataset_id,
+                i,
+                100 + i,
+                emit,
+                after_first=first_answered.wait,
+            )
         except Exception as error:  # a crashed client counts as an unexpected outcome
             emit({"outcome": "OTHER", "code": "CLIENT_CRASH", "reason": repr(error)})
+        finally:
+            # A client that stopped before the barrier must not hold the others there; one
+            # that raced past it left nobody waiting (all had passed), so this is then moot.
+            first_answered.abort()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
     for thread in threads:
