@@ -13,6 +13,7 @@ from dpgate._channel import Connection
 from dpgate._convert import (
     budget_info,
     column_info,
+    contribution_bounds,
     dataset_info,
     key_value,
     preview_result,
@@ -110,6 +111,7 @@ class Client(Connection):
             dataset=dataset_info(reply.dataset),
             columns=tuple(column_info(c) for c in reply.columns),
             public_tables={t.name: tuple(t.columns) for t in reply.public_tables},
+            bounds=contribution_bounds(reply.bounds) if reply.HasField("bounds") else None,
         )
 
     def public_table(self, dataset_id: str, table: str) -> pl.DataFrame:

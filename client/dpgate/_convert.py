@@ -12,10 +12,12 @@ import polars as pl
 from dpgate._types import (
     BudgetInfo,
     ColumnInfo,
+    ContributionBounds,
     DatasetInfo,
     DerivedOption,
     EarlierRelease,
     KeyValue,
+    PeriodCap,
     PreviewResult,
     QueryResult,
     ReleaseInfo,
@@ -52,6 +54,23 @@ def dataset_info(message: types_pb2.DatasetSummary) -> DatasetInfo:
         max_contributions=message.max_contributions,
         period_start=dt.date.fromisoformat(message.period_start),
         period_end=dt.date.fromisoformat(message.period_end),
+    )
+
+
+def contribution_bounds(message: query_pb2.ContributionBounds) -> ContributionBounds:
+    return ContributionBounds(
+        max_contributions=message.max_contributions,
+        verified=message.verified,
+        method=message.method,
+        period_caps=tuple(
+            PeriodCap(
+                period=cap.period,
+                rows=cap.rows or None,
+                periods=cap.periods or None,
+                practice_periods=cap.practice_periods or None,
+            )
+            for cap in message.period_caps
+        ),
     )
 
 

@@ -51,6 +51,42 @@ class ColumnInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PeriodCap:
+    """The caps on one period column of a version (None: not declared)."""
+
+    period: str
+    """"week" or "month"."""
+    rows: int | None
+    """k: the most rows one patient has in any one period."""
+    periods: int | None
+    """g: the most periods (distinct weeks or months) one patient has rows in."""
+    practice_periods: int | None
+    """The most distinct (practice_code, period) groups one patient has rows in."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContributionBounds:
+    """How a version bounds each patient's rows: public policy, enforced at publish.
+
+    Costs are computed from these. With verified per-period caps, a query grouped by a
+    period is charged for how far one patient can move it under them: under zCDP a count by
+    week moves by at most min(K, k * sqrt(min(g, K))) in L2 instead of K; under pure DP by
+    min(K, g * k) in L1, which is less only when g * k < K. A cap on rows per period also
+    holds for finer groupings (practice x week); a cap on groups holds for coarser ones.
+    """
+
+    max_contributions: int
+    """K: the most rows one patient has across the version."""
+    verified: bool
+    """True when publishing cut every patient to these bounds and verified the files: queries
+    charge for them. False: each query truncates to `max_contributions` instead."""
+    method: str
+    """How the rows were chosen, e.g. "keyed-hash-k-per-patient"."""
+    period_caps: tuple[PeriodCap, ...] = ()
+    """Per-period caps enforced with K, week before month (empty: K alone)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DatasetDescription:
     """Everything public about a dataset."""
 
@@ -58,6 +94,9 @@ class DatasetDescription:
     columns: tuple[ColumnInfo, ...]
     public_tables: dict[str, tuple[str, ...]]
     """Public table names and their columns."""
+    bounds: ContributionBounds | None = None
+    """The current version's contribution bounds (None: the version records none, and each
+    query truncates to `dataset.max_contributions`)."""
 
     def column(self, name: str) -> ColumnInfo:
         """The column called `name`; raises KeyError naming the columns there are."""

@@ -16,6 +16,7 @@ from dpgate._client import Client, Derive
 from dpgate._types import (
     BudgetInfo,
     ColumnInfo,
+    ContributionBounds,
     DatasetDescription,
     DatasetInfo,
     PreviewResult,
@@ -264,13 +265,64 @@ def _print_description(console: Console, description: DatasetDescription) -> Non
         console.print(d.description)
     console.print(
         f"spend: {unit(d.accounting)}; each patient counts in at most {d.max_contributions}"
-        f" rows; period {d.period_start} to {d.period_end}\n"
+        f" rows; period {d.period_start} to {d.period_end}"
     )
+    for line in bounds_in_words(description.bounds, d.max_contributions, d.accounting):
+        console.print(line)
+    console.print()
     rows = [_column_row(c) for c in description.columns]
     columns = ("column", "kind", "filter", "group", "sum", "bounds", "values")
     console.print(table(columns, rows, title="Columns"))
     for name, names in description.public_tables.items():
         console.print(f"public table [bold]{name}[/bold]: {', '.join(names)}")
+
+
+def bounds_in_words(
+    bounds: ContributionBounds | None, max_contributions: int, accounting: str
+) -> list[str]:
+    """What a version's contribution bounds are, and how costs follow from them.
+
+    Example:
+        >>> from dpgate import ContributionBounds, PeriodCap
+        >>> caps = (PeriodCap("week", rows=3, periods=10, practice_periods=10),)
+        >>> for line in bounds_in_words(
+        ...     ContributionBounds(24, True, "keyed-hash-k-per-patient", caps), 24, "zcdp"
+        ... ):
+        ...     print(line)
+        bounds, cut and verified at publish (keyed-hash-k-per-patient): at most 24 rows per patient (K)
+          per week: at most 3 rows (k), in at most 10 weeks (g), in at most 10 (practice_code, week) groups
+        costs follow from them: a count grouped by a capped period is charged for an L2 change of min(K, k * sqrt(min(g, K))) per patient, not K (times the clamp for a sum)
+    """  # noqa: E501
+    if bounds is None or not bounds.verified:
+        return [
+            f"bounds: each query keeps at most {max_contributions} rows per patient (chosen at"
+            " random) and is charged for them"
+            + ("" if bounds is None else "; the version's recorded bounds are not verified")
+        ]
+    lines = [
+        f"bounds, cut and verified at publish ({bounds.method}): at most"
+        f" {bounds.max_contributions} rows per patient (K)"
+    ]
+    for cap in bounds.period_caps:
+        parts = []
+        if cap.rows is not None:
+            parts.append(f"at most {cap.rows} rows (k)")
+        if cap.periods is not None:
+            parts.append(f"in at most {cap.periods} {cap.period}s (g)")
+        if cap.practice_periods is not None:
+            parts.append(f"in at most {cap.practice_periods} (practice_code, {cap.period}) groups")
+        lines.append(f"  per {cap.period}: {', '.join(parts)}")
+    if bounds.period_caps:
+        change = (
+            "an L2 change of min(K, k * sqrt(min(g, K)))"
+            if accounting == "zcdp"
+            else "an L1 change of min(K, g * k), less than K only when g * k < K"
+        )
+        lines.append(
+            f"costs follow from them: a count grouped by a capped period is charged for {change}"
+            " per patient, not K (times the clamp for a sum)"
+        )
+    return lines
 
 
 def _column_row(column: ColumnInfo) -> tuple[object, ...]:

@@ -548,6 +548,7 @@ class DescribeDatasetResponse(_message.Message):
     COLUMNS_FIELD_NUMBER: _builtins.int
     PUBLIC_TABLES_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
+    BOUNDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def dataset(self) -> _types_pb2.DatasetSummary:
         """The dataset."""
@@ -564,6 +565,13 @@ class DescribeDatasetResponse(_message.Message):
     def budget(self) -> _types_pb2.Budget:
         """The caller's budget on it (absent before an allocation exists)."""
 
+    @_builtins.property
+    def bounds(self) -> Global___ContributionBounds:
+        """How the current version bounds each patient's rows, as its manifest records them
+        (absent for a version without a record: each query then truncates to
+        dataset.max_contributions). These bounds are what costs are computed from.
+        """
+
     def __init__(
         self,
         *,
@@ -571,14 +579,87 @@ class DescribeDatasetResponse(_message.Message):
         columns: _abc.Iterable[_types_pb2.Column] | None = ...,
         public_tables: _abc.Iterable[_types_pb2.PublicTableInfo] | None = ...,
         budget: _types_pb2.Budget | None = ...,
+        bounds: Global___ContributionBounds | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "dataset", b"dataset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bounds", b"bounds", "budget", b"budget", "dataset", b"dataset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "columns", b"columns", "dataset", b"dataset", "public_tables", b"public_tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounds", b"bounds", "budget", b"budget", "columns", b"columns", "dataset", b"dataset", "public_tables", b"public_tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescribeDatasetResponse: _TypeAlias = DescribeDatasetResponse  # noqa: Y015
+
+@_typing.final
+class ContributionBounds(_message.Message):
+    """A version's contribution bounds: public policy, enforced when the version was published."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PERIOD_CAPS_FIELD_NUMBER: _builtins.int
+    max_contributions: _builtins.int
+    """K: the most rows one patient has across the version."""
+    verified: _builtins.bool
+    """True when publishing cut every patient to these bounds and verified the files against
+    them: queries then charge for them (with no truncation). False: each query truncates.
+    """
+    method: _builtins.str
+    """How the rows were chosen, e.g. "keyed-hash-k-per-patient"."""
+    @_builtins.property
+    def period_caps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeriodCap]:
+        """The per-period caps enforced with K, week before month (empty: K alone)."""
+
+    def __init__(
+        self,
+        *,
+        max_contributions: _builtins.int = ...,
+        verified: _builtins.bool = ...,
+        method: _builtins.str = ...,
+        period_caps: _abc.Iterable[Global___PeriodCap] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_contributions", b"max_contributions", "method", b"method", "period_caps", b"period_caps", "verified", b"verified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributionBounds: _TypeAlias = ContributionBounds  # noqa: Y015
+
+@_typing.final
+class PeriodCap(_message.Message):
+    """The caps on one period column; 0 means that cap is not declared."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    PERIODS_FIELD_NUMBER: _builtins.int
+    PRACTICE_PERIODS_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """The period column: "week" or "month"."""
+    rows: _builtins.int
+    """k: the most rows one patient has in any one period."""
+    periods: _builtins.int
+    """g: the most periods (distinct weeks or months) one patient has rows in."""
+    practice_periods: _builtins.int
+    """The most distinct (practice_code, period) groups one patient has rows in."""
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        periods: _builtins.int = ...,
+        practice_periods: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period", "periods", b"periods", "practice_periods", b"practice_periods", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodCap: _TypeAlias = PeriodCap  # noqa: Y015
 
 @_typing.final
 class StreamPublicTableRequest(_message.Message):

@@ -16,7 +16,7 @@ from dpgate_server.queries.derivation import DerivePreference
 from dpgate_server.queries.model import Aggregate, Filter, Query, Spend, SpendMeasure
 from dpgate_server.spend import units_to_decimal
 from dpgate_server.store.metadata import ColumnKind, ColumnSpec, KeyValue, Visibility
-from dpgate_server.store.store import DatasetVersion
+from dpgate_server.store.store import ContributionBound, DatasetVersion
 from dpgate_server.vocabulary.accounting import Accounting
 from dpgate_server.vocabulary.errors import ErrorReason
 from dpgate_shared.confidence import DEFAULT_CONFIDENCE_LEVEL
@@ -85,12 +85,33 @@ def dataset_summary_to_proto(version: DatasetVersion) -> types_pb2.DatasetSummar
 def describe_to_proto(
     version: DatasetVersion, public_tables: Sequence[tuple[str, Sequence[str]]]
 ) -> query_pb2.DescribeDatasetResponse:
-    return query_pb2.DescribeDatasetResponse(
+    reply = query_pb2.DescribeDatasetResponse(
         dataset=dataset_summary_to_proto(version),
         columns=[column_to_proto(c) for c in version.metadata.columns],
         public_tables=[
             types_pb2.PublicTableInfo(name=name, columns=list(columns))
             for name, columns in public_tables
+        ],
+    )
+    if version.manifest.bound is not None:
+        reply.bounds.CopyFrom(bounds_to_proto(version.manifest.bound))
+    return reply
+
+
+def bounds_to_proto(bound: ContributionBound) -> query_pb2.ContributionBounds:
+    """A version's recorded bounds (public policy; the seed of its row choice stays out)."""
+    return query_pb2.ContributionBounds(
+        max_contributions=bound.max_contributions,
+        verified=bound.verified,
+        method=bound.method,
+        period_caps=[
+            query_pb2.PeriodCap(
+                period=cap.period,
+                rows=cap.rows or 0,
+                periods=cap.periods or 0,
+                practice_periods=cap.practice_periods or 0,
+            )
+            for cap in bound.period_bounds.caps
         ],
     )
 

@@ -10,12 +10,17 @@ from decimal import Decimal
 
 import pytest
 
-from dpgate import Client, InvalidQueryError, count
+from dpgate import Client, InvalidQueryError, PeriodCap, count
 from dpgate_server.api.server import build_server
 from dpgate_server.demo_bootstrap import DEMO_ALSO_ALLOCATION, bootstrap_demo
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.synthetic.generator import ensure_demo_dataset
-from dpgate_server.synthetic.gp_metadata import DATASET_ID, ZCDP_DATASET_ID
+from dpgate_server.synthetic.gp_metadata import (
+    DATASET_ID,
+    DEMO_PERIOD_BOUNDS,
+    MAX_CONTRIBUTIONS,
+    ZCDP_DATASET_ID,
+)
 
 from .conftest import settings_for
 
@@ -74,3 +79,21 @@ def test_the_pure_dp_dataset_answers_beside_it_as_before(demo: Demo) -> None:
         assert result.noise_scale == pytest.approx(48.0, rel=1e-9)  # K / epsilon
         with pytest.raises(InvalidQueryError):
             client.preview(count(ZCDP_DATASET_ID).epsilon("0.5"))
+
+
+def test_the_description_shows_the_bounds_costs_are_computed_from(demo: Demo) -> None:
+    with Client(demo.target, token=demo.analyst) as client:
+        zcdp = client.describe(ZCDP_DATASET_ID).bounds
+        pure = client.describe(DATASET_ID).bounds
+    assert zcdp is not None
+    assert pure is not None
+    assert (zcdp.max_contributions, zcdp.verified) == (MAX_CONTRIBUTIONS, True)
+    assert zcdp.period_caps == tuple(
+        PeriodCap(c.period, c.rows, c.periods, c.practice_periods) for c in DEMO_PERIOD_BOUNDS.caps
+    )
+    assert zcdp.period_caps[0] == PeriodCap("week", rows=3, periods=10, practice_periods=10)
+    assert (pure.max_contributions, pure.verified, pure.period_caps) == (
+        MAX_CONTRIBUTIONS,
+        True,
+        (),
+    )

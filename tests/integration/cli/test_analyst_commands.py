@@ -49,6 +49,17 @@ def test_describe_table_shows_columns(cli_service: CliService) -> None:
     assert "0 to 60" in result.stdout
 
 
+def test_describe_shows_the_bounds_costs_are_computed_from(cli_service: CliService) -> None:
+    description = as_json(
+        dpgate(cli_service, cli_service.tokens["analyst"], "describe", "gp_appointments", "--json")
+    )
+    assert description["bounds"]["max_contributions"] == 24
+    assert description["bounds"]["verified"] is True
+    text = dpgate(cli_service, cli_service.tokens["analyst"], "describe", "gp_appointments")
+    assert "cut and verified at publish" in text.stdout
+    assert "at most 24 rows per patient (K)" in text.stdout
+
+
 def test_describe_unknown_dataset_exits_5(cli_service: CliService) -> None:
     result = dpgate(cli_service, cli_service.tokens["analyst"], "describe", "no_such_dataset")
     assert result.exit_code == 5
