@@ -57,6 +57,8 @@ from dpgate_server.ledger.model import (
     DerivedRecord,
     Outcome,
     Principal,
+    PublishCharge,
+    PublishSpend,
     Reconciliation,
     ReleasePage,
     RequestInfo,
@@ -497,6 +499,102 @@ class Ledger:
             outcome.metadata = {**outcome.metadata, "member": str(refused.index)}
             raise outcome from None
 
+    def charge_publish_spend(
+        self,
+        dataset_id: str,
+        dataset_version: str,
+        purpose: str,
+        cost_units: int,
+        request: RequestInfo,
+        *,
+        max_per_version: int = 1,
+    ) -> PublishCharge:
+        """Charge a spend declared for a publish-time release to the dataset's cap, once.
+
+        Publishing releases a few DP statistics of the version it builds (the bias figure;
+        a bound chosen by a DP quantile). No requester pays: the dataset's global cap does,
+        as the cap bounds what is ever learnt from the dataset. In ONE transaction: the
+        spend is refused if the cap's remainder cannot pay it, or if `dataset_version`
+        already has `max_per_version` spends for `purpose` (the administrator's limit on
+        how often a version may spend on it); else it is recorded, added to the dataset's
+        spent total and audited (the event lists it in the transparency report, its
+        release id the spend's id). A refusal is audited too, and returned, not raised:
+        the publish goes on without the statistic.
+
+        Call it before the statistic leaves the process (before the version that holds it
+        becomes current); a publish that fails afterwards leaves the spend recorded (never
+        less charged than released).
+
+        Raises:
+            DatasetNotFoundError: the ledger has no such dataset (nothing recorded).
+            InvalidAmount: `cost_units` is not a positive integer.
+            ValueError: an empty purpose or version, or `max_per_version` below 1.
+        """
+        _check_cost(cost_units)
+        if not purpose or not dataset_version:
+            raise ValueError("a publish spend names its purpose and dataset version")
+        if max_per_version < 1:
+            raise ValueError(f"max_per_version must be at least 1, not {max_per_version}")
+        what = f"publish spend: {purpose} of {dataset_id} {dataset_version}"
+        asked = dataclasses.replace(request, query_text=request.query_text or what)
+        with self._write() as (tx, now):
+            dataset = _dataset(tx, dataset_id)
+            cost = describe(cost_units, dataset.accounting)
+            earlier = [
+                s
+                for s in tx.list_publish_spends(dataset_id, dataset_version)
+                if s.purpose == purpose
+            ]
+            refusal = ""
+            if len(earlier) >= max_per_version:
+                refusal = (
+                    f"{dataset_id} {dataset_version} has spent on {purpose} "
+                    f"{len(earlier)} time(s), the most the setting allows per version"
+                )
+            elif cost_units > dataset.cap_remaining_units:
+                left = describe(dataset.cap_remaining_units, dataset.accounting)
+                refusal = f"the cap of {dataset_id} has {left} left; {purpose} costs {cost}"
+            if refusal:
+                append_event(
+                    tx,
+                    at=now,
+                    request=asked,
+                    outcome=Outcome.REFUSED,
+                    dataset_id=dataset_id,
+                    detail=f"{what} refused, nothing charged: {refusal}",
+                )
+                return PublishCharge(None, refusal, dataset.cap_remaining_units)
+            spend = PublishSpend(
+                spend_id="pub_" + secrets.token_hex(16),
+                dataset_id=dataset_id,
+                dataset_version=dataset_version,
+                purpose=purpose,
+                cost_units=cost_units,
+                created_at=now,
+                request_id=request.request_id,
+            )
+            tx.insert_publish_spend(spend)
+            tx.add_dataset_spent(dataset_id, cost_units)
+            append_event(
+                tx,
+                at=now,
+                request=asked,
+                outcome=Outcome.ANSWERED,
+                dataset_id=dataset_id,
+                cost_units=cost_units,
+                release_id=spend.spend_id,
+                detail=f"{what}, charged {cost} to the dataset's cap",
+            )
+            return PublishCharge(spend, "", dataset.cap_remaining_units - cost_units)
+
+    def publish_spends(
+        self, dataset_id: str | None = None, dataset_version: str | None = None
+    ) -> list[PublishSpend]:
+        """Spends charged to caps by publishing (on one dataset, of one version), oldest
+        first."""
+        with self._storage.read() as tx:
+            return tx.list_publish_spends(dataset_id, dataset_version)
+
     def single_flight(self, release_key: str, wait_s: float) -> AbstractContextManager[Flight]:
         """Hold `release_key`'s flight lock (every process on this ledger) while computing.
 
@@ -740,12 +838,16 @@ class Ledger:
             return build_report(tx, self._clock())
 
     def reconcile(self) -> Reconciliation:
-        """Check that every stored balance equals the sum of the releases behind it."""
+        """Check that every stored balance equals the sum of the releases behind it (a
+        dataset's: its requesters' spends and its publish spends)."""
         problems: list[str] = []
         with self._storage.read() as tx:
             totals = {(t.requester_id, t.dataset_id): t.cost_units for t in tx.release_totals()}
             allocations = tx.list_allocations()
             datasets = tx.list_datasets()
+            published: dict[str, int] = {}
+            for spend in tx.list_publish_spends(None):
+                published[spend.dataset_id] = published.get(spend.dataset_id, 0) + spend.cost_units
         accounting = {d.dataset_id: d.accounting for d in datasets}
         for allocation in allocations:
             key = (allocation.requester_id, allocation.dataset_id)
@@ -761,6 +863,7 @@ class Ledger:
         problems.extend(f"{key}: releases without an allocation" for key in totals)
         for dataset in datasets:
             spent = sum(a.spent_units for a in allocations if a.dataset_id == dataset.dataset_id)
+            spent += published.get(dataset.dataset_id, 0)  # publish spends pay from the cap
             if dataset.spent_units != spent:
                 problems.append(
                     f"{dataset.dataset_id}: dataset spent"

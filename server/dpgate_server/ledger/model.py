@@ -263,6 +263,52 @@ class DerivedRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishSpend:
+    """A privacy spend charged to a dataset's cap by publishing, not by a requester.
+
+    Publishing may release DP statistics of the version it builds (the bias figure: how
+    many patients lost rows to each contribution bound; a bound chosen by a DP quantile).
+    Their spend is declared by an administrator setting, charged to the dataset's global
+    cap (no requester's allocation pays), recorded here and audited, once per release.
+
+    Attributes:
+        spend_id: the record's id ("pub_" and random hex).
+        dataset_id: the dataset whose cap paid.
+        dataset_version: the version the spend was made for (the name its publish gives it).
+        purpose: what was released, e.g. "bias_figure".
+        cost_units: the declared spend, in ledger units (positive).
+        created_at: when it was charged.
+        request_id: the request (the publish) that charged it.
+    """
+
+    spend_id: str
+    dataset_id: str
+    dataset_version: str
+    purpose: str
+    cost_units: int
+    created_at: dt.datetime
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishCharge:
+    """What `Ledger.charge_publish_spend` decided: charged (`spend`), or not and why.
+
+    A publish goes on either way: a statistic the cap cannot pay (or past the per-version
+    limit) is simply not released, and `refusal` says so in words for the operator.
+    """
+
+    spend: PublishSpend | None
+    refusal: str = ""
+    remaining_units: int = 0
+    """The dataset cap's remainder after the decision."""
+
+    @property
+    def charged(self) -> bool:
+        return self.spend is not None
+
+
+@dataclass(frozen=True, slots=True)
 class ReleasePage:
     """One page of a requester's releases and derived answers, newest first.
 

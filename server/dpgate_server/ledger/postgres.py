@@ -46,6 +46,7 @@ from dpgate_server.ledger.model import (
     Dataset,
     DerivedRecord,
     Outcome,
+    PublishSpend,
     Requester,
     Role,
     StoredRelease,
@@ -317,6 +318,9 @@ _EVENT = (
     " release_id, request_id, detail, prev_hash, event_hash"
 )
 _PENDING = "source, window_start, request_count, first_rpc, first_request_id, last_at"
+_PUBLISH_SPEND = (
+    "spend_id, dataset_id, dataset_version, purpose, cost_units, created_at, request_id"
+)
 _DERIVED = (
     "derived_id, requester_id, dataset_id, source_release_id, dataset_version, canonical_query,"
     " created_at, request_id"
@@ -658,6 +662,33 @@ class PostgresTransaction:
         )
         return [_derived(row) for row in rows]
 
+    def insert_publish_spend(self, spend: PublishSpend) -> None:
+        self._insert(
+            "publish_spends",
+            _PUBLISH_SPEND,
+            (
+                spend.spend_id,
+                spend.dataset_id,
+                spend.dataset_version,
+                spend.purpose,
+                spend.cost_units,
+                _aware(spend.created_at),
+                spend.request_id,
+            ),
+            f"publish spend {spend.spend_id!r}",
+        )
+
+    def list_publish_spends(
+        self, dataset_id: str | None, dataset_version: str | None = None
+    ) -> list[PublishSpend]:
+        rows = self._all(
+            f"SELECT {_PUBLISH_SPEND} FROM publish_spends"
+            " WHERE (%s::text IS NULL OR dataset_id = %s)"
+            " AND (%s::text IS NULL OR dataset_version = %s) ORDER BY spend_seq",
+            (dataset_id, dataset_id, dataset_version, dataset_version),
+        )
+        return [_publish_spend(row) for row in rows]
+
     def find_received_releases(
         self, requester_id: str, release_keys: Sequence[str]
     ) -> list[StoredRelease]:
@@ -849,6 +880,18 @@ def _allocation(row: tuple[Any, ...]) -> Allocation:
         expires_at=_utc_or_none(row[4]),
         purpose=row[5],
         agreement=row[6],
+    )
+
+
+def _publish_spend(row: tuple[Any, ...]) -> PublishSpend:
+    return PublishSpend(
+        spend_id=row[0],
+        dataset_id=row[1],
+        dataset_version=row[2],
+        purpose=row[3],
+        cost_units=int(row[4]),
+        created_at=_utc(row[5]),
+        request_id=row[6],
     )
 
 

@@ -46,6 +46,7 @@ from dpgate_server.ledger.model import (
     Dataset,
     DerivedRecord,
     Outcome,
+    PublishSpend,
     Requester,
     Role,
     StoredRelease,
@@ -665,6 +666,31 @@ class SqliteTransaction:
         )
         return [_derived(row) for row in rows]
 
+    def insert_publish_spend(self, spend: PublishSpend) -> None:
+        self._insert(
+            "INSERT INTO publish_spends VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                spend.spend_id,
+                spend.dataset_id,
+                spend.dataset_version,
+                spend.purpose,
+                spend.cost_units,
+                format_time(spend.created_at),
+                spend.request_id,
+            ),
+            f"publish spend {spend.spend_id!r}",
+        )
+
+    def list_publish_spends(
+        self, dataset_id: str | None, dataset_version: str | None = None
+    ) -> list[PublishSpend]:
+        rows = self._db.execute(
+            "SELECT * FROM publish_spends WHERE (?1 IS NULL OR dataset_id = ?1)"
+            " AND (?2 IS NULL OR dataset_version = ?2) ORDER BY rowid",
+            (dataset_id, dataset_version),
+        )
+        return [_publish_spend(row) for row in rows]
+
     def find_received_releases(
         self, requester_id: str, release_keys: Sequence[str]
     ) -> list[StoredRelease]:
@@ -845,6 +871,18 @@ def _derived(row: Any) -> DerivedRecord:
         canonical_query=row[5],
         created_at=parse_time(row[6]),
         request_id=row[7],
+    )
+
+
+def _publish_spend(row: Any) -> PublishSpend:
+    return PublishSpend(
+        spend_id=row[0],
+        dataset_id=row[1],
+        dataset_version=row[2],
+        purpose=row[3],
+        cost_units=int(row[4]),
+        created_at=parse_time(row[5]),
+        request_id=row[6],
     )
 
 

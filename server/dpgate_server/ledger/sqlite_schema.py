@@ -186,5 +186,24 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             " (requester_id, dataset_id)",
         ),
     ),
+    (
+        6,
+        "spends charged to a dataset's cap by publishing (the bias figure), once per version",
+        (
+            """
+            CREATE TABLE publish_spends (
+                spend_id TEXT PRIMARY KEY,
+                dataset_id TEXT NOT NULL REFERENCES datasets (dataset_id),
+                dataset_version TEXT NOT NULL,
+                purpose TEXT NOT NULL CHECK (length(purpose) > 0),
+                cost_units INTEGER NOT NULL CHECK (cost_units > 0),
+                created_at TEXT NOT NULL,
+                request_id TEXT NOT NULL
+            ) STRICT
+            """,
+            "CREATE INDEX publish_spends_by_version ON publish_spends"
+            " (dataset_id, dataset_version, purpose)",
+        ),
+    ),
 )
 """(version, description, statements), ascending."""

@@ -33,6 +33,7 @@ from dpgate_server.ledger.model import (
     ChainHead,
     Dataset,
     DerivedRecord,
+    PublishSpend,
     Requester,
     StoredRelease,
     TokenInfo,
@@ -192,6 +193,14 @@ class StorageTransaction(Protocol):
     def insert_idempotency(
         self, requester_id: str, key: str, record: IdempotencyRecord, at: dt.datetime
     ) -> None: ...
+
+    # spends charged to a dataset's cap by publishing (ledger schema 6)
+    def insert_publish_spend(self, spend: PublishSpend) -> None: ...
+    def list_publish_spends(
+        self, dataset_id: str | None, dataset_version: str | None = None
+    ) -> list[PublishSpend]:
+        """Publish spends (on one dataset, of one version), oldest first."""
+        ...
 
     # the current version of each dataset (publishing moves it, every replica reads it)
     def get_current_version(self, dataset_id: str) -> str | None: ...

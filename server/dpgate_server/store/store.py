@@ -47,6 +47,7 @@ import polars as pl
 from dpgate_server.durable import fsync_path, replace_text, write_synced
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.store.period_bounds import PeriodBounds
+from dpgate_server.store.publish_records import BiasFigure, PublishSpendRecord
 from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 APPOINTMENTS_DIR = "appointments"
@@ -123,6 +124,14 @@ class ContributionBound:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishRecords:
+    """What a publish released besides the rows, for the new version's manifest."""
+
+    spends: tuple[PublishSpendRecord, ...] = ()
+    bias_figure: BiasFigure | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VersionManifest:
     """What a version holds, as recorded when it was published."""
 
@@ -134,6 +143,12 @@ class VersionManifest:
     bound: ContributionBound | None
     source: dict[str, Any]
     """How the rows were produced (generator seed and scale, or the ingest batch)."""
+    publish_spends: tuple[PublishSpendRecord, ...] = ()
+    """Spends the publish declared for DP statistics of this version, charged or not."""
+    bias_figure: BiasFigure | None = None
+    """The DP count of patients who lost rows to each bound, released once with the
+    version (or why not); None for a version whose publish never considered one (the
+    generator's, or one published before the figure existed)."""
 
     def to_json(self) -> str:
         return json.dumps(_manifest_to_dict(self), sort_keys=True, indent=1)
@@ -279,6 +294,13 @@ class DatasetStore:
         folder = self.root / dataset_id / VERSIONS_DIR
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
+    def next_version_name(self, dataset_id: str) -> str:
+        """The name the next `publish` of `dataset_id` gives its version (stable while the
+        caller holds the dataset's build lock: only a build names a version)."""
+        if not _is_safe_name(dataset_id):
+            raise ValueError(f"dataset id {dataset_id!r} must be a plain name")
+        return _next_version_name(self.versions(dataset_id))
+
     @staticmethod
     def names_before(version: str) -> list[str]:
         """Every name a version published before `version` had, retired ones included.
@@ -392,6 +414,9 @@ class DatasetStore:
         builder: VersionBuilder,
         bound: ContributionBound | None,
         source: dict[str, Any],
+        records: PublishRecords | None = None,
+        *,
+        expected_version: str | None = None,
     ) -> DatasetVersion:
         """Seal the staged files into a new version and make it current, atomically.
 
@@ -399,11 +424,20 @@ class DatasetStore:
         the staging folder is renamed into `versions/`, then CURRENT is replaced in one
         `os.replace` (with a shared pointer: the pointer is moved in the ledger's database,
         then CURRENT is copied). A crash at any point leaves the previous version current.
+
+        `records` (what the publish released besides the rows) go into the manifest; with
+        `expected_version`, a version that would get another name is refused (the records
+        were charged for that name) and nothing is published.
         """
         dataset_dir = self.root / builder.dataset_id
         (dataset_dir / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
         shutil.rmtree(builder.staging / WORK_DIR, ignore_errors=True)
         version = _next_version_name(self.versions(builder.dataset_id))
+        if expected_version is not None and version != expected_version:
+            raise RuntimeError(
+                f"the version would be {version}, not {expected_version} as its records say"
+            )
+        records = records or PublishRecords()
         manifest = VersionManifest(
             dataset_id=builder.dataset_id,
             version=version,
@@ -412,6 +446,8 @@ class DatasetStore:
             public_files=tuple(_records(builder.staging, PUBLIC_DIR)),
             bound=bound,
             source=source,
+            publish_spends=records.spends,
+            bias_figure=records.bias_figure,
         )
         write_synced(builder.staging / METADATA_FILE, builder.metadata.to_json())
         write_synced(builder.staging / MANIFEST_FILE, manifest.to_json())
@@ -485,7 +521,7 @@ def _manifest_to_dict(m: VersionManifest) -> dict[str, Any]:
     def files(records: tuple[FileRecord, ...]) -> list[dict[str, Any]]:
         return [{"path": r.path, "sha256": r.sha256, "rows": r.rows} for r in records]
 
-    return {
+    raw: dict[str, Any] = {
         "dataset_id": m.dataset_id,
         "version": m.version,
         "created_at": m.created_at,
@@ -494,6 +530,11 @@ def _manifest_to_dict(m: VersionManifest) -> dict[str, Any]:
         "bound": None if m.bound is None else _bound_to_dict(m.bound),
         "source": m.source,
     }
+    if m.publish_spends:  # absent for versions that spent nothing at publish, as before
+        raw["publish_spends"] = [s.to_dict() for s in m.publish_spends]
+    if m.bias_figure is not None:
+        raw["bias_figure"] = m.bias_figure.to_dict()
+    return raw
 
 
 def _bound_to_dict(bound: ContributionBound) -> dict[str, Any]:
@@ -530,4 +571,10 @@ def _manifest_from_dict(raw: dict[str, Any]) -> VersionManifest:
             period_bounds=PeriodBounds.from_dict(bound.get("period_bounds")),
         ),
         source=dict(raw.get("source", {})),
+        publish_spends=tuple(
+            PublishSpendRecord.from_dict(s) for s in raw.get("publish_spends", ())
+        ),
+        bias_figure=None
+        if raw.get("bias_figure") is None
+        else BiasFigure.from_dict(raw["bias_figure"]),
     )

@@ -55,7 +55,7 @@ def test_a_ledger_at_schema_3_with_data_migrates_and_adopts_the_store_pointer(
 
     with ledger_store.open() as ledger:
         versions = ledger_store.fetch("SELECT version FROM schema_version ORDER BY 1")
-        assert [v for (v,) in versions] == [1, 2, 3, 4, 5]
+        assert [v for (v,) in versions] == list(range(1, len(module.MIGRATIONS) + 1))
         assert ledger.get_budget("r1", DATASET).granted_units == 100  # the data is kept
         assert ledger.verify(expected_head=head).ok
         assert ledger.current_versions() == {}

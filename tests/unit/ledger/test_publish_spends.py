@@ -1,0 +1,77 @@
+"""Publish spends: a publish-time release (the bias figure) charged to the dataset's cap.
+
+Runs on both backends (`setup`). The cap pays, never an allocation; the spend is recorded,
+audited and listed in the transparency report; a version spends at most as often as the
+setting allows; a cap too small refuses with nothing charged; reconcile counts it.
+"""
+
+from __future__ import annotations
+
+from dpgate_server.ledger import Outcome, RequestInfo
+
+PUBLISH = RequestInfo(request_id="pub-1", rpc="PublishDatasetVersion")
+
+
+def test_a_publish_spend_is_charged_to_the_cap_recorded_and_audited(setup):
+    ledger, dataset = setup.ledger, setup.dataset
+    head = ledger.head().count
+    charge = ledger.charge_publish_spend(dataset, "v000002", "bias_figure", 300, PUBLISH)
+    assert charge.charged
+    assert charge.remaining_units == setup.cap - 300
+    assert ledger.get_dataset(dataset).spent_units == 300
+    assert ledger.get_budget("alice", dataset).spent_units == 0  # no allocation pays
+    (spend,) = ledger.publish_spends(dataset)
+    assert spend == charge.spend
+    assert (spend.dataset_version, spend.purpose, spend.cost_units) == (
+        "v000002",
+        "bias_figure",
+        300,
+    )
+    (event,) = ledger.list_events(head)
+    assert (event.outcome, event.cost_units, event.release_id) == (
+        Outcome.ANSWERED,
+        300,
+        spend.spend_id,
+    )
+    assert "bias_figure of gp_appointments v000002" in event.detail
+    assert ledger.reconcile().ok
+    assert ledger.verify().ok
+    (entry,) = ledger.transparency_report().entries
+    assert (entry.spend_units, entry.cumulative_dataset_units) == (300, 300)
+
+
+def test_a_version_spends_once_by_default_and_a_second_is_refused_free(setup):
+    ledger, dataset = setup.ledger, setup.dataset
+    assert ledger.charge_publish_spend(dataset, "v000002", "bias_figure", 300, PUBLISH).charged
+    again = ledger.charge_publish_spend(dataset, "v000002", "bias_figure", 300, PUBLISH)
+    assert not again.charged
+    assert "the most the setting allows per version" in again.refusal
+    assert ledger.get_dataset(dataset).spent_units == 300
+    assert len(ledger.publish_spends(dataset, "v000002")) == 1
+    # another purpose, another version: each its own count
+    assert ledger.charge_publish_spend(dataset, "v000002", "chosen_bounds", 10, PUBLISH).charged
+    assert ledger.charge_publish_spend(dataset, "v000003", "bias_figure", 10, PUBLISH).charged
+    # a limit of two lets the version spend once more
+    twice = ledger.charge_publish_spend(
+        dataset, "v000002", "bias_figure", 5, PUBLISH, max_per_version=2
+    )
+    assert twice.charged
+    assert ledger.get_dataset(dataset).spent_units == 325
+    assert ledger.reconcile().ok
+
+
+def test_a_cap_too_small_refuses_with_nothing_charged_and_says_why(setup):
+    ledger, dataset = setup.ledger, setup.dataset
+    setup.charge(setup.alice, "k1", 1_000)
+    ledger.admin.set_dataset_cap(dataset, 1_100, reason="tight", request=setup.operator, force=True)
+    head = ledger.head().count
+    refused = ledger.charge_publish_spend(dataset, "v000002", "bias_figure", 300, PUBLISH)
+    assert not refused.charged
+    assert refused.remaining_units == 100
+    assert "has epsilon 0.0000001 left" in refused.refusal
+    assert ledger.get_dataset(dataset).spent_units == 1_000
+    assert ledger.publish_spends(dataset) == []
+    (event,) = ledger.list_events(head)
+    assert (event.outcome, event.cost_units) == (Outcome.REFUSED, 0)
+    assert "nothing charged" in event.detail
+    assert ledger.reconcile().ok
