@@ -148,6 +148,8 @@ class Server:
     analyst_token: str
     folder: Path
     peaks: dict[str, float] = field(default_factory=dict)
+    phase: str = "start"
+    """The phase running now: the sampler also keeps each phase's peak of the whole tree."""
 
 
 def start_server(store: Path, folder: Path, processes: int = 1) -> Server:
@@ -225,6 +227,9 @@ def rss_sampler(server: Server) -> Iterator[None]:
             for key, value in (("server", own), ("child", max(children, default=0)),
                                ("total", own + sum(children))):  # fmt: skip
                 server.peaks[key] = max(server.peaks.get(key, 0.0), value / mb)
+            phase = f"total {server.phase}"
+            now = (own + sum(children)) / mb
+            server.peaks[phase] = max(server.peaks.get(phase, 0.0), now)
             server.peaks["children"] = max(server.peaks.get("children", 0), len(children))
             stop.wait(0.02)
 
@@ -452,12 +457,20 @@ class ClientPlan:
 
 
 def question(plan: ClientPlan, index: int, k: int) -> tuple[str, float]:
-    """The k-th question of client `index`: the mix in equal shares; new or cached."""
-    name = MIX[(index + k) % len(MIX)]
-    new = plan.mode == "fresh" or (plan.mode == "mixed" and (index + k) % 10 == 0)
+    """The k-th question of client `index`: the mix in equal shares, cached or new.
+
+    Questions are numbered over the phase (n); question n is MIX[n % 5], and in "mixed" it
+    is new when n % 50 is 0, 11, 22, 33 or 44: one in ten, each of the mix's questions alike
+    (one new question never happens to be always the cheapest)."""
+    n = index * plan.per_client + k
+    name = MIX[n % len(MIX)]
+    new = plan.mode == "fresh" or (plan.mode == "mixed" and n % 50 in MIXED_NEW)
     if not new:
         return name, CACHED_EPSILON
-    return name, round(plan.epsilon_base + (index * plan.per_client + k + 1) * 1e-6, 9)
+    return name, round(plan.epsilon_base + (n + 1) * 1e-6, 9)
+
+
+MIXED_NEW = frozenset({0, 11, 22, 33, 44})
 
 
 def client_process(plan: ClientPlan, indices: list[int], barrier: Barrier, results: Any) -> None:
@@ -601,8 +614,13 @@ def summary(figures: Figures, server: Server, processes: int) -> None:
             line += f" [the target is for {clients} clients]"
         print(line)
     peak = server.peaks.get("total", 0.0)
+    phases = ", ".join(
+        f"{key.removeprefix('total ')} {value:.0f}"
+        for key, value in server.peaks.items()
+        if key.startswith("total ")
+    )
     print(f"  server + workers peak RSS: {peak:.0f} MB (<= {MEMORY_TARGET_MB:.0f} MB at 12M "
-          f"rows) {verdict(peak <= MEMORY_TARGET_MB)}")  # fmt: skip
+          f"rows) {verdict(peak <= MEMORY_TARGET_MB)}; by phase (MB): {phases}")  # fmt: skip
 
 
 def bench_scale(args: argparse.Namespace, practices: int, processes: int) -> None:
@@ -628,14 +646,18 @@ def bench_scale(args: argparse.Namespace, practices: int, processes: int) -> Non
     try:
         with rss_sampler(server), Client(server.target, server.analyst_token) as client:
             if "latency" in args.phases:
+                server.phase = "latency"
                 latency_phase(version, client, repeats, eps, figures)
             if "repeat" in args.phases:
+                server.phase = "repeat"
                 repeat_phase(client, server.folder, args.repeats, figures)
             if args.phases & {"cached", "mixed", "fresh"}:
+                server.phase = "release"
                 release_mix(client)
                 print()
             for mode in ("cached", "mixed", "fresh"):
                 if mode in args.phases:
+                    server.phase = mode
                     throughput_phase(server, plans[mode], clients[mode], args.client_processes,
                                      figures)  # fmt: skip
     finally:
