@@ -107,6 +107,27 @@ def test_repeat_is_free_identical_and_does_not_run_the_query(
     assert service.running.pool.stats().completed == completed_before
 
 
+def test_a_query_is_read_on_the_calling_thread_without_starting_one(
+    client: Client, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gRPC's default starts a thread per server-streaming call to drive it; a repeat then
+    # costs a thread start on the client (issue 17's cached-question figures).
+    query = count(service.dataset_id).by("mode").epsilon(0.35)
+    client.query(query)
+    caller, started = threading.current_thread(), []
+    start = threading.Thread.start
+
+    def recording(thread: threading.Thread) -> None:
+        if threading.current_thread() is caller:
+            started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording)
+    again = client.query(query)
+    assert again.repeat
+    assert started == []
+
+
 def test_other_confidence_level_is_the_same_release_with_other_intervals(
     client: Client, service: Service
 ) -> None:
