@@ -294,6 +294,7 @@ class QueryAnswerer:
                 payload=payload,
                 request=request,
                 same_question=same_question,
+                dataset_version=prepared.query.dataset_version,
             )
         return self._answer(result, query)
 
@@ -343,7 +344,10 @@ class QueryAnswerer:
         """The best derived answer from the releases on `version` the requester may receive
         (own, or anyone's if the dataset shares releases); None if none adds up to it."""
         sources = []
-        for stored in self._ledger.derivation_sources(requester_id, prepared.query.dataset_id):
+        found = self._ledger.derivation_sources(
+            requester_id, prepared.query.dataset_id, version.version
+        )
+        for stored in found:
             try:
                 release = Release.from_bytes(stored.payload)
             except ReleaseFormatError:

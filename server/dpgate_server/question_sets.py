@@ -336,6 +336,7 @@ def _set_member(prepared: engine.PreparedQuery, key: str | None, payload: bytes)
         payload=payload,
         query_text=prepared.query.to_json(),
         same_question=functools.partial(_same_question, asked=prepared.query),
+        dataset_version=prepared.query.dataset_version,
     )
 
 

@@ -274,6 +274,7 @@ class Ledger:
         payload: bytes,
         request: RequestInfo,
         same_question: SameQuestion | None = None,
+        dataset_version: str | None = None,
     ) -> DebitResult:
         """Charge `cost_units` and record the release, atomically and durably.
 
@@ -289,6 +290,8 @@ class Ledger:
                 that earlier release answers this question all the same (a retry after
                 a new version replaced the one it was answered on); the ledger cannot
                 tell, as payloads are opaque to it. None: only the same release key.
+            dataset_version: the version the payload was computed on, recorded with the
+                release so `derivation_sources` finds it by version.
 
         Returns:
             The release to return. An identical query already released is a repeat:
@@ -308,7 +311,13 @@ class Ledger:
         if request.principal is not None and request.principal.requester_id != requester_id:
             raise ValueError("the request's principal is not the requester being charged")
         spend = _Spend(
-            requester_id, dataset_id, release_key, idempotency_key, cost_units, same_question
+            requester_id,
+            dataset_id,
+            release_key,
+            idempotency_key,
+            cost_units,
+            same_question,
+            dataset_version,
         )
         with self._write() as (tx, now):
             decision = _decide(tx, now, spend)
@@ -369,12 +378,17 @@ class Ledger:
             raise outcome
         return outcome
 
-    def derivation_sources(self, requester_id: str, dataset_id: str) -> list[StoredRelease]:
+    def derivation_sources(
+        self, requester_id: str, dataset_id: str, dataset_version: str | None = None
+    ) -> list[StoredRelease]:
         """The releases of `dataset_id` this requester may receive, oldest first: their own,
         and every other requester's only if the dataset shares releases.
 
         A derived answer adds up cells of one of these (post-processing, free), so it never
-        shows a requester a release they could not have been served as a repeat.
+        shows a requester a release they could not have been served as a repeat. With
+        `dataset_version`, only the releases recorded on it, looked up by the index on
+        (dataset, version), and those recorded before releases kept their version (their
+        `dataset_version` is None: the caller reads it from the payload).
 
         Raises:
             DatasetNotFoundError, RequesterNotFound, RequesterDisabled: as named.
@@ -387,7 +401,9 @@ class Ledger:
             if not requester.enabled:
                 raise RequesterDisabled(f"requester {requester_id!r} is disabled")
             owner = None if dataset.share_releases else requester_id
-            return tx.list_releases(owner, dataset_id)
+            if dataset_version is None:
+                return tx.list_releases(owner, dataset_id)
+            return tx.list_releases_on_version(owner, dataset_id, dataset_version)
 
     def idempotency_key_used(self, requester_id: str, idempotency_key: str) -> bool:
         """Whether `requester_id` has a release recorded under `idempotency_key` (a retry
@@ -905,6 +921,7 @@ class SetMember:
         payload: the engine's serialized answer (stored, never interpreted).
         query_text: the member's canonical query, for its audit event.
         same_question: as for `Ledger.debit`.
+        dataset_version: as for `Ledger.debit`.
     """
 
     dataset_id: str
@@ -914,6 +931,7 @@ class SetMember:
     payload: bytes
     query_text: str
     same_question: SameQuestion | None = None
+    dataset_version: str | None = None
 
 
 class _SetRefused(Exception):
@@ -943,6 +961,7 @@ def _debit_members(
             member.idempotency_key,
             member.cost_units,
             member.same_question,
+            member.dataset_version,
         )
         asked = dataclasses.replace(request, query_text=member.query_text)
         decision = _decide(tx, now, spend)
@@ -987,6 +1006,7 @@ class _Spend:
     idempotency_key: str | None
     cost_units: int
     same_question: SameQuestion | None
+    dataset_version: str | None = None
 
     def answered_by(self, earlier: StoredRelease) -> bool:
         """Whether the release an idempotency key was used for answers this spend."""
@@ -1134,6 +1154,7 @@ def _charge(
         payload=payload,
         created_at=now,
         request_id=request.request_id,
+        dataset_version=spend.dataset_version,
     )
     tx.insert_release(release)
     tx.add_allocation_spent(spend.requester_id, spend.dataset_id, spend.cost_units)

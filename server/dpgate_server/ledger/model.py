@@ -221,6 +221,8 @@ class StoredRelease:
         payload: the engine's serialized answer; opaque to the ledger.
         created_at: when it was recorded.
         request_id: the request that created it.
+        dataset_version: the dataset version it was computed on (None: not given, or
+            recorded before the ledger kept it; the payload still names it).
     """
 
     release_id: str
@@ -231,6 +233,7 @@ class StoredRelease:
     payload: bytes
     created_at: dt.datetime
     request_id: str
+    dataset_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -311,7 +311,8 @@ _TOKENS = (
 _DATASET = "dataset_id, accounting, cap_units, spent_units, share_releases"
 _ALLOCATION = "requester_id, dataset_id, granted_units, spent_units, expires_at, purpose, agreement"
 _RELEASE = (
-    "release_id, release_key, dataset_id, requester_id, cost_units, payload, created_at, request_id"
+    "release_id, release_key, dataset_id, requester_id, cost_units, payload, created_at,"
+    " request_id, dataset_version"
 )
 _EVENT = (
     "seq, at, requester_id, token_id, role, rpc, query_text, dataset_id, cost_units, outcome,"
@@ -579,6 +580,7 @@ class PostgresTransaction:
                 release.payload,
                 _aware(release.created_at),
                 release.request_id,
+                release.dataset_version,
             ),
             f"release {release.release_id!r}",
         )
@@ -590,6 +592,17 @@ class PostgresTransaction:
             f"SELECT {_RELEASE} FROM releases WHERE (%s::text IS NULL OR requester_id = %s)"
             " AND (%s::text IS NULL OR dataset_id = %s) ORDER BY release_seq",
             (requester_id, requester_id, dataset_id, dataset_id),
+        )
+        return [_release(row) for row in rows]
+
+    def list_releases_on_version(
+        self, requester_id: str | None, dataset_id: str, dataset_version: str
+    ) -> list[StoredRelease]:
+        rows = self._all(
+            f"SELECT {_RELEASE} FROM releases WHERE dataset_id = %s"
+            " AND (dataset_version = %s OR dataset_version IS NULL)"
+            " AND (%s::text IS NULL OR requester_id = %s) ORDER BY release_seq",
+            (dataset_id, dataset_version, requester_id, requester_id),
         )
         return [_release(row) for row in rows]
 
@@ -918,6 +931,7 @@ def _release(row: tuple[Any, ...]) -> StoredRelease:
         payload=bytes(row[5]),
         created_at=_utc(row[6]),
         request_id=row[7],
+        dataset_version=row[8],
     )
 
 

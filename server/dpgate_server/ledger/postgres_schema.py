@@ -206,5 +206,18 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             " (dataset_id, dataset_version, purpose)",
         ),
     ),
+    (
+        7,
+        "releases name their dataset version, looked up by it; keys looked up by release",
+        (
+            # NULL for a release recorded before this migration (its version is only in
+            # its payload): lookups by version include those and read their payloads.
+            "ALTER TABLE releases ADD COLUMN dataset_version TEXT",
+            "CREATE INDEX releases_by_version ON releases (dataset_id, dataset_version)",
+            # find_received_releases: a requester's idempotency keys naming a release.
+            "CREATE INDEX idempotency_keys_by_release ON idempotency_keys"
+            " (requester_id, release_id)",
+        ),
+    ),
 )
 """(version, description, statements), ascending."""

@@ -66,6 +66,18 @@ DEFAULT_BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for the lock before `LedgerBusy` (debits take about a millisecond)."""
 
 
+RELEASES_ON_VERSION = (
+    "SELECT *, rowid AS seq FROM releases WHERE dataset_id = ?2 AND dataset_version = ?3"
+    " AND (?1 IS NULL OR requester_id = ?1)"
+    " UNION ALL SELECT *, rowid AS seq FROM releases WHERE dataset_id = ?2"
+    " AND dataset_version IS NULL AND (?1 IS NULL OR requester_id = ?1) ORDER BY seq"
+)
+"""A dataset's releases on one version (?3), and those recorded without a version, of one
+requester (?1) or all (?1 NULL), oldest first. Two arms, not an OR: SQLite then searches
+releases_by_version on (dataset_id, dataset_version) in each, not every release of the
+dataset."""
+
+
 class SqliteStorage:
     """`LedgerStorage` over one SQLite file; safe to share between threads and processes."""
 
@@ -591,7 +603,9 @@ class SqliteTransaction:
 
     def insert_release(self, release: StoredRelease) -> None:
         self._insert(
-            "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO releases (release_id, release_key, dataset_id, requester_id,"
+            " cost_units, payload, created_at, request_id, dataset_version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 release.release_id,
                 release.release_key,
@@ -601,6 +615,7 @@ class SqliteTransaction:
                 release.payload,
                 format_time(release.created_at),
                 release.request_id,
+                release.dataset_version,
             ),
             f"release {release.release_id!r}",
         )
@@ -613,6 +628,12 @@ class SqliteTransaction:
             " AND (?2 IS NULL OR dataset_id = ?2) ORDER BY rowid",
             (requester_id, dataset_id),
         )
+        return [_release(row) for row in rows]
+
+    def list_releases_on_version(
+        self, requester_id: str | None, dataset_id: str, dataset_version: str
+    ) -> list[StoredRelease]:
+        rows = self._db.execute(RELEASES_ON_VERSION, (requester_id, dataset_id, dataset_version))
         return [_release(row) for row in rows]
 
     def page_releases(
@@ -896,6 +917,7 @@ def _release(row: Any) -> StoredRelease:
         payload=bytes(row[5]),
         created_at=parse_time(row[6]),
         request_id=row[7],
+        dataset_version=row[8] if len(row) > 8 else None,
     )
 
 

@@ -153,6 +153,14 @@ class StorageTransaction(Protocol):
     def list_releases(
         self, requester_id: str | None, dataset_id: str | None
     ) -> list[StoredRelease]: ...
+    def list_releases_on_version(
+        self, requester_id: str | None, dataset_id: str, dataset_version: str
+    ) -> list[StoredRelease]:
+        """The releases of `dataset_id` (of one requester, or of all with None) recorded on
+        `dataset_version`, and those recorded without a version (before the ledger kept
+        it: the caller reads their payloads), oldest first. Uses releases_by_version."""
+        ...
+
     def page_releases(
         self,
         requester_id: str,

@@ -154,6 +154,9 @@ def test_run_set_debits_exactly_the_sum_once(sets_service: Service) -> None:
     assert not any(r.repeat for r in results)
     assert sorted(released(sets_service, requester_id)) == sorted(r.release_id for r in results)
     assert [r.group_by for r in results] == [("month", "practice_code"), ("mode",), ("hcp_type",)]
+    with Ledger.open(sets_service.ledger_path) as ledger:  # found by version to derive from
+        versions = {ledger.get_release(r.release_id).dataset_version for r in results}
+    assert versions == {results[0].dataset_version}
 
 
 def test_a_retried_set_replays_its_first_answer_and_is_charged_once(

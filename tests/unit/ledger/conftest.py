@@ -65,6 +65,7 @@ class LedgerSetup:
         *,
         idempotency_key: str | None = None,
         payload: bytes = b"answer",
+        dataset_version: str | None = None,
     ) -> DebitResult:
         return self.ledger.debit(
             principal.requester_id,
@@ -74,6 +75,7 @@ class LedgerSetup:
             cost_units=cost,
             payload=payload,
             request=self.request(principal, text=f"query {key}"),
+            dataset_version=dataset_version,
         )
 
 

@@ -64,3 +64,20 @@ def test_a_retried_set_replays_each_member_first_answer(setup):
     assert [r.release.release_id for r in again] == [r.release.release_id for r in first]
     assert [r.charged_units for r in again] == [300, 200]  # as the first call was told
     assert setup.ledger.get_budget("alice", setup.dataset).spent_units == 500
+
+
+def test_set_members_record_the_version_they_were_computed_on(setup):
+    on_version = SetMember(
+        dataset_id=setup.dataset,
+        release_key="v",
+        idempotency_key=None,
+        cost_units=100,
+        payload=b"answer v",
+        query_text="query v",
+        dataset_version="v000003",
+    )
+    (result,) = debit_set(setup, on_version)
+    assert setup.ledger.get_release(result.release.release_id).dataset_version == "v000003"
+    found = setup.ledger.derivation_sources("alice", setup.dataset, "v000003")
+    assert [s.release_key for s in found] == ["v"]
+    assert setup.ledger.derivation_sources("alice", setup.dataset, "v000004") == []

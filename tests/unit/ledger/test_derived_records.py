@@ -110,3 +110,21 @@ def test_a_disabled_requester_gets_no_sources(setup) -> None:
     setup.ledger.admin.set_requester_enabled("alice", False, request=setup.operator)
     with pytest.raises(RequesterDisabled):
         setup.ledger.derivation_sources("alice", setup.dataset)
+
+
+def test_sources_on_a_version_are_its_releases_and_those_recorded_without_one(setup) -> None:
+    on_one = setup.charge(setup.alice, "a1", 1, dataset_version="v000001").release.release_id
+    on_two = setup.charge(setup.bob, "b1", 1, dataset_version="v000002").release.release_id
+    unknown = setup.charge(setup.alice, "a0", 1).release.release_id  # as before migration 7
+    assert setup.ledger.get_release(on_one).dataset_version == "v000001"
+    found = setup.ledger.derivation_sources("alice", setup.dataset, "v000001")
+    assert [s.release_id for s in found] == [on_one, unknown]
+    found = setup.ledger.derivation_sources("alice", setup.dataset, "v000002")
+    assert [s.release_id for s in found] == [on_two, unknown]
+    setup.ledger.admin.set_release_sharing(setup.dataset, False, request=setup.operator)
+    assert setup.ledger.derivation_sources("alice", setup.dataset, "v000002") == [
+        setup.ledger.get_release(unknown)
+    ]
+    assert setup.ledger.derivation_sources("alice", setup.dataset, "v000009")[0].payload == (
+        b"answer"
+    )

@@ -58,6 +58,9 @@ def test_allocations_made_before_purposes_migrate_as_not_recorded(ledger_store: 
             "alice", "d", 10, request=OPERATOR, purpose="dropped", agreement="dropped"
         )
     # Back to the schema before migration 2, as an older dpgate left it.
+    ledger_store.execute("DROP INDEX idempotency_keys_by_release")  # 7
+    ledger_store.execute("DROP INDEX releases_by_version")
+    ledger_store.execute("ALTER TABLE releases DROP COLUMN dataset_version")
     ledger_store.execute("DROP TABLE publish_spends")  # 6
     ledger_store.execute("DROP TABLE derived_answers")  # 5
     ledger_store.execute("DROP TABLE current_versions")  # 4

@@ -178,10 +178,35 @@ def test_a_ledger_at_schema_1_with_data_is_migrated_to_the_latest(ledger_store, 
         assert (line.purpose, line.agreement) == ("not recorded", "not recorded")
         assert ledger.get_budget("r1", "d").remaining_units == 95
         assert ledger.lookup_release("key-1", "r1").payload == b"answer"
+        assert ledger.lookup_release("key-1", "r1").dataset_version is None  # not known then
         assert ledger.reconcile().ok
         ledger.debit(
             "r1", "d", "key-2", idempotency_key=None, cost_units=10, payload=b"more",
-            request=RequestInfo("req-2", "RunQuery"),
+            request=RequestInfo("req-2", "RunQuery"), dataset_version="v000002",
         )  # fmt: skip
         assert ledger.get_budget("r1", "d").spent_units == 15
         assert ledger.verify().ok
+        found = ledger.derivation_sources("r1", "d", "v000002")
+        assert [(r.release_key, r.dataset_version) for r in found] == [
+            ("key-1", None),
+            ("key-2", "v000002"),
+        ]
+
+
+def test_releases_are_looked_up_by_version_and_keys_by_release_through_indexes(ledger_store):
+    """Migration 7: derivation sources by (dataset, version); received releases by key."""
+    ledger_store.open().close()
+    if ledger_store.backend == "sqlite":
+        found = ledger_store.fetch("SELECT name FROM sqlite_master WHERE type = 'index'")
+    else:
+        found = ledger_store.fetch("SELECT indexname FROM pg_indexes")
+    names = {name for (name,) in found}
+    assert {"releases_by_version", "idempotency_keys_by_release"} <= names
+    if ledger_store.backend == "sqlite":  # the planner's choice is stable on SQLite
+        plan = ledger_store.fetch(
+            "EXPLAIN QUERY PLAN " + sqlite.RELEASES_ON_VERSION,
+            None, "d", "v1",
+        )  # fmt: skip
+        searches = [str(row[-1]) for row in plan if "releases" in str(row[-1])]
+        assert len(searches) == 2
+        assert all("USING INDEX releases_by_version" in s for s in searches), searches
