@@ -40,6 +40,8 @@ from dpgate_server.governance.publish_progress import PublishProgress
 from dpgate_server.governance.service import Governance
 from dpgate_server.ledger.ledger import Ledger
 from dpgate_server.ledger.model import RequestInfo
+from dpgate_server.spend import describe
+from dpgate_server.store.chosen_bounds import ChosenBoundsRecord
 from dpgate_server.store.store import DatasetStore
 from dpgate_server.vocabulary.errors import DomainError
 
@@ -179,6 +181,16 @@ def load_opt_outs(
 
 def publish(
     dataset: Annotated[str, typer.Argument(help="The dataset to publish.")],
+    choose_bounds: Annotated[
+        str | None,
+        typer.Option(
+            "--choose-bounds",
+            help="Bounds to choose privately for this publish, comma-separated, of"
+            " max_contributions, week.rows, week.periods, month.rows, month.periods, at the"
+            " level and spend of publishing.chosen_bounds (docs/chosen-bounds.md); charged"
+            " to the dataset's cap. \"none\": the policy's bounds. Default: the setting's.",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Publish the next version of DATASET from the staged practices, as
@@ -189,12 +201,15 @@ def publish(
     """
     settings = _settings_or_exit(config)
     request = _request("PublishDatasetVersion", f"publish {dataset}")
+    chosen = bound_names(choose_bounds)
     with _governance(settings) as (governance, ledger):
         with _stage_progress() as progress:
             bars = PublishBars(progress)
             refused: RefusedExtract | None = None
             try:
-                result = governance.publish(dataset, request, progress=bars.show)
+                result = governance.publish(
+                    dataset, request, progress=bars.show, choose_bounds=chosen
+                )
             except DomainError as exc:
                 refused = _refusal(ledger, request, dataset, exc)
             finally:
@@ -208,6 +223,48 @@ def publish(
         f" {len(result.withdrawn_practices)} withdrawn)",
         err=True,
     )
+    if result.bound_choice is not None:
+        typer.echo(describe_bound_choice(result.bound_choice), err=True)
+
+
+def bound_names(option: str | None) -> tuple[str, ...] | None:
+    """`--choose-bounds` as bound names: None (the setting's), () for "none".
+
+    Example:
+        >>> bound_names("max_contributions, week.rows"), bound_names("none"), bound_names(None)
+        (('max_contributions', 'week.rows'), (), None)
+    """
+    if option is None:
+        return None
+    if option.strip().lower() == "none":
+        return ()
+    return tuple(name.strip() for name in option.split(",") if name.strip())
+
+
+def describe_bound_choice(record: ChosenBoundsRecord) -> str:
+    """What the publish chose privately, or why it kept the policy's bounds.
+
+    Example:
+        >>> from dpgate_server.store.chosen_bounds import BoundChoice, ChosenBound
+        >>> from dpgate_server.vocabulary.accounting import Accounting
+        >>> bound = ChosenBound("max_contributions", 23, 200, 19.8, 100_000_000)
+        >>> choice = BoundChoice(Accounting.PURE_DP, 0.99, (bound,))
+        >>> policy = {"max_contributions": 24}
+        >>> asked = ("max_contributions",)
+        >>> print(describe_bound_choice(ChosenBoundsRecord(asked, 100_000_000, policy, choice)))
+        bounds chosen privately at level 0.99, epsilon 0.1 charged to the dataset's cap:
+          max_contributions 23 (policy 24)
+    """
+    if record.choice is None:
+        kept = ", ".join(f"{name} {record.policy.get(name)}" for name in record.asked)
+        return f"bounds not chosen privately: {record.note}; the policy's stand: {kept}"
+    choice = record.choice
+    spent = describe(record.declared_units, choice.accounting.value)
+    lines = [
+        f"bounds chosen privately at level {choice.level:g}, {spent} charged to the dataset's cap:"
+    ]
+    lines += [f"  {b.name} {b.value} (policy {record.policy.get(b.name)})" for b in choice.bounds]
+    return "\n".join(lines)
 
 
 class PublishBars:

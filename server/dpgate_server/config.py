@@ -14,14 +14,24 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from dpgate_server.governance.bound_choice import BoundChoicePolicy
 from dpgate_server.queries.limits import QueryLimits
+from dpgate_server.spend import to_units_floor
 from dpgate_server.store.period_bounds import PeriodBounds, PeriodCap
 
 
@@ -195,6 +205,48 @@ class PeriodCapSettings(_Section):
     """Distinct (practice_code, period) groups per patient."""
 
 
+class ChosenBoundsSettings(_Section):
+    """Bounds of one dataset chosen privately at publish (governance/bound_choice.py,
+    docs/chosen-bounds.md): OpenDP's DP quantile of rows per patient, its declared spend
+    charged to the dataset's cap and recorded in the version's manifest; when the cap cannot
+    pay, the publish says so and keeps the policy's bounds."""
+
+    bounds: tuple[str, ...] = ("max_contributions",)
+    """The bounds every publish chooses: max_contributions (K), week.rows, week.periods,
+    month.rows, month.periods (a period's only where publishing.period_bounds declares a
+    bound on that period); empty: none unless `dpgate-server publish --choose-bounds`."""
+    level: float = 0.99
+    """The quantile level: about this share of patients keep all their rows under each."""
+    epsilon: Decimal = Field(
+        default=Decimal("0.1"), gt=0, le=10, decimal_places=9, allow_inf_nan=False
+    )
+    """The spend on a pure-DP dataset, for all the bounds chosen together."""
+    rho: Decimal = Field(
+        default=Decimal("0.00125"), gt=0, le=10, decimal_places=9, allow_inf_nan=False
+    )
+    """The spend on a zCDP dataset (0.00125: the same noise as epsilon 0.1)."""
+    max_candidate: int = Field(default=200, ge=1, le=100_000)
+    """The candidates are 1..max_candidate (public); a chosen bound never exceeds it."""
+    max_spends_per_version: int = Field(default=1, ge=1, le=10)
+    """How many times one version may be charged for a choice."""
+
+    @model_validator(mode="after")
+    def _usable(self) -> ChosenBoundsSettings:
+        self.policy()  # the policy's own checks, with their messages
+        return self
+
+    def policy(self) -> BoundChoicePolicy:
+        """The setting as the publish applies it."""
+        return BoundChoicePolicy(
+            bounds=self.bounds,
+            level=self.level,
+            epsilon_units=to_units_floor(self.epsilon),
+            rho_units=to_units_floor(self.rho),
+            max_candidate=self.max_candidate,
+            max_per_version=self.max_spends_per_version,
+        )
+
+
 class PublishingSettings(_Section):
     """Building dataset versions, and how many are kept (DESIGN.md "Dataset versions")."""
 
@@ -211,6 +263,16 @@ class PublishingSettings(_Section):
     dataset enforces and verifies with max_contributions, e.g.
     `[publishing.period_bounds.gp_appointments.week] rows = 3, periods = 10,
     practice_periods = 10`. A dataset not named keeps its current version's bounds."""
+
+    chosen_bounds: dict[str, ChosenBoundsSettings] = Field(default_factory=dict)
+    """Per dataset, bounds chosen privately at every publish instead of the policy's, e.g.
+    `[publishing.chosen_bounds.gp_appointments] bounds = ["max_contributions"],
+    level = 0.99, epsilon = 0.1`. A dataset not named keeps its policy bounds, unless
+    `dpgate-server publish --choose-bounds` asks for one publish (with these defaults)."""
+
+    def chosen_bounds_of(self) -> dict[str, BoundChoicePolicy]:
+        """The setting as each dataset's BoundChoicePolicy."""
+        return {dataset: chosen.policy() for dataset, chosen in self.chosen_bounds.items()}
 
     def period_bounds_of(self) -> dict[str, PeriodBounds]:
         """The setting as each dataset's PeriodBounds."""

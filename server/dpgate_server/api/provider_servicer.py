@@ -173,6 +173,9 @@ def governance_for(
         publish_memory_bytes=settings.publishing.memory_mb * 1024 * 1024,
         keep_versions=settings.publishing.keep_versions,
         period_bounds=settings.publishing.period_bounds_of(),
+        chosen_bounds=settings.publishing.chosen_bounds_of(),
     )
     key_file = settings.storage.key_file
-    return Governance(store, policy, lambda: load_or_create_key(key_file), ledger, leases)
+    return Governance(
+        store, policy, lambda: load_or_create_key(key_file), ledger, leases, spends=ledger
+    )

@@ -22,8 +22,9 @@ the vector's size unknown (the patient count is private). Adding or removing one
 adds or removes one value of each vector (symmetric distance 1), so each choice costs
 OpenDP's `map(1)`: epsilon = 2 max(a, 1 - a) / scale, or rho = epsilon^2 / 8. The declared
 spend is shared evenly between the bounds chosen; each one's scale is the smallest whose
-cost fits its share, and the charge is the sum of their maps (sequential composition),
-never more than declared.
+cost fits its share, so the choice costs the sum of their maps (sequential composition),
+never more than declared (a publish charges the dataset's cap the declared spend,
+governance/publishing.py).
 
 The values reach OpenDP as histograms: for each quantity, how many patients have each value
 0..max+1, every value above the largest candidate counted at max+1. That changes no score
@@ -64,26 +65,42 @@ from opendp.metrics import symmetric_distance
 from opendp.mod import enable_features
 
 from dpgate_server.governance.patient_buckets import PERIOD_FIELDS, BucketFiles
-from dpgate_server.spend import UNITS_PER_WHOLE, describe, to_units_ceil
-from dpgate_server.store.period_bounds import PERIOD_COLUMNS, PeriodBounds, PeriodCap
+from dpgate_server.spend import UNITS_PER_WHOLE, to_units_ceil
+from dpgate_server.store.chosen_bounds import (
+    BOUND_NAMES,
+    PERIODS_SUFFIX,
+    ROWS_SUFFIX,
+    TOTAL,
+    BoundChoice,
+    ChosenBound,
+)
+from dpgate_server.store.period_bounds import PERIOD_COLUMNS, PeriodBounds
 from dpgate_server.vocabulary.accounting import Accounting
 
+__all__ = [
+    "BOUND_NAMES",
+    "TOTAL",
+    "BoundChoice",
+    "BoundChoicePolicy",
+    "BoundChoiceSettings",
+    "ChosenBound",
+    "bucket_frames",
+    "calibrate_scale",
+    "check_choosable",
+    "choose_bounds",
+    "histogram",
+    "patient_histograms",
+    "patient_values",
+    "patient_vector",
+    "quantile_measurement",
+]
+
 PATIENT = "patient_key"
-TOTAL = "max_contributions"
-"""The total bound K's name (as in the dataset metadata)."""
-ROWS_SUFFIX = ".rows"
-PERIODS_SUFFIX = ".periods"
-BOUND_NAMES: tuple[str, ...] = (
-    TOTAL,
-    *(f"{period}{suffix}" for period in PERIOD_COLUMNS for suffix in (ROWS_SUFFIX, PERIODS_SUFFIX)),
-)
-"""Every bound that may be chosen privately."""
 MAX_CANDIDATE_LIMIT = 100_000
 """Largest candidate maximum accepted (each draw walks every candidate)."""
 LEVEL_STEP = Decimal("0.0001")
 """OpenDP scores a quantile level in steps of 1/10,000 (score_candidates_constants with an
 unknown size): a finer level would be rounded silently, so it is refused."""
-MECHANISM = "opendp make_private_quantile"
 _VALUE = np.uint32
 _VALUE_TYPE = "u32"
 
@@ -148,74 +165,55 @@ class BoundChoiceSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class ChosenBound:
-    """One bound chosen by the DP quantile, and what it cost (OpenDP's map)."""
+class BoundChoicePolicy:
+    """An administrator's settings for choosing a dataset's bounds at publish (config
+    `publishing.chosen_bounds.<dataset>`).
 
-    name: str
-    value: int
-    max_candidate: int
-    scale: float
-    spend_units: int
+    Attributes:
+        bounds: the bounds every publish chooses (empty: none unless a publish asks).
+        level: the quantile level.
+        epsilon_units: the declared spend on a pure-DP dataset, for all the bounds together.
+        rho_units: the declared spend on a zCDP dataset.
+        max_candidate: the largest candidate bound.
+        max_per_version: how many times one version may be charged for a choice.
+    """
+
+    bounds: tuple[str, ...] = (TOTAL,)
+    level: float = 0.99
+    epsilon_units: int = 100_000_000
+    rho_units: int = 1_000_000
+    max_candidate: int = 200
+    max_per_version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.bounds:
+            self.settings(Accounting.PURE_DP)
+            self.settings(Accounting.ZCDP)
+        if self.max_per_version < 1:
+            raise ValueError("a version may be charged for a choice at least once")
+
+    def settings(
+        self, accounting: Accounting, bounds: tuple[str, ...] | None = None
+    ) -> BoundChoiceSettings:
+        """The settings for a dataset of this accounting (`bounds` in place of the
+        policy's, for one publish)."""
+        units = self.epsilon_units if accounting is Accounting.PURE_DP else self.rho_units
+        return BoundChoiceSettings(
+            self.bounds if bounds is None else bounds, self.level, units, self.max_candidate
+        )
 
 
-@dataclass(frozen=True, slots=True)
-class BoundChoice:
-    """The chosen bounds of one publish and their spend (the sum of the bounds' costs)."""
-
-    accounting: Accounting
-    level: float
-    bounds: tuple[ChosenBound, ...]
-
-    @property
-    def spend_units(self) -> int:
-        return sum(b.spend_units for b in self.bounds)
-
-    def value(self, name: str) -> int:
-        for bound in self.bounds:
-            if bound.name == name:
-                return bound.value
-        raise KeyError(name)
-
-    def apply(self, max_contributions: int, policy: PeriodBounds) -> tuple[int, PeriodBounds]:
-        """The bounds to enforce: the chosen ones in place of the policy's values.
-
-        A chosen period bound replaces the policy's cap of that period (or adds one); the
-        policy's other caps (practice_periods, unchosen ones) stay.
-        """
-        chosen = {b.name: b.value for b in self.bounds}
-        caps = {cap.period: cap for cap in policy.caps}
-        for period in PERIOD_COLUMNS:
-            rows = chosen.get(period + ROWS_SUFFIX)
-            periods = chosen.get(period + PERIODS_SUFFIX)
-            if rows is None and periods is None:
-                continue
-            old = caps.get(period) or PeriodCap(period, rows=rows, periods=periods)
-            caps[period] = PeriodCap(
-                period,
-                rows=rows if rows is not None else old.rows,
-                periods=periods if periods is not None else old.periods,
-                practice_periods=old.practice_periods,
+def check_choosable(bounds: Sequence[str], policy: PeriodBounds) -> None:
+    """Refuse to choose a period's bound when the policy declares no cap on that period:
+    the publish files period codes only for a declared period, and a choice the cap cannot
+    pay falls back to the policy."""
+    for name in bounds:
+        period = _period_of(name)
+        if period is not None and policy.cap(period) is None:
+            raise ValueError(
+                f"{name} can be chosen only for a dataset with a {period} bound: declare one "
+                f"in publishing.period_bounds (its values apply when the choice is not paid for)"
             )
-        return chosen.get(TOTAL, max_contributions), PeriodBounds(tuple(caps.values()))
-
-    def to_manifest(self) -> dict[str, Any]:
-        """The record kept in the version's manifest (public: values, level, spend)."""
-        return {
-            "mechanism": MECHANISM,
-            "accounting": self.accounting.value,
-            "level": self.level,
-            "spend_units": self.spend_units,
-            "spend": describe(self.spend_units, self.accounting.value),
-            "bounds": {
-                b.name: {
-                    "value": b.value,
-                    "candidates": [1, b.max_candidate],
-                    "scale": b.scale,
-                    "spend_units": b.spend_units,
-                }
-                for b in self.bounds
-            },
-        }
 
 
 # the per-patient quantities

@@ -17,6 +17,10 @@ data (publish_plan.py), in three passes over the rows:
    removed (again: a list may have changed since the rows were staged or published), each
    row gets its keyed rank hash under this version's seed (bounding.row_rank_hashes), and
    the (patient, hash) pairs are filed by patient into buckets (patient_buckets.py);
+   If the administrator has bounds chosen privately (bound_choice.py), the declared spend is
+   charged to the dataset's cap and the buckets are read once more into per-patient
+   histograms, from which OpenDP's quantile chooses the bounds the next passes enforce and
+   verify (if the cap cannot pay, the policy's bounds stand);
 2. *bounding*: bucket by bucket, every patient over `max_contributions` gets a cut point,
    so a patient registered at two practices is cut across both, keeping the rows of
    lowest hash (uniform, reproducible from the seed, never "first rows");
@@ -42,7 +46,7 @@ import errno
 import secrets
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dpgate_server.governance.bound_choice import (
+    BoundChoicePolicy,
+    bucket_frames,
+    check_choosable,
+    choose_bounds,
+    patient_histograms,
+)
 from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.patient_buckets import PERIOD_FIELDS, BucketFiles
 from dpgate_server.governance.publish_plan import (
@@ -72,7 +83,13 @@ from dpgate_server.governance.publish_sources import (
     snapshot_staged,
     staged_rows,
 )
+from dpgate_server.governance.publish_spends import (
+    DeclaredSpend,
+    PublishSpendLedger,
+    charge_declared_spend,
+)
 from dpgate_server.governance.staging import StagingArea
+from dpgate_server.ledger.model import RequestInfo
 from dpgate_server.store.appointment_files import APPOINTMENTS_SCHEMA, write_table
 from dpgate_server.store.bounding import (
     KEYED_HASH_BOUND_METHOD,
@@ -82,15 +99,18 @@ from dpgate_server.store.bounding import (
     keep_mask,
     verify_bound,
 )
+from dpgate_server.store.chosen_bounds import ChosenBoundsRecord, policy_values
 from dpgate_server.store.coded_rows import CodedRows, Labels
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.store.month_table_files import MonthTableFiles
 from dpgate_server.store.period_bounding import PATIENT, PRIORITY, period_keep_mask
 from dpgate_server.store.period_bounds import PeriodBounds
+from dpgate_server.store.publish_records import PublishSpendRecord
 from dpgate_server.store.store import (
     ContributionBound,
     DatasetStore,
     DatasetVersion,
+    PublishRecords,
     VersionBuilder,
 )
 from dpgate_server.store.verification import (
@@ -98,7 +118,7 @@ from dpgate_server.store.verification import (
     check_rows_per_practice,
     check_schema,
 )
-from dpgate_server.vocabulary.errors import ErrorReason
+from dpgate_server.vocabulary.errors import DatasetNotFoundError, ErrorReason
 
 PUBLISHER = "dpgate governance"
 PRACTICES_TABLE = "practices"
@@ -111,6 +131,10 @@ generate a fresh one over the published practices' data."""
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 """The memory setting's default: fits beside the server and its query workers on a
 2-core, 24 GiB machine."""
+OPERATOR_PUBLISH = RequestInfo(request_id="publish", rpc="PublishDatasetVersion")
+"""The request a publish is audited under when its caller names none (an offline tool)."""
+BOUND_CHOICE = "bound_choice"
+"""The purpose a choice of bounds is charged under."""
 _MAX_ROWS_CEILING = 4_294_967_295
 _STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -130,6 +154,11 @@ class PublishInputs:
         memory_bytes: the memory the build may use for rows (publish_plan.py).
         period_bounds: the dataset's per-period bounds policy (config
             publishing.period_bounds); None keeps the base version's.
+        bound_choice: the bounds to choose privately, in place of the policy's
+            (governance/bound_choice.py); None keeps the policy's.
+        ledger: what charges publish-time spends to the dataset's cap (None: nothing can
+            be charged, so nothing is chosen).
+        request: the publish's request, for the charge's audit event.
     """
 
     base: DatasetVersion
@@ -141,6 +170,9 @@ class PublishInputs:
     seed: int | None = None
     memory_bytes: int = DEFAULT_MEMORY_BYTES
     period_bounds: PeriodBounds | None = None
+    bound_choice: BoundChoicePolicy | None = None
+    ledger: PublishSpendLedger | None = None
+    request: RequestInfo = field(default_factory=lambda: OPERATOR_PUBLISH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +187,8 @@ class PublishResult:
     rows: int
     rows_opted_out: int
     rows_cut_by_bound: int
+    bound_choice: ChosenBoundsRecord | None = None
+    """What the publish did about choosing bounds privately (None: it was not asked to)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +238,11 @@ class PublishBuild:
         self._snapshots = snapshots
         self.seed = inputs.seed if inputs.seed is not None else secrets.randbits(63)
         self._built: _Built | None = None
+        self.bound_choice: ChosenBoundsRecord | None = None
+        """What `run` did about choosing bounds privately (None: not asked to)."""
+        self._spends: list[PublishSpendRecord] = []
+        self._charged_as: str | None = None
+        """The version name the spends were charged under (the one sealed)."""
 
     @classmethod
     def start(cls, store: DatasetStore, inputs: PublishInputs) -> PublishBuild:
@@ -214,9 +253,13 @@ class PublishBuild:
         codes = set(included.get_column("practice_code").to_list())
         staged = tuple(c for c in inputs.staging.practices() if c in codes)
         carried = tuple(sorted(codes - set(staged)))
-        builder = store.begin_version(
-            metadata_for(inputs.base.metadata, included, inputs.period_bounds)
-        )
+        metadata = metadata_for(inputs.base.metadata, included, inputs.period_bounds)
+        if inputs.bound_choice is not None:
+            try:
+                check_choosable(inputs.bound_choice.bounds, metadata.period_bounds)
+            except ValueError as exc:
+                raise GovernanceError(ErrorReason.BAD_VALUE, str(exc)) from None
+        builder = store.begin_version(metadata)
         try:
             paths = {code: inputs.staging.path(code) for code in staged}
             snapshots = snapshot_staged(paths, builder.work_dir / "staged")
@@ -242,8 +285,15 @@ class PublishBuild:
         """Make the built version current (hold the governance lock)."""
         if self._built is None:
             raise RuntimeError("run the build before sealing it")
+        records = PublishRecords(spends=tuple(self._spends), chosen_bounds=self.bound_choice)
         try:
-            version = self._store.publish(self._builder, self._built.bound, self._source())
+            version = self._store.publish(
+                self._builder,
+                self._built.bound,
+                self._source(),
+                records,
+                expected_version=self._charged_as,
+            )
         except OSError as exc:
             if _is_storage_full(exc):
                 raise storage_full(self._store.root) from exc
@@ -260,6 +310,7 @@ class PublishBuild:
             rows=built.rows_written,
             rows_opted_out=built.rows_opted_out,
             rows_cut_by_bound=built.rows_read - built.rows_opted_out - built.rows_written,
+            bound_choice=self.bound_choice,
         )
 
     def discard(self) -> None:
@@ -287,6 +338,10 @@ class PublishBuild:
         read, removed = _file_ranks(
             sources, plan, opted_out, labels, codes, work, reporter, with_periods=bool(periods)
         )
+        if inputs.bound_choice is not None:
+            self.bound_choice = self._choose_bounds(inputs.bound_choice, plan)
+            metadata = self._builder.metadata  # the chosen bounds, if any, from here on
+            periods = metadata.period_bounds
         if periods:
             _cut_period_buckets(plan, metadata.max_contributions, periods, work, reporter)
         else:
@@ -300,6 +355,56 @@ class PublishBuild:
         _write_public_tables(self._builder, inputs.base, self._included)
         bound = _verify(paths, months, written, metadata, self.seed, plan, reporter)
         return _Built(bound, read, removed, sum(written.values()))
+
+    def _choose_bounds(self, policy: BoundChoicePolicy, plan: PublishPlan) -> ChosenBoundsRecord:
+        """Between passes 1 and 2: charge the choice's declared spend to the dataset's cap,
+        then choose the bounds by OpenDP's quantile over the patients' buckets
+        (governance/bound_choice.py) and have the builder's metadata enforce them (pass 2 cuts
+        to them, the files are verified against them). If the cap cannot pay, nothing is
+        chosen and the policy's bounds stand; the record says why."""
+        metadata = self._builder.metadata
+        settings = policy.settings(metadata.accounting)
+        periods = metadata.period_bounds
+        known = policy_values(metadata.max_contributions, periods)
+        record = ChosenBoundsRecord(
+            settings.bounds, settings.spend_units, {name: known[name] for name in settings.bounds}
+        )
+        declared = DeclaredSpend(
+            BOUND_CHOICE, metadata.accounting, settings.spend_units, policy.max_per_version
+        )
+        self._charged_as = self._store.next_version_name(metadata.dataset_id)
+        try:
+            paid = charge_declared_spend(
+                self._inputs.ledger,
+                metadata.dataset_id,
+                self._charged_as,
+                declared,
+                self._inputs.request,
+            )
+        except DatasetNotFoundError:  # a ledger without the dataset has no cap to pay
+            paid = PublishSpendRecord(
+                BOUND_CHOICE,
+                metadata.accounting,
+                declared.units,
+                charged=False,
+                note=f"the ledger has no cap for {metadata.dataset_id}: nothing charged",
+            )
+        self._spends.append(paid)
+        if not paid.charged:
+            return dataclasses.replace(record, note=paid.note)
+        buckets = BucketFiles(
+            self._builder.work_dir / "buckets", plan.buckets, with_periods=bool(periods)
+        )
+        histograms = patient_histograms(
+            bucket_frames(buckets), settings.bounds, settings.max_candidate
+        )
+        calendar = {period: len(_column_values(metadata, period)) for period in settings.periods}
+        choice = choose_bounds(histograms, settings, metadata.accounting, calendar)
+        total, bounds = choice.apply(metadata.max_contributions, periods)
+        self._builder.metadata = metadata_for(
+            dataclasses.replace(metadata, max_contributions=total), self._included, bounds
+        )
+        return dataclasses.replace(record, choice=choice)
 
     def _source(self) -> dict[str, Any]:
         inputs = self._inputs

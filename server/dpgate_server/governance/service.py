@@ -22,6 +22,7 @@ back (as a key at once, with rows from its next upload).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -35,12 +36,14 @@ from typing import Any, Protocol
 import polars as pl
 
 from dpgate_server.durable import exclusive_lock, replace_with
+from dpgate_server.governance.bound_choice import BoundChoicePolicy
 from dpgate_server.governance.compression import inflated
 from dpgate_server.governance.consent import ConsentRecord, ConsentState, ConsentStore
 from dpgate_server.governance.errors import GovernanceError
 from dpgate_server.governance.ingest import IngestPolicy, minimise_extract
 from dpgate_server.governance.optouts import OptOutKind, OptOutLists
 from dpgate_server.governance.publish_progress import ProgressCallback
+from dpgate_server.governance.publish_spends import PublishSpendLedger
 from dpgate_server.governance.publishing import (
     DEFAULT_MEMORY_BYTES,
     PRACTICES_TABLE,
@@ -97,6 +100,8 @@ class GovernancePolicy:
             once no query reads them).
         period_bounds: per dataset, the per-period bounds a publish enforces (a dataset
             not named keeps its current version's).
+        chosen_bounds: per dataset, the bounds every publish chooses privately
+            (governance/bound_choice.py); a dataset not named keeps its policy bounds.
     """
 
     root: Path
@@ -106,6 +111,7 @@ class GovernancePolicy:
     publish_memory_bytes: int = DEFAULT_MEMORY_BYTES
     keep_versions: int = DEFAULT_KEEP_VERSIONS
     period_bounds: Mapping[str, PeriodBounds] = field(default_factory=dict)
+    chosen_bounds: Mapping[str, BoundChoicePolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +142,15 @@ class Governance:
         key_source: Callable[[], bytes],
         audit: AuditSink,
         leases: ReaderLeases | None = None,
+        spends: PublishSpendLedger | None = None,
     ) -> None:
+        """`spends` charges publish-time releases (bounds chosen privately) to dataset
+        caps: the server's ledger; None releases none."""
         self._store = store
         self.policy = policy
         self._key_source = key_source
         self._audit = audit
+        self._spends = spends
         self._opt_outs = OptOutLists(policy.root)
         self._leases = leases if leases is not None else FileReaderLeases(store.root)
 
@@ -281,12 +291,18 @@ class Governance:
         request: RequestInfo,
         progress: ProgressCallback | None = None,
         seed: int | None = None,
+        choose_bounds: tuple[str, ...] | None = None,
     ) -> PublishResult:
         """Build and publish the next version from the staged practices (publishing.py),
         then delete versions past `keep_versions` that no query reads.
 
         `seed` fixes the rank hash that chooses each patient's rows (None: a fresh random
         one); either way it is recorded in the manifest, so a version can be rebuilt.
+
+        `choose_bounds` names the bounds this publish chooses privately, in place of the
+        dataset's `chosen_bounds` setting (an empty tuple: none; None: the setting's), with
+        the setting's level and spend (bound_choice.BoundChoicePolicy's defaults for a
+        dataset without one).
 
         The governance lock is held only while the inputs are captured (the staged files
         are snapshotted) and while the version is sealed, so uploads and consent changes
@@ -301,7 +317,7 @@ class Governance:
         self._require_same_key(current)
         try:
             with self._store.building(dataset_id):
-                result = self._build_and_seal(dataset_id, progress, seed)
+                result = self._build_and_seal(dataset_id, request, progress, seed, choose_bounds)
         except BuildInProgressError:
             raise publish_in_progress(dataset_id) from None
         self._record(
@@ -309,7 +325,7 @@ class Governance:
             dataset_id,
             f"published {result.version.version} from {current.version}: {result.practices} "
             f"practices ({len(result.staged_practices)} from uploads), "
-            f"{len(result.withdrawn_practices)} withdrawn",
+            f"{len(result.withdrawn_practices)} withdrawn{_bound_choice_said(result)}",
         )
         self.retire_old_versions(dataset_id)
         return result
@@ -334,7 +350,12 @@ class Governance:
             )
 
     def _build_and_seal(
-        self, dataset_id: str, progress: ProgressCallback | None, seed: int | None
+        self,
+        dataset_id: str,
+        request: RequestInfo,
+        progress: ProgressCallback | None,
+        seed: int | None,
+        choose_bounds: tuple[str, ...] | None = None,
     ) -> PublishResult:
         """Capture the inputs and start the build under the governance lock, run it without
         the lock, seal it under the lock (hold the dataset's build lock)."""
@@ -357,6 +378,9 @@ class Governance:
                 seed=seed,
                 memory_bytes=self.policy.publish_memory_bytes,
                 period_bounds=self.policy.period_bounds.get(dataset_id),
+                bound_choice=self._bound_choice(dataset_id, choose_bounds),
+                ledger=self._spends,
+                request=request,
             )
             build = PublishBuild.start(self._store, inputs)
         try:
@@ -367,6 +391,19 @@ class Governance:
         except BaseException:
             build.discard()
             raise
+
+    def _bound_choice(
+        self, dataset_id: str, choose_bounds: tuple[str, ...] | None
+    ) -> BoundChoicePolicy | None:
+        """The choice this publish makes: the setting's, or `choose_bounds` with the
+        setting's (or the default) level and spend; None when no bound is chosen."""
+        policy = self.policy.chosen_bounds.get(dataset_id)
+        if choose_bounds is not None:
+            try:
+                policy = dataclasses.replace(policy or BoundChoicePolicy(), bounds=choose_bounds)
+            except ValueError as exc:
+                raise GovernanceError(ErrorReason.BAD_VALUE, str(exc)) from None
+        return policy if policy is not None and policy.bounds else None
 
     def _withdrawn(self, dataset_id: str, declared: pl.DataFrame) -> frozenset[str]:
         """Practices left out: withdrawn, or (opt-in datasets) never granted."""
@@ -546,3 +583,14 @@ def _who(principal: Principal | None) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _bound_choice_said(result: PublishResult) -> str:
+    """The audit detail's words on bounds chosen privately ("" when none were asked for)."""
+    record = result.bound_choice
+    if record is None:
+        return ""
+    if record.choice is None:
+        return f"; bounds not chosen privately ({record.note}), the policy's stand"
+    values = ", ".join(f"{b.name} {b.value}" for b in record.choice.bounds)
+    return f"; bounds chosen privately: {values}"

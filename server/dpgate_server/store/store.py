@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from dpgate_server.durable import fsync_path, replace_text, write_synced
+from dpgate_server.store.chosen_bounds import ChosenBoundsRecord
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.store.period_bounds import PeriodBounds
 from dpgate_server.store.publish_records import BiasFigure, PublishSpendRecord
@@ -129,6 +130,7 @@ class PublishRecords:
 
     spends: tuple[PublishSpendRecord, ...] = ()
     bias_figure: BiasFigure | None = None
+    chosen_bounds: ChosenBoundsRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,9 @@ class VersionManifest:
     """The DP count of patients who lost rows to each bound, released once with the
     version (or why not); None for a version whose publish never considered one (the
     generator's, or one published before the figure existed)."""
+    chosen_bounds: ChosenBoundsRecord | None = None
+    """Bounds the publish was asked to choose privately: the values chosen and their
+    spend, or why the policy's stood; None when it was not asked."""
 
     def to_json(self) -> str:
         return json.dumps(_manifest_to_dict(self), sort_keys=True, indent=1)
@@ -448,6 +453,7 @@ class DatasetStore:
             source=source,
             publish_spends=records.spends,
             bias_figure=records.bias_figure,
+            chosen_bounds=records.chosen_bounds,
         )
         write_synced(builder.staging / METADATA_FILE, builder.metadata.to_json())
         write_synced(builder.staging / MANIFEST_FILE, manifest.to_json())
@@ -534,6 +540,8 @@ def _manifest_to_dict(m: VersionManifest) -> dict[str, Any]:
         raw["publish_spends"] = [s.to_dict() for s in m.publish_spends]
     if m.bias_figure is not None:
         raw["bias_figure"] = m.bias_figure.to_dict()
+    if m.chosen_bounds is not None:
+        raw["chosen_bounds"] = m.chosen_bounds.to_dict()
     return raw
 
 
@@ -577,4 +585,7 @@ def _manifest_from_dict(raw: dict[str, Any]) -> VersionManifest:
         bias_figure=None
         if raw.get("bias_figure") is None
         else BiasFigure.from_dict(raw["bias_figure"]),
+        chosen_bounds=None
+        if raw.get("chosen_bounds") is None
+        else ChosenBoundsRecord.from_dict(raw["chosen_bounds"]),
     )

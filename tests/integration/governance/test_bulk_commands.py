@@ -145,6 +145,16 @@ def test_publish_makes_a_new_version_with_the_ingested_practice(
         assert f"{rows:,}" not in result.output
 
 
+def test_publish_refuses_a_bound_it_cannot_choose_and_publishes_nothing(
+    world: World, env: dict[str, str]
+) -> None:
+    before = DatasetStore(world.store_root).current(DATASET_ID).version
+    result = RUNNER.invoke(app, ["publish", DATASET_ID, "--choose-bounds", "week.rows"], env=env)
+    assert result.exit_code == 1
+    assert "week.rows can be chosen only for a dataset with a week bound" in result.output
+    assert DatasetStore(world.store_root).current(DATASET_ID).version == before
+
+
 def test_publish_of_an_unknown_dataset_is_refused(env: dict[str, str]) -> None:
     result = RUNNER.invoke(app, ["publish", "no_such_dataset"], env=env)
     assert result.exit_code == 1

@@ -142,6 +142,36 @@ def test_period_bounds_are_read_per_dataset_and_period(tmp_path: Path) -> None:
     assert load_settings(None).publishing.period_bounds_of() == {}
 
 
+def test_chosen_bounds_are_read_per_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "dpgate.toml"
+    path.write_text(
+        "[publishing.chosen_bounds.gp_appointments]\n"
+        'bounds = ["max_contributions", "week.rows"]\nlevel = 0.98\nepsilon = 0.2\n'
+    )
+    policy = load_settings(path).publishing.chosen_bounds_of()["gp_appointments"]
+    assert policy.bounds == ("max_contributions", "week.rows")
+    assert (policy.level, policy.epsilon_units, policy.rho_units) == (0.98, 200_000_000, 1_250_000)
+    assert (policy.max_candidate, policy.max_per_version) == (200, 1)
+    assert load_settings(None).publishing.chosen_bounds_of() == {}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('bounds = ["weekly"]', "unknown bound"),
+        ("level = 1.0", "strictly between 0 and 1"),
+        ("level = 0.99995", "more than 4 decimal places"),
+        ("epsilon = 0", "epsilon"),
+        ("max_candidate = 0", "max_candidate"),
+    ],
+)
+def test_unusable_chosen_bounds_are_refused(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "dpgate.toml"
+    path.write_text(f"[publishing.chosen_bounds.gp_appointments]\n{line}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path)
+
+
 def test_a_period_bound_below_one_or_on_another_column_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "dpgate.toml"
     path.write_text("[publishing.period_bounds.gp_appointments.week]\nrows = 0\n")

@@ -28,6 +28,7 @@ import polars as pl
 import pytest
 
 from dpgate_server.governance.bound_choice import (
+    BoundChoice,
     BoundChoiceSettings,
     bucket_frames,
     calibrate_scale,
@@ -265,14 +266,15 @@ def test_declared_spend_is_shared_and_charged_once_per_bound(accounting: Account
         assert bound.spend_units == to_units_ceil(Fraction(measurement.map(1)))
         assert 333_333_332 <= bound.spend_units <= 333_333_333
     assert choice.spend_units == sum(b.spend_units for b in choice.bounds) <= 1_000_000_000
-    record = json.loads(json.dumps(choice.to_manifest()))
+    record = json.loads(json.dumps(choice.to_dict()))
     assert record["spend_units"] == choice.spend_units
     assert record["level"] == LEVEL
     assert record["accounting"] == accounting.value
-    assert record["bounds"]["week.periods"]["candidates"] == [1, 53]
-    assert {n: b["value"] for n, b in record["bounds"].items()} == {
-        b.name: b.value for b in choice.bounds
-    }
+    assert [(b["name"], b["value"], b["candidates"]) for b in record["bounds"]] == [
+        (b.name, b.value, [1, b.max_candidate]) for b in choice.bounds
+    ]
+    assert record["bounds"][2]["candidates"] == [1, 53]
+    assert BoundChoice.from_dict(record) == choice
 
 
 def test_chosen_values_replace_the_policys_and_keep_the_rest() -> None:
