@@ -3,7 +3,8 @@
 One place for the server and the offline commands (create-admin-token), so both open the
 same ledger the same way, and a ledger that cannot be opened is one line saying why.
 The URL's password never appears in a message: `describe_ledger` and the storage's own
-errors show the URL without it.
+errors show the URL without it. The PostgreSQL modules (and psycopg) are imported only
+when `ledger.url` is set: a server on an SQLite ledger never loads them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from pathlib import Path
 from dpgate_server.api.startup_checks import StartupError
 from dpgate_server.config import Settings
 from dpgate_server.ledger import errors as ledger_errors
-from dpgate_server.ledger.postgres import PostgresStorage
-from dpgate_server.ledger.postgres_connections import redacted_url
-from dpgate_server.ledger.reader_leases import PostgresReaderLeases
+from dpgate_server.ledger.postgres_urls import redacted_url
 from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import LedgerStorage
 from dpgate_server.store.leases import FileReaderLeases, ReaderLeases
@@ -27,6 +26,8 @@ def open_reader_leases(settings: Settings, store_root: Path) -> ReaderLeases:
     database (replicas may be on several machines), else file locks in the store (an
     SQLite ledger's processes are all on one machine)."""
     if settings.ledger.url is not None:
+        from dpgate_server.ledger.reader_leases import PostgresReaderLeases  # noqa: PLC0415
+
         return PostgresReaderLeases(
             settings.ledger.url.get_secret_value(),
             connect_timeout_s=settings.ledger.connect_timeout_seconds,
@@ -50,6 +51,8 @@ def open_ledger_storage(settings: Settings) -> LedgerStorage:
             is newer than this dpgate; one line, without the password.
     """
     if settings.ledger.url is not None:
+        from dpgate_server.ledger.postgres import PostgresStorage  # noqa: PLC0415
+
         options = settings.ledger
         try:
             return PostgresStorage(

@@ -7,6 +7,8 @@ payload stored under the engine's canonical key, and amounts are integers of led
 `dpgate_server.ledger.errors`.
 """
 
+from typing import TYPE_CHECKING
+
 from dpgate_server.ledger.admin import LedgerAdmin
 from dpgate_server.ledger.errors import (
     AllocationBelowSpent,
@@ -59,11 +61,23 @@ from dpgate_server.ledger.model import (
     StoredRelease,
     TokenInfo,
 )
-from dpgate_server.ledger.postgres import PostgresStorage
 from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import LedgerStorage, StorageTransaction
 from dpgate_server.ledger.transparency import TransparencyReport
 from dpgate_server.ledger.unauthenticated import UnauthenticatedFlusher, UnauthenticatedPolicy
+
+if TYPE_CHECKING:
+    from dpgate_server.ledger.postgres import PostgresStorage
+
+
+def __getattr__(name: str) -> object:
+    """`PostgresStorage` is imported on first use: psycopg loads only for a PostgreSQL ledger."""
+    if name == "PostgresStorage":
+        from dpgate_server.ledger.postgres import PostgresStorage  # noqa: PLC0415
+
+        return PostgresStorage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Allocation",

@@ -64,8 +64,7 @@ from dpgate_server.ledger.model import (
     RequestInfo,
     StoredRelease,
 )
-from dpgate_server.ledger.postgres import PostgresStorage
-from dpgate_server.ledger.postgres_connections import is_postgres_url
+from dpgate_server.ledger.postgres_urls import is_postgres_url
 from dpgate_server.ledger.sqlite import SqliteStorage
 from dpgate_server.ledger.storage import (
     FirstAnswer,
@@ -157,6 +156,9 @@ class Ledger:
             LedgerUnavailable: the database cannot be reached.
             LedgerSchemaError: the database was migrated by a newer dpgate.
         """
+        # psycopg loads with the PostgreSQL storage, only for a PostgreSQL ledger.
+        from dpgate_server.ledger.postgres import PostgresStorage  # noqa: PLC0415
+
         storage = PostgresStorage(
             url,
             busy_timeout_s=busy_timeout_s,

@@ -14,7 +14,6 @@ from libpq is passed through `redact` before it leaves this module.
 
 from __future__ import annotations
 
-import re
 import threading
 import urllib.parse
 
@@ -23,33 +22,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
 from dpgate_server.ledger.errors import LedgerBusy, LedgerUnavailable
-
-_PASSWORD_IN_QUERY = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
-
-
-def redacted_url(url: str) -> str:
-    """`url` with any password replaced by `***` (for logs and error messages).
-
-    Example:
-        >>> redacted_url("postgresql://dpgate:s3cret@db.example:5432/ledger")
-        'postgresql://dpgate:***@db.example:5432/ledger'
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable PostgreSQL URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, _, host = netloc.rpartition("@")
-        user, colon, _ = credentials.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"{user}@{host}"
-    query = _PASSWORD_IN_QUERY.sub(r"\1***", parts.query)
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def is_postgres_url(location: str) -> bool:
-    """Whether `location` names a PostgreSQL database rather than an SQLite file."""
-    return location.startswith(("postgresql://", "postgres://"))
+from dpgate_server.ledger.postgres_urls import PASSWORD_IN_QUERY, redacted_url
 
 
 class ConnectionPool:
@@ -178,7 +151,7 @@ def _secrets_of(url: str) -> tuple[str, ...]:
     except ValueError:
         password = None
     found = {password, urllib.parse.unquote(password)} if password else set()
-    match = _PASSWORD_IN_QUERY.search(url)
+    match = PASSWORD_IN_QUERY.search(url)
     if match is not None:
         value = url[match.end(1) : match.end()]
         found |= {value, urllib.parse.unquote(value)}

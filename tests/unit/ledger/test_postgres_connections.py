@@ -8,11 +8,8 @@ import psycopg
 import pytest
 
 from dpgate_server.ledger import Ledger, LedgerUnavailable, PostgresStorage, Requester, RequestInfo
-from dpgate_server.ledger.postgres_connections import (
-    ConnectionPool,
-    is_postgres_url,
-    redacted_url,
-)
+from dpgate_server.ledger.postgres_connections import ConnectionPool
+from dpgate_server.ledger.postgres_urls import is_postgres_url, redacted_url
 
 REQUESTER = Requester("r", "R", "O", "A", True, dt.datetime(2025, 1, 6, tzinfo=dt.UTC))
 
