@@ -216,11 +216,27 @@ def rss_sampler(server: Server) -> Iterator[None]:
     stop = threading.Event()
     root = psutil.Process(server.process.pid)
 
+    roles: dict[int, str] = {}
+
+    def role(process: psutil.Process) -> str:
+        if process.pid not in roles:
+            command = " ".join(process.cmdline())
+            roles[process.pid] = (
+                "tracker" if "resource_tracker" in command
+                else "worker" if "spawn_main" in command
+                else "serving"
+            )  # fmt: skip
+        return roles[process.pid]
+
     def sample() -> None:
         while not stop.is_set():
             try:
                 own = root.memory_info().rss
-                children = [c.memory_info().rss for c in root.children(recursive=True)]
+                processes = root.children(recursive=True)
+                children = [c.memory_info().rss for c in processes]
+                for process, rss in zip(processes, children, strict=True):
+                    key = f"pid {role(process)} {process.pid}"
+                    server.peaks[key] = max(server.peaks.get(key, 0.0), rss / 2**20)
             except psutil.Error:
                 children, own = [], 0
             mb = 1024 * 1024
@@ -663,6 +679,14 @@ def bench_scale(args: argparse.Namespace, practices: int, processes: int) -> Non
     finally:
         stop_server(server)
     peaks = server.peaks
+    by_role: dict[str, list[float]] = {}
+    for key, value in peaks.items():
+        if key.startswith("pid "):
+            by_role.setdefault(key.split()[1], []).append(value)
+    print("peak RSS by process (MB): " + "; ".join(
+        f"{name} {', '.join(f'{v:.0f}' for v in sorted(values, reverse=True))}"
+        for name, values in sorted(by_role.items())
+    ))  # fmt: skip
     print(f"peak RSS: server (the supervisor, with several processes) "
           f"{peaks.get('server', 0):.0f} MB, largest child (worker or serving process) "
           f"{peaks.get('child', 0):.0f} MB, server + {peaks.get('children', 0):.0f} children "
