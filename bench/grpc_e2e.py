@@ -629,6 +629,15 @@ def summary(figures: Figures, server: Server, processes: int) -> None:
         if got.clients != clients:
             line += f" [the target is for {clients} clients]"
         print(line)
+    got = figures.throughput
+    if {"cached", "mixed", "fresh"} <= got.keys():
+        # one in ten new: each query costs 0.1 of a new one's share of the machine and 0.9
+        # of a cached one's, as the all-new and all-cached phases measured them
+        cached, fresh = got["cached"].per_second, got["fresh"].per_second
+        parts, needed = 1 / (0.1 / fresh + 0.9 / cached), 0.1 / (1 / 60 - 0.9 / cached)
+        print(f"  mixed from its parts: 1 / (0.1 / {fresh:.2f} + 0.9 / {cached:.0f}) = "
+              f"{parts:.1f} queries/s; 60/s needs new questions answered at >= {needed:.1f}/s "
+              "when every question is new")  # fmt: skip
     peak = server.peaks.get("total", 0.0)
     phases = ", ".join(
         f"{key.removeprefix('total ')} {value:.0f}"
