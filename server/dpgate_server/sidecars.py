@@ -13,6 +13,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health as grpc_health
 from prometheus_client import CollectorRegistry
@@ -37,9 +38,12 @@ from dpgate_server.observability.timed_storage import TimedStorage
 from dpgate_server.signed_heads import HeadPublisher, SigningKeyError, load_or_create_signing_key
 from dpgate_server.spend import units_to_decimal
 from dpgate_server.vocabulary.accounting import Accounting
-from dpgate_server.web.app import WebOptions, build_app
-from dpgate_server.web.listener import WebListener
-from dpgate_server.web.public_data import PublicData
+
+if TYPE_CHECKING:
+    from dpgate_server.web.listener import WebListener
+
+# The web pages (Starlette, Jinja2, uvicorn: about 0.3 CPU s of a start) are imported by
+# `start_web`, only when `web.enabled`; a server without them never loads them.
 
 _log = logging.getLogger(__name__)
 
@@ -208,6 +212,10 @@ def is_loopback(host: str) -> bool:
 
 def start_web(settings: Settings, ledger: Ledger, heads: HeadPublisher | None) -> WebListener:
     """The web pages on `web.address`: TLS with the server's certificate, or loopback only."""
+    from dpgate_server.web.app import WebOptions, build_app  # noqa: PLC0415 (see the top)
+    from dpgate_server.web.listener import WebListener  # noqa: PLC0415
+    from dpgate_server.web.public_data import PublicData  # noqa: PLC0415
+
     host, port = split_address(settings.web.address)
     tls = settings.tls
     with_tls = tls.cert_file is not None and tls.key_file is not None
