@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from dpgate_server.governance.bias_figure import BiasFigurePolicy
 from dpgate_server.governance.bound_choice import BoundChoicePolicy
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.spend import to_units_floor
@@ -247,6 +248,37 @@ class ChosenBoundsSettings(_Section):
         )
 
 
+class BiasFigureSettings(_Section):
+    """The bias figure each published version releases once (governance/bias_figure.py):
+    a DP count of the patients who lost rows to each contribution bound, charged to the
+    dataset's cap and read free by every requester."""
+
+    enabled: bool = True
+    """Release a figure with every publish; off, versions record that there is none."""
+    epsilon: Decimal = Field(
+        default=Decimal("0.05"), gt=0, le=10, decimal_places=9, allow_inf_nan=False
+    )
+    """The figure's spend on a pure-DP dataset, for all its counts (one per bound)
+    together; charged to the dataset's cap once per version."""
+    rho: Decimal = Field(
+        default=Decimal("0.0005"), gt=0, le=10, decimal_places=9, allow_inf_nan=False
+    )
+    """The figure's spend on a zCDP dataset, likewise."""
+    max_spends_per_version: int = Field(default=1, ge=1, le=10)
+    """How many times one version may be charged for a figure. A version is sealed once,
+    so above 1 this only lets a publish that died after its charge give the version it
+    retries under the same name a figure."""
+
+    def policy(self) -> BiasFigurePolicy:
+        """The setting as the publish applies it."""
+        return BiasFigurePolicy(
+            enabled=self.enabled,
+            epsilon_units=to_units_floor(self.epsilon),
+            rho_units=to_units_floor(self.rho),
+            max_per_version=self.max_spends_per_version,
+        )
+
+
 class PublishingSettings(_Section):
     """Building dataset versions, and how many are kept (DESIGN.md "Dataset versions")."""
 
@@ -263,6 +295,8 @@ class PublishingSettings(_Section):
     dataset enforces and verifies with max_contributions, e.g.
     `[publishing.period_bounds.gp_appointments.week] rows = 3, periods = 10,
     practice_periods = 10`. A dataset not named keeps its current version's bounds."""
+    bias_figure: BiasFigureSettings = BiasFigureSettings()
+    """The DP count of patients whose rows each bound dropped, released with every version."""
 
     chosen_bounds: dict[str, ChosenBoundsSettings] = Field(default_factory=dict)
     """Per dataset, bounds chosen privately at every publish instead of the policy's, e.g.

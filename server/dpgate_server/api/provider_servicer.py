@@ -174,6 +174,7 @@ def governance_for(
         keep_versions=settings.publishing.keep_versions,
         period_bounds=settings.publishing.period_bounds_of(),
         chosen_bounds=settings.publishing.chosen_bounds_of(),
+        bias_figure=settings.publishing.bias_figure.policy(),
     )
     key_file = settings.storage.key_file
     return Governance(

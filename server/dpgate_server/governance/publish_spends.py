@@ -26,10 +26,12 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from dpgate_server.ledger.errors import LedgerBusy, LedgerUnavailable
 from dpgate_server.ledger.model import PublishCharge, RequestInfo
 from dpgate_server.spend import describe
 from dpgate_server.store.publish_records import PublishSpendRecord
 from dpgate_server.vocabulary.accounting import Accounting
+from dpgate_server.vocabulary.errors import DatasetNotFoundError
 
 _log = logging.getLogger(__name__)
 
@@ -83,22 +85,36 @@ def charge_declared_spend(
 
     Never raises for a spend the cap cannot pay or the version's limit refuses: the record
     says it was not charged and why (logged as a warning), and the caller releases nothing.
-    Without a ledger (a publish outside a server, e.g. a test or an offline tool) nothing
-    can be charged, so nothing is released either.
+    Likewise for a dataset the ledger has no cap for. Without a ledger (a publish outside a
+    server, e.g. a test or an offline tool) nothing can be charged, so nothing is released
+    either.
     """
     amount = describe(declared.units, declared.accounting)
     if ledger is None:
         note = f"no ledger to charge {amount} to: {declared.purpose} not released"
         _log.warning("publish of %s %s: %s", dataset_id, dataset_version, note)
         return _not_charged(declared, note)
-    charge = ledger.charge_publish_spend(
-        dataset_id,
-        dataset_version,
-        declared.purpose,
-        declared.units,
-        request,
-        max_per_version=declared.max_per_version,
-    )
+    try:
+        charge = ledger.charge_publish_spend(
+            dataset_id,
+            dataset_version,
+            declared.purpose,
+            declared.units,
+            request,
+            max_per_version=declared.max_per_version,
+        )
+    except DatasetNotFoundError:
+        note = f"the ledger has no cap for {dataset_id} to charge {amount} to"
+        note += f" (create the dataset in the ledger): {declared.purpose} not released"
+        _log.warning("publish of %s %s: %s", dataset_id, dataset_version, note)
+        return _not_charged(declared, note)
+    except (LedgerBusy, LedgerUnavailable) as error:
+        # Whether the charge committed is unknown: release nothing (never less charged than
+        # released); the version is published without the statistic.
+        note = f"the ledger could not be reached to charge {amount} ({error.reason.value}):"
+        note += f" {declared.purpose} not released"
+        _log.warning("publish of %s %s: %s", dataset_id, dataset_version, note)
+        return _not_charged(declared, note)
     if charge.spend is None:
         note = f"{charge.refusal}: {declared.purpose} not released, nothing charged"
         _log.warning("publish of %s %s: %s", dataset_id, dataset_version, note)

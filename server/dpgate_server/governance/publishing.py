@@ -56,6 +56,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dpgate_server.governance.bias_figure import (
+    BiasFigurePolicy,
+    DroppedTally,
+    NoisedFigure,
+    noise_tally,
+    settle_figure,
+)
 from dpgate_server.governance.bound_choice import (
     BoundChoicePolicy,
     bucket_frames,
@@ -103,9 +110,9 @@ from dpgate_server.store.chosen_bounds import ChosenBoundsRecord, policy_values
 from dpgate_server.store.coded_rows import CodedRows, Labels
 from dpgate_server.store.metadata import DatasetMetadata
 from dpgate_server.store.month_table_files import MonthTableFiles
-from dpgate_server.store.period_bounding import PATIENT, PRIORITY, period_keep_mask
+from dpgate_server.store.period_bounding import PATIENT, PRIORITY, cut_steps, period_cut
 from dpgate_server.store.period_bounds import PeriodBounds
-from dpgate_server.store.publish_records import PublishSpendRecord
+from dpgate_server.store.publish_records import BiasFigure, PublishSpendRecord
 from dpgate_server.store.store import (
     ContributionBound,
     DatasetStore,
@@ -156,8 +163,11 @@ class PublishInputs:
             publishing.period_bounds); None keeps the base version's.
         bound_choice: the bounds to choose privately, in place of the policy's
             (governance/bound_choice.py); None keeps the policy's.
-        ledger: what charges publish-time spends to the dataset's cap (None: nothing can
-            be charged, so nothing is chosen).
+        bias_figure: the bias figure's settings (config publishing.bias_figure); None
+            releases none and records nothing about one.
+        ledger: what charges publish-time spends (a choice of bounds, the bias figure) to
+            the dataset's cap (None: nothing can be charged, so nothing is chosen or
+            released).
         request: the publish's request, for the charge's audit event.
     """
 
@@ -171,6 +181,7 @@ class PublishInputs:
     memory_bytes: int = DEFAULT_MEMORY_BYTES
     period_bounds: PeriodBounds | None = None
     bound_choice: BoundChoicePolicy | None = None
+    bias_figure: BiasFigurePolicy | None = None
     ledger: PublishSpendLedger | None = None
     request: RequestInfo = field(default_factory=lambda: OPERATOR_PUBLISH)
 
@@ -189,6 +200,8 @@ class PublishResult:
     rows_cut_by_bound: int
     bound_choice: ChosenBoundsRecord | None = None
     """What the publish did about choosing bounds privately (None: it was not asked to)."""
+    bias_figure: BiasFigure | None = None
+    """The version's bias figure as its manifest records it (released, or why not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +212,9 @@ class _Built:
     rows_read: int
     rows_opted_out: int
     rows_written: int
+    figure: NoisedFigure | str | None = None
+    """The bias figure noised (not yet paid for), why it could not be, or None when no
+    figure is wanted."""
 
 
 def publish_version(
@@ -285,14 +301,16 @@ class PublishBuild:
         """Make the built version current (hold the governance lock)."""
         if self._built is None:
             raise RuntimeError("run the build before sealing it")
-        records = PublishRecords(spends=tuple(self._spends), chosen_bounds=self.bound_choice)
+        name = self._charged_as or self._store.next_version_name(self._builder.dataset_id)
+        figure = self._publish_records(name)
+        records = PublishRecords(
+            spends=(*self._spends, *figure.spends),
+            chosen_bounds=self.bound_choice,
+            bias_figure=figure.bias_figure,
+        )
         try:
             version = self._store.publish(
-                self._builder,
-                self._built.bound,
-                self._source(),
-                records,
-                expected_version=self._charged_as,
+                self._builder, self._built.bound, self._source(), records, expected_version=name
             )
         except OSError as exc:
             if _is_storage_full(exc):
@@ -311,7 +329,30 @@ class PublishBuild:
             rows_opted_out=built.rows_opted_out,
             rows_cut_by_bound=built.rows_read - built.rows_opted_out - built.rows_written,
             bound_choice=self.bound_choice,
+            bias_figure=records.bias_figure,
         )
+
+    def _publish_records(self, version: str) -> PublishRecords:
+        """The bias figure, paid for by the dataset's cap under `version`'s name, or why
+        there is none (hold the locks: the name is the one `publish` gives)."""
+        built, inputs = self._built, self._inputs
+        policy = inputs.bias_figure
+        if built is None or policy is None:
+            return PublishRecords()
+        if not policy.enabled:
+            note = "turned off by the administrator (publishing.bias_figure.enabled)"
+            return PublishRecords(bias_figure=BiasFigure.withheld(note))
+        if not isinstance(built.figure, NoisedFigure):
+            return PublishRecords(bias_figure=BiasFigure.withheld(str(built.figure)))
+        metadata = self._builder.metadata
+        record = charge_declared_spend(
+            inputs.ledger,
+            metadata.dataset_id,
+            version,
+            policy.declared(metadata.accounting),
+            inputs.request,
+        )
+        return PublishRecords(spends=(record,), bias_figure=settle_figure(built.figure, record))
 
     def discard(self) -> None:
         self._builder.discard()
@@ -342,10 +383,18 @@ class PublishBuild:
             self.bound_choice = self._choose_bounds(inputs.bound_choice, plan)
             metadata = self._builder.metadata  # the chosen bounds, if any, from here on
             periods = metadata.period_bounds
+        policy = inputs.bias_figure
+        wanted = policy is not None and policy.enabled
+        tally = DroppedTally(cut_steps(metadata.max_contributions, periods)) if wanted else None
         if periods:
-            _cut_period_buckets(plan, metadata.max_contributions, periods, work, reporter)
+            _cut_period_buckets(plan, metadata.max_contributions, periods, work, reporter, tally)
         else:
-            _cut_buckets(plan, metadata.max_contributions, work, reporter)
+            _cut_buckets(plan, metadata.max_contributions, work, reporter, tally)
+        # The exact counts are noised at once and dropped: only the noisy figure is kept.
+        figure: NoisedFigure | str | None = None
+        if tally is not None and policy is not None:
+            figure = noise_tally(tally, metadata.accounting, policy)
+        del tally
         months = [str(m) for m in (_column_values(metadata, "month"))]
         paths = [self._builder.appointments_path(month) for month in months]
         written = _write_months(
@@ -354,7 +403,7 @@ class PublishBuild:
         shutil.rmtree(work, ignore_errors=True)
         _write_public_tables(self._builder, inputs.base, self._included)
         bound = _verify(paths, months, written, metadata, self.seed, plan, reporter)
-        return _Built(bound, read, removed, sum(written.values()))
+        return _Built(bound, read, removed, sum(written.values()), figure)
 
     def _choose_bounds(self, policy: BoundChoicePolicy, plan: PublishPlan) -> ChosenBoundsRecord:
         """Between passes 1 and 2: charge the choice's declared spend to the dataset's cap,
@@ -458,9 +507,14 @@ def _file_ranks(
 
 
 def _cut_buckets(
-    plan: PublishPlan, max_contributions: int, work: Path, reporter: ProgressReporter
+    plan: PublishPlan,
+    max_contributions: int,
+    work: Path,
+    reporter: ProgressReporter,
+    tally: DroppedTally | None = None,
 ) -> None:
-    """Pass 2: the cut points of every patient over the bound, one file per bucket."""
+    """Pass 2: the cut points of every patient over the bound, one file per bucket (and the
+    patients cut, into `tally`)."""
     buckets = BucketFiles(work / "buckets", plan.buckets)
     folder = work / "cut"
     folder.mkdir(exist_ok=True)
@@ -469,6 +523,8 @@ def _cut_buckets(
         patient, prefix = buckets.read(bucket)
         cut = cut_points(patient, prefix, max_contributions).frame
         del patient, prefix
+        if tally is not None:
+            tally.add_total(cut.height)  # one row per patient over the bound
         if cut.height:
             pq.write_table(cut.to_arrow(), folder / f"{bucket:05d}.parquet")
         buckets.remove(bucket)
@@ -481,6 +537,7 @@ def _cut_period_buckets(
     bounds: PeriodBounds,
     work: Path,
     reporter: ProgressReporter,
+    tally: DroppedTally | None = None,
 ) -> None:
     """Pass 2 with per-period bounds: per bucket, the rows each patient drops under K and
     the period bounds (store.period_bounding, in keyed-hash order), filed as how many rows
@@ -500,7 +557,10 @@ def _cut_period_buckets(
             }
         )
         del rows
-        keep = period_keep_mask(frame, max_contributions, bounds)
+        cut = period_cut(frame, max_contributions, bounds)
+        keep = cut.keep
+        if tally is not None:
+            tally.add(cut.patients_cut)
         dropped = (
             frame.filter(~keep).group_by(PATIENT, PRIORITY).agg(dropped=pl.len().cast(pl.UInt32))
         )

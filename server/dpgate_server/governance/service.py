@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from dpgate_server.durable import exclusive_lock, replace_with
+from dpgate_server.governance.bias_figure import BiasFigurePolicy
 from dpgate_server.governance.bound_choice import BoundChoicePolicy
 from dpgate_server.governance.compression import inflated
 from dpgate_server.governance.consent import ConsentRecord, ConsentState, ConsentStore
@@ -102,6 +103,8 @@ class GovernancePolicy:
             not named keeps its current version's).
         chosen_bounds: per dataset, the bounds every publish chooses privately
             (governance/bound_choice.py); a dataset not named keeps its policy bounds.
+        bias_figure: the bias figure every publish releases (governance/bias_figure.py);
+            None: none, and nothing recorded about one.
     """
 
     root: Path
@@ -112,6 +115,7 @@ class GovernancePolicy:
     keep_versions: int = DEFAULT_KEEP_VERSIONS
     period_bounds: Mapping[str, PeriodBounds] = field(default_factory=dict)
     chosen_bounds: Mapping[str, BoundChoicePolicy] = field(default_factory=dict)
+    bias_figure: BiasFigurePolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +148,8 @@ class Governance:
         leases: ReaderLeases | None = None,
         spends: PublishSpendLedger | None = None,
     ) -> None:
-        """`spends` charges publish-time releases (bounds chosen privately) to dataset
-        caps: the server's ledger; None releases none."""
+        """`spends` charges publish-time releases (bounds chosen privately, the bias figure)
+        to dataset caps: the server's ledger; None releases none."""
         self._store = store
         self.policy = policy
         self._key_source = key_source
@@ -320,12 +324,18 @@ class Governance:
                 result = self._build_and_seal(dataset_id, request, progress, seed, choose_bounds)
         except BuildInProgressError:
             raise publish_in_progress(dataset_id) from None
+        figure = result.bias_figure
+        said = ""
+        if figure is not None:
+            said = (
+                "; bias figure released" if figure.released else f"; no bias figure: {figure.note}"
+            )
         self._record(
             request,
             dataset_id,
             f"published {result.version.version} from {current.version}: {result.practices} "
             f"practices ({len(result.staged_practices)} from uploads), "
-            f"{len(result.withdrawn_practices)} withdrawn{_bound_choice_said(result)}",
+            f"{len(result.withdrawn_practices)} withdrawn{_bound_choice_said(result)}{said}",
         )
         self.retire_old_versions(dataset_id)
         return result
@@ -379,6 +389,7 @@ class Governance:
                 memory_bytes=self.policy.publish_memory_bytes,
                 period_bounds=self.policy.period_bounds.get(dataset_id),
                 bound_choice=self._bound_choice(dataset_id, choose_bounds),
+                bias_figure=self.policy.bias_figure,
                 ledger=self._spends,
                 request=request,
             )

@@ -26,6 +26,7 @@ import numpy.typing as npt
 import polars as pl
 
 from dpgate_server.store.period_bounds import PRACTICE_COLUMN, PeriodBounds
+from dpgate_server.store.publish_records import BoundKind
 
 PATIENT = "patient_key"
 PRIORITY = "__priority"
@@ -35,7 +36,57 @@ _ROW = "__row"
 def period_keep_mask(
     frame: pl.DataFrame, max_contributions: int, bounds: PeriodBounds
 ) -> npt.NDArray[np.bool_]:
-    """Which rows of `frame` to keep under K and `bounds`.
+    """Which rows of `frame` to keep under K and `bounds` (`period_cut`'s mask)."""
+    return period_cut(frame, max_contributions, bounds).keep
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodCut:
+    """The rows kept under K and the period bounds, and whom each step of the cut touched.
+
+    `patients_cut` has one entry per step, in the cut's order (`cut_steps`): how many
+    distinct patients of the frame lost at least one row at that step. These are exact
+    counts of the private table: the publish turns them into the DP bias figure at once
+    and never stores, logs or serves them.
+    """
+
+    keep: npt.NDArray[np.bool_]
+    patients_cut: tuple[int, ...]
+
+
+def cut_steps(max_contributions: int, bounds: PeriodBounds) -> tuple[CutStep, ...]:
+    """The steps of the cut, in the order `period_cut` applies them: for each period cap,
+    its rows (k), periods (g) and (practice, period) groups (c) caps; then the total K."""
+    steps = []
+    for cap in bounds.caps:
+        for field, kind in _CAP_KINDS:
+            limit = getattr(cap, field)
+            if limit is not None:
+                steps.append(CutStep(kind, cap.period, limit))
+    steps.append(CutStep(BoundKind.TOTAL_ROWS, None, max_contributions))
+    return tuple(steps)
+
+
+_CAP_KINDS = (
+    ("rows", BoundKind.ROWS_PER_PERIOD),
+    ("periods", BoundKind.PERIODS),
+    ("practice_periods", BoundKind.PRACTICE_PERIODS),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CutStep:
+    """One step of the cut: which bound (of which period, None for the total) and its
+    limit."""
+
+    kind: BoundKind
+    period: str | None
+    limit: int
+
+
+def period_cut(frame: pl.DataFrame, max_contributions: int, bounds: PeriodBounds) -> PeriodCut:
+    """Which rows of `frame` to keep under K and `bounds`, and how many patients each step
+    cut.
 
     `frame` holds columns patient_key, __priority (lower is kept first; equal priorities
     only for interchangeable rows), practice_code and each bounded period column, with all
@@ -47,9 +98,11 @@ def period_keep_mask(
     alive = np.arange(frame.height, dtype=np.int64)
     columns = {name: _codes(frame, name) for name in (PATIENT, *_grouping_columns(bounds))}
     priority = frame.get_column(PRIORITY).cast(pl.UInt64).to_numpy()
+    cut: list[int] = []
 
     def keep(mask: npt.NDArray[np.bool_]) -> None:
         nonlocal alive, priority
+        cut.append(int(np.unique(columns[PATIENT][~mask]).size))
         alive, priority = alive[mask], priority[mask]
         for name in columns:
             columns[name] = columns[name][mask]
@@ -67,7 +120,7 @@ def period_keep_mask(
     keep(_ordinal([columns[patient]], [priority]) < max_contributions)
     out = np.zeros(frame.height, dtype=np.bool_)
     out[alive] = True
-    return out
+    return PeriodCut(out, tuple(cut))
 
 
 def _grouping_columns(bounds: PeriodBounds) -> list[str]:

@@ -97,9 +97,16 @@ def test_the_stream_yields_every_stage_in_order_then_the_result(
     assert fractions == sorted(fractions)
     assert fractions[-1] == pytest.approx(1.0)
     # the same audit as the unary call: one ANSWERED event saying what was published
-    [event] = [e for e in events_of(governed) if current.version in e.detail]
+    # (and, before it, the bias figure's charge to the dataset's cap)
+    published = f"published {current.version} from {before}"
+    [event] = [e for e in events_of(governed) if e.detail.startswith(published)]
     assert event.outcome is Outcome.ANSWERED
-    assert event.detail.startswith(f"published {current.version} from {before}")
+    [charge] = [
+        e
+        for e in events_of(governed)
+        if f"bias_figure of {DATASET_ID} {current.version}" in e.detail
+    ]
+    assert charge.seq < event.seq
 
 
 def test_progress_messages_carry_no_row_counts(governed: GovernedService) -> None:

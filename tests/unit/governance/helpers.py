@@ -17,7 +17,9 @@ from typing import Any
 
 import polars as pl
 
+from dpgate_server.governance.bias_figure import BiasFigurePolicy
 from dpgate_server.governance.optouts import OptOutKind
+from dpgate_server.governance.publish_spends import PublishSpendLedger
 from dpgate_server.governance.publishing import DEFAULT_MEMORY_BYTES
 from dpgate_server.governance.service import Governance, GovernancePolicy
 from dpgate_server.ledger.model import Outcome, Principal, RequestInfo, Role
@@ -122,6 +124,8 @@ def open_governance(
     publish_memory_bytes: int = DEFAULT_MEMORY_BYTES,
     keep_versions: int = 100,
     period_bounds: Mapping[str, PeriodBounds] | None = None,
+    bias_figure: BiasFigurePolicy | None = None,
+    spends: PublishSpendLedger | None = None,
 ) -> Governance:
     policy = GovernancePolicy(
         root=world.governance_root,
@@ -131,10 +135,15 @@ def open_governance(
         publish_memory_bytes=publish_memory_bytes,
         keep_versions=keep_versions,
         period_bounds=dict(period_bounds or {}),
+        bias_figure=bias_figure,
     )
     key_file = world.key_file
     return Governance(
-        DatasetStore(world.store_root), policy, lambda: load_or_create_key(key_file), audit
+        DatasetStore(world.store_root),
+        policy,
+        lambda: load_or_create_key(key_file),
+        audit,
+        spends=spends,
     )
 
 

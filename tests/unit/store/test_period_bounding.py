@@ -18,11 +18,15 @@ from dpgate_server.store.bounding import (
 from dpgate_server.store.period_bounding import (
     PRIORITY,
     bound_maxima,
+    cut_steps,
+    period_cut,
     period_keep_mask,
     violations,
 )
 from dpgate_server.store.period_bounds import PeriodBounds, PeriodCap
+from dpgate_server.store.publish_records import BoundKind
 from dpgate_server.store.store import ContributionBound, VersionManifest
+from tests.support.dropped_patients import true_patients_cut
 
 K = 6
 BOUNDS = PeriodBounds(
@@ -218,3 +222,29 @@ def test_period_bounds_must_be_positive_and_name_a_period() -> None:
     with pytest.raises(ValueError, match="no cap"):
         PeriodCap("week")
     assert PeriodBounds.from_dict(BOUNDS.to_dict()) == BOUNDS
+
+
+def test_the_cut_counts_the_patients_each_step_dropped_rows_of() -> None:
+    rows = _random_rows(3)
+    cut = period_cut(rows, K, BOUNDS)
+    steps = cut_steps(K, BOUNDS)
+    assert [(s.kind, s.period, s.limit) for s in steps] == [
+        (BoundKind.ROWS_PER_PERIOD, "week", 2),
+        (BoundKind.PERIODS, "week", 3),
+        (BoundKind.PRACTICE_PERIODS, "week", 3),
+        (BoundKind.ROWS_PER_PERIOD, "month", 4),
+        (BoundKind.PERIODS, "month", 2),
+        (BoundKind.PRACTICE_PERIODS, "month", 2),
+        (BoundKind.TOTAL_ROWS, None, K),
+    ]
+    truth = true_patients_cut(rows, K, BOUNDS)
+    assert list(cut.patients_cut) == truth
+    assert all(count > 0 for count in truth[:3])  # the fixture makes the week caps bite
+    assert np.array_equal(cut.keep, period_keep_mask(rows, K, BOUNDS))
+
+
+def test_with_the_total_alone_the_cut_counts_patients_over_it() -> None:
+    rows = _random_rows(4)
+    over = int((rows.group_by("patient_key").len()["len"] > 20).sum())
+    assert period_cut(rows, 20, PeriodBounds()).patients_cut == (over,)
+    assert over == true_patients_cut(rows, 20, PeriodBounds())[0] > 0
