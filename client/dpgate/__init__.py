@@ -24,16 +24,19 @@ from dpgate._query import Condition, QuerySpec, count, total
 from dpgate._question_sets import SetMemberPreview, SetPreview
 from dpgate._retry import RetryPolicy
 from dpgate._types import (
+    BiasFigure,
     BudgetInfo,
     ColumnInfo,
     ContributionBounds,
     DatasetDescription,
     DatasetInfo,
     DerivedOption,
+    DroppedPatients,
     EarlierRelease,
     KeyValue,
     PeriodCap,
     PreviewResult,
+    PublishedVersion,
     QueryResult,
     ReleaseInfo,
 )
@@ -77,6 +80,7 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "AuthenticationError",
+    "BiasFigure",
     "BudgetExhaustedError",
     "BudgetInfo",
     "ChainVerification",
@@ -91,6 +95,7 @@ __all__ = [
     "DeadlineExceededError",
     "DerivedOption",
     "DpgateError",
+    "DroppedPatients",
     "EarlierRelease",
     "ErrorReason",
     "Estimates",
@@ -108,6 +113,7 @@ __all__ = [
     "PreviewResult",
     "ProviderClient",
     "PublishStep",
+    "PublishedVersion",
     "QueryResult",
     "QuerySpec",
     "ReleaseInfo",

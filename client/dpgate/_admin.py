@@ -29,8 +29,8 @@ from dpgate._admin_types import (
     TokenRecord,
 )
 from dpgate._channel import Connection
-from dpgate._convert import budget_info, dataset_info
-from dpgate._types import BudgetInfo, DatasetInfo
+from dpgate._convert import budget_info, published_version
+from dpgate._types import BudgetInfo, PublishedVersion
 from dpgate.errors import from_rpc_error
 from dpgate_proto.v1 import admin_pb2, admin_pb2_grpc
 from dpgate_shared.units import Amount
@@ -241,8 +241,10 @@ class AdminClient(Connection):
         )
         return spending_frame(row for chunk in chunks for row in chunk.rows)
 
-    def publish_dataset_version(self, dataset_id: str) -> DatasetInfo:
-        """Publish the next version from the staged practices; returns the new current one.
+    def publish_dataset_version(self, dataset_id: str) -> PublishedVersion:
+        """Publish the next version from the staged practices; returns the new current one,
+        with the bias figure the publish released (or why none: the publish succeeds
+        without it when the dataset's cap cannot pay).
 
         Servers without data governance yet raise NotImplementedYetError.
         """
@@ -250,15 +252,16 @@ class AdminClient(Connection):
             self._admin.PublishDatasetVersion,
             admin_pb2.PublishDatasetVersionRequest(dataset_id=dataset_id),
         )
-        return dataset_info(reply.dataset)
+        return _published(reply)
 
     def publish_with_progress(
         self, dataset_id: str, *, timeout: float | None = None
-    ) -> Iterator[PublishStep | DatasetInfo]:
+    ) -> Iterator[PublishStep | PublishedVersion]:
         """Publish as `publish_dataset_version` does, yielding each step as it happens.
 
         Yields a `PublishStep` per step (stage, units done of total, time left; never a
-        count of rows), and last the new current version as a `DatasetInfo`. A publish can
+        count of rows), and last the new current version as a `PublishedVersion` (a
+        `DatasetInfo` with the publish's bias figure). A publish can
         take minutes, so by default the call has no deadline (`timeout` sets one). Leaving
         the loop early, or a deadline passing, cancels the call: the server stops the
         publish at its next step and publishes nothing (unless it was already sealing the
@@ -277,8 +280,13 @@ class AdminClient(Connection):
                 if message.HasField("progress"):
                     yield publish_step(message.progress)
                 elif message.HasField("result"):
-                    yield dataset_info(message.result.dataset)
+                    yield _published(message.result)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         finally:
             call.cancel()  # a no-op once the call has ended
+
+
+def _published(reply: admin_pb2.PublishDatasetVersionResponse) -> PublishedVersion:
+    figure = reply.bias_figure if reply.HasField("bias_figure") else None
+    return published_version(reply.dataset, figure)

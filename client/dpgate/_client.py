@@ -11,6 +11,7 @@ import polars as pl
 
 from dpgate._channel import Connection
 from dpgate._convert import (
+    bias_figure,
     budget_info,
     column_info,
     contribution_bounds,
@@ -112,6 +113,9 @@ class Client(Connection):
             columns=tuple(column_info(c) for c in reply.columns),
             public_tables={t.name: tuple(t.columns) for t in reply.public_tables},
             bounds=contribution_bounds(reply.bounds) if reply.HasField("bounds") else None,
+            bias_figure=bias_figure(reply.bias_figure, reply.dataset.version)
+            if reply.HasField("bias_figure")
+            else None,
         )
 
     def public_table(self, dataset_id: str, table: str) -> pl.DataFrame:

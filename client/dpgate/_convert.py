@@ -10,15 +10,18 @@ from decimal import Decimal
 import polars as pl
 
 from dpgate._types import (
+    BiasFigure,
     BudgetInfo,
     ColumnInfo,
     ContributionBounds,
     DatasetInfo,
     DerivedOption,
+    DroppedPatients,
     EarlierRelease,
     KeyValue,
     PeriodCap,
     PreviewResult,
+    PublishedVersion,
     QueryResult,
     ReleaseInfo,
 )
@@ -54,6 +57,51 @@ def dataset_info(message: types_pb2.DatasetSummary) -> DatasetInfo:
         max_contributions=message.max_contributions,
         period_start=dt.date.fromisoformat(message.period_start),
         period_end=dt.date.fromisoformat(message.period_end),
+    )
+
+
+_BOUND_KINDS = {
+    types_pb2.CONTRIBUTION_BOUND_KIND_TOTAL_ROWS: "total_rows",
+    types_pb2.CONTRIBUTION_BOUND_KIND_ROWS_PER_PERIOD: "rows_per_period",
+    types_pb2.CONTRIBUTION_BOUND_KIND_PERIODS: "periods",
+    types_pb2.CONTRIBUTION_BOUND_KIND_PRACTICE_PERIODS: "practice_periods",
+}
+
+
+def bias_figure(message: types_pb2.BiasFigure, version: str) -> BiasFigure:
+    """A version's stored bias figure (`version` names it)."""
+    if not message.released:
+        return BiasFigure(version=version, released=False, note=message.note)
+    return BiasFigure(
+        version=version,
+        released=True,
+        counts=tuple(
+            DroppedPatients(
+                bound=_BOUND_KINDS.get(count.bound, "unspecified"),
+                period=count.period or None,
+                limit=count.limit,
+                value=count.value,
+                ci_low=count.ci_low,
+                ci_high=count.ci_high,
+            )
+            for count in message.counts
+        ),
+        mechanism=message.mechanism,
+        noise_scale=message.noise_scale,
+        confidence_level=message.confidence_level,
+        spend=spend(message.spend),
+        accounting=accounting_name(message.spend),
+    )
+
+
+def published_version(
+    dataset: types_pb2.DatasetSummary, figure: types_pb2.BiasFigure | None
+) -> PublishedVersion:
+    """A publish's result: the new version and the bias figure it released (if any)."""
+    info = dataset_info(dataset)
+    fields = {name: getattr(info, name) for name in DatasetInfo.__dataclass_fields__}
+    return PublishedVersion(
+        **fields, bias_figure=None if figure is None else bias_figure(figure, info.version)
     )
 
 
@@ -219,6 +267,9 @@ def query_result(parts: Iterable[query_pb2.RunQueryResponse]) -> QueryResult:
         canonical_query=header.canonical_query,
         accounting=accounting_name(header.release_cost),
         derived_from=header.derived_from,
+        bias_figure=bias_figure(header.bias_figure, header.dataset_version)
+        if header.HasField("bias_figure")
+        else None,
     )
 
 

@@ -86,6 +86,105 @@ class ContributionBounds:
     """Per-period caps enforced with K, week before month (empty: K alone)."""
 
 
+_BOUND_WORDS = {
+    "total_rows": "{limit}-row bound",
+    "rows_per_period": "{limit}-rows-a-{period} bound",
+    "periods": "{limit}-{period}s bound",
+    "practice_periods": "{limit}-(practice, {period})-groups bound",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedPatients:
+    """How many patients (a DP count, with its interval) lost rows to one bound."""
+
+    bound: str
+    """"total_rows" (K), "rows_per_period" (k), "periods" (g) or "practice_periods"."""
+    period: str | None
+    """"week" or "month" for a per-period bound; None for the total."""
+    limit: int
+    """The bound's value (24 rows; 3 rows a week; 10 weeks; ...)."""
+    value: int
+    """The noisy count: unbiased, so it may be negative or above the truth."""
+    ci_low: float
+    ci_high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2.0
+
+    @property
+    def bound_words(self) -> str:
+        """The bound as people say it: "24-row bound", "3-rows-a-week bound"."""
+        words = _BOUND_WORDS.get(self.bound, "{limit} " + self.bound + " bound")
+        return words.format(limit=self.limit, period=self.period or "")
+
+    def __str__(self) -> str:
+        return (
+            f"{self.value:,} ± {self.half_width:,.0f} patients had rows dropped by the "
+            f"{self.bound_words}"
+        )
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class BiasFigure:
+    """How far a version's contribution bounds bias its answers: for each bound, a DP count
+    of the patients who lost rows to it.
+
+    Answers on a version estimate its *bounded* table: totals are low by the rows these
+    patients lost, and no interval covers that bias. The figure was released once when the
+    version was published, charged to the dataset's cap then (`spend`), and is stored with
+    the version: reading it is free, and it is the same for everyone.
+
+    Example:
+        >>> figure = BiasFigure(version="v000002", released=True, counts=(
+        ...     DroppedPatients("total_rows", None, 24, 1234, 1174.0, 1294.0),))
+        >>> str(figure)
+        'v000002: 1,234 ± 60 patients had rows dropped by the 24-row bound'
+    """
+
+    version: str
+    """The dataset version the figure belongs to."""
+    released: bool
+    """Whether that version's publish released one."""
+    note: str = ""
+    """Why not, when it did not."""
+    counts: tuple[DroppedPatients, ...] = ()
+    """One per bound the version enforces, the total K first."""
+    mechanism: str = ""
+    """"discrete_laplace" or "discrete_gaussian"."""
+    noise_scale: float = 0.0
+    confidence_level: float = 0.0
+    spend: Decimal = Decimal(0)
+    """What the dataset's cap paid for it at publish (epsilon or rho, per `accounting`)."""
+    accounting: str = "unspecified"
+
+    def lines(self) -> list[str]:
+        """The figure in words, a line per bound ("1,234 ± 60 patients had rows dropped
+        by the 24-row bound"), or why there is none."""
+        if not self.released:
+            return [f"no bias figure for {self.version}: {self.note}"]
+        return [str(count) for count in self.counts]
+
+    def __str__(self) -> str:
+        if not self.released:
+            return f"{self.version}: no bias figure ({self.note})"
+        return f"{self.version}: " + "; ".join(str(count) for count in self.counts)
+
+    def __repr__(self) -> str:
+        return f"BiasFigure({self})"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedVersion(DatasetInfo):
+    """A version just published (what `AdminClient.publish_dataset_version` returns): the
+    dataset and its new current version, with the bias figure the publish released."""
+
+    bias_figure: BiasFigure | None = None
+    """Released (charged to the dataset's cap), or withheld and why (the cap could not
+    pay; turned off); None when the server releases none."""
+
+
 @dataclass(frozen=True, slots=True)
 class DatasetDescription:
     """Everything public about a dataset."""
@@ -97,6 +196,9 @@ class DatasetDescription:
     bounds: ContributionBounds | None = None
     """The current version's contribution bounds (None: the version records none, and each
     query truncates to `dataset.max_contributions`)."""
+    bias_figure: BiasFigure | None = None
+    """How many patients lost rows to each bound in the current version (None: the
+    version records no figure)."""
 
     def column(self, name: str) -> ColumnInfo:
         """The column called `name`; raises KeyError naming the columns there are."""
@@ -142,6 +244,10 @@ class QueryResult:
     free and with no new noise; `frame` then ends with `cells` (how many released cells
     each row adds up; its interval is exact for that sum). Empty for a release computed
     from data. Given only when asked (`client.query(..., derive="if_as_accurate")`)."""
+    bias_figure: BiasFigure | None = None
+    """How many patients lost rows to each bound of `dataset_version` (read beside the
+    answer: its totals are low by their dropped rows); None when the version records no
+    figure."""
 
     def epsilon_equivalent(self, delta: float = DEFAULT_DELTA) -> float | None:
         """Under zCDP, the epsilon the release's cost amounts to at `delta` (see

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from dpgate._types import QueryResult
+from dpgate._types import BiasFigure, QueryResult
 from dpgate_shared import noise_sums
 from dpgate_shared.confidence import check_confidence_level
 
@@ -63,6 +63,9 @@ class Estimates:
     confidence_level: float
     release_ids: tuple[str, ...]
     """The releases the values come from (cells of one release have independent noise)."""
+    bias_figure: BiasFigure | None = None
+    """How many patients lost rows to each bound of the version the values come from (sums
+    are low by their dropped rows; no interval here covers that); None if it records none."""
 
 
 def estimates(result: QueryResult) -> Estimates:
@@ -81,6 +84,7 @@ def estimates(result: QueryResult) -> Estimates:
         noise_scale=result.noise_scale,
         confidence_level=result.confidence_level,
         release_ids=(result.derived_from or result.release_id,),  # its noise is the source's
+        bias_figure=result.bias_figure,
     )
 
 
@@ -124,6 +128,7 @@ def sum_cells(
         noise_scale=base.noise_scale,
         confidence_level=level,
         release_ids=base.release_ids,
+        bias_figure=base.bias_figure,
     )
     half = _half_width_column(summed, level)
     frame = totals.with_columns(

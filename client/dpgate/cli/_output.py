@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dpgate._types import BiasFigure
 from dpgate_shared.privacy_loss import (
     DEFAULT_DELTA,
     delta_in_words,
@@ -133,3 +134,15 @@ def table(
     for row in cells:
         view.add_row(*row)
     return view
+
+
+def bias_in_words(figure: BiasFigure | None) -> list[str]:
+    """The bias figure's lines: what the bounds dropped, read beside every answer on the
+    version (released once at publish; reading it is free)."""
+    if figure is None:
+        return []
+    if not figure.released:
+        return [f"bias of the bounds: no figure for {figure.version} ({figure.note})"]
+    level = f"{figure.confidence_level:.0%}"
+    head = f"bias of the bounds ({figure.version}, DP counts, {level} intervals, free to read):"
+    return [head, *(f"  {line}" for line in figure.lines())]

@@ -17,9 +17,16 @@ from rich.console import Console
 
 from dpgate._admin import AdminClient
 from dpgate._admin_types import DatasetBudget, Requester, TokenRecord
-from dpgate._types import BudgetInfo, DatasetInfo
+from dpgate._types import BudgetInfo, DatasetInfo, PublishedVersion
 from dpgate.cli._errors import ExitCode, report_problem
-from dpgate.cli._output import EQUIVALENT_NOTE, amount_in_plain_terms, stderr, table, unit
+from dpgate.cli._output import (
+    EQUIVALENT_NOTE,
+    amount_in_plain_terms,
+    bias_in_words,
+    stderr,
+    table,
+    unit,
+)
 from dpgate.cli._publish_bars import publish_bars
 from dpgate.cli._session import JsonOption, connect, output
 from dpgate.errors import NotFoundError
@@ -391,12 +398,14 @@ def publish(ctx: typer.Context, dataset: DatasetArgument, json_output: JsonOptio
         message = "the server ended the publish without its result"
         raise typer.Exit(report_problem(message, ExitCode.OTHER, as_json=out.as_json))
     published = info
-    out.emit(
-        published,
-        lambda console: console.print(
-            f"{published.dataset_id} version {published.version} is now current"
-        ),
-    )
+    figure = published.bias_figure if isinstance(published, PublishedVersion) else None
+
+    def say(console: Console) -> None:
+        console.print(f"{published.dataset_id} version {published.version} is now current")
+        for line in bias_in_words(figure):
+            console.print(line)
+
+    out.emit(published, say)
 
 
 def _moment(text: str | None) -> dt.datetime | None:

@@ -29,7 +29,13 @@ from dpgate.accuracy import (
     median_rel_half_width,
     percent,
 )
-from dpgate.cli._output import EQUIVALENT_NOTE, amount_in_plain_terms, table, unit
+from dpgate.cli._output import (
+    EQUIVALENT_NOTE,
+    amount_in_plain_terms,
+    bias_in_words,
+    table,
+    unit,
+)
 from dpgate.cli._query_options import (
     AccuracyOption,
     ByOption,
@@ -269,6 +275,8 @@ def _print_description(console: Console, description: DatasetDescription) -> Non
     )
     for line in bounds_in_words(description.bounds, d.max_contributions, d.accounting):
         console.print(line)
+    for line in bias_in_words(description.bias_figure):
+        console.print(line)
     console.print()
     rows = [_column_row(c) for c in description.columns]
     columns = ("column", "kind", "filter", "group", "sum", "bounds", "values")
@@ -438,6 +446,7 @@ def _result_document(result: QueryResult, accounting: str, shown: _Shown) -> dic
         "repeat": result.repeat,
         "derived_from": result.derived_from,
         "canonical_query": result.canonical_query,
+        "bias_figure": result.bias_figure,
         **_equivalent(accounting, spend=result.release_cost),
         "cells": result.relative_accuracy(shown.expected),
     }
@@ -500,6 +509,8 @@ def _print_result(
     console.print(
         f"{charge}; remaining {name} {amount_in_plain_terms(result.remaining, accounting)}"
     )
+    for line in bias_in_words(result.bias_figure):
+        console.print(line)
     if accounting == "zcdp":
         console.print(EQUIVALENT_NOTE)
 

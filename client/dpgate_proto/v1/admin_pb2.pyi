@@ -976,18 +976,27 @@ class PublishDatasetVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASET_FIELD_NUMBER: _builtins.int
+    BIAS_FIGURE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def dataset(self) -> _types_pb2.DatasetSummary:
         """The new current version."""
+
+    @_builtins.property
+    def bias_figure(self) -> _types_pb2.BiasFigure:
+        """Its bias figure, as DescribeDataset shows it: released (and charged to the dataset's
+        cap), or withheld and why (the publish succeeded either way). Absent when the server
+        releases none.
+        """
 
     def __init__(
         self,
         *,
         dataset: _types_pb2.DatasetSummary | None = ...,
+        bias_figure: _types_pb2.BiasFigure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bias_figure", b"bias_figure", "dataset", b"dataset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bias_figure", b"bias_figure", "dataset", b"dataset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

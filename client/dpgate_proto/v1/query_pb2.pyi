@@ -375,6 +375,7 @@ class ReleaseHeader(_message.Message):
     CANONICAL_QUERY_FIELD_NUMBER: _builtins.int
     RELEASE_COST_FIELD_NUMBER: _builtins.int
     DERIVED_FROM_FIELD_NUMBER: _builtins.int
+    BIAS_FIGURE_FIELD_NUMBER: _builtins.int
     release_id: _builtins.str
     """Identifier of the stored release (the same for a free repeat)."""
     dataset_id: _builtins.str
@@ -425,6 +426,14 @@ class ReleaseHeader(_message.Message):
         derived answer).
         """
 
+    @_builtins.property
+    def bias_figure(self) -> _types_pb2.BiasFigure:
+        """The bias figure of dataset_version, as DescribeDataset shows it: how many patients
+        (DP, with intervals) lost rows to each contribution bound, so the answer can be read
+        beside it (its totals are low by those patients' dropped rows). Released once at
+        publish and stored: free. Absent when the version records none or is no longer kept.
+        """
+
     def __init__(
         self,
         *,
@@ -442,10 +451,11 @@ class ReleaseHeader(_message.Message):
         canonical_query: _builtins.str = ...,
         release_cost: _types_pb2.Spend | None = ...,
         derived_from: _builtins.str = ...,
+        bias_figure: _types_pb2.BiasFigure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["charged", b"charged", "release_cost", b"release_cost", "remaining", b"remaining"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bias_figure", b"bias_figure", "charged", b"charged", "release_cost", b"release_cost", "remaining", b"remaining"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_query", b"canonical_query", "cell_count", b"cell_count", "charged", b"charged", "confidence_level", b"confidence_level", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "derived_from", b"derived_from", "group_by", b"group_by", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "release_cost", b"release_cost", "release_id", b"release_id", "remaining", b"remaining", "repeat", b"repeat"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bias_figure", b"bias_figure", "canonical_query", b"canonical_query", "cell_count", b"cell_count", "charged", b"charged", "confidence_level", b"confidence_level", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "derived_from", b"derived_from", "group_by", b"group_by", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "release_cost", b"release_cost", "release_id", b"release_id", "remaining", b"remaining", "repeat", b"repeat"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -549,6 +559,7 @@ class DescribeDatasetResponse(_message.Message):
     PUBLIC_TABLES_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     BOUNDS_FIELD_NUMBER: _builtins.int
+    BIAS_FIGURE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def dataset(self) -> _types_pb2.DatasetSummary:
         """The dataset."""
@@ -572,6 +583,13 @@ class DescribeDatasetResponse(_message.Message):
         dataset.max_contributions). These bounds are what costs are computed from.
         """
 
+    @_builtins.property
+    def bias_figure(self) -> _types_pb2.BiasFigure:
+        """The version's bias figure: how many patients (DP, with intervals) lost rows to each
+        bound. Absent for a version whose publish released none and recorded nothing (the
+        generated demo's first version); `released` false when it was withheld, and why.
+        """
+
     def __init__(
         self,
         *,
@@ -580,10 +598,11 @@ class DescribeDatasetResponse(_message.Message):
         public_tables: _abc.Iterable[_types_pb2.PublicTableInfo] | None = ...,
         budget: _types_pb2.Budget | None = ...,
         bounds: Global___ContributionBounds | None = ...,
+        bias_figure: _types_pb2.BiasFigure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bounds", b"bounds", "budget", b"budget", "dataset", b"dataset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bias_figure", b"bias_figure", "bounds", b"bounds", "budget", b"budget", "dataset", b"dataset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounds", b"bounds", "budget", b"budget", "columns", b"columns", "dataset", b"dataset", "public_tables", b"public_tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bias_figure", b"bias_figure", "bounds", b"bounds", "budget", b"budget", "columns", b"columns", "dataset", b"dataset", "public_tables", b"public_tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

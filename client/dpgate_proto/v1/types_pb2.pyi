@@ -96,6 +96,38 @@ VISIBILITY_PRIVATE: Visibility.ValueType  # 2
 """Values are private: never grouped on, filtered on or returned."""
 Global___Visibility: _TypeAlias = Visibility  # noqa: Y015
 
+class _ContributionBoundKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ContributionBoundKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContributionBoundKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTRIBUTION_BOUND_KIND_UNSPECIFIED: _ContributionBoundKind.ValueType  # 0
+    """Not set; never sent."""
+    CONTRIBUTION_BOUND_KIND_TOTAL_ROWS: _ContributionBoundKind.ValueType  # 1
+    """K: the most rows one patient has across the version (max_contributions)."""
+    CONTRIBUTION_BOUND_KIND_ROWS_PER_PERIOD: _ContributionBoundKind.ValueType  # 2
+    """k: the most rows one patient has in any one week or month."""
+    CONTRIBUTION_BOUND_KIND_PERIODS: _ContributionBoundKind.ValueType  # 3
+    """g: the most weeks or months one patient has rows in."""
+    CONTRIBUTION_BOUND_KIND_PRACTICE_PERIODS: _ContributionBoundKind.ValueType  # 4
+    """The most distinct (practice_code, week or month) groups one patient has rows in."""
+
+class ContributionBoundKind(_ContributionBoundKind, metaclass=_ContributionBoundKindEnumTypeWrapper):
+    """A contribution bound a version's publish enforced (see ContributionBounds)."""
+
+CONTRIBUTION_BOUND_KIND_UNSPECIFIED: ContributionBoundKind.ValueType  # 0
+"""Not set; never sent."""
+CONTRIBUTION_BOUND_KIND_TOTAL_ROWS: ContributionBoundKind.ValueType  # 1
+"""K: the most rows one patient has across the version (max_contributions)."""
+CONTRIBUTION_BOUND_KIND_ROWS_PER_PERIOD: ContributionBoundKind.ValueType  # 2
+"""k: the most rows one patient has in any one week or month."""
+CONTRIBUTION_BOUND_KIND_PERIODS: ContributionBoundKind.ValueType  # 3
+"""g: the most weeks or months one patient has rows in."""
+CONTRIBUTION_BOUND_KIND_PRACTICE_PERIODS: ContributionBoundKind.ValueType  # 4
+"""The most distinct (practice_code, week or month) groups one patient has rows in."""
+Global___ContributionBoundKind: _TypeAlias = ContributionBoundKind  # noqa: Y015
+
 @_typing.final
 class KeyValue(_message.Message):
     """One value of a public column: a group key, a filter operand or a public table cell."""
@@ -376,3 +408,102 @@ class Budget(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Budget: _TypeAlias = Budget  # noqa: Y015
+
+@_typing.final
+class DroppedPatients(_message.Message):
+    """The DP count of patients from whom one bound's step of the publish cut removed rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOUND_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    CI_LOW_FIELD_NUMBER: _builtins.int
+    CI_HIGH_FIELD_NUMBER: _builtins.int
+    bound: Global___ContributionBoundKind.ValueType
+    """Which bound."""
+    period: _builtins.str
+    """"week" or "month" for a per-period bound; empty for the total."""
+    limit: _builtins.int
+    """The bound's value (24 rows; 3 rows a week; 10 weeks; ...)."""
+    value: _builtins.int
+    """The noisy count of patients: unbiased, so it may be negative or above the truth;
+    never rounded or clamped by the service.
+    """
+    ci_low: _builtins.float
+    """Lower end of its confidence interval."""
+    ci_high: _builtins.float
+    """Upper end of its confidence interval."""
+    def __init__(
+        self,
+        *,
+        bound: Global___ContributionBoundKind.ValueType = ...,
+        period: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        value: _builtins.int = ...,
+        ci_low: _builtins.float = ...,
+        ci_high: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bound", b"bound", "ci_high", b"ci_high", "ci_low", b"ci_low", "limit", b"limit", "period", b"period", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DroppedPatients: _TypeAlias = DroppedPatients  # noqa: Y015
+
+@_typing.final
+class BiasFigure(_message.Message):
+    """How far a version's contribution bounds bias its answers: for each bound, a DP count of
+    the patients who lost rows to it. Released once when the version was published, charged
+    to the dataset's cap then, and stored with the version: free to read, never recomputed.
+    Answers on the version estimate the bounded table, so their totals are low by the rows
+    these patients lost (their intervals do not cover that bias).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    NOISE_SCALE_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_LEVEL_FIELD_NUMBER: _builtins.int
+    SPEND_FIELD_NUMBER: _builtins.int
+    released: _builtins.bool
+    """Whether the version's publish released a figure."""
+    note: _builtins.str
+    """Why not, when it did not (the cap could not pay; turned off by the administrator)."""
+    mechanism: _builtins.str
+    """Noise mechanism of every count: "discrete_laplace" or "discrete_gaussian"."""
+    noise_scale: _builtins.float
+    """Noise scale of every count (each has sensitivity 1: a patient is in it at most once)."""
+    confidence_level: _builtins.float
+    """Confidence level of the intervals."""
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DroppedPatients]:
+        """One count per bound the version enforces, the total K first."""
+
+    @_builtins.property
+    def spend(self) -> Global___Spend:
+        """What the dataset's cap paid for the figure at publish (reading it is free)."""
+
+    def __init__(
+        self,
+        *,
+        released: _builtins.bool = ...,
+        note: _builtins.str = ...,
+        counts: _abc.Iterable[Global___DroppedPatients] | None = ...,
+        mechanism: _builtins.str = ...,
+        noise_scale: _builtins.float = ...,
+        confidence_level: _builtins.float = ...,
+        spend: Global___Spend | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spend", b"spend"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence_level", b"confidence_level", "counts", b"counts", "mechanism", b"mechanism", "noise_scale", b"noise_scale", "note", b"note", "released", b"released", "spend", b"spend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BiasFigure: _TypeAlias = BiasFigure  # noqa: Y015

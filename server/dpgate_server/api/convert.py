@@ -16,6 +16,7 @@ from dpgate_server.queries.derivation import DerivePreference
 from dpgate_server.queries.model import Aggregate, Filter, Query, Spend, SpendMeasure
 from dpgate_server.spend import units_to_decimal
 from dpgate_server.store.metadata import ColumnKind, ColumnSpec, KeyValue, Visibility
+from dpgate_server.store.publish_records import BiasFigure, BoundKind
 from dpgate_server.store.store import ContributionBound, DatasetVersion
 from dpgate_server.vocabulary.accounting import Accounting
 from dpgate_server.vocabulary.errors import ErrorReason
@@ -95,7 +96,41 @@ def describe_to_proto(
     )
     if version.manifest.bound is not None:
         reply.bounds.CopyFrom(bounds_to_proto(version.manifest.bound))
+    if version.manifest.bias_figure is not None:
+        reply.bias_figure.CopyFrom(bias_figure_to_proto(version.manifest.bias_figure))
     return reply
+
+
+BOUND_KIND_TO_PROTO = {
+    BoundKind.TOTAL_ROWS: types_pb2.CONTRIBUTION_BOUND_KIND_TOTAL_ROWS,
+    BoundKind.ROWS_PER_PERIOD: types_pb2.CONTRIBUTION_BOUND_KIND_ROWS_PER_PERIOD,
+    BoundKind.PERIODS: types_pb2.CONTRIBUTION_BOUND_KIND_PERIODS,
+    BoundKind.PRACTICE_PERIODS: types_pb2.CONTRIBUTION_BOUND_KIND_PRACTICE_PERIODS,
+}
+
+
+def bias_figure_to_proto(figure: BiasFigure) -> types_pb2.BiasFigure:
+    """The figure stored with a version, as released at publish (never recomputed)."""
+    if not figure.released:
+        return types_pb2.BiasFigure(released=False, note=figure.note)
+    return types_pb2.BiasFigure(
+        released=True,
+        counts=[
+            types_pb2.DroppedPatients(
+                bound=BOUND_KIND_TO_PROTO[count.bound],
+                period=count.period or "",
+                limit=count.limit,
+                value=count.value,
+                ci_low=float(count.value - count.half_width),
+                ci_high=float(count.value + count.half_width),
+            )
+            for count in figure.counts
+        ],
+        mechanism=figure.mechanism,
+        noise_scale=figure.noise_scale,
+        confidence_level=figure.confidence_level,
+        spend=spend_to_proto(figure.accounting, figure.spend_units),
+    )
 
 
 def bounds_to_proto(bound: ContributionBound) -> query_pb2.ContributionBounds:
@@ -316,9 +351,12 @@ def preview_to_proto(requester_preview: RequesterPreview) -> query_pb2.PreviewQu
 
 
 def answer_to_proto(
-    answer: Answer, cell_format: query_pb2.CellFormat.ValueType
+    answer: Answer,
+    cell_format: query_pb2.CellFormat.ValueType,
+    bias_figure: BiasFigure | None = None,
 ) -> Iterator[query_pb2.RunQueryResponse]:
-    """The header, then the cells as Arrow IPC pieces, or per-cell batches if not asked so.
+    """The header (with the version's stored `bias_figure`, if any), then the cells as Arrow
+    IPC pieces, or per-cell batches if not asked so.
 
     The Arrow pieces are the release's stored table as it is (no per-cell work here); the
     per-cell form is what clients before the columnar format read, and costs a Python loop.
@@ -340,6 +378,8 @@ def answer_to_proto(
         release_cost=spend_to_proto(release.accounting, release.cost_units),
         derived_from=answer.derived_from or "",
     )
+    if bias_figure is not None:
+        header.bias_figure.CopyFrom(bias_figure_to_proto(bias_figure))
     yield query_pb2.RunQueryResponse(header=header)
     if cell_format == query_pb2.CELL_FORMAT_ARROW_IPC:
         table = release.table

@@ -25,7 +25,7 @@ import grpc
 from dpgate_proto.v1 import admin_pb2
 from dpgate_server.api.admin_convert import canonical_request
 from dpgate_server.api.call_context import current_call
-from dpgate_server.api.convert import dataset_summary_to_proto
+from dpgate_server.api.convert import bias_figure_to_proto, dataset_summary_to_proto
 from dpgate_server.api.errors import AuditSink, audit_failure, require
 from dpgate_server.governance.publish_progress import PublishProgress, PublishStage
 from dpgate_server.governance.publish_watch import PublishWatch
@@ -112,4 +112,9 @@ def progress_to_proto(step: PublishProgress) -> admin_pb2.PublishProgress:
 
 
 def _result_to_proto(result: PublishResult) -> admin_pb2.PublishDatasetVersionResponse:
-    return admin_pb2.PublishDatasetVersionResponse(dataset=dataset_summary_to_proto(result.version))
+    reply = admin_pb2.PublishDatasetVersionResponse(
+        dataset=dataset_summary_to_proto(result.version)
+    )
+    if result.bias_figure is not None:
+        reply.bias_figure.CopyFrom(bias_figure_to_proto(result.bias_figure))
+    return reply

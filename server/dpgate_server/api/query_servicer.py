@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import grpc
 
 from dpgate_proto.v1 import query_pb2, query_pb2_grpc
-from dpgate_server.answers import QueryAnswerer
+from dpgate_server.answers import Answer, QueryAnswerer
 from dpgate_server.api.call_context import current_call
 from dpgate_server.api.convert import (
     answer_to_proto,
@@ -34,6 +34,7 @@ from dpgate_server.ledger.model import DerivedRecord
 from dpgate_server.queries.model import Release
 from dpgate_server.question_sets import QuestionSets
 from dpgate_server.store.catalog import Catalog
+from dpgate_server.store.publish_records import BiasFigure
 from dpgate_server.vocabulary.errors import DatasetNotFoundError, ErrorReason
 
 MAX_PAGE_SIZE = 1000
@@ -110,7 +111,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             caller_deadline_s=context.time_remaining(),
             derive=derive_preference_from_proto(request.derive),
         )
-        yield from answer_to_proto(answer, request.cell_format)
+        yield from answer_to_proto(answer, request.cell_format, self._bias_figure(answer))
 
     @audited(record_success=True)
     def GetBudget(
@@ -194,7 +195,12 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             request.idempotency_key or None,
             caller_deadline_s=context.time_remaining(),
         )
-        yield from set_answers_to_proto(answers, request.cell_format)
+        yield from set_answers_to_proto(answers, request.cell_format, self._bias_figure)
+
+    def _bias_figure(self, answer: Answer) -> BiasFigure | None:
+        """The stored bias figure of the version an answer was computed on (free)."""
+        release = answer.release
+        return self._catalog.bias_figure(release.dataset_id, release.dataset_version)
 
 
 def _check_idempotency_key(key: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from dpgate_proto.v1 import query_pb2, types_pb2
 from dpgate_server.answers import Answer, RequesterPreview
@@ -16,6 +16,7 @@ from dpgate_server.api.errors import BadRequestError
 from dpgate_server.queries.model import Query, Spend, SpendMeasure
 from dpgate_server.question_sets import SetPreview
 from dpgate_server.spend import units_to_decimal
+from dpgate_server.store.publish_records import BiasFigure
 from dpgate_server.vocabulary.errors import ErrorReason
 
 _MEASURE_OF = {
@@ -66,9 +67,12 @@ def set_preview_to_proto(preview: SetPreview) -> query_pb2.PreviewQuerySetRespon
 
 
 def set_answers_to_proto(
-    answers: Sequence[Answer], cell_format: query_pb2.CellFormat.ValueType
+    answers: Sequence[Answer],
+    cell_format: query_pb2.CellFormat.ValueType,
+    bias_figure: Callable[[Answer], BiasFigure | None] = lambda answer: None,
 ) -> Iterator[query_pb2.RunQuerySetResponse]:
-    """Each member's RunQuery messages in turn, tagged with its index."""
+    """Each member's RunQuery messages in turn, tagged with its index (with the stored bias
+    figure of its version, `bias_figure(answer)`)."""
     for index, answer in enumerate(answers):
-        for part in answer_to_proto(answer, cell_format):
+        for part in answer_to_proto(answer, cell_format, bias_figure(answer)):
             yield query_pb2.RunQuerySetResponse(member=index, part=part)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dpgate_server.store.metadata import KeyValue
+from dpgate_server.store.publish_records import BiasFigure
 from dpgate_server.store.store import DatasetStore, DatasetVersion
 from dpgate_server.vocabulary.errors import DatasetNotFoundError, DomainError, ErrorReason
 
@@ -35,11 +36,32 @@ class PublicTableChunk:
     rows: tuple[tuple[KeyValue | None, ...], ...]
 
 
+_FIGURES_KEPT = 256
+"""Versions whose bias figure the catalog keeps in memory (a few hundred bytes each)."""
+
+
 class Catalog:
     """Read-only view of the store's current versions."""
 
     def __init__(self, store: DatasetStore) -> None:
         self._store = store
+        self._figures: dict[tuple[str, str], BiasFigure | None] = {}
+
+    def bias_figure(self, dataset_id: str, version: str) -> BiasFigure | None:
+        """The bias figure a version's manifest recorded at publish (None: it records
+        none, or the version is no longer kept). Read once per version and kept: a version
+        never changes, and the figure is never recomputed."""
+        key = (dataset_id, version)
+        if key in self._figures:
+            return self._figures[key]
+        try:
+            figure = self._store.open_version(dataset_id, version).manifest.bias_figure
+        except DatasetNotFoundError:
+            return None
+        if len(self._figures) >= _FIGURES_KEPT:
+            self._figures.clear()
+        self._figures[key] = figure
+        return figure
 
     def current_versions(self) -> list[DatasetVersion]:
         """The current version of every dataset, by dataset id."""
