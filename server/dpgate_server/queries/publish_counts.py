@@ -24,7 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import opendp.prelude as dp
+from opendp.domains import atom_domain, vector_domain
+from opendp.measurements import make_gaussian, make_laplace
+from opendp.metrics import l1_distance, l2_distance
+from opendp.mod import enable_features
 
 from dpgate_server.queries import accuracy, cost
 from dpgate_server.queries.model import Mechanism
@@ -74,17 +77,17 @@ def noisy_patient_counts(
         raise ValueError("at least one count is released")
     if any(c < 0 for c in counts):
         raise ValueError("a count of patients is never negative")
-    dp.enable_features(*OPENDP_FEATURES)
+    enable_features(*OPENDP_FEATURES)
     n = len(counts)
     calibration = cost.calibrate(accounting, PatientChange(l1=n, l2_squared=n), 1, spend_units)
     scale = calibration.noise_scale
-    domain = dp.vector_domain(dp.atom_domain(T=int))
+    domain = vector_domain(atom_domain(T=int))
     measurement: Any  # OpenDP's measurements are untyped
     if accounting is Accounting.PURE_DP:
-        measurement = dp.m.make_laplace(domain, dp.l1_distance(T=int), scale)
+        measurement = make_laplace(domain, l1_distance(T=int), scale)
         d_in: float = n
     else:
-        measurement = dp.m.make_gaussian(domain, dp.l2_distance(T=float), scale)
+        measurement = make_gaussian(domain, l2_distance(T=float), scale)
         d_in = math.sqrt(n)
     cost.cross_check(
         calibration.cost_units,
