@@ -9,11 +9,19 @@ standard gRPC health check every 20 ms until it answers SERVING, reads the CPU s
 server process and each of its children (query workers) have used by then, and stops the
 server with SIGTERM before the next start. Prints the median and range of the wall time,
 the median CPU seconds of the server process and of one query worker, and the load.
+
+The figure depends most on whether Python finds compiled bytecode: the output says which.
+Where PYTHONDONTWRITEBYTECODE is set and the install has no .pyc files (uv installs none
+unless asked: `--compile-bytecode`), every process compiles each module it imports, every
+start. To measure with bytecode anyway: run this once under `env -u PYTHONDONTWRITEBYTECODE
+PYTHONPYCACHEPREFIX=/tmp/pyc` (it writes the cache), then under `PYTHONPYCACHEPREFIX=/tmp/pyc`
+alone (children inherit it).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
@@ -40,6 +48,22 @@ class Start:
     wall_s: float
     server_cpu_s: float
     children_cpu_s: tuple[float, ...]
+
+
+def bytecode_note() -> str:
+    """Whether imports here read compiled bytecode or compile every module from source.
+
+    A start's import time depends on it more than on anything else: with
+    PYTHONDONTWRITEBYTECODE set and an install without .pyc files (uv's default), every
+    process compiles each module it imports, every time.
+    """
+    import polars  # noqa: PLC0415
+
+    # Where Python looks for a module's bytecode (under PYTHONPYCACHEPREFIX if set).
+    cached = Path(importlib.util.cache_from_source(polars.__file__ or ""))
+    if not cached.exists():
+        return "no bytecode cache: every import compiled from source"
+    return f"bytecode cached ({sys.pycache_prefix or 'beside the sources'})"
 
 
 def _cpu_s(process: psutil.Process) -> float:
@@ -99,7 +123,7 @@ def main() -> None:
         f"{min(walls):.2f}, max {max(walls):.2f}); server process "
         f"{statistics.median(s.server_cpu_s for s in starts):.2f} CPU s, query worker "
         f"{statistics.median(workers) if workers else float('nan'):.2f} CPU s (medians); "
-        f"{len(starts)} starts ({os.cpu_count()} cores, load average {load})"
+        f"{len(starts)} starts ({os.cpu_count()} cores, load average {load}; {bytecode_note()})"
     )
 
 

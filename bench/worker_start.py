@@ -6,14 +6,23 @@ The server's console script imports `dpgate_server.cli` as its `__main__`, and a
 child re-runs the parent's main module before it runs its target; this script imports the
 CLI the same way, so the figure includes whatever that costs. Starts run one at a time
 (as the pool's start does per worker); the machine's load is printed beside the figures.
+
+The figure depends most on whether Python finds compiled bytecode: the output says which.
+Where PYTHONDONTWRITEBYTECODE is set and the install has no .pyc files (uv installs none
+unless asked: `--compile-bytecode`), every process compiles each module it imports, every
+start. To measure with bytecode anyway: run this once under `env -u PYTHONDONTWRITEBYTECODE
+PYTHONPYCACHEPREFIX=/tmp/pyc` (it writes the cache), then under `PYTHONPYCACHEPREFIX=/tmp/pyc`
+alone (children inherit it).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +33,22 @@ import dpgate_server.cli  # noqa: F401  (what the dpgate-server console script i
 from dpgate_server.execution.process import WorkerProcess
 
 START_TIMEOUT_S = 120.0
+
+
+def bytecode_note() -> str:
+    """Whether imports here read compiled bytecode or compile every module from source.
+
+    A start's import time depends on it more than on anything else: with
+    PYTHONDONTWRITEBYTECODE set and an install without .pyc files (uv's default), every
+    process compiles each module it imports, every time.
+    """
+    import polars  # noqa: PLC0415
+
+    # Where Python looks for a module's bytecode (under PYTHONPYCACHEPREFIX if set).
+    cached = Path(importlib.util.cache_from_source(polars.__file__ or ""))
+    if not cached.exists():
+        return "no bytecode cache: every import compiled from source"
+    return f"bytecode cached ({sys.pycache_prefix or 'beside the sources'})"
 
 
 def time_one_start(store_root: Path) -> tuple[float, float]:
@@ -57,7 +82,8 @@ def main() -> None:
     print(
         f"worker start to Ready: median {statistics.median(walls):.2f} s wall "
         f"(min {min(walls):.2f}, max {max(walls):.2f}), median {statistics.median(cpus):.2f} "
-        f"CPU s, over {len(starts)} starts ({os.cpu_count()} cores, load average {load})"
+        f"CPU s, over {len(starts)} starts ({os.cpu_count()} cores, load average {load};"
+        f" {bytecode_note()})"
     )
 
 
