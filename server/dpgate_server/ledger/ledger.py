@@ -554,7 +554,9 @@ class Ledger:
         if max_per_version < 1:
             raise ValueError(f"max_per_version must be at least 1, not {max_per_version}")
         what = f"publish spend: {purpose} of {dataset_id} {dataset_version}"
-        asked = dataclasses.replace(request, query_text=request.query_text or what)
+        # The event says what was released (the transparency report lists it by this text);
+        # the publish's own event keeps the request's text.
+        asked = dataclasses.replace(request, query_text=what)
         with self._write() as (tx, now):
             dataset = _dataset(tx, dataset_id)
             cost = describe(cost_units, dataset.accounting)

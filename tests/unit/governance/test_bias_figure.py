@@ -184,3 +184,28 @@ def test_the_figures_intervals_cover_the_true_counts_at_their_level(
     assert abs(covered - expected) <= 4.5 * math.sqrt(expected * (1 - expected) / n)
     sd = float(np.std(errors))
     assert abs(float(np.mean(errors))) <= 4.5 * sd / math.sqrt(n)  # unbiased
+
+
+def test_a_version_with_period_caps_releases_a_count_per_bound_total_first(
+    world: World, ledger: Ledger
+) -> None:
+    caps = PeriodBounds((PeriodCap("week", rows=3, periods=10),))
+    governance = open_governance(
+        world,
+        RecordingAudit(),
+        period_bounds={DATASET_ID: caps},
+        bias_figure=BiasFigurePolicy(),
+        spends=ledger,
+    )
+    _stage_a_heavy_patient(governance)
+    figure = governance.publish(DATASET_ID, OPERATOR).bias_figure
+    assert figure is not None
+    assert figure.released
+    assert [(c.bound, c.period, c.limit) for c in figure.counts] == [
+        (BoundKind.TOTAL_ROWS, None, 24),
+        (BoundKind.ROWS_PER_PERIOD, "week", 3),
+        (BoundKind.PERIODS, "week", 10),
+    ]
+    # three counts share the spend: each has three times the noise of a count alone
+    assert figure.noise_scale == pytest.approx(3 / 0.05, rel=1e-9)
+    assert ledger.get_dataset(DATASET_ID).spent_units == BiasFigurePolicy().epsilon_units

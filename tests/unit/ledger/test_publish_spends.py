@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dpgate_server.ledger import Outcome, RequestInfo
 
-PUBLISH = RequestInfo(request_id="pub-1", rpc="PublishDatasetVersion")
+PUBLISH = RequestInfo(
+    request_id="pub-1", rpc="PublishDatasetVersion", query_text="publish gp_appointments"
+)
 
 
 def test_a_publish_spend_is_charged_to_the_cap_recorded_and_audited(setup):
@@ -38,6 +40,7 @@ def test_a_publish_spend_is_charged_to_the_cap_recorded_and_audited(setup):
     assert ledger.verify().ok
     (entry,) = ledger.transparency_report().entries
     assert (entry.spend_units, entry.cumulative_dataset_units) == (300, 300)
+    assert entry.query_text == "publish spend: bias_figure of gp_appointments v000002"
 
 
 def test_a_version_spends_once_by_default_and_a_second_is_refused_free(setup):
