@@ -23,7 +23,10 @@ data (publish_plan.py), in three passes over the rows:
    verify (if the cap cannot pay, the policy's bounds stand);
 2. *bounding*: bucket by bucket, every patient over `max_contributions` gets a cut point,
    so a patient registered at two practices is cut across both, keeping the rows of
-   lowest hash (uniform, reproducible from the seed, never "first rows");
+   lowest hash (uniform, reproducible from the seed, never "first rows"); the patients
+   each bound cut are tallied in memory and, as soon as the pass ends, noised into the
+   version's bias figure (bias_figure.py), which is charged to the dataset's cap and
+   recorded in the manifest when the version is sealed (or withheld, saying why);
 3. *writing*: group by group again, the rows beyond each patient's cut are dropped, the
    practice hierarchy is joined from the public practice table, and rows are sorted and
    appended to one file per month, in practice order;
