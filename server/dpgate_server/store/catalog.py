@@ -36,6 +36,7 @@ class PublicTableChunk:
     rows: tuple[tuple[KeyValue | None, ...], ...]
 
 
+_UNREAD = object()
 _FIGURES_KEPT = 256
 """Versions whose bias figure the catalog keeps in memory (a few hundred bytes each)."""
 
@@ -52,8 +53,9 @@ class Catalog:
         none, or the version is no longer kept). Read once per version and kept: a version
         never changes, and the figure is never recomputed."""
         key = (dataset_id, version)
-        if key in self._figures:
-            return self._figures[key]
+        known = self._figures.get(key, _UNREAD)  # one lookup: another thread may clear
+        if known is not _UNREAD:
+            return known  # type: ignore[return-value]
         try:
             figure = self._store.open_version(dataset_id, version).manifest.bias_figure
         except DatasetNotFoundError:
