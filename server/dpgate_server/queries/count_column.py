@@ -10,10 +10,6 @@ The choice reads the Parquet footers only (no row): the fixed-width column with 
 compressed bytes. Strings are left out, since a small dictionary-encoded string column
 still costs a string per row to decode (status: 0.17 s). A version's files never change,
 so the answer is cached per file list.
-
-PyArrow is imported on the first choice, not with this module: query workers import the
-engine at start, and PyArrow (about 0.1 CPU s) is needed only by ungrouped, unfiltered
-counts, once per worker.
 """
 
 from __future__ import annotations
@@ -23,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 
 def cheapest_count_column(
@@ -45,8 +42,6 @@ def _fixed_width(dtype: pl.DataType) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _smallest(paths: tuple[str, ...], candidates: tuple[str, ...]) -> str | None:
-    import pyarrow.parquet as pq  # noqa: PLC0415 (see the module's note on worker start)
-
     sizes = dict.fromkeys(candidates, 0)
     seen: set[str] = set()
     for path in paths:

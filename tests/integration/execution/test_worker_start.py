@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from dpgate_server.execution import PoolSettings, Probe, ProbeReport, QueryWorkerPool
+from dpgate_server.queries.model import Aggregate, Query, Spend
 from dpgate_server.queries.process_settings import STREAMING_VARIABLE
-from tests.integration.execution.helpers import RESTART_TIMEOUT_S
+from dpgate_server.store.store import DatasetVersion
+from tests.integration.execution.helpers import RESTART_TIMEOUT_S, count_by_practice, prepare
 
 WORKER_NEEDS_NOT = (
     "sklearn",
@@ -19,7 +21,6 @@ WORKER_NEEDS_NOT = (
     "google.protobuf",
     "dpgate_server.api",
     "psutil",
-    "pyarrow",
     "typer",
     "rich",
     "pydantic",
@@ -29,9 +30,8 @@ WORKER_NEEDS_NOT = (
 )
 """Packages a worker never uses at start: `opendp.prelude` pulls in scikit-learn and SciPy
 (seconds of start per worker), the server's gRPC layer belongs to the parent alone, only
-the parent measures workers' memory (psutil), PyArrow is imported by the one query that
-reads Parquet footers (an ungrouped, unfiltered count) when it first runs, and the command
-line, settings, ledger and web layers are the parent's."""
+the parent measures workers' memory (psutil), and the command line, settings, ledger and
+web layers are the parent's."""
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,26 @@ def test_worker_imports_only_what_it_uses(fresh_pool: QueryWorkerPool) -> None:
         if name == package or name.startswith(package + ".")
     )
     assert unused == []
+
+
+def _modules(pool: QueryWorkerPool) -> set[str]:
+    return set(pool.run_probe(Probe(report=ProbeReport.MODULES), 60.0).decode().split())
+
+
+def test_first_queries_import_nothing(
+    fresh_pool: QueryWorkerPool, small_dataset: DatasetVersion
+) -> None:
+    """Ready means ready: what the queries need was loaded at start, not by a requester's
+    first query (the pool has one worker, so every job here runs on the same one)."""
+    at_start = _modules(fresh_pool)
+    dataset = small_dataset.dataset_id
+    questions = [
+        count_by_practice(dataset),
+        Query(dataset, Aggregate.count(), spend=Spend.epsilon(1)),
+        Query(
+            dataset, Aggregate.sum("duration_minutes"), group_by=("month",), spend=Spend.epsilon(1)
+        ),
+    ]
+    for question in questions:
+        assert fresh_pool.execute(prepare(small_dataset, question), 60.0)
+    assert sorted(_modules(fresh_pool) - at_start) == []
