@@ -181,7 +181,7 @@ class BoundChoicePolicy:
     bounds: tuple[str, ...] = (TOTAL,)
     level: float = 0.99
     epsilon_units: int = 100_000_000
-    rho_units: int = 1_000_000
+    rho_units: int = 1_250_000  # epsilon 0.1 of noise (epsilon^2 / 8), as the config default
     max_candidate: int = 200
     max_per_version: int = 1
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dpgate_server.config import ConfigError, load_settings
+from dpgate_server.config import ChosenBoundsSettings, ConfigError, load_settings
+from dpgate_server.governance.bound_choice import BoundChoicePolicy
 from dpgate_server.queries.limits import QueryLimits
 from dpgate_server.vocabulary.accounting import Accounting
 
@@ -153,6 +154,14 @@ def test_chosen_bounds_are_read_per_dataset(tmp_path: Path) -> None:
     assert (policy.level, policy.epsilon_units, policy.rho_units) == (0.98, 200_000_000, 1_250_000)
     assert (policy.max_candidate, policy.max_per_version) == (200, 1)
     assert load_settings(None).publishing.chosen_bounds_of() == {}
+
+
+def test_a_publish_choosing_bounds_without_a_section_uses_the_sections_defaults() -> None:
+    """`dpgate-server publish --choose-bounds` on a dataset without a
+    [publishing.chosen_bounds] section falls back to BoundChoicePolicy(): the defaults
+    docs/chosen-bounds.md states for that case are the section's (rho 0.00125 is the noise of
+    epsilon 0.1)."""
+    assert BoundChoicePolicy() == ChosenBoundsSettings().policy()
 
 
 @pytest.mark.parametrize(
