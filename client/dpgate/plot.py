@@ -136,9 +136,11 @@ def ranking(
         ax.errorbar(
             rows["value"].to_list(),
             index,
+            # A noisy value may lie outside its interval where the interval was raised to 0
+            # (per_population): the bar then starts at the interval, never below zero length.
             xerr=[
-                (rows["value"] - rows["ci_low"]).to_list(),
-                (rows["ci_high"] - rows["value"]).to_list(),
+                (rows["value"] - rows["ci_low"]).clip(lower_bound=0).to_list(),
+                (rows["ci_high"] - rows["value"]).clip(lower_bound=0).to_list(),
             ],
             fmt="o",
             markersize=3,
@@ -151,7 +153,8 @@ def ranking(
     size = 8 if ordered.height <= 40 else 5
     ax.set_yticks(range(ordered.height), [str(v) for v in ordered[label]], fontsize=size)
     ax.set_ylim(-1, ordered.height)
-    ax.set_xlim(left=min(0.0, float(ordered["ci_low"].min() or 0.0)))  # type: ignore[arg-type]
+    lowest = ordered.select(pl.min_horizontal(pl.col("ci_low").min(), pl.col("value").min())).item()
+    ax.set_xlim(left=min(0.0, float(lowest or 0.0)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(label)
     if ax.get_legend_handles_labels()[0]:

@@ -104,6 +104,17 @@ def test_ranking_labels_every_row_and_colours_the_verdicts() -> None:
     assert ax.get_xlim()[0] == 0
 
 
+def test_ranking_draws_a_negative_value_whose_interval_was_raised_to_zero() -> None:
+    """per_population raises a negative lower end to 0 and keeps the noisy value: a small
+    practice's value can then lie below its own interval (it failed the planner notebook)."""
+    frame = pl.DataFrame(
+        {"practice_code": ["A1", "B2"], "value": [-1.5, 20.0], "ci_low": [0.0, 18.0]}
+    ).with_columns(ci_high=pl.col("value") + 4)
+    ax = plot.ranking(frame, "practice_code")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["A1", "B2"]
+    assert ax.get_xlim()[0] <= -1.5
+
+
 def test_cumulative_spend_is_plotted_over_dates_with_the_cap() -> None:
     frame = pl.DataFrame(
         {
