@@ -163,9 +163,11 @@ class PublishInputs:
         seed: the rank-hash seed (None: a fresh random one); recorded in the manifest.
         memory_bytes: the memory the build may use for rows (publish_plan.py).
         period_bounds: the dataset's per-period bounds policy (config
-            publishing.period_bounds); None keeps the base version's.
+            publishing.period_bounds); None keeps the base version's policy (its chosen
+            values never carry over: policy_metadata).
         bound_choice: the bounds to choose privately, in place of the policy's
-            (governance/bound_choice.py); None keeps the policy's.
+            (governance/bound_choice.py); None keeps the policy's (the total K is the
+            dataset's declared one, policy_metadata).
         bias_figure: the bias figure's settings (config publishing.bias_figure); None
             releases none and records nothing about one.
         ledger: what charges publish-time spends (a choice of bounds, the bias figure) to
@@ -272,7 +274,7 @@ class PublishBuild:
         codes = set(included.get_column("practice_code").to_list())
         staged = tuple(c for c in inputs.staging.practices() if c in codes)
         carried = tuple(sorted(codes - set(staged)))
-        metadata = metadata_for(inputs.base.metadata, included, inputs.period_bounds)
+        metadata = metadata_for(policy_metadata(inputs.base), included, inputs.period_bounds)
         if inputs.bound_choice is not None:
             try:
                 check_choosable(inputs.bound_choice.bounds, metadata.period_bounds)
@@ -807,6 +809,20 @@ def _column_values(metadata: DatasetMetadata, name: str) -> tuple[Any, ...]:
 
 
 # metadata and public tables
+
+
+def policy_metadata(base: DatasetVersion) -> DatasetMetadata:
+    """`base`'s metadata with the bounds its publish chose privately back at the policy's
+    values (its manifest's chosen_bounds record keeps them): the administrator's K and
+    period caps, where the next publish starts. A chosen bound lasts one version, so turning
+    the choice off, or a choice the cap cannot pay, returns to the policy, and the next
+    record's policy values are the administrator's, never the last chosen ones."""
+    metadata = base.metadata
+    record = base.manifest.chosen_bounds
+    if record is None:
+        return metadata
+    total, bounds = record.policy_bounds(metadata.max_contributions, metadata.period_bounds)
+    return dataclasses.replace(metadata, max_contributions=total, period_bounds=bounds)
 
 
 def metadata_for(

@@ -100,7 +100,8 @@ class GovernancePolicy:
         keep_versions: versions of a dataset kept after a publish (older ones are deleted
             once no query reads them).
         period_bounds: per dataset, the per-period bounds a publish enforces (a dataset
-            not named keeps its current version's).
+            not named keeps its current version's policy caps; values chosen privately
+            last one version).
         chosen_bounds: per dataset, the bounds every publish chooses privately
             (governance/bound_choice.py); a dataset not named keeps its policy bounds.
         bias_figure: the bias figure every publish releases (governance/bias_figure.py);

@@ -152,6 +152,46 @@ class ChosenBoundsRecord:
     def chosen(self) -> bool:
         return self.choice is not None
 
+    def policy_bounds(
+        self, max_contributions: int, bounds: PeriodBounds
+    ) -> tuple[int, PeriodBounds]:
+        """The policy's bounds, from the bounds of the version this record belongs to: each
+        bound chosen goes back to the policy's value kept here (BoundChoice.apply undone),
+        every other bound stays. A chosen value lasts one version, so the next publish
+        starts from these, never from the last chosen ones.
+
+        Raises:
+            ValueError: the record keeps no policy value for a bound it chose.
+        """
+        if self.choice is None:
+            return max_contributions, bounds
+        names = {b.name for b in self.choice.bounds}
+        missing = sorted(n for n in names if n not in self.policy)
+        if missing:
+            raise ValueError(f"the record keeps no policy value for {', '.join(missing)}")
+        total = max_contributions
+        if TOTAL in names:
+            declared = self.policy[TOTAL]
+            if declared is None:
+                raise ValueError(f"the record keeps no policy value for {TOTAL}")
+            total = declared
+        caps = {cap.period: cap for cap in bounds.caps}
+        for period in PERIOD_COLUMNS:
+            rows, periods = period + ROWS_SUFFIX, period + PERIODS_SUFFIX
+            cap = caps.get(period)
+            if cap is None or not names & {rows, periods}:
+                continue
+            fields = {
+                "rows": self.policy[rows] if rows in names else cap.rows,
+                "periods": self.policy[periods] if periods in names else cap.periods,
+                "practice_periods": cap.practice_periods,
+            }
+            if all(value is None for value in fields.values()):
+                del caps[period]
+            else:
+                caps[period] = PeriodCap(period, **fields)
+        return total, PeriodBounds(tuple(caps.values()))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "asked": list(self.asked),

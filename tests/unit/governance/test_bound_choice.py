@@ -30,6 +30,7 @@ import pytest
 from dpgate_server.governance.bound_choice import (
     BoundChoice,
     BoundChoiceSettings,
+    ChosenBound,
     bucket_frames,
     calibrate_scale,
     choose_bounds,
@@ -40,6 +41,7 @@ from dpgate_server.governance.bound_choice import (
 )
 from dpgate_server.governance.patient_buckets import BucketFiles
 from dpgate_server.spend import UNITS_PER_WHOLE, to_units_ceil
+from dpgate_server.store.chosen_bounds import ChosenBoundsRecord
 from dpgate_server.store.period_bounds import PeriodBounds, PeriodCap
 from dpgate_server.vocabulary.accounting import Accounting
 
@@ -294,6 +296,36 @@ def test_chosen_values_replace_the_policys_and_keep_the_rest() -> None:
     only_k = BoundChoiceSettings((K,), LEVEL, 10**12, TOP)
     unchanged = choose_bounds({K: histogram([3] * 1000, TOP)}, only_k, Accounting.ZCDP)
     assert unchanged.apply(24, policy) == (3, policy)
+
+
+def test_a_records_policy_values_undo_its_choice() -> None:
+    """The next publish starts from the policy: a version's chosen values go back to the
+    values its record keeps (a cap the choice added a field to loses it again), the rest
+    stays."""
+    policy = PeriodBounds(
+        (PeriodCap("week", rows=9, practice_periods=8), PeriodCap("month", rows=20))
+    )
+    choice = BoundChoice(
+        Accounting.ZCDP,
+        LEVEL,
+        (
+            ChosenBound(K, 17, TOP, 1.0, 1),
+            ChosenBound("week.rows", 4, TOP, 1.0, 1),
+            ChosenBound("week.periods", 30, 53, 1.0, 1),
+        ),
+    )
+    total, chosen = choice.apply(24, policy)
+    assert chosen.cap("week") == PeriodCap("week", rows=4, periods=30, practice_periods=8)
+    asked = (K, "week.rows", "week.periods")
+    values = {K: 24, "week.rows": 9, "week.periods": None}
+    record = ChosenBoundsRecord(asked, 3, values, choice)
+    assert record.policy_bounds(total, chosen) == (24, policy)
+    only_k = ChosenBoundsRecord(
+        (K,), 1, {K: 24}, BoundChoice(Accounting.ZCDP, LEVEL, choice.bounds[:1])
+    )
+    assert only_k.policy_bounds(17, chosen) == (24, chosen)
+    unpaid = ChosenBoundsRecord(asked, 3, values, note="the cap could not pay")
+    assert unpaid.policy_bounds(24, policy) == (24, policy)
 
 
 # refusals

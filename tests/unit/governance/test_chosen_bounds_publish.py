@@ -59,14 +59,21 @@ def _ledger(path: Path, accounting: Accounting, cap_units: int) -> Ledger:
     return ledger
 
 
-def _governance(world: World, ledger: Ledger, choice: BoundChoicePolicy | None) -> Governance:
+def _governance(
+    world: World,
+    ledger: Ledger,
+    choice: BoundChoicePolicy | None,
+    period_bounds: PeriodBounds | None = WEEK,
+) -> Governance:
+    """Governance of the world; `period_bounds` is the config's week bound (None: the config
+    does not name the dataset, which keeps its versions' policy)."""
     policy = GovernancePolicy(
         root=world.governance_root,
         max_upload_bytes=64 * 1024 * 1024,
         opt_out_drops={},
         granted_by_default=frozenset({DATASET_ID}),
         keep_versions=100,
-        period_bounds={DATASET_ID: WEEK},
+        period_bounds={} if period_bounds is None else {DATASET_ID: period_bounds},
         chosen_bounds={} if choice is None else {DATASET_ID: choice},
     )
     key_file = world.key_file
@@ -159,6 +166,45 @@ def test_chosen_total_keeps_most_patients_whole(
     per_patient = rows.group_by("patient_key").len().collect().get_column("len")
     assert per_patient.max() <= k
     assert (per_patient == k).mean() < 0.05
+
+
+def test_a_publish_without_the_choice_returns_to_the_policy_bounds(
+    chosen: tuple[World, Ledger, PublishResult], tmp_path: Path
+) -> None:
+    """A chosen value lasts one version: the next publish, with the choice turned off,
+    enforces the administrator's K (and, with no period bounds in the config, the policy's
+    week caps, not the chosen ones)."""
+    world = copy_world(chosen[0], tmp_path / "world")
+    accounting = chosen[2].version.metadata.accounting
+    with _ledger(tmp_path / "ledger.db", accounting, 10_000_000_000) as ledger:
+        governance = _governance(world, ledger, None, period_bounds=None)
+        result = _publish(world, governance)
+        assert ledger.publish_spends(DATASET_ID) == []
+    assert result.bound_choice is None
+    assert result.version.version != chosen[2].version.version
+    metadata = result.version.metadata
+    assert (metadata.max_contributions, metadata.period_bounds) == (POLICY_K, WEEK)
+    bound = result.version.manifest.bound
+    assert bound is not None
+    assert (bound.verified, bound.max_contributions, bound.period_bounds) == (True, POLICY_K, WEEK)
+
+
+def test_a_fall_back_after_a_chosen_version_uses_the_policy_bounds(
+    chosen: tuple[World, Ledger, PublishResult], tmp_path: Path
+) -> None:
+    """After a version with chosen bounds, a publish whose choice the cap cannot pay records
+    and enforces the administrator's values, not the last chosen ones."""
+    world = copy_world(chosen[0], tmp_path / "world")
+    accounting = chosen[2].version.metadata.accounting
+    with _ledger(tmp_path / "ledger.db", accounting, 1_000_000) as ledger:
+        result = _publish(world, _governance(world, ledger, CHOICE, period_bounds=None))
+        assert ledger.get_dataset(DATASET_ID).spent_units == 0
+    record = result.bound_choice
+    assert record is not None
+    assert record.choice is None
+    assert record.policy == {TOTAL: POLICY_K, "week.rows": 5, "week.periods": 40}
+    metadata = result.version.metadata
+    assert (metadata.max_contributions, metadata.period_bounds) == (POLICY_K, WEEK)
 
 
 def test_a_cap_that_cannot_pay_keeps_the_policy_bounds(
