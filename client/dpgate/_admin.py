@@ -195,7 +195,8 @@ class AdminClient(Connection):
         """Set a dataset's global cap across all requesters; the reason is audited.
 
         The cap cannot go below what has been spent on the dataset, nor below the sum of
-        its allocations unless `force` (over-subscription on purpose).
+        its allocations plus what publishing has spent from the cap (the bias figure, bounds
+        chosen privately) unless `force` (over-subscription on purpose).
         """
         reply = self._call(
             self._admin.SetDatasetCap,

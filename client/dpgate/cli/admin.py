@@ -297,13 +297,15 @@ def set_cap(
         bool,
         typer.Option(
             "--force",
-            help="Set it even below the sum of the allocations (over-subscribe on purpose).",
+            help="Set it even below the sum of the allocations plus what publishing has spent"
+            " from the cap (over-subscribe on purpose).",
         ),
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Set a dataset's global cap, with the reason: never below what has been spent, and
-    below the sum of its allocations only with --force."""
+    below the sum of its allocations plus what publishing has spent from it only with
+    --force."""
     out = output(ctx, json_output)
     if not reason.strip():
         raise typer.BadParameter("a cap change needs a reason", param_hint="--reason")

@@ -5,9 +5,11 @@ Every change runs in one write transaction together with its audit event (outcom
 granted what, when. A change that fails raises and records nothing; the API layer then
 records the failed request with `Ledger.record_event`.
 
-The cap bounds what everyone together spends. Allocations adding up to more than the cap
-promise more than can be spent, so a cap below their sum is refused unless the
-administrator forces it (over-subscription on purpose).
+The cap bounds what everyone together spends, publishing's own spends included (the bias
+figure, bounds chosen privately: Ledger.charge_publish_spend). Allocations adding up to more
+than the cap leaves after those promise more than can be spent, so a cap below their sum plus
+what publishing has spent is refused unless the administrator forces it (over-subscription
+on purpose).
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ class LedgerAdmin:
         Raises:
             CapBelowSpent: the new cap is below what has been spent already (never allowed).
             CapBelowAllocated: the new cap is below the sum of the dataset's allocations
-                and `force` is not set.
+                plus what publishing has spent from it, and `force` is not set.
             MissingReason: no reason was given.
         """
         _check_amount(cap_units, "a cap", allow_zero=True)
@@ -215,21 +217,25 @@ class LedgerAdmin:
             allocated = sum(
                 a.granted_units for a in tx.list_allocations() if a.dataset_id == dataset_id
             )
-            if cap_units < allocated and not force:
+            # Publishing's spends (the bias figure, bounds chosen privately) came out of the
+            # cap too, beside the allocations (a requester's releases are inside theirs).
+            published = sum(s.cost_units for s in tx.list_publish_spends(dataset_id))
+            committed = allocated + published
+            if cap_units < committed and not force:
                 raise CapBelowAllocated(
-                    f"the allocations on {dataset_id} add up to {amount(allocated)}; a cap of"
-                    f" {amount(cap_units)} would refuse requesters whose allocations still have"
-                    " room. Reduce allocations first, or force it (--force) to over-subscribe"
-                    " on purpose"
+                    _cap_below_allocated(dataset_id, cap_units, allocated, published, amount)
                 )
             change = CapChange(
                 dataset_id, dataset.cap_units, cap_units, reason, _actor(request), now
             )
             tx.set_dataset_cap(dataset_id, cap_units)
             tx.insert_cap_change(change)
-            forced = (
-                f" (forced below {amount(allocated)} allocated)" if cap_units < allocated else ""
-            )
+            forced = ""
+            if cap_units < committed:
+                spent_by_publishing = (
+                    f" and {amount(published)} spent by publishing" if published else ""
+                )
+                forced = f" (forced below {amount(allocated)} allocated{spent_by_publishing})"
             audit(
                 f"set cap of {dataset_id} from {amount(dataset.cap_units)} to {amount(cap_units)}"
                 f"{forced}: {reason}"
@@ -529,6 +535,29 @@ def _check_expiry(expires_at: dt.datetime | None, now: dt.datetime, what: str) -
 def _check_reason(reason: str) -> None:
     if not reason.strip():
         raise MissingReason("a cap change needs a reason")
+
+
+def _cap_below_allocated(
+    dataset_id: str,
+    cap_units: int,
+    allocated: int,
+    published: int,
+    amount: Callable[[int], str],
+) -> str:
+    """The refusal of a cap below the allocations plus what publishing spent from it."""
+    if not published:
+        return (
+            f"the allocations on {dataset_id} add up to {amount(allocated)}; a cap of"
+            f" {amount(cap_units)} would refuse requesters whose allocations still have"
+            " room. Reduce allocations first, or force it (--force) to over-subscribe on purpose"
+        )
+    return (
+        f"the allocations on {dataset_id} add up to {amount(allocated)} and publishing has"
+        f" spent {amount(published)} from its cap (bias figures, bounds chosen privately),"
+        f" so the cap must be at least {amount(allocated + published)}; a cap of"
+        f" {amount(cap_units)} would refuse requesters whose allocations still have room."
+        " Reduce allocations first, or force it (--force) to over-subscribe on purpose"
+    )
 
 
 def _check_not_self(request: RequestInfo, requester_id: str) -> None:

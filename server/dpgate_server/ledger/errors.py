@@ -80,7 +80,9 @@ class CapBelowSpent(LedgerError):
 
 
 class CapBelowAllocated(LedgerError):
-    """A dataset cap below the sum of its allocations, without the administrator's `force`.
+    """A dataset cap below the sum of its allocations plus what publishing has spent from it
+    (publish spends: the bias figure, bounds chosen privately), without the administrator's
+    `force`.
 
     Allocations then promise more than the cap lets anyone spend: whoever asks last is
     refused though their own allocation has room. Allowed on purpose with `force`.

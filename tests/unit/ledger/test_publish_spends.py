@@ -7,7 +7,10 @@ setting allows; a cap too small refuses with nothing charged; reconcile counts i
 
 from __future__ import annotations
 
+import pytest
+
 from dpgate_server.ledger import Outcome, RequestInfo
+from dpgate_server.ledger.errors import CapBelowAllocated
 
 PUBLISH = RequestInfo(
     request_id="pub-1", rpc="PublishDatasetVersion", query_text="publish gp_appointments"
@@ -77,4 +80,31 @@ def test_a_cap_too_small_refuses_with_nothing_charged_and_says_why(setup):
     (event,) = ledger.list_events(head)
     assert (event.outcome, event.cost_units) == (Outcome.REFUSED, 0)
     assert "nothing charged" in event.detail
+    assert ledger.reconcile().ok
+
+
+def test_a_cap_must_fund_the_allocations_beside_what_publishing_spent(setup):
+    """Publish spends come out of the cap too: a cap below the allocations plus them leaves
+    allocations that can never be spent, so it needs `force` like a cap below the
+    allocations alone. A requester's release is already inside their allocation and is not
+    counted twice."""
+    ledger, admin, dataset = setup.ledger, setup.ledger.admin, setup.dataset
+    assert ledger.charge_publish_spend(dataset, "v000002", "bias_figure", 300, PUBLISH).charged
+    setup.charge(setup.alice, "k1", 100)
+    before = ledger.head()
+    with pytest.raises(CapBelowAllocated) as refused:
+        admin.set_dataset_cap(dataset, 2_299, reason="tighter", request=setup.operator)
+    message = str(refused.value)
+    assert "add up to epsilon 0.000002" in message
+    assert "publishing has spent epsilon 0.0000003" in message
+    assert "at least epsilon 0.0000023" in message
+    assert ledger.head() == before
+    admin.set_dataset_cap(dataset, 2_300, reason="exactly", request=setup.operator)
+    admin.set_dataset_cap(dataset, 2_100, reason="on purpose", request=setup.operator, force=True)
+    assert ledger.get_dataset(dataset).cap_units == 2_100
+    [event] = ledger.list_events(after_seq=ledger.head().count - 1)
+    assert (
+        "(forced below epsilon 0.000002 allocated and epsilon 0.0000003 spent by publishing)"
+        in (event.detail)
+    )
     assert ledger.reconcile().ok
