@@ -153,6 +153,7 @@ def dataset_budget(message: admin_pb2.GetDatasetBudgetResponse) -> DatasetBudget
         cap=spend(message.cap),
         spent=spend(message.spent),
         allocated=spend(message.allocated),
+        publish_spent=spend(message.publish_spent),
         allocation_count=message.allocation_count,
         release_count=message.release_count,
         share_releases=message.share_releases,

@@ -55,6 +55,9 @@ class DatasetBudget:
     spent: Decimal
     allocated: Decimal
     """The sum of every allocation on the dataset (above the cap only if forced)."""
+    publish_spent: Decimal
+    """What publishing spent from the cap (bias figures, bounds chosen privately); included
+    in `spent`. The cap must fund `allocated` beside it (else only with force)."""
     allocation_count: int
     release_count: int
     share_releases: bool

@@ -431,11 +431,23 @@ def _print_dataset_budget(console: Console, found: DatasetBudget) -> None:
         return amount_in_plain_terms(value, found.accounting)
 
     console.print(f"  cap        {shown(found.cap)}")
+    over = found.allocated + found.publish_spent > found.cap
     console.print(
         f"  allocated  {shown(found.allocated)} to {found.allocation_count} requester(s)"
-        + ("  (above the cap: over-subscribed)" if found.allocated > found.cap else "")
+        + (
+            "  (above what the cap leaves after publishing: over-subscribed)"
+            if over and found.publish_spent
+            else "  (above the cap: over-subscribed)"
+            if over
+            else ""
+        )
     )
     console.print(f"  spent      {shown(found.spent)} in {found.release_count} release(s)")
+    if found.publish_spent:
+        console.print(
+            f"             of which {shown(found.publish_spent)} by publishing"
+            " (bias figures, bounds chosen privately)"
+        )
     console.print(f"  remaining  {shown(found.cap - found.spent)} under the cap")
     if found.accounting == "zcdp":
         console.print(f"  ({EQUIVALENT_NOTE})")

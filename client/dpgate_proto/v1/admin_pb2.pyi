@@ -856,6 +856,7 @@ class GetDatasetBudgetResponse(_message.Message):
     ALLOCATION_COUNT_FIELD_NUMBER: _builtins.int
     SHARE_RELEASES_FIELD_NUMBER: _builtins.int
     RELEASE_COUNT_FIELD_NUMBER: _builtins.int
+    PUBLISH_SPENT_FIELD_NUMBER: _builtins.int
     allocation_count: _builtins.int
     """How many requesters hold an allocation on it."""
     share_releases: _builtins.bool
@@ -872,11 +873,17 @@ class GetDatasetBudgetResponse(_message.Message):
 
     @_builtins.property
     def spent(self) -> _types_pb2.Spend:
-        """Spent on the dataset so far by all requesters."""
+        """Spent on the dataset so far: by all requesters, and by publishing (publish_spent)."""
 
     @_builtins.property
     def allocated(self) -> _types_pb2.Spend:
         """The sum of every allocation granted on it (above the cap only if forced)."""
+
+    @_builtins.property
+    def publish_spent(self) -> _types_pb2.Spend:
+        """What publishing spent from the cap (bias figures, bounds chosen privately); included in
+        spent. A cap below allocated plus this needs force (SetDatasetCapRequest.force).
+        """
 
     def __init__(
         self,
@@ -888,10 +895,11 @@ class GetDatasetBudgetResponse(_message.Message):
         allocation_count: _builtins.int = ...,
         share_releases: _builtins.bool = ...,
         release_count: _builtins.int = ...,
+        publish_spent: _types_pb2.Spend | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "cap", b"cap", "dataset", b"dataset", "spent", b"spent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "cap", b"cap", "dataset", b"dataset", "publish_spent", b"publish_spent", "spent", b"spent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "allocation_count", b"allocation_count", "cap", b"cap", "dataset", b"dataset", "release_count", b"release_count", "share_releases", b"share_releases", "spent", b"spent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "allocation_count", b"allocation_count", "cap", b"cap", "dataset", b"dataset", "publish_spent", b"publish_spent", "release_count", b"release_count", "share_releases", b"share_releases", "spent", b"spent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

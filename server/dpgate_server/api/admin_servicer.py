@@ -197,6 +197,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             cap=spend_to_proto(accounting, totals.cap_units),
             spent=spend_to_proto(accounting, totals.spent_units),
             allocated=spend_to_proto(accounting, totals.allocated_units),
+            publish_spent=spend_to_proto(accounting, totals.publish_spent_units),
             allocation_count=totals.allocations,
             share_releases=totals.share_releases,
             release_count=totals.releases,

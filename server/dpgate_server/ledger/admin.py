@@ -444,6 +444,9 @@ class LedgerAdmin:
             released = {(t.requester_id, t.dataset_id): t for t in tx.release_totals()}
             allocations = tx.list_allocations()
             datasets = tx.list_datasets()
+            published: dict[str, int] = {}
+            for spend in tx.list_publish_spends(None):
+                published[spend.dataset_id] = published.get(spend.dataset_id, 0) + spend.cost_units
         lines = tuple(
             SpendingLine(
                 requester_id=a.requester_id,
@@ -473,6 +476,7 @@ class LedgerAdmin:
                     a.granted_units for a in allocations if a.dataset_id == d.dataset_id
                 ),
                 allocations=sum(1 for a in allocations if a.dataset_id == d.dataset_id),
+                publish_spent_units=published.get(d.dataset_id, 0),
                 share_releases=d.share_releases,
             )
             for d in datasets

@@ -430,6 +430,9 @@ class DatasetSpending:
     releases: int
     allocated_units: int = 0
     """The sum of every allocation granted on the dataset (may exceed the cap if forced)."""
+    publish_spent_units: int = 0
+    """What publishing spent from the cap (the bias figure, bounds chosen privately);
+    included in spent_units. A cap below the allocations plus this needs `force`."""
     allocations: int = 0
     """How many requesters hold an allocation on it."""
     share_releases: bool = True

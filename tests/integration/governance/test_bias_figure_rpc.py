@@ -4,6 +4,8 @@ the version), always the same stored figure."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from dpgate import count
 from dpgate_server.ledger.ledger import Ledger
 from tests.integration.governance.conftest import GovernedService
@@ -13,7 +15,8 @@ from tests.unit.governance.helpers import DATASET_ID
 def test_an_analyst_reads_the_bias_figure_free_beside_answers(governed: GovernedService) -> None:
     with governed.admin() as admin:
         published = admin.publish_dataset_version(DATASET_ID)
-        cap_spent = admin.dataset_budget(DATASET_ID).spent
+        budget = admin.dataset_budget(DATASET_ID)
+        cap_spent = budget.spent
     with governed.analyst() as analyst:
         before = analyst.budget(DATASET_ID)
         description = analyst.describe(DATASET_ID)
@@ -36,6 +39,7 @@ def test_an_analyst_reads_the_bias_figure_free_beside_answers(governed: Governed
         (spend,) = ledger.publish_spends(DATASET_ID, published.version)
     assert spend.cost_units == 50_000_000
     assert cap_spent >= figure.spend
+    assert budget.publish_spent == Decimal("0.05")  # the administrator sees what it took
     # beside the answer, the same figure
     assert answer.dataset_version == published.version
     assert answer.bias_figure == figure

@@ -7,8 +7,10 @@ from decimal import Decimal
 
 import polars as pl
 import pytest
+from rich.console import Console
 
 from dpgate._admin_convert import (
+    dataset_budget,
     spend_message,
     spending_frame,
     time_text,
@@ -16,6 +18,7 @@ from dpgate._admin_convert import (
 )
 from dpgate._admin_types import IssuedToken
 from dpgate._audit import AuditClient
+from dpgate.cli.admin import _print_dataset_budget
 from dpgate_proto.v1 import admin_pb2, types_pb2
 
 
@@ -129,3 +132,30 @@ def test_empty_spending_report_keeps_its_columns() -> None:
     frame = spending_frame([])
     assert frame.height == 0
     assert frame.schema["spent"] == pl.Decimal(38, 9)
+
+
+def test_dataset_budget_shows_what_publishing_spent_from_the_cap() -> None:
+    """The administrator's budget view shows the publish spends inside `spent`, and calls
+    the dataset over-subscribed when the allocations exceed what the cap leaves after them."""
+    message = admin_pb2.GetDatasetBudgetResponse(
+        dataset=types_pb2.DatasetSummary(dataset_id="gp_appointments", version="v000002"),
+        cap=types_pb2.Spend(accounting=types_pb2.ACCOUNTING_PURE_DP, nano_units=2_000_000_000),
+        spent=types_pb2.Spend(accounting=types_pb2.ACCOUNTING_PURE_DP, nano_units=150_000_000),
+        allocated=types_pb2.Spend(accounting=types_pb2.ACCOUNTING_PURE_DP, nano_units=2 * 10**9),
+        publish_spent=types_pb2.Spend(
+            accounting=types_pb2.ACCOUNTING_PURE_DP, nano_units=50_000_000
+        ),
+        allocation_count=2,
+        release_count=3,
+    )
+    budget = dataset_budget(message)
+    assert (budget.publish_spent, budget.spent, budget.allocated) == (
+        Decimal("0.05"),
+        Decimal("0.15"),
+        Decimal(2),
+    )
+    console = Console(record=True, width=200)
+    _print_dataset_budget(console, budget)
+    text = console.export_text()
+    assert "of which 0.05 by publishing" in text
+    assert "over-subscribed" in text  # 2 allocated + 0.05 published > a cap of 2

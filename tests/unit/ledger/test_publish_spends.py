@@ -108,3 +108,16 @@ def test_a_cap_must_fund_the_allocations_beside_what_publishing_spent(setup):
         in (event.detail)
     )
     assert ledger.reconcile().ok
+
+
+def test_the_spending_report_shows_what_publishing_spent_from_each_cap(setup):
+    ledger, dataset = setup.ledger, setup.dataset
+    assert ledger.charge_publish_spend(dataset, "v000002", "bias_figure", 300, PUBLISH).charged
+    assert ledger.charge_publish_spend(dataset, "v000003", "bound_choice", 200, PUBLISH).charged
+    setup.charge(setup.alice, "k1", 100)
+    (totals,) = ledger.admin.spending_report().datasets
+    assert (totals.spent_units, totals.publish_spent_units, totals.allocated_units) == (
+        600,
+        500,
+        2_000,
+    )
