@@ -23,7 +23,9 @@ from dpgate_proto.v1 import query_pb2, query_pb2_grpc
 from dpgate_server.api.server import build_server
 from dpgate_server.config import LedgerSettings
 from dpgate_server.ledger.ledger import Ledger
+from dpgate_server.ledger.model import RequestInfo
 from dpgate_server.store.store import DatasetVersion
+from tests.support.analysts import new_analyst
 
 from .conftest import ANALYST_EPSILON, Service, prepare_ledger, settings_for
 
@@ -45,13 +47,19 @@ def served(
     small_dataset: DatasetVersion,
     tmp_path: Path,
 ) -> Iterator[Served]:
-    if request.param == "sqlite":  # the session's shared server
+    if request.param == "sqlite":  # the session's shared server, with an analyst of its own
+        # (the shared analyst's budget is spent by whichever tests ran before this one)
+        with Ledger.open(service.ledger_path) as ledger:
+            requester_id, token = new_analyst(
+                ledger,
+                service.dataset_id,
+                1,
+                prefix="retrier",
+                organisation="Test Trust",
+                request=RequestInfo(request_id="test-setup", rpc="test-setup"),
+            )
         yield Served(
-            service.target,
-            service.tokens["analyst"],
-            str(service.ledger_path),
-            service.analyst_id,
-            service.dataset_id,
+            service.target, token, str(service.ledger_path), requester_id, service.dataset_id
         )
         return
     databases = request.getfixturevalue("postgres_ledger_databases")
